@@ -1,0 +1,29 @@
+export const USAGE = `Usage: tsvmm <command> [options]
+
+A userspace x86-64 virtual machine monitor on KVM.
+
+Commands:
+  run KERNEL            boot a multiboot kernel and attach its serial console
+  help                  show this help
+
+Options for run:
+  --mem SIZE            guest RAM, e.g. 256M, 1G (a bare number is MiB)   [default: 256M]
+  --cpus N              number of vCPUs                                     [default: 1]
+  --cmdline STR         kernel command line (appended to the kernel path, as QEMU does)
+  --serial stdio|file:PATH
+                        where the serial console goes; stdio also feeds stdin to the guest
+                                                                            [default: stdio]
+  --kvm PATH            the KVM device                                      [default: /dev/kvm]
+
+Global options:
+  -h, --help            show this help
+  -V, --version         print the version
+
+Exit status:
+  the guest's debug-exit status ((value << 1) | 1, as QEMU's isa-debug-exit, port 0xf4),
+  0 when the guest powers off, 2 for bad usage or input, 4 when the host cannot run VMs
+  (no /dev/kvm, no permission), 6 when the guest crashes (triple fault), 130 on Ctrl-C.
+
+Example:
+  npx tsvmm run guests/build/hello.elf
+`;

@@ -1,0 +1,125 @@
+/**
+ * The exact surface of the native addon (native/*.cc, built to build/Release/tsvmm.node).
+ *
+ * One function per system call, named after it, no policy: no retries, no defaults, no bookkeeping.
+ * Numbers are file descriptors, ioctl numbers and small integers; 64-bit quantities (guest-physical
+ * addresses, host virtual addresses, sizes) are bigints. Structs cross as caller-provided buffers laid
+ * out exactly as in <linux/kvm.h>; src/kvm/structs.ts decodes them.
+ *
+ * Every failing call throws the constructor registered with setErrorConstructor, called as
+ * `new Ctor(syscall, errno)`, where `syscall` is the ioctl or libc name ('KVM_SET_USER_MEMORY_REGION',
+ * 'open', 'mmap') and `errno` the positive errno. Only `run` reports EINTR by return value, because a
+ * kicked vCPU is an expected outcome, not an error.
+ */
+export interface NativeAddon {
+  /** Registers the class thrown on failure (per thread: each worker's addon instance needs it). */
+  setErrorConstructor(ctor: new (syscall: string, errno: number) => Error): void;
+
+  // --- plain file descriptors -----------------------------------------------------------------
+  /** open(path, O_RDWR | O_CLOEXEC). */
+  open(path: string): number;
+  close(fd: number): void;
+  /** eventfd(initval, flags); flags are EFD_* numbers. */
+  eventfd(initval: number, flags: number): number;
+  /** memfd_create(name, MFD_CLOEXEC). */
+  memfdCreate(name: string): number;
+  /** ftruncate(fd, size). */
+  ftruncate(fd: number, sizeBytes: bigint): void;
+
+  // --- memory mappings ------------------------------------------------------------------------
+  /** mmap(NULL, size, PROT_READ|PROT_WRITE, MAP_SHARED|MAP_ANONYMOUS|MAP_NORESERVE, -1, 0). */
+  mmapAnonymous(sizeBytes: number): ArrayBuffer;
+  /** mmap(NULL, size, PROT_READ|PROT_WRITE, MAP_SHARED, fd, offset): memfd RAM or a vCPU's kvm_run. */
+  mmapShared(fd: number, sizeBytes: number, offset: number): ArrayBuffer;
+  /** munmap of a buffer returned by mmapAnonymous/mmapShared; detaches the ArrayBuffer first so no
+   *  JS view can touch the unmapped range afterwards. */
+  munmap(buffer: ArrayBuffer): void;
+  /** The host virtual address of a mapped buffer (what KVM_SET_USER_MEMORY_REGION takes). */
+  bufferAddress(buffer: ArrayBuffer): bigint;
+
+  // --- threads and signals --------------------------------------------------------------------
+  /** gettid() of the calling thread. */
+  gettid(): number;
+  /** tgkill(getpid(), tid, signo). */
+  tgkill(tid: number, signo: number): void;
+  /** SIGRTMIN as seen by this libc (glibc reserves the first two real-time signals). */
+  sigrtmin(): number;
+  /** sigaction(signo) with an empty handler and without SA_RESTART, so a blocking ioctl returns EINTR. */
+  installEmptySignalHandler(signo: number): void;
+
+  // --- /dev/kvm ---------------------------------------------------------------------------------
+  kvmGetApiVersion(kvmFd: number): number;
+  /** KVM_CHECK_EXTENSION on the /dev/kvm fd or on a VM fd. */
+  kvmCheckExtension(fd: number, cap: number): number;
+  kvmGetVcpuMmapSize(kvmFd: number): number;
+  /** KVM_GET_SUPPORTED_CPUID into `buf` (struct kvm_cpuid2, nent preset by the caller); returns nent. */
+  kvmGetSupportedCpuid(kvmFd: number, buf: Uint8Array): number;
+  /** KVM_GET_MSR_INDEX_LIST into `buf` (struct kvm_msr_list, nmsrs preset); returns nmsrs. */
+  kvmGetMsrIndexList(kvmFd: number, buf: Uint8Array): number;
+  /** KVM_CREATE_VM(type); returns the VM fd. */
+  kvmCreateVm(kvmFd: number, type: number): number;
+
+  // --- VM ioctls --------------------------------------------------------------------------------
+  kvmSetUserMemoryRegion(vmFd: number, slot: number, flags: number, guestPhysAddr: bigint,
+    memorySize: bigint, userspaceAddr: bigint): void;
+  /** KVM_GET_DIRTY_LOG of `slot` into `bitmap` (one bit per page, at least ceil(pages/64)*8 bytes). */
+  kvmGetDirtyLog(vmFd: number, slot: number, bitmap: Uint8Array): void;
+  /** KVM_CLEAR_DIRTY_LOG of `slot` for pages [firstPage, firstPage+numPages) set in `bitmap`. */
+  kvmClearDirtyLog(vmFd: number, slot: number, firstPage: bigint, numPages: number, bitmap: Uint8Array): void;
+  /** KVM_ENABLE_CAP on a VM or vCPU fd; `args` holds the 4 u64 args. */
+  kvmEnableCap(fd: number, cap: number, flags: number, args: BigUint64Array): void;
+  kvmCreateIrqchip(vmFd: number): void;
+  kvmCreatePit2(vmFd: number, flags: number): void;
+  kvmIrqLine(vmFd: number, irq: number, level: number): void;
+  kvmSetTssAddr(vmFd: number, addr: number): void;
+  kvmSetIdentityMapAddr(vmFd: number, addr: bigint): void;
+  kvmIrqfd(vmFd: number, fd: number, gsi: number, flags: number, resampleFd: number): void;
+  kvmIoeventfd(vmFd: number, addr: bigint, len: number, fd: number, flags: number, datamatch: bigint): void;
+  /** struct kvm_clock_data (48 bytes). */
+  kvmGetClock(vmFd: number, buf: Uint8Array): void;
+  kvmSetClock(vmFd: number, buf: Uint8Array): void;
+  /** struct kvm_irqchip (520 bytes); the caller sets chip_id. */
+  kvmGetIrqchip(vmFd: number, buf: Uint8Array): void;
+  kvmSetIrqchip(vmFd: number, buf: Uint8Array): void;
+  /** struct kvm_pit_state2 (112 bytes). */
+  kvmGetPit2(vmFd: number, buf: Uint8Array): void;
+  kvmSetPit2(vmFd: number, buf: Uint8Array): void;
+  /** KVM_CREATE_VCPU(id); returns the vCPU fd. */
+  kvmCreateVcpu(vmFd: number, id: number): number;
+
+  // --- vCPU ioctls ------------------------------------------------------------------------------
+  /** KVM_RUN. Returns 0, or EINTR (4) when a signal or immediate_exit stopped it; throws otherwise. */
+  kvmRun(vcpuFd: number): number;
+  kvmGetRegs(vcpuFd: number, buf: Uint8Array): void;      // struct kvm_regs, 144 bytes
+  kvmSetRegs(vcpuFd: number, buf: Uint8Array): void;
+  kvmGetSregs(vcpuFd: number, buf: Uint8Array): void;     // struct kvm_sregs, 312 bytes
+  kvmSetSregs(vcpuFd: number, buf: Uint8Array): void;
+  kvmGetFpu(vcpuFd: number, buf: Uint8Array): void;       // struct kvm_fpu, 416 bytes
+  kvmSetFpu(vcpuFd: number, buf: Uint8Array): void;
+  /** struct kvm_msrs with nmsrs and indices preset; returns the number of MSRs read. */
+  kvmGetMsrs(vcpuFd: number, buf: Uint8Array): number;
+  /** returns the number of MSRs written. */
+  kvmSetMsrs(vcpuFd: number, buf: Uint8Array): number;
+  kvmGetLapic(vcpuFd: number, buf: Uint8Array): void;     // struct kvm_lapic_state, 1024 bytes
+  kvmSetLapic(vcpuFd: number, buf: Uint8Array): void;
+  kvmGetXsave(vcpuFd: number, buf: Uint8Array): void;     // struct kvm_xsave, 4096 bytes
+  kvmSetXsave(vcpuFd: number, buf: Uint8Array): void;
+  kvmGetXcrs(vcpuFd: number, buf: Uint8Array): void;      // struct kvm_xcrs, 392 bytes
+  kvmSetXcrs(vcpuFd: number, buf: Uint8Array): void;
+  kvmGetVcpuEvents(vcpuFd: number, buf: Uint8Array): void; // struct kvm_vcpu_events, 64 bytes
+  kvmSetVcpuEvents(vcpuFd: number, buf: Uint8Array): void;
+  kvmGetMpState(vcpuFd: number, buf: Uint8Array): void;   // struct kvm_mp_state, 4 bytes
+  kvmSetMpState(vcpuFd: number, buf: Uint8Array): void;
+  kvmGetDebugregs(vcpuFd: number, buf: Uint8Array): void; // struct kvm_debugregs, 128 bytes
+  kvmSetDebugregs(vcpuFd: number, buf: Uint8Array): void;
+  /** struct kvm_cpuid2 with nent and entries filled. */
+  kvmSetCpuid2(vcpuFd: number, buf: Uint8Array): void;
+
+  // --- benchmark baseline (bench/ only) ---------------------------------------------------------
+  /**
+   * The C baseline for bench/exit-latency: calls KVM_RUN on `vcpuFd` in a loop, counting exits that
+   * are KVM_EXIT_IO to `port`, and returns the count at the first exit that is anything else (the
+   * exit is left in kvm_run for the caller to handle). `run` is that vCPU's mapped kvm_run.
+   */
+  benchCountPioExits(vcpuFd: number, run: ArrayBuffer, port: number): number;
+}

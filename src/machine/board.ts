@@ -1,0 +1,55 @@
+import {
+  COM1_IRQ, COM1_PORT, DEBUG_EXIT_PORT, DEBUG_EXIT_SIZE, GED_REGS_ADDR, GED_REGS_SIZE,
+} from '../arch/x86/layout.js';
+import { addon } from '../kvm/addon.js';
+import { AcpiGedRegs } from '../devices/acpi-ged.js';
+import type { IrqLine } from '../devices/bus-device.js';
+import { DebugExit } from '../devices/debug-exit.js';
+import { IoBus } from '../devices/io-bus.js';
+import { Uart8250 } from '../devices/uart8250.js';
+import type { ExitBuses, VcpuStop } from '../vcpu/exit-handler.js';
+
+/**
+ * The board: which device sits at which port and address. A plain, structured-cloneable description
+ * crosses into every vCPU thread, and each thread builds its own buses from it; state that more than
+ * one thread touches (the UART's) lives in SharedArrayBuffers inside the description.
+ */
+export interface BoardDescription {
+  readonly vmFd: number;
+  /** The UART's register file (see Uart8250): shared by every vCPU thread and the main thread. */
+  readonly uartState: Int32Array;
+  /** File descriptor the UART transmits to (1 for stdio, or an opened file). */
+  readonly serialOutputFd: number;
+}
+
+/** An interrupt line into KVM's in-kernel PIC/IOAPIC, by GSI. */
+export class KvmIrqLine implements IrqLine {
+  constructor(private readonly vmFd: number, private readonly gsi: number) {}
+  setLevel(high: boolean): void {
+    addon().kvmIrqLine(this.vmFd, this.gsi, high ? 1 : 0);
+  }
+}
+
+export interface BoardHooks {
+  /** A device asks for the VM to stop (debug-exit, power-off, reset). */
+  requestStop(stop: VcpuStop): void;
+  /** Transmit one byte from the UART. */
+  transmit(byte: number): void;
+}
+
+export function comPortUart(board: BoardDescription, transmit: (byte: number) => void): Uart8250 {
+  return new Uart8250(board.uartState, new KvmIrqLine(board.vmFd, COM1_IRQ), transmit);
+}
+
+/** Builds this thread's buses for `board`. */
+export function buildBuses(board: BoardDescription, hooks: BoardHooks): ExitBuses {
+  const pio = new IoBus('port I/O');
+  const mmio = new IoBus('MMIO');
+  pio.register(COM1_PORT, 8, comPortUart(board, hooks.transmit), 'serial (COM1)');
+  pio.register(DEBUG_EXIT_PORT, DEBUG_EXIT_SIZE, new DebugExit((status) => hooks.requestStop({ kind: 'guest-exit', status })), 'isa-debug-exit');
+  mmio.register(GED_REGS_ADDR, GED_REGS_SIZE, new AcpiGedRegs({
+    powerOff: () => hooks.requestStop({ kind: 'poweroff' }),
+    reset: () => hooks.requestStop({ kind: 'reset' }),
+  }), 'acpi-ged registers');
+  return { pio, mmio };
+}

@@ -1,0 +1,173 @@
+import { readFileSync } from 'node:fs';
+import { KVM_IDENTITY_MAP_ADDR, KVM_TSS_ADDR, MiB } from '../arch/x86/layout.js';
+import { BootError } from '../boot/boot-error.js';
+import { loadMultiboot, parseMultibootKernel, type MultibootKernel } from '../boot/multiboot.js';
+import { addon } from '../kvm/addon.js';
+import { KVM_PIT_SPEAKER_DUMMY } from '../kvm/constants.js';
+import { Kvm } from '../kvm/kvm.js';
+import {
+  KVM_SREGS_SIZE, decodeSregs, encodeCpuid2, encodeRegs, encodeSregs,
+} from '../kvm/structs.js';
+import { GuestMemory } from '../memory/guest-memory.js';
+import { multibootEntryState } from '../vcpu/boot-state.js';
+import { cpuidForVcpu } from '../vcpu/cpuid.js';
+import type { VcpuStop } from '../vcpu/exit-handler.js';
+import { VcpuThreads } from '../vcpu/vcpu-threads.js';
+import { comPortUart, type BoardDescription } from './board.js';
+import { createUartState, type Uart8250 } from '../devices/uart8250.js';
+import { writeSync } from 'node:fs';
+
+/** What a VM is built from. */
+export interface VmConfig {
+  readonly kernelPath: string;
+  readonly memBytes: number;
+  readonly cpus: number;
+  readonly cmdline: string;
+  /** Where the serial console's output goes (1 = stdout). */
+  readonly serialOutputFd: number;
+  readonly kvmPath?: string;
+}
+
+/** The smallest RAM a multiboot guest gets: the loader's low-memory data plus a kernel at 1 MiB. */
+export const MIN_MEM_BYTES = 2 * MiB;
+/** KVM's own per-VM vCPU limit is larger; this is what the board (one IOAPIC, xAPIC IDs) supports. */
+export const MAX_CPUS = 254;
+
+export class VmConfigError extends Error {
+  override name = 'VmConfigError';
+}
+
+/** Reads and validates a multiboot kernel file; every failure names the file and the problem. */
+export function readKernel(kernelPath: string): MultibootKernel {
+  let image: Uint8Array;
+  try {
+    image = readFileSync(kernelPath);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') throw new BootError(`kernel file ${kernelPath} does not exist`);
+    if (code === 'EISDIR') throw new BootError(`kernel file ${kernelPath} is a directory`);
+    if (code === 'EACCES') throw new BootError(`kernel file ${kernelPath} is not readable (permission denied)`);
+    throw new BootError(`cannot read kernel file ${kernelPath}: ${(e as Error).message}`);
+  }
+  try {
+    return parseMultibootKernel(image);
+  } catch (e) {
+    if (e instanceof BootError) throw new BootError(`${kernelPath}: ${e.message}`);
+    throw e;
+  }
+}
+
+/**
+ * A VM: KVM's VM and vCPUs, guest memory, and the vCPU threads. Built in a fixed, visible order by
+ * `Vm.create`; everything it opens, `dispose` closes.
+ */
+export class Vm {
+  private disposed = false;
+
+  private constructor(
+    private readonly kvm: Kvm,
+    readonly vmFd: number,
+    readonly memory: GuestMemory,
+    private readonly vcpuFds: readonly number[],
+    readonly vcpus: VcpuThreads,
+    private readonly uart: Uart8250,
+  ) {}
+
+  static create(config: VmConfig): Vm {
+    if (!Number.isInteger(config.cpus) || config.cpus < 1 || config.cpus > MAX_CPUS) {
+      throw new VmConfigError(`cannot give the VM ${config.cpus} vCPUs: choose 1 to ${MAX_CPUS}`);
+    }
+    if (config.memBytes < MIN_MEM_BYTES) {
+      throw new VmConfigError(`guest memory of ${config.memBytes} bytes is too small: give at least ${MIN_MEM_BYTES / MiB} MiB`);
+    }
+    const kernel = readKernel(config.kernelPath);
+    if (kernel.end > config.memBytes) {
+      throw new VmConfigError(`${config.kernelPath} needs RAM up to 0x${kernel.end.toString(16)}: give the VM more memory (--mem)`);
+    }
+
+    const native = addon();
+    const kvm = Kvm.open(config.kvmPath);
+    const opened: number[] = [];
+    let memory: GuestMemory | undefined;
+    try {
+      const vmFd = native.kvmCreateVm(kvm.fd, 0);
+      opened.push(vmFd);
+      native.kvmSetTssAddr(vmFd, KVM_TSS_ADDR);
+      native.kvmSetIdentityMapAddr(vmFd, BigInt(KVM_IDENTITY_MAP_ADDR));
+      // The in-kernel PIC/IOAPIC/LAPIC and PIT must exist before any vCPU is created.
+      native.kvmCreateIrqchip(vmFd);
+      native.kvmCreatePit2(vmFd, KVM_PIT_SPEAKER_DUMMY);
+
+      memory = GuestMemory.create(config.memBytes);
+      memory.regions.forEach((r, slot) => {
+        // INVARIANT: the region's mapping outlives this slot; dispose() unmaps only after closing the VM.
+        native.kvmSetUserMemoryRegion(vmFd, slot, 0, BigInt(r.start), BigInt(r.sizeBytes), r.hva);
+      });
+      const entry = loadMultiboot(kernel, memory, config.cmdline);
+
+      const supported = kvm.supportedCpuid();
+      const vcpuFds: number[] = [];
+      for (let i = 0; i < config.cpus; i++) {
+        const fd = native.kvmCreateVcpu(vmFd, i);
+        opened.push(fd);
+        vcpuFds.push(fd);
+        native.kvmSetCpuid2(fd, encodeCpuid2(cpuidForVcpu(supported, i, config.cpus)));
+      }
+      // The BSP enters the kernel; APs wait for INIT/SIPI in the in-kernel LAPIC, as on hardware.
+      const sregsBuf = new Uint8Array(KVM_SREGS_SIZE);
+      native.kvmGetSregs(vcpuFds[0]!, sregsBuf);
+      const boot = multibootEntryState(entry, decodeSregs(sregsBuf));
+      native.kvmSetSregs(vcpuFds[0]!, encodeSregs(boot.sregs));
+      native.kvmSetRegs(vcpuFds[0]!, encodeRegs(boot.regs));
+
+      const board: BoardDescription = { vmFd, uartState: createUartState(), serialOutputFd: config.serialOutputFd };
+      const byte = new Uint8Array(1);
+      const uart = comPortUart(board, (b) => { byte[0] = b; writeSync(config.serialOutputFd, byte); });
+      const vcpus = new VcpuThreads(vcpuFds, kvm.vcpuMmapSize(), board);
+      return new Vm(kvm, vmFd, memory, vcpuFds, vcpus, uart);
+    } catch (e) {
+      for (const fd of opened.reverse()) native.close(fd);
+      memory?.dispose();
+      kvm.close();
+      throw e;
+    }
+  }
+
+  start(): void {
+    this.vcpus.start();
+  }
+
+  /** Resolves when the guest stops (debug-exit, power-off, reset, triple fault, error) or stop() is called. */
+  get stopped(): Promise<VcpuStop | undefined> {
+    return this.vcpus.stopped;
+  }
+
+  pause(): Promise<void> {
+    return this.vcpus.pause();
+  }
+
+  resume(): void {
+    this.vcpus.resume();
+  }
+
+  stop(): Promise<VcpuStop | undefined> {
+    return this.vcpus.stop();
+  }
+
+  /** Feeds bytes to the serial port's receiver, as typed on the console; returns how many fitted. */
+  serialInput(bytes: Uint8Array): number {
+    return this.uart.receive(bytes);
+  }
+
+  /** Closes every vCPU and the VM, then unmaps guest memory (in that order: slots before mappings). */
+  dispose(): void {
+    if (this.disposed) return;
+    this.disposed = true;
+    const native = addon();
+    this.vcpus.dispose();
+    for (const fd of this.vcpuFds) native.close(fd);
+    native.close(this.vmFd);
+    this.memory.dispose();
+    this.kvm.close();
+  }
+}

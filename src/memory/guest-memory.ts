@@ -1,0 +1,127 @@
+import { addon } from '../kvm/addon.js';
+import { GiB, HIGH_RAM_START, LOW_RAM_MAX_END, PAGE_SIZE, gpa, type Gpa } from '../arch/x86/layout.js';
+
+/**
+ * Guest RAM: host mappings of memfds, each covering one guest-physical range. All reads and writes the
+ * VMM makes into guest memory go through here (the loader today; devices and DMA later), so that the
+ * dirty tracking added on top sees every one of them.
+ */
+
+export class GuestMemoryError extends Error {
+  override name = 'GuestMemoryError';
+}
+
+/**
+ * The largest single region. A JS typed array over an external buffer is limited to 4 GiB here, and
+ * indices below 2^31 stay small integers in V8, so RAM is cut into regions of at most 2 GiB.
+ */
+export const MAX_REGION_BYTES = 2 * GiB;
+
+/** A guest-physical range of RAM backed by one host mapping. */
+export interface RamRegion {
+  readonly start: Gpa;
+  readonly sizeBytes: number;
+  /** The memfd behind the mapping, so other threads (and later processes) can map the same pages. */
+  readonly fd: number;
+  /** Host virtual address of the mapping in this thread, as KVM_SET_USER_MEMORY_REGION takes it. */
+  readonly hva: bigint;
+  /** INVARIANT: aliases guest memory; only GuestMemory writes through it. */
+  readonly bytes: Uint8Array;
+}
+
+/** Where RAM of `sizeBytes` lies: up to 3 GiB from 0, the rest above 4 GiB (the MMIO hole between). */
+export function ramLayout(sizeBytes: number): { start: Gpa; sizeBytes: number }[] {
+  const ranges: { start: Gpa; sizeBytes: number }[] = [];
+  const low = Math.min(sizeBytes, LOW_RAM_MAX_END);
+  const push = (start: number, size: number) => {
+    for (let done = 0; done < size; done += MAX_REGION_BYTES) {
+      ranges.push({ start: gpa(start + done), sizeBytes: Math.min(MAX_REGION_BYTES, size - done) });
+    }
+  };
+  push(0, low);
+  if (sizeBytes > low) push(HIGH_RAM_START, sizeBytes - low);
+  return ranges;
+}
+
+export class GuestMemory {
+  private constructor(readonly regions: readonly RamRegion[], readonly sizeBytes: number) {}
+
+  /** Allocates RAM of `sizeBytes` (a multiple of 4 KiB), laid out by ramLayout. */
+  static create(sizeBytes: number): GuestMemory {
+    if (!Number.isSafeInteger(sizeBytes) || sizeBytes <= 0 || sizeBytes % PAGE_SIZE !== 0) {
+      throw new GuestMemoryError(`guest memory size ${sizeBytes} is not a positive multiple of 4 KiB`);
+    }
+    const native = addon();
+    const regions: RamRegion[] = [];
+    try {
+      for (const { start, sizeBytes: size } of ramLayout(sizeBytes)) {
+        const fd = native.memfdCreate(`tsvmm-ram-${start.toString(16)}`);
+        try {
+          native.ftruncate(fd, BigInt(size));
+          const buffer = native.mmapShared(fd, size, 0);
+          regions.push({ start, sizeBytes: size, fd, hva: native.bufferAddress(buffer), bytes: new Uint8Array(buffer) });
+        } catch (e) {
+          native.close(fd);
+          throw e;
+        }
+      }
+    } catch (cause) {
+      for (const r of regions) GuestMemory.release(r);
+      throw new GuestMemoryError(`cannot allocate ${sizeBytes} bytes of guest memory`, { cause });
+    }
+    return new GuestMemory(regions, sizeBytes);
+  }
+
+  /** The region holding [address, address + length), or undefined if the range is not all RAM of one region. */
+  regionOf(address: Gpa, length: number): RamRegion | undefined {
+    for (const r of this.regions) {
+      if (address >= r.start && address + length <= r.start + r.sizeBytes) return r;
+    }
+    return undefined;
+  }
+
+  private bytesAt(address: Gpa, length: number): Uint8Array {
+    const r = this.regionOf(address, length);
+    if (r === undefined) {
+      throw new GuestMemoryError(
+        `guest range 0x${address.toString(16)}+0x${length.toString(16)} is not inside guest RAM`,
+      );
+    }
+    const offset = address - r.start;
+    return r.bytes.subarray(offset, offset + length);
+  }
+
+  write(address: Gpa, data: Uint8Array): void {
+    this.bytesAt(address, data.length).set(data);
+  }
+
+  fill(address: Gpa, length: number, value: number): void {
+    this.bytesAt(address, length).fill(value);
+  }
+
+  /** A copy of guest bytes (never a view: callers must not be able to write guest memory behind our back). */
+  read(address: Gpa, length: number): Uint8Array {
+    return this.bytesAt(address, length).slice();
+  }
+
+  readU64(address: Gpa): bigint {
+    const b = this.bytesAt(address, 8);
+    return new DataView(b.buffer, b.byteOffset, 8).getBigUint64(0, true);
+  }
+
+  /** Is the whole range RAM? */
+  contains(address: Gpa, length: number): boolean {
+    return this.regionOf(address, length) !== undefined;
+  }
+
+  /** Unmaps and closes every region. The memslots using them must be gone first. */
+  dispose(): void {
+    for (const r of this.regions) GuestMemory.release(r);
+  }
+
+  private static release(r: RamRegion): void {
+    const native = addon();
+    if (r.bytes.buffer.byteLength > 0) native.munmap(r.bytes.buffer as ArrayBuffer);
+    native.close(r.fd);
+  }
+}

@@ -1,0 +1,21 @@
+/**
+ * The words a vCPU thread and the main thread share to agree on running, pausing and stopping
+ * (an Int32Array over a SharedArrayBuffer, one per vCPU). The main thread writes REQUEST; the vCPU
+ * thread writes STATE and notifies on it.
+ */
+export const Ctl = {
+  REQUEST: 0,
+  STATE: 1,
+  /** Linux thread id of the vCPU thread, for tgkill. 0 until it has started. */
+  TID: 2,
+  /** Exits handled (wrapping), for statistics. */
+  EXITS: 3,
+  WORDS: 4,
+} as const;
+
+export const Request = { RUN: 0, PAUSE: 1, STOP: 2 } as const;
+export const State = { STARTING: 0, RUNNING: 1, PAUSED: 2, STOPPED: 3 } as const;
+
+export function createControlBlock(): Int32Array {
+  return new Int32Array(new SharedArrayBuffer(Ctl.WORDS * 4));
+}

@@ -1,0 +1,165 @@
+import { Worker } from 'node:worker_threads';
+import path from 'node:path';
+import { addon, packageRoot } from '../kvm/addon.js';
+import { KvmRunOffset } from '../kvm/kvm-run.js';
+import type { BoardDescription } from '../machine/board.js';
+import { Ctl, Request, State, createControlBlock } from './control-block.js';
+import type { VcpuStop } from './exit-handler.js';
+import type { VcpuThreadData, VcpuThreadExit } from './vcpu-thread.js';
+
+/** The compiled vCPU thread body; workers always run built JavaScript (`npm install` / `npm test` build it). */
+export const VCPU_THREAD_SCRIPT = path.join(packageRoot, 'dist', 'vcpu', 'vcpu-thread.js');
+
+const ESRCH = 3;
+
+interface VcpuHandle {
+  readonly index: number;
+  readonly fd: number;
+  readonly control: Int32Array;
+  /** The main thread's own mapping of this vCPU's kvm_run, to set immediate_exit when kicking. */
+  readonly run: Uint8Array;
+  worker: Worker | undefined;
+  exit: Promise<VcpuThreadExit>;
+}
+
+/**
+ * The vCPU threads of one VM, driven from the main thread: start, pause (every vCPU outside KVM_RUN,
+ * so state can be read), resume, stop. The first vCPU that stops for a reason of the guest's (debug-exit,
+ * power-off, triple fault, error) stops the others, and `stopped` resolves with that reason.
+ */
+export class VcpuThreads {
+  private readonly handles: VcpuHandle[];
+  private readonly kickSignal: number;
+  private firstStop: VcpuStop | undefined;
+  private resolveStopped!: (stop: VcpuStop | undefined) => void;
+  /** Resolves once every vCPU thread has ended, with the guest's reason (undefined if stopped on request). */
+  readonly stopped: Promise<VcpuStop | undefined>;
+  private started = false;
+  private readonly exitHook = () => this.kickAll(Request.STOP);
+
+  constructor(vcpuFds: readonly number[], private readonly runMmapSize: number, private readonly board: BoardDescription) {
+    const native = addon();
+    this.kickSignal = native.sigrtmin() + 4;
+    // The handler must exist before any kick, in every thread: sigaction is process-wide.
+    native.installEmptySignalHandler(this.kickSignal);
+    this.handles = vcpuFds.map((fd, index) => ({
+      index,
+      fd,
+      control: createControlBlock(),
+      run: new Uint8Array(native.mmapShared(fd, runMmapSize, 0)),
+      worker: undefined,
+      exit: Promise.resolve({ index, stop: undefined }),
+    }));
+    this.stopped = new Promise((resolve) => { this.resolveStopped = resolve; });
+  }
+
+  get count(): number {
+    return this.handles.length;
+  }
+
+  start(): void {
+    if (this.started) throw new Error('vCPUs already started');
+    this.started = true;
+    // INVARIANT: process exit joins worker threads; a thread blocked in KVM_RUN would never join, so
+    // on exit every vCPU is told to stop and kicked out of the guest first.
+    process.on('exit', this.exitHook);
+    for (const h of this.handles) {
+      const data: VcpuThreadData = {
+        index: h.index, vcpuFd: h.fd, runMmapSize: this.runMmapSize, kickSignal: this.kickSignal,
+        control: h.control, board: this.board,
+      };
+      const worker = new Worker(VCPU_THREAD_SCRIPT, { workerData: data });
+      h.worker = worker;
+      h.exit = new Promise<VcpuThreadExit>((resolve) => {
+        let result: VcpuThreadExit = { index: h.index, stop: { kind: 'error', message: `vCPU ${h.index} thread ended without a report` } };
+        worker.on('message', (m: VcpuThreadExit) => { result = m; });
+        worker.on('error', (e) => { result = { index: h.index, stop: { kind: 'error', message: `vCPU ${h.index} thread failed: ${e.message}` } }; });
+        worker.on('exit', () => resolve(result));
+      }).then((r) => {
+        if (r.stop !== undefined && this.firstStop === undefined) {
+          this.firstStop = r.stop;
+          this.kickAll(Request.STOP);
+        }
+        return r;
+      });
+    }
+    void Promise.all(this.handles.map((h) => h.exit)).then(() => {
+      process.off('exit', this.exitHook);
+      this.resolveStopped(this.firstStop);
+    });
+  }
+
+  /** Kicks every vCPU out of KVM_RUN and resolves when all are parked (or have ended). */
+  async pause(): Promise<void> {
+    this.kickAll(Request.PAUSE);
+    await Promise.all(this.handles.map((h) => waitWhile(h.control, (s) => s === State.RUNNING || s === State.STARTING)));
+  }
+
+  resume(): void {
+    for (const h of this.handles) {
+      if (Atomics.load(h.control, Ctl.REQUEST) !== Request.PAUSE) continue;
+      Atomics.store(h.control, Ctl.REQUEST, Request.RUN);
+      Atomics.notify(h.control, Ctl.REQUEST);
+    }
+  }
+
+  /** Stops every vCPU and resolves when every thread has ended. */
+  async stop(): Promise<VcpuStop | undefined> {
+    if (!this.started) {
+      this.resolveStopped(undefined);
+      return undefined;
+    }
+    this.kickAll(Request.STOP);
+    return this.stopped;
+  }
+
+  /** True while every started vCPU thread is parked. */
+  isPaused(): boolean {
+    return this.handles.every((h) => Atomics.load(h.control, Ctl.STATE) === State.PAUSED);
+  }
+
+  /** Exits handled so far by vCPU `index` (wrapping at 2^32). */
+  exitCount(index: number): number {
+    return Atomics.load(this.handles[index]!.control, Ctl.EXITS) >>> 0;
+  }
+
+  /** Unmaps the main thread's kvm_run views. Call after `stopped`. */
+  dispose(): void {
+    const native = addon();
+    for (const h of this.handles) if (h.run.buffer.byteLength > 0) native.munmap(h.run.buffer as ArrayBuffer);
+  }
+
+  /**
+   * Sets `request` for every vCPU and forces each out of KVM_RUN: immediate_exit covers a thread about
+   * to enter, the signal one already inside (including one halted in the guest). Synchronous, so it is
+   * safe in a process 'exit' handler.
+   */
+  private kickAll(request: number): void {
+    const native = addon();
+    for (const h of this.handles) {
+      const c = h.control;
+      if (Atomics.load(c, Ctl.STATE) === State.STOPPED) continue;
+      if (Atomics.load(c, Ctl.REQUEST) === Request.STOP) continue;
+      Atomics.store(c, Ctl.REQUEST, request);
+      Atomics.notify(c, Ctl.REQUEST);
+      if (h.run.byteLength > 0) h.run[KvmRunOffset.IMMEDIATE_EXIT] = 1;
+      const tid = Atomics.load(c, Ctl.TID);
+      if (tid === 0) continue; // not started: it reads REQUEST before its first KVM_RUN
+      try {
+        native.tgkill(tid, this.kickSignal);
+      } catch (e) {
+        if ((e as { errno?: number }).errno !== ESRCH) throw e; // the thread already ended
+      }
+    }
+  }
+}
+
+/** Waits (without blocking the event loop) until the vCPU's STATE no longer satisfies `busy`. */
+async function waitWhile(control: Int32Array, busy: (state: number) => boolean): Promise<void> {
+  for (;;) {
+    const s = Atomics.load(control, Ctl.STATE);
+    if (!busy(s)) return;
+    const r = Atomics.waitAsync(control, Ctl.STATE, s);
+    if (r.async) await r.value;
+  }
+}
