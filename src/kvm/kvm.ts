@@ -38,7 +38,15 @@ export class Kvm {
     }
     const kvm = new Kvm(fd, path);
     try {
-      const version = native.kvmGetApiVersion(fd);
+      let version: number;
+      try {
+        version = native.kvmGetApiVersion(fd);
+      } catch (e) {
+        if (e instanceof KvmError && e.code === 'ENOTTY') {
+          throw new KvmUnavailableError(`${path} is not a KVM device (${e.message})`, { cause: e });
+        }
+        throw e;
+      }
       if (version !== KVM_API_VERSION) {
         throw new KvmUnavailableError(`${path} speaks KVM API version ${version}; tsvmm needs ${KVM_API_VERSION}`);
       }

@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeSync } from 'node:fs';
 import { KVM_IDENTITY_MAP_ADDR, KVM_TSS_ADDR, MiB } from '../arch/x86/layout.js';
 import { BootError } from '../boot/boot-error.js';
 import { loadMultiboot, parseMultibootKernel, type MultibootKernel } from '../boot/multiboot.js';
@@ -15,7 +15,6 @@ import type { VcpuStop } from '../vcpu/exit-handler.js';
 import { VcpuThreads } from '../vcpu/vcpu-threads.js';
 import { comPortUart, type BoardDescription } from './board.js';
 import { createUartState, type Uart8250 } from '../devices/uart8250.js';
-import { writeSync } from 'node:fs';
 
 /** What a VM is built from. */
 export interface VmConfig {
@@ -71,7 +70,18 @@ export class Vm {
     private readonly vcpuFds: readonly number[],
     readonly vcpus: VcpuThreads,
     private readonly uart: Uart8250,
+    /** The board description every vCPU thread builds its buses from. */
+    readonly board: BoardDescription,
+    /** KVM's size of each vCPU's kvm_run mapping. */
+    readonly runMmapSize: number,
   ) {}
+
+  /** The KVM fd of vCPU `index` (for benchmarks and state capture; the vCPU threads own KVM_RUN). */
+  vcpuFd(index: number): number {
+    const fd = this.vcpuFds[index];
+    if (fd === undefined) throw new RangeError(`no vCPU ${index}: the VM has ${this.vcpuFds.length}`);
+    return fd;
+  }
 
   static create(config: VmConfig): Vm {
     if (!Number.isInteger(config.cpus) || config.cpus < 1 || config.cpus > MAX_CPUS) {
@@ -123,8 +133,9 @@ export class Vm {
       const board: BoardDescription = { vmFd, uartState: createUartState(), serialOutputFd: config.serialOutputFd };
       const byte = new Uint8Array(1);
       const uart = comPortUart(board, (b) => { byte[0] = b; writeSync(config.serialOutputFd, byte); });
-      const vcpus = new VcpuThreads(vcpuFds, kvm.vcpuMmapSize(), board);
-      return new Vm(kvm, vmFd, memory, vcpuFds, vcpus, uart);
+      const runMmapSize = kvm.vcpuMmapSize();
+      const vcpus = new VcpuThreads(vcpuFds, runMmapSize, board);
+      return new Vm(kvm, vmFd, memory, vcpuFds, vcpus, uart, board, runMmapSize);
     } catch (e) {
       for (const fd of opened.reverse()) native.close(fd);
       memory?.dispose();

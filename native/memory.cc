@@ -1,0 +1,107 @@
+// Guest RAM and kvm_run mappings, exposed to JS as external ArrayBuffers over the mapping itself.
+//
+// No finalizer unmaps them: KVM keeps using a mapping after the last JS view is gone (a memslot,
+// a vCPU's kvm_run), so only the owner knows when munmap is safe, and it calls munmap explicitly.
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdint>
+#include <string>
+
+#include "addon.h"
+#include "args.h"
+
+namespace tsvmm {
+namespace {
+
+Napi::Value memfdCreate(const Napi::CallbackInfo& info) {
+  Args args(info, __func__);
+  std::string name;
+  if (!args.String(0, "name", &name)) return {};
+  int fd = ::memfd_create(name.c_str(), MFD_CLOEXEC);
+  if (fd < 0) return ThrowSyscallError(args.Env(), "memfd_create", errno);
+  return Napi::Number::New(args.Env(), fd);
+}
+
+Napi::Value ftruncate(const Napi::CallbackInfo& info) {
+  Args args(info, __func__);
+  int32_t fd;
+  uint64_t size;
+  if (!args.Int32(0, "fd", &fd) || !args.BigUint64(1, "sizeBytes", &size)) return {};
+  if (::ftruncate(fd, static_cast<off_t>(size)) != 0) {
+    return ThrowSyscallError(args.Env(), "ftruncate", errno);
+  }
+  return args.Env().Undefined();
+}
+
+Napi::Value MappingToArrayBuffer(Napi::Env env, void* address, size_t length) {
+  if (address == MAP_FAILED) return ThrowSyscallError(env, "mmap", errno);
+  Napi::ArrayBuffer buffer = Napi::ArrayBuffer::New(env, address, length);
+  if (env.IsExceptionPending()) {
+    // V8 refused the buffer (Node 20 caps ArrayBuffers at 4 GiB): nobody else can ever unmap this.
+    ::munmap(address, length);
+    return {};
+  }
+  return buffer;
+}
+
+// MAP_NORESERVE: guest RAM is sized for the worst case but mostly never touched, so it must not be
+// charged against overcommit up front.
+Napi::Value mmapAnonymous(const Napi::CallbackInfo& info) {
+  Args args(info, __func__);
+  uint64_t size;
+  if (!args.SafeUint(0, "sizeBytes", &size)) return {};
+  void* address = ::mmap(nullptr, size, PROT_READ | PROT_WRITE,
+                         MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  return MappingToArrayBuffer(args.Env(), address, size);
+}
+
+Napi::Value mmapShared(const Napi::CallbackInfo& info) {
+  Args args(info, __func__);
+  int32_t fd;
+  uint64_t size, offset;
+  if (!args.Int32(0, "fd", &fd) || !args.SafeUint(1, "sizeBytes", &size) ||
+      !args.SafeUint(2, "offset", &offset)) {
+    return {};
+  }
+  void* address = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd,
+                         static_cast<off_t>(offset));
+  return MappingToArrayBuffer(args.Env(), address, size);
+}
+
+// Detach before unmapping so that every JS view of the buffer reads as empty instead of faulting.
+// The caller must only pass buffers from mmapAnonymous/mmapShared: nothing here can tell those
+// apart from a V8-allocated ArrayBuffer.
+Napi::Value munmap(const Napi::CallbackInfo& info) {
+  Args args(info, __func__);
+  Napi::ArrayBuffer buffer;
+  if (!args.ArrayBuffer(0, "buffer", 0, &buffer)) return {};
+  void* address = buffer.Data();
+  size_t length = buffer.ByteLength();
+  buffer.Detach();
+  if (args.Env().IsExceptionPending()) return {};
+  if (::munmap(address, length) != 0) return ThrowSyscallError(args.Env(), "munmap", errno);
+  return args.Env().Undefined();
+}
+
+Napi::Value bufferAddress(const Napi::CallbackInfo& info) {
+  Args args(info, __func__);
+  Napi::ArrayBuffer buffer;
+  if (!args.ArrayBuffer(0, "buffer", 0, &buffer)) return {};
+  return Napi::BigInt::New(args.Env(), static_cast<uint64_t>(
+                                           reinterpret_cast<uintptr_t>(buffer.Data())));
+}
+
+}  // namespace
+
+void RegisterMemory(Napi::Env env, Napi::Object exports) {
+  EXPORT_FUNCTION(env, exports, memfdCreate);
+  EXPORT_FUNCTION(env, exports, ftruncate);
+  EXPORT_FUNCTION(env, exports, mmapAnonymous);
+  EXPORT_FUNCTION(env, exports, mmapShared);
+  EXPORT_FUNCTION(env, exports, munmap);
+  EXPORT_FUNCTION(env, exports, bufferAddress);
+}
+
+}  // namespace tsvmm

@@ -1,0 +1,45 @@
+import type { NativeAddon } from '../kvm/addon-types.js';
+import { KvmRunOffset } from '../kvm/kvm-run.js';
+import { Ctl, Request, State } from './control-block.js';
+import { handleExit, type ExitBuses, type KvmRunView, type VcpuStop } from './exit-handler.js';
+
+/**
+ * The vCPU run loop: KVM_RUN, dispatch the exit, repeat, honouring the main thread's requests in the
+ * control block between entries. Returns why it stopped (undefined: stopped on request). The vCPU
+ * thread runs exactly this; bench/exit-latency runs it too, against the C loop in the addon.
+ *
+ * Pausing: the main thread sets REQUEST = PAUSE, sets immediate_exit and signals the thread; KVM_RUN
+ * returns EINTR (after completing any pending I/O, so the vCPU state is consistent), and the loop parks
+ * in Atomics.wait with STATE = PAUSED until REQUEST changes.
+ */
+export function runLoop(
+  native: NativeAddon,
+  vcpuFd: number,
+  run: KvmRunView,
+  buses: ExitBuses,
+  ctl: Int32Array,
+  /** A stop a device asked for during the last exit (debug-exit, power-off), if any. */
+  deviceStop: () => VcpuStop | undefined,
+): VcpuStop | undefined {
+  const setState = (s: number) => { Atomics.store(ctl, Ctl.STATE, s); Atomics.notify(ctl, Ctl.STATE); };
+  for (;;) {
+    const request = Atomics.load(ctl, Ctl.REQUEST);
+    if (request === Request.STOP) return undefined;
+    if (request === Request.PAUSE) {
+      run.bytes[KvmRunOffset.IMMEDIATE_EXIT] = 0;
+      setState(State.PAUSED);
+      while (Atomics.load(ctl, Ctl.REQUEST) === Request.PAUSE) Atomics.wait(ctl, Ctl.REQUEST, Request.PAUSE);
+      setState(State.RUNNING);
+      continue;
+    }
+    if (native.kvmRun(vcpuFd) !== 0) {
+      // EINTR: a kick. If the request was withdrawn meanwhile, the immediate_exit it left must not
+      // keep failing every entry.
+      if (Atomics.load(ctl, Ctl.REQUEST) === Request.RUN) run.bytes[KvmRunOffset.IMMEDIATE_EXIT] = 0;
+      continue;
+    }
+    ctl[Ctl.EXITS] = (ctl[Ctl.EXITS]! + 1) | 0;
+    const stop = handleExit(run, buses) ?? deviceStop();
+    if (stop !== undefined) return stop;
+  }
+}

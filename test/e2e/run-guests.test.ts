@@ -1,0 +1,67 @@
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { expect, it } from 'vitest';
+import { describeKvm } from '../helpers/kvm.js';
+import { guest } from '../helpers/paths.js';
+import { runCli } from '../helpers/run-cli.js';
+
+describeKvm('tsvmm run: real guests on real KVM, as a user runs them', () => {
+  it('hello prints its greeting, sees its memory and command line, and powers off with status 0', async () => {
+    const r = await runCli(['run', guest('hello'), '--mem', '256M', '--cmdline', 'a=b']);
+    expect(r.stderr).toBe('');
+    expect(r.stdout).toContain('Hello from a tsvmm guest!\n');
+    expect(r.stdout).toContain('mem_upper=261120\n');
+    expect(r.stdout).toContain(`cmdline=${guest('hello')} a=b\n`);
+    expect(r.status).toBe(0);
+  });
+
+  it("the guest's debug-exit value comes back as (value << 1) | 1", async () => {
+    const r = await runCli(['run', guest('exit-code'), '--cmdline', 'code=7']);
+    expect(r.stdout).toContain('exiting with 7\n');
+    expect(r.status).toBe(15);
+  });
+
+  it('a triple fault ends the VM with status 6 and says so', async () => {
+    const r = await runCli(['run', guest('triple-fault')]);
+    expect(r.stdout).toContain('about to triple fault');
+    expect(r.stderr).toBe('tsvmm: guest triple-faulted (KVM_EXIT_SHUTDOWN)\n');
+    expect(r.status).toBe(6);
+  });
+
+  it('stdin reaches the guest through the UART', async () => {
+    const r = await runCli(['run', guest('echo')], { input: 'abq' });
+    expect(r.stdout).toContain('echo ready\n');
+    expect(r.stdout).toContain('ab');
+    expect(r.stdout).toContain('bye\n');
+    expect(r.status).toBe(0);
+  });
+
+  it('--serial file:PATH sends the console to a file', async () => {
+    const file = path.join(mkdtempSync(path.join(tmpdir(), 'tsvmm-')), 'console.log');
+    const r = await runCli(['run', guest('hello'), '--serial', `file:${file}`]);
+    expect(r.status).toBe(0);
+    expect(r.stdout).toBe('');
+    expect(readFileSync(file, 'utf8')).toContain('Hello from a tsvmm guest!\n');
+  });
+
+  it('runs with several vCPUs (APs wait for INIT/SIPI; the BSP runs the guest)', async () => {
+    const r = await runCli(['run', guest('hello'), '--cpus', '2']);
+    expect(r.stdout).toContain('Hello from a tsvmm guest!\n');
+    expect(r.status).toBe(0);
+  });
+
+  it('Ctrl-C (SIGINT) stops a spinning guest with status 130', async () => {
+    const { spawn } = await import('node:child_process');
+    const { CLI } = await import('../helpers/paths.js');
+    const child = spawn(process.execPath, [CLI, 'run', guest('spin')], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    await new Promise<void>((resolve) => child.stdout.on('data', (d: Buffer) => {
+      out += d.toString();
+      if (out.includes('spinning')) resolve();
+    }));
+    child.kill('SIGINT');
+    const status = await new Promise<number | null>((resolve) => child.on('close', (s) => resolve(s)));
+    expect(status).toBe(130);
+  });
+});

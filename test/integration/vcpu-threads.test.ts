@@ -1,0 +1,72 @@
+import { spawn } from 'node:child_process';
+import path from 'node:path';
+import { afterEach, expect, it } from 'vitest';
+import { gpa, MiB } from '../../src/arch/x86/layout.js';
+import { Vm } from '../../src/machine/vm.js';
+import { describeKvm } from '../helpers/kvm.js';
+import { ROOT, guest } from '../helpers/paths.js';
+
+/** guests/spin.c increments a u64 here forever (see guests/README.md). */
+const SPIN_COUNTER = gpa(0x200000);
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+describeKvm('vCPU threads on real KVM', () => {
+  let vm: Vm | undefined;
+  afterEach(async () => {
+    await vm?.stop();
+    vm?.dispose();
+    vm = undefined;
+  });
+
+  async function counterMoving(v: Vm): Promise<void> {
+    const t0 = Date.now();
+    while (v.memory.readU64(SPIN_COUNTER) === 0n) {
+      if (Date.now() - t0 > 20_000) throw new Error('spin guest never started counting');
+      await sleep(10);
+    }
+  }
+
+  it('pause stops a spinning guest (every vCPU out of KVM_RUN); resume lets it continue', async () => {
+    vm = Vm.create({ kernelPath: guest('spin'), memBytes: 64 * MiB, cpus: 2, cmdline: 'spin', serialOutputFd: 2 });
+    vm.start();
+    await counterMoving(vm);
+    for (let round = 0; round < 3; round++) {
+      await vm.pause();
+      expect(vm.vcpus.isPaused()).toBe(true);
+      const frozen = vm.memory.readU64(SPIN_COUNTER);
+      await sleep(100);
+      expect(vm.memory.readU64(SPIN_COUNTER)).toBe(frozen);
+      vm.resume();
+      const t0 = Date.now();
+      while (vm.memory.readU64(SPIN_COUNTER) === frozen) {
+        if (Date.now() - t0 > 10_000) throw new Error('guest did not run again after resume');
+        await sleep(5);
+      }
+    }
+  });
+
+  it('the event loop stays free while the guest runs', async () => {
+    vm = Vm.create({ kernelPath: guest('spin'), memBytes: 64 * MiB, cpus: 1, cmdline: 'spin', serialOutputFd: 2 });
+    vm.start();
+    await counterMoving(vm);
+    const t0 = Date.now();
+    await sleep(20);
+    expect(Date.now() - t0).toBeLessThan(2000); // a timer fires although a vCPU is in KVM_RUN
+  });
+
+  it('process exit does not hang on a vCPU blocked in KVM_RUN', async () => {
+    // A child process starts a spinning VM and calls process.exit() while the vCPU is in the guest.
+    const script = `
+      import { Vm } from ${JSON.stringify(path.join(ROOT, 'dist', 'machine', 'vm.js'))};
+      const vm = Vm.create({ kernelPath: ${JSON.stringify(guest('spin'))}, memBytes: 64 << 20, cpus: 2, cmdline: 'spin', serialOutputFd: 1 });
+      vm.start();
+      setTimeout(() => process.exit(42), 300);
+    `;
+    const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
+    const [status, signal] = await new Promise<[number | null, string | null]>((resolve) => child.on('close', (s, sig) => resolve([s, sig])));
+    clearTimeout(timer);
+    expect(signal).toBeNull(); // not killed by the timeout
+    expect(status).toBe(42);
+  });
+});

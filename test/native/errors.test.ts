@@ -1,0 +1,535 @@
+// The native addon's error paths, argument checks and the calls that need no /dev/kvm.
+//
+// Every wrapper is reached with arguments that pass the addon's own checks, so what is asserted is
+// what the kernel said and which syscall name the addon attached to it.
+import path from 'node:path';
+import { Worker } from 'node:worker_threads';
+import { describe, expect, it } from 'vitest';
+import { addon, packageRoot, type NativeAddon } from '../../src/kvm/addon.js';
+import { KvmError } from '../../src/kvm/kvm-error.js';
+
+const native = addon();
+
+const EBADF = 9;
+const ENOENT = 2;
+const ESRCH = 3;
+const EINVAL = 22;
+const ENODEV = 19;
+const ENOTTY = 25;
+const PAGE = 4096;
+/** Above any fd the kernel can hand out (NR_OPEN is 2^20), so it is never open. */
+const NEVER_OPEN_FD = 2 ** 31 - 1;
+const KVM_RUN_SIZE = 2352;
+
+/** Runs `call` and returns what it threw, failing the test if it returned. */
+function thrown(call: () => unknown): unknown {
+  try {
+    call();
+  } catch (error) {
+    return error;
+  }
+  throw new Error('expected the call to throw');
+}
+
+function expectKvmError(call: () => unknown, syscall: string, errno: number): void {
+  const error = thrown(call);
+  expect(error).toBeInstanceOf(KvmError);
+  expect(error).toMatchObject({ syscall, errno });
+  expect((error as KvmError).message).toBe(`${syscall} failed: ${(error as KvmError).code} (${errno})`);
+}
+
+/** A struct with a u32 count header (kvm_cpuid2, kvm_msrs, kvm_msr_list) announcing `count` entries. */
+function counted(header: number, entry: number, count: number, extraBytes = 0): Uint8Array {
+  const buf = new Uint8Array(header + count * entry + extraBytes);
+  new DataView(buf.buffer).setUint32(0, count, true);
+  return buf;
+}
+
+interface FdCall {
+  syscall: string;
+  call: (fd: number) => unknown;
+}
+
+/** Every wrapper whose first argument is a file descriptor, with otherwise valid arguments. */
+const fdCalls = {
+  close: { syscall: 'close', call: (fd) => native.close(fd) },
+  ftruncate: { syscall: 'ftruncate', call: (fd) => native.ftruncate(fd, 0n) },
+  mmapShared: { syscall: 'mmap', call: (fd) => native.mmapShared(fd, PAGE, 0) },
+
+  kvmGetApiVersion: { syscall: 'KVM_GET_API_VERSION', call: (fd) => native.kvmGetApiVersion(fd) },
+  kvmCheckExtension: { syscall: 'KVM_CHECK_EXTENSION', call: (fd) => native.kvmCheckExtension(fd, 1) },
+  kvmGetVcpuMmapSize: { syscall: 'KVM_GET_VCPU_MMAP_SIZE', call: (fd) => native.kvmGetVcpuMmapSize(fd) },
+  kvmGetSupportedCpuid: {
+    syscall: 'KVM_GET_SUPPORTED_CPUID',
+    call: (fd) => native.kvmGetSupportedCpuid(fd, counted(8, 40, 2)),
+  },
+  kvmGetMsrIndexList: {
+    syscall: 'KVM_GET_MSR_INDEX_LIST',
+    call: (fd) => native.kvmGetMsrIndexList(fd, counted(4, 4, 2)),
+  },
+  kvmCreateVm: { syscall: 'KVM_CREATE_VM', call: (fd) => native.kvmCreateVm(fd, 0) },
+
+  kvmSetUserMemoryRegion: {
+    syscall: 'KVM_SET_USER_MEMORY_REGION',
+    call: (fd) => native.kvmSetUserMemoryRegion(fd, 0, 0, 0n, BigInt(PAGE), 0x10000n),
+  },
+  kvmGetDirtyLog: { syscall: 'KVM_GET_DIRTY_LOG', call: (fd) => native.kvmGetDirtyLog(fd, 0, new Uint8Array(8)) },
+  kvmClearDirtyLog: {
+    syscall: 'KVM_CLEAR_DIRTY_LOG',
+    call: (fd) => native.kvmClearDirtyLog(fd, 0, 0n, 64, new Uint8Array(8)),
+  },
+  kvmEnableCap: { syscall: 'KVM_ENABLE_CAP', call: (fd) => native.kvmEnableCap(fd, 0, 0, new BigUint64Array(4)) },
+  kvmCreateIrqchip: { syscall: 'KVM_CREATE_IRQCHIP', call: (fd) => native.kvmCreateIrqchip(fd) },
+  kvmCreatePit2: { syscall: 'KVM_CREATE_PIT2', call: (fd) => native.kvmCreatePit2(fd, 0) },
+  kvmIrqLine: { syscall: 'KVM_IRQ_LINE', call: (fd) => native.kvmIrqLine(fd, 4, 1) },
+  kvmSetTssAddr: { syscall: 'KVM_SET_TSS_ADDR', call: (fd) => native.kvmSetTssAddr(fd, 0xfffbd000) },
+  kvmSetIdentityMapAddr: {
+    syscall: 'KVM_SET_IDENTITY_MAP_ADDR',
+    call: (fd) => native.kvmSetIdentityMapAddr(fd, 0xfffbc000n),
+  },
+  kvmIrqfd: { syscall: 'KVM_IRQFD', call: (fd) => native.kvmIrqfd(fd, 0, 4, 0, 0) },
+  kvmIoeventfd: { syscall: 'KVM_IOEVENTFD', call: (fd) => native.kvmIoeventfd(fd, 0x3f8n, 1, 0, 0, 0n) },
+  kvmGetClock: { syscall: 'KVM_GET_CLOCK', call: (fd) => native.kvmGetClock(fd, new Uint8Array(48)) },
+  kvmSetClock: { syscall: 'KVM_SET_CLOCK', call: (fd) => native.kvmSetClock(fd, new Uint8Array(48)) },
+  kvmGetIrqchip: { syscall: 'KVM_GET_IRQCHIP', call: (fd) => native.kvmGetIrqchip(fd, new Uint8Array(520)) },
+  kvmSetIrqchip: { syscall: 'KVM_SET_IRQCHIP', call: (fd) => native.kvmSetIrqchip(fd, new Uint8Array(520)) },
+  kvmGetPit2: { syscall: 'KVM_GET_PIT2', call: (fd) => native.kvmGetPit2(fd, new Uint8Array(112)) },
+  kvmSetPit2: { syscall: 'KVM_SET_PIT2', call: (fd) => native.kvmSetPit2(fd, new Uint8Array(112)) },
+  kvmCreateVcpu: { syscall: 'KVM_CREATE_VCPU', call: (fd) => native.kvmCreateVcpu(fd, 0) },
+
+  kvmRun: { syscall: 'KVM_RUN', call: (fd) => native.kvmRun(fd) },
+  kvmGetRegs: { syscall: 'KVM_GET_REGS', call: (fd) => native.kvmGetRegs(fd, new Uint8Array(144)) },
+  kvmSetRegs: { syscall: 'KVM_SET_REGS', call: (fd) => native.kvmSetRegs(fd, new Uint8Array(144)) },
+  kvmGetSregs: { syscall: 'KVM_GET_SREGS', call: (fd) => native.kvmGetSregs(fd, new Uint8Array(312)) },
+  kvmSetSregs: { syscall: 'KVM_SET_SREGS', call: (fd) => native.kvmSetSregs(fd, new Uint8Array(312)) },
+  kvmGetFpu: { syscall: 'KVM_GET_FPU', call: (fd) => native.kvmGetFpu(fd, new Uint8Array(416)) },
+  kvmSetFpu: { syscall: 'KVM_SET_FPU', call: (fd) => native.kvmSetFpu(fd, new Uint8Array(416)) },
+  kvmGetMsrs: { syscall: 'KVM_GET_MSRS', call: (fd) => native.kvmGetMsrs(fd, counted(8, 16, 2)) },
+  kvmSetMsrs: { syscall: 'KVM_SET_MSRS', call: (fd) => native.kvmSetMsrs(fd, counted(8, 16, 2)) },
+  kvmGetLapic: { syscall: 'KVM_GET_LAPIC', call: (fd) => native.kvmGetLapic(fd, new Uint8Array(1024)) },
+  kvmSetLapic: { syscall: 'KVM_SET_LAPIC', call: (fd) => native.kvmSetLapic(fd, new Uint8Array(1024)) },
+  kvmGetXsave: { syscall: 'KVM_GET_XSAVE', call: (fd) => native.kvmGetXsave(fd, new Uint8Array(4096)) },
+  kvmSetXsave: { syscall: 'KVM_SET_XSAVE', call: (fd) => native.kvmSetXsave(fd, new Uint8Array(4096)) },
+  kvmGetXcrs: { syscall: 'KVM_GET_XCRS', call: (fd) => native.kvmGetXcrs(fd, new Uint8Array(392)) },
+  kvmSetXcrs: { syscall: 'KVM_SET_XCRS', call: (fd) => native.kvmSetXcrs(fd, new Uint8Array(392)) },
+  kvmGetVcpuEvents: { syscall: 'KVM_GET_VCPU_EVENTS', call: (fd) => native.kvmGetVcpuEvents(fd, new Uint8Array(64)) },
+  kvmSetVcpuEvents: { syscall: 'KVM_SET_VCPU_EVENTS', call: (fd) => native.kvmSetVcpuEvents(fd, new Uint8Array(64)) },
+  kvmGetMpState: { syscall: 'KVM_GET_MP_STATE', call: (fd) => native.kvmGetMpState(fd, new Uint8Array(4)) },
+  kvmSetMpState: { syscall: 'KVM_SET_MP_STATE', call: (fd) => native.kvmSetMpState(fd, new Uint8Array(4)) },
+  kvmGetDebugregs: { syscall: 'KVM_GET_DEBUGREGS', call: (fd) => native.kvmGetDebugregs(fd, new Uint8Array(128)) },
+  kvmSetDebugregs: { syscall: 'KVM_SET_DEBUGREGS', call: (fd) => native.kvmSetDebugregs(fd, new Uint8Array(128)) },
+  kvmSetCpuid2: { syscall: 'KVM_SET_CPUID2', call: (fd) => native.kvmSetCpuid2(fd, counted(8, 40, 2)) },
+
+  benchCountPioExits: {
+    syscall: 'KVM_RUN',
+    call: (fd) => native.benchCountPioExits(fd, new ArrayBuffer(KVM_RUN_SIZE), 0x3f8),
+  },
+} satisfies Partial<Record<keyof NativeAddon, FdCall>>;
+
+/** The wrappers that take no fd first; each has its own tests below. */
+const otherFunctions = [
+  'setErrorConstructor', 'open', 'eventfd', 'memfdCreate', 'mmapAnonymous', 'munmap', 'bufferAddress',
+  'gettid', 'tgkill', 'sigrtmin', 'installEmptySignalHandler',
+] as const;
+
+// Fails to type-check if NativeAddon gains a function that neither list covers.
+type Covered = keyof typeof fdCalls | (typeof otherFunctions)[number];
+const coveredAtCompileTime: Record<keyof NativeAddon, true> = {} as Record<Covered, true>;
+void coveredAtCompileTime;
+
+const fdEntries = Object.entries(fdCalls) as [string, FdCall][];
+const kvmEntries = fdEntries.filter(([, spec]) => spec.syscall.startsWith('KVM_'));
+
+/** Fixed-size structs: [wrapper, sizeof]. */
+const fixedStructs: [string, number][] = [
+  ['kvmGetRegs', 144], ['kvmSetRegs', 144], ['kvmGetSregs', 312], ['kvmSetSregs', 312],
+  ['kvmGetFpu', 416], ['kvmSetFpu', 416], ['kvmGetLapic', 1024], ['kvmSetLapic', 1024],
+  ['kvmGetXsave', 4096], ['kvmSetXsave', 4096], ['kvmGetXcrs', 392], ['kvmSetXcrs', 392],
+  ['kvmGetVcpuEvents', 64], ['kvmSetVcpuEvents', 64], ['kvmGetMpState', 4], ['kvmSetMpState', 4],
+  ['kvmGetDebugregs', 128], ['kvmSetDebugregs', 128], ['kvmGetClock', 48], ['kvmSetClock', 48],
+  ['kvmGetIrqchip', 520], ['kvmSetIrqchip', 520], ['kvmGetPit2', 112], ['kvmSetPit2', 112],
+];
+
+/** Counted structs: [wrapper, header bytes, entry bytes]. */
+const countedStructs: [string, number, number][] = [
+  ['kvmGetSupportedCpuid', 8, 40], ['kvmSetCpuid2', 8, 40], ['kvmGetMsrIndexList', 4, 4],
+  ['kvmGetMsrs', 8, 16], ['kvmSetMsrs', 8, 16],
+];
+
+type BufferCall = (fd: number, buf: Uint8Array) => unknown;
+const bufferCall = (name: string): BufferCall => (native as unknown as Record<string, BufferCall>)[name]!;
+
+describe('the addon surface', () => {
+  it('exports exactly the functions these tests cover, all as functions', () => {
+    expect(Object.keys(native).sort()).toEqual([...Object.keys(fdCalls), ...otherFunctions].sort());
+    for (const value of Object.values(native)) expect(typeof value).toBe('function');
+  });
+
+  it('lists every wrapper taking a struct buffer in the size tables below', () => {
+    // Probe them all: only a wrapper with a `buf` struct argument rejects an empty one as too short.
+    const takesBuf = fdEntries
+      .map(([name]) => name)
+      .filter((name) => {
+        const error = thrown(() => bufferCall(name)(-1, new Uint8Array(0)));
+        return error instanceof RangeError && error.message.startsWith(`${name}: argument buf `);
+      });
+    expect(takesBuf.sort()).toEqual([...fixedStructs, ...countedStructs].map(([name]) => name).sort());
+  });
+});
+
+describe('bad file descriptors', () => {
+  it.each(fdEntries)('%s(-1) throws EBADF', (_name, { syscall, call }) => {
+    expectKvmError(() => call(-1), syscall, EBADF);
+    const error = thrown(() => call(-1)) as KvmError;
+    expect(error.code).toBe('EBADF');
+    expect(error.name).toBe('KvmError');
+  });
+
+  it.each(fdEntries)('%s(never-open fd) throws EBADF', (_name, { syscall, call }) => {
+    expectKvmError(() => call(NEVER_OPEN_FD), syscall, EBADF);
+  });
+
+  it('close of an fd that was just closed throws EBADF', () => {
+    const fd = native.eventfd(0, 0);
+    native.close(fd);
+    expectKvmError(() => native.close(fd), 'close', EBADF);
+  });
+
+  it.each(kvmEntries)('%s on an eventfd throws ENOTTY', (_name, { syscall, call }) => {
+    const fd = native.eventfd(0, 0);
+    try {
+      expectKvmError(() => call(fd), syscall, ENOTTY);
+    } finally {
+      native.close(fd);
+    }
+  });
+
+  it.each(kvmEntries)('%s on a memfd throws ENOTTY', (_name, { syscall, call }) => {
+    const fd = native.memfdCreate('tsvmm-enotty');
+    try {
+      expectKvmError(() => call(fd), syscall, ENOTTY);
+    } finally {
+      native.close(fd);
+    }
+  });
+
+  it('ftruncate and mmapShared on an eventfd report the kernel error under their own names', () => {
+    const fd = native.eventfd(0, 0);
+    try {
+      expectKvmError(() => native.ftruncate(fd, 4096n), 'ftruncate', EINVAL);
+      expectKvmError(() => native.mmapShared(fd, PAGE, 0), 'mmap', ENODEV);
+    } finally {
+      native.close(fd);
+    }
+  });
+});
+
+describe('libc failures', () => {
+  it('open of a missing path throws ENOENT', () => {
+    expectKvmError(() => native.open('/nonexistent'), 'open', ENOENT);
+    expect((thrown(() => native.open('/nonexistent')) as KvmError).code).toBe('ENOENT');
+  });
+
+  it('open of an existing path returns an fd', () => {
+    const fd = native.open('/dev/null');
+    expect(fd).toBeGreaterThanOrEqual(0);
+    native.close(fd);
+  });
+
+  it('eventfd with unknown flags throws EINVAL', () => {
+    expectKvmError(() => native.eventfd(0, 0xffff_ffff), 'eventfd', EINVAL);
+  });
+
+  it('memfd_create with an over-long name throws EINVAL', () => {
+    expectKvmError(() => native.memfdCreate('x'.repeat(300)), 'memfd_create', EINVAL);
+  });
+
+  it('mmapAnonymous of zero bytes throws EINVAL', () => {
+    expectKvmError(() => native.mmapAnonymous(0), 'mmap', EINVAL);
+  });
+
+  it('tgkill of a bad signal or a thread that does not exist fails', () => {
+    expectKvmError(() => native.tgkill(native.gettid(), 1000), 'tgkill', EINVAL);
+    expectKvmError(() => native.tgkill(2 ** 31 - 1, 0), 'tgkill', ESRCH);
+  });
+
+  it('installEmptySignalHandler(SIGKILL) throws EINVAL', () => {
+    expectKvmError(() => native.installEmptySignalHandler(9), 'sigaction', EINVAL);
+  });
+});
+
+describe('argument checks', () => {
+  it.each(fixedStructs)('%s rejects a buffer one byte short of %i', (name, size) => {
+    const call = bufferCall(name);
+    const error = thrown(() => call(-1, new Uint8Array(size - 1)));
+    expect(error).toBeInstanceOf(RangeError);
+    expect((error as Error).message).toBe(
+      `${name}: argument buf must be at least ${size} bytes, got ${size - 1}`,
+    );
+    // Exactly the struct size gets through to the kernel.
+    expect(thrown(() => call(-1, new Uint8Array(size)))).toBeInstanceOf(KvmError);
+  });
+
+  it.each(countedStructs)('%s checks its header (%i bytes) and the entries it announces (%i bytes each)',
+    (name, header, entry) => {
+      const call = bufferCall(name);
+      const short = thrown(() => call(-1, new Uint8Array(header - 1)));
+      expect(short).toBeInstanceOf(RangeError);
+      expect((short as Error).message).toMatch(new RegExp(`^${name}: argument buf `));
+
+      const missingEntry = thrown(() => call(-1, counted(header, entry, 3, -1)));
+      expect(missingEntry).toBeInstanceOf(RangeError);
+      expect((missingEntry as Error).message).toBe(
+        `${name}: argument buf must hold its header's 3 entries (${header + 3 * entry} bytes), ` +
+        `got ${header + 3 * entry - 1}`,
+      );
+
+      expect(thrown(() => call(-1, counted(header, entry, 3)))).toBeInstanceOf(KvmError);
+      expect(thrown(() => call(-1, counted(header, entry, 0)))).toBeInstanceOf(KvmError);
+    });
+
+  it('counted structs may sit at an unaligned offset', () => {
+    const backing = new Uint8Array(1 + 8 + 16);
+    const buf = backing.subarray(1);
+    new DataView(buf.buffer, buf.byteOffset).setUint32(0, 1, true);
+    expectKvmError(() => native.kvmGetMsrs(-1, buf), 'KVM_GET_MSRS', EBADF);
+  });
+
+  it('kvmClearDirtyLog needs the bitmap for numPages rounded up to u64 words', () => {
+    const error = thrown(() => native.kvmClearDirtyLog(-1, 0, 0n, 65, new Uint8Array(8)));
+    expect(error).toBeInstanceOf(RangeError);
+    expect((error as Error).message).toMatch(/^kvmClearDirtyLog: argument bitmap /);
+    expectKvmError(() => native.kvmClearDirtyLog(-1, 0, 0n, 65, new Uint8Array(16)), 'KVM_CLEAR_DIRTY_LOG', EBADF);
+  });
+
+  it('kvmEnableCap needs a BigUint64Array of at least 4 args', () => {
+    const short = thrown(() => native.kvmEnableCap(-1, 0, 0, new BigUint64Array(3)));
+    expect(short).toBeInstanceOf(RangeError);
+    expect((short as Error).message).toMatch(/^kvmEnableCap: argument args /);
+    const wrongType = thrown(() => native.kvmEnableCap(-1, 0, 0, new Uint8Array(32) as unknown as BigUint64Array));
+    expect(wrongType).toBeInstanceOf(TypeError);
+    expect((wrongType as Error).message).toBe('kvmEnableCap: argument args must be a BigUint64Array');
+  });
+
+  it('benchCountPioExits needs a whole kvm_run', () => {
+    const error = thrown(() => native.benchCountPioExits(-1, new ArrayBuffer(KVM_RUN_SIZE - 1), 0x3f8));
+    expect(error).toBeInstanceOf(RangeError);
+    expect((error as Error).message).toMatch(/^benchCountPioExits: argument run /);
+  });
+
+  it.each(fdEntries)('%s rejects a non-number fd with a TypeError naming it', (name, { call }) => {
+    const error = thrown(() => call('3' as unknown as number));
+    expect(error).toBeInstanceOf(TypeError);
+    expect((error as Error).message).toMatch(new RegExp(`^${name}: argument \\w*(fd|Fd) must be a number$`));
+  });
+
+  it.each(fdEntries)('%s rejects a fractional fd with a RangeError', (name, { call }) => {
+    const error = thrown(() => call(1.5));
+    expect(error).toBeInstanceOf(RangeError);
+    expect((error as Error).message).toMatch(new RegExp(`^${name}: argument \\w*(fd|Fd) must be an int32$`));
+  });
+
+  it('a Uint8Array argument must be a Uint8Array', () => {
+    const error = thrown(() => native.kvmGetRegs(-1, new Uint16Array(72) as unknown as Uint8Array));
+    expect(error).toBeInstanceOf(TypeError);
+    expect((error as Error).message).toBe('kvmGetRegs: argument buf must be a Uint8Array');
+  });
+
+  it('64-bit quantities must be non-negative bigints', () => {
+    const notBigint = thrown(() => native.kvmSetUserMemoryRegion(-1, 0, 0, 0 as unknown as bigint, 0n, 0n));
+    expect(notBigint).toBeInstanceOf(TypeError);
+    expect((notBigint as Error).message).toBe('kvmSetUserMemoryRegion: argument guestPhysAddr must be a bigint');
+    const negative = thrown(() => native.kvmSetUserMemoryRegion(-1, 0, 0, 0n, -1n, 0n));
+    expect(negative).toBeInstanceOf(RangeError);
+    expect((negative as Error).message).toMatch(/^kvmSetUserMemoryRegion: argument memorySize /);
+    const tooWide = thrown(() => native.ftruncate(-1, 2n ** 64n));
+    expect(tooWide).toBeInstanceOf(RangeError);
+  });
+
+  it('u32 arguments reject negatives', () => {
+    const error = thrown(() => native.kvmIrqLine(-1, -4, 1));
+    expect(error).toBeInstanceOf(RangeError);
+    expect((error as Error).message).toBe('kvmIrqLine: argument irq must be a uint32');
+  });
+
+  it('strings must be strings without NUL', () => {
+    expect(thrown(() => native.open(3 as unknown as string))).toBeInstanceOf(TypeError);
+    const error = thrown(() => native.memfdCreate('a\0b'));
+    expect(error).toBeInstanceOf(RangeError);
+    expect((error as Error).message).toBe('memfdCreate: argument name must not contain NUL');
+  });
+
+  it('setErrorConstructor needs a function', () => {
+    const error = thrown(() => native.setErrorConstructor(undefined as unknown as typeof KvmError));
+    expect(error).toBeInstanceOf(TypeError);
+    expect((error as Error).message).toMatch(/^setErrorConstructor: argument /);
+  });
+});
+
+describe('memory mappings', () => {
+  it('mmapAnonymous, bufferAddress and munmap round-trip', () => {
+    const buffer = native.mmapAnonymous(4 * PAGE);
+    expect(buffer).toBeInstanceOf(ArrayBuffer);
+    expect(buffer.byteLength).toBe(4 * PAGE);
+    const view = new Uint8Array(buffer);
+    expect(view[PAGE + 3]).toBe(0);
+    view[PAGE + 3] = 0xab;
+    expect(new Uint8Array(buffer)[PAGE + 3]).toBe(0xab);
+
+    const address = native.bufferAddress(buffer);
+    expect(typeof address).toBe('bigint');
+    expect(address).not.toBe(0n);
+    expect(address % BigInt(PAGE)).toBe(0n);
+    expect(native.bufferAddress(buffer)).toBe(address);
+
+    native.munmap(buffer);
+    expect(buffer.byteLength).toBe(0);
+    expect(view.byteLength).toBe(0);
+    expect(view[PAGE + 3]).toBeUndefined();
+    // Detached, so a second munmap reaches the kernel with (NULL, 0) and fails cleanly.
+    expectKvmError(() => native.munmap(buffer), 'munmap', EINVAL);
+  });
+
+  it('two mmapShared views of one memfd see each other\'s writes', () => {
+    const fd = native.memfdCreate('tsvmm-test-ram');
+    try {
+      native.ftruncate(fd, BigInt(2 * PAGE));
+      const whole = native.mmapShared(fd, 2 * PAGE, 0);
+      const secondPage = native.mmapShared(fd, PAGE, PAGE);
+      expect(native.bufferAddress(whole)).not.toBe(native.bufferAddress(secondPage));
+
+      new Uint8Array(whole)[PAGE + 7] = 0x5a;
+      expect(new Uint8Array(secondPage)[7]).toBe(0x5a);
+      new Uint8Array(secondPage)[0] = 0x11;
+      expect(new Uint8Array(whole)[PAGE]).toBe(0x11);
+
+      native.munmap(secondPage);
+      expect(new Uint8Array(whole)[PAGE]).toBe(0x11);
+      native.munmap(whole);
+    } finally {
+      native.close(fd);
+    }
+  });
+
+  it('mmapShared at an unaligned offset throws EINVAL', () => {
+    const fd = native.memfdCreate('tsvmm-test-offset');
+    try {
+      native.ftruncate(fd, BigInt(2 * PAGE));
+      expectKvmError(() => native.mmapShared(fd, PAGE, 1), 'mmap', EINVAL);
+    } finally {
+      native.close(fd);
+    }
+  });
+
+  it('a 4 GiB MAP_NORESERVE mapping costs nothing until touched', () => {
+    const buffer = native.mmapAnonymous(2 ** 32);
+    expect(buffer.byteLength).toBe(2 ** 32);
+    new Uint8Array(buffer)[2 ** 32 - 1] = 1;
+    native.munmap(buffer);
+  });
+
+  it('a mapping above V8\'s 4 GiB ArrayBuffer limit is refused by V8, not by mmap', () => {
+    // Node 20 caps an ArrayBuffer at 2^32 bytes; the addon unmaps what it mapped and lets V8's error through.
+    const error = thrown(() => native.mmapAnonymous(2 ** 32 + PAGE));
+    expect(error).toBeInstanceOf(Error);
+    expect(error).not.toBeInstanceOf(KvmError);
+  });
+
+  it('eventfd returns a new fd', () => {
+    const a = native.eventfd(0, 0);
+    const b = native.eventfd(5, 0);
+    expect(a).toBeGreaterThanOrEqual(0);
+    expect(b).not.toBe(a);
+    native.close(a);
+    native.close(b);
+  });
+});
+
+describe('threads and signals', () => {
+  it('gettid is the calling thread\'s id', () => {
+    const tid = native.gettid();
+    expect(Number.isInteger(tid)).toBe(true);
+    expect(tid).toBeGreaterThan(0);
+    expect(native.gettid()).toBe(tid);
+  });
+
+  it('sigrtmin is glibc\'s SIGRTMIN', () => {
+    expect(native.sigrtmin()).toBeGreaterThanOrEqual(32);
+    expect(native.sigrtmin() + 4).toBeLessThanOrEqual(64);
+  });
+
+  it('tgkill of our own thread with the empty handler installed does not kill the process', () => {
+    const signo = native.sigrtmin() + 4;
+    native.installEmptySignalHandler(signo);
+    for (let i = 0; i < 10; i++) native.tgkill(native.gettid(), signo);
+    // Signal 0 only checks that the thread exists.
+    native.tgkill(native.gettid(), 0);
+  });
+});
+
+describe('worker threads', () => {
+  const addonFile = path.join(packageRoot, 'build', 'Release', 'tsvmm.node');
+
+  // A worker cannot import the TypeScript sources, so it loads the .node file and registers its
+  // own error class: that the worker sees its class while this thread keeps seeing KvmError is
+  // what per-instance data is for.
+  const workerSource = `
+    const { parentPort, workerData } = require('node:worker_threads');
+    const native = require(workerData.file);
+    const result = { tid: native.gettid() };
+    try { native.kvmGetRegs(-1, new Uint8Array(144)); } catch (e) {
+      result.beforeRegister = { isError: e instanceof Error, message: e.message };
+    }
+    class WorkerKvmError extends Error {
+      constructor(syscall, errno) { super(syscall + ':' + errno); this.syscall = syscall; this.errno = errno; }
+    }
+    native.setErrorConstructor(WorkerKvmError);
+    try { native.kvmGetRegs(-1, new Uint8Array(144)); } catch (e) {
+      result.afterRegister = { isWorkerError: e instanceof WorkerKvmError, syscall: e.syscall, errno: e.errno };
+    }
+    try { native.open('/nonexistent'); } catch (e) {
+      result.open = { isWorkerError: e instanceof WorkerKvmError, syscall: e.syscall, errno: e.errno };
+    }
+    const ram = native.mmapAnonymous(4096);
+    new Uint8Array(ram)[0] = 1;
+    native.munmap(ram);
+    result.detached = ram.byteLength === 0;
+    parentPort.postMessage(result);
+  `;
+
+  interface WorkerResult {
+    tid: number;
+    beforeRegister?: { isError: boolean; message: string };
+    afterRegister?: { isWorkerError: boolean; syscall: string; errno: number };
+    open?: { isWorkerError: boolean; syscall: string; errno: number };
+    detached: boolean;
+  }
+
+  function runWorker(): Promise<WorkerResult> {
+    return new Promise((resolve, reject) => {
+      const worker = new Worker(workerSource, { eval: true, workerData: { file: addonFile } });
+      let result: WorkerResult | undefined;
+      worker.once('message', (message: WorkerResult) => { result = message; });
+      worker.once('error', reject);
+      worker.once('exit', (code) => {
+        if (result !== undefined && code === 0) resolve(result);
+        else reject(new Error(`worker exited with ${code} without a result`));
+      });
+    });
+  }
+
+  it('loads its own addon instance with its own error constructor and thread id', async () => {
+    const results = await Promise.all([runWorker(), runWorker()]);
+    for (const result of results) {
+      expect(result.tid).not.toBe(native.gettid());
+      expect(result.beforeRegister?.isError).toBe(true);
+      expect(result.beforeRegister?.message).toMatch(/KVM_GET_REGS.*errno 9.*setErrorConstructor/);
+      expect(result.afterRegister).toEqual({ isWorkerError: true, syscall: 'KVM_GET_REGS', errno: EBADF });
+      expect(result.open).toEqual({ isWorkerError: true, syscall: 'open', errno: ENOENT });
+      expect(result.detached).toBe(true);
+    }
+    expect(results[0]!.tid).not.toBe(results[1]!.tid);
+    // The workers' registrations and teardown left this thread's instance alone.
+    expectKvmError(() => native.kvmGetRegs(-1, new Uint8Array(144)), 'KVM_GET_REGS', EBADF);
+  });
+});
