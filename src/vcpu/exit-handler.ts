@@ -77,9 +77,9 @@ function handleIo(run: KvmRunView, pio: IoBus): void {
   const size = v.getUint8(R.IO_SIZE);
   const port = v.getUint16(R.IO_PORT, true);
   const count = v.getUint32(R.IO_COUNT, true);
-  // The data area lies inside the kvm_run mapping; a string instruction (rep ins/outs) leaves `count`
-  // items there back to back.
-  let at = Number(v.getBigUint64(R.IO_DATA_OFFSET, true));
+  // The data area lies inside the kvm_run mapping (so its offset fits in the low 32 bits, read without
+  // a BigInt allocation); a string instruction (rep ins/outs) leaves `count` items there back to back.
+  let at = v.getUint32(R.IO_DATA_OFFSET, true);
   if (v.getUint8(R.IO_DIRECTION) === KVM_EXIT_IO_OUT) {
     for (let i = 0; i < count; i++, at += size) pio.write(port, size, readLe(v, at, size));
   } else {
@@ -89,7 +89,8 @@ function handleIo(run: KvmRunView, pio: IoBus): void {
 
 function handleMmio(run: KvmRunView, mmio: IoBus): void {
   const v = run.view;
-  const address = Number(v.getBigUint64(R.MMIO_PHYS_ADDR, true));
+  // Two 32-bit halves: no BigInt allocated on the exit path.
+  const address = v.getUint32(R.MMIO_PHYS_ADDR, true) + v.getUint32(R.MMIO_PHYS_ADDR + 4, true) * 0x1_0000_0000;
   const len = v.getUint32(R.MMIO_LEN, true);
   const isWrite = v.getUint8(R.MMIO_IS_WRITE) !== 0;
   // Devices take 1, 2 or 4 bytes; an 8-byte access is two 4-byte halves, low first.
