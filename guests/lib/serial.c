@@ -75,3 +75,10 @@ int serial_getc(void)
         ;
     return inb(COM1 + REG_DATA);
 }
+
+int serial_try_getc(void)
+{
+    if (!(inb(COM1 + REG_LSR) & LSR_DR))
+        return -1;
+    return inb(COM1 + REG_DATA);
+}

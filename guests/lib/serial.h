@@ -11,5 +11,6 @@ void serial_puts(const char *s);
 void serial_put_hex(uint64_t v);  /* "0x" + lowercase hex, no leading zeros */
 void serial_put_dec(uint64_t v);
 int serial_getc(void);            /* blocks (polls) until a byte arrives */
+int serial_try_getc(void);        /* a received byte, or -1 if none is waiting */
 
 #endif

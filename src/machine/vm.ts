@@ -8,7 +8,10 @@ import { Kvm } from '../kvm/kvm.js';
 import {
   KVM_SREGS_SIZE, decodeSregs, encodeCpuid2, encodeRegs, encodeSregs,
 } from '../kvm/structs.js';
-import { GuestMemory } from '../memory/guest-memory.js';
+import { GuestMemory, type GuestMemoryTestOptions } from '../memory/guest-memory.js';
+import { DirtyTracker } from '../memory/dirty-tracker.js';
+import { MemslotMap } from '../memory/memslot-map.js';
+import { Cap } from '../kvm/constants.js';
 import { multibootEntryState } from '../vcpu/boot-state.js';
 import { cpuidForVcpu } from '../vcpu/cpuid.js';
 import type { VcpuStop } from '../vcpu/exit-handler.js';
@@ -25,6 +28,8 @@ export interface VmConfig {
   /** Where the serial console's output goes (1 = stdout). */
   readonly serialOutputFd: number;
   readonly kvmPath?: string;
+  /** Switches that turn safety invariants off, so tests can show the failure is caught. Tests only. */
+  readonly testOnly?: GuestMemoryTestOptions & { readonly skipSyncBeforeDelete?: boolean };
 }
 
 /** The smallest RAM a multiboot guest gets: the loader's low-memory data plus a kernel at 1 MiB. */
@@ -74,6 +79,10 @@ export class Vm {
     readonly board: BoardDescription,
     /** KVM's size of each vCPU's kvm_run mapping. */
     readonly runMmapSize: number,
+    /** The VM's memory slots, changed at run time by loaders and devices (ROM and MMIO windows). */
+    readonly memslots: MemslotMap,
+    /** Dirty-page tracking, for migration and COLO. */
+    readonly dirty: DirtyTracker,
   ) {}
 
   /** The KVM fd of vCPU `index` (for benchmarks and state capture; the vCPU threads own KVM_RUN). */
@@ -108,11 +117,12 @@ export class Vm {
       native.kvmCreateIrqchip(vmFd);
       native.kvmCreatePit2(vmFd, KVM_PIT_SPEAKER_DUMMY);
 
-      memory = GuestMemory.create(config.memBytes);
-      memory.regions.forEach((r, slot) => {
-        // INVARIANT: the region's mapping outlives this slot; dispose() unmaps only after closing the VM.
-        native.kvmSetUserMemoryRegion(vmFd, slot, 0, BigInt(r.start), BigInt(r.sizeBytes), r.hva);
-      });
+      // With manual protection, KVM_GET_DIRTY_LOG only reads and we clear (re-protect) exactly the
+      // pages we took: cheaper, and a sync can never lose a bit between fetch and clear.
+      const manualProtect = native.kvmCheckExtension(vmFd, Cap.MANUAL_DIRTY_LOG_PROTECT2) > 0;
+      if (manualProtect) native.kvmEnableCap(vmFd, Cap.MANUAL_DIRTY_LOG_PROTECT2, 0, new BigUint64Array([1n, 0n, 0n, 0n]));
+
+      memory = GuestMemory.create(config.memBytes, config.testOnly ?? {});
       const entry = loadMultiboot(kernel, memory, config.cmdline);
 
       const supported = kvm.supportedCpuid();
@@ -135,7 +145,14 @@ export class Vm {
       const uart = comPortUart(board, (b) => { byte[0] = b; writeSync(config.serialOutputFd, byte); });
       const runMmapSize = kvm.vcpuMmapSize();
       const vcpus = new VcpuThreads(vcpuFds, runMmapSize, board);
-      return new Vm(kvm, vmFd, memory, vcpuFds, vcpus, uart, board, runMmapSize);
+      const memslots = new MemslotMap(native, vmFd, memory, vcpus, {
+        maxSlots: Math.max(32, kvm.checkExtension(Cap.NR_MEMSLOTS)),
+        manualProtect,
+        testOnlySkipSyncBeforeDelete: config.testOnly?.skipSyncBeforeDelete,
+      });
+      // INVARIANT: the RAM mappings outlive every slot; dispose() unmaps only after closing the VM.
+      memslots.mapAllRam();
+      return new Vm(kvm, vmFd, memory, vcpuFds, vcpus, uart, board, runMmapSize, memslots, new DirtyTracker(memory, memslots));
     } catch (e) {
       for (const fd of opened.reverse()) native.close(fd);
       memory?.dispose();

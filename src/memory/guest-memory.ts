@@ -1,5 +1,6 @@
 import { addon } from '../kvm/addon.js';
 import { GiB, HIGH_RAM_START, LOW_RAM_MAX_END, PAGE_SIZE, gpa, type Gpa } from '../arch/x86/layout.js';
+import { DirtyBitmap } from './dirty-bitmap.js';
 
 /**
  * Guest RAM: host mappings of memfds, each covering one guest-physical range. All reads and writes the
@@ -27,6 +28,14 @@ export interface RamRegion {
   readonly hva: bigint;
   /** INVARIANT: aliases guest memory; only GuestMemory writes through it. */
   readonly bytes: Uint8Array;
+  /** Pages written since the last sync, by the guest (folded in from KVM) or by the VMM. */
+  readonly dirty: DirtyBitmap;
+}
+
+/** Options that exist only so tests can prove the safety tests fail when the protection is off. */
+export interface GuestMemoryTestOptions {
+  /** Invariant B off: VMM writes do not mark pages dirty. Never set outside tests. */
+  readonly testOnlySkipVmmDirtyMarking?: boolean;
 }
 
 /** Where RAM of `sizeBytes` lies: up to 3 GiB from 0, the rest above 4 GiB (the MMIO hole between). */
@@ -43,11 +52,23 @@ export function ramLayout(sizeBytes: number): { start: Gpa; sizeBytes: number }[
   return ranges;
 }
 
+/**
+ * INVARIANT B: every write the VMM makes into guest RAM goes through write()/fill() here, and while
+ * dirty logging is on each marks the pages it touches in the region's bitmap, so migration sends
+ * what the VMM wrote as surely as what the guest wrote. No device holds a writable view of RAM.
+ */
 export class GuestMemory {
-  private constructor(readonly regions: readonly RamRegion[], readonly sizeBytes: number) {}
+  /** Whether VMM writes are being recorded (dirty logging on for the VM). */
+  private logging = false;
+
+  private constructor(
+    readonly regions: readonly RamRegion[],
+    readonly sizeBytes: number,
+    private readonly testOptions: GuestMemoryTestOptions,
+  ) {}
 
   /** Allocates RAM of `sizeBytes` (a multiple of 4 KiB), laid out by ramLayout. */
-  static create(sizeBytes: number): GuestMemory {
+  static create(sizeBytes: number, testOptions: GuestMemoryTestOptions = {}): GuestMemory {
     if (!Number.isSafeInteger(sizeBytes) || sizeBytes <= 0 || sizeBytes % PAGE_SIZE !== 0) {
       throw new GuestMemoryError(`guest memory size ${sizeBytes} is not a positive multiple of 4 KiB`);
     }
@@ -59,7 +80,10 @@ export class GuestMemory {
         try {
           native.ftruncate(fd, BigInt(size));
           const buffer = native.mmapShared(fd, size, 0);
-          regions.push({ start, sizeBytes: size, fd, hva: native.bufferAddress(buffer), bytes: new Uint8Array(buffer) });
+          regions.push({
+            start, sizeBytes: size, fd, hva: native.bufferAddress(buffer), bytes: new Uint8Array(buffer),
+            dirty: new DirtyBitmap(size / PAGE_SIZE),
+          });
         } catch (e) {
           native.close(fd);
           throw e;
@@ -69,7 +93,16 @@ export class GuestMemory {
       for (const r of regions) GuestMemory.release(r);
       throw new GuestMemoryError(`cannot allocate ${sizeBytes} bytes of guest memory`, { cause });
     }
-    return new GuestMemory(regions, sizeBytes);
+    return new GuestMemory(regions, sizeBytes, testOptions);
+  }
+
+  /** Starts or stops recording VMM writes in the regions' dirty bitmaps. */
+  setLogging(on: boolean): void {
+    this.logging = on;
+  }
+
+  get isLogging(): boolean {
+    return this.logging;
   }
 
   /** The region holding [address, address + length), or undefined if the range is not all RAM of one region. */
@@ -91,12 +124,26 @@ export class GuestMemory {
     return r.bytes.subarray(offset, offset + length);
   }
 
+  /**
+   * Marks the pages of a write that has landed (invariant B). After, not before: a sync that takes
+   * the bit must find the new bytes; a sync between the write and the mark misses nothing, because the
+   * bit is then still there for the next one.
+   */
+  private markWritten(address: Gpa, length: number): void {
+    if (this.logging && length > 0 && !this.testOptions.testOnlySkipVmmDirtyMarking) {
+      const r = this.regionOf(address, length)!;
+      r.dirty.markDirty(address - r.start, length);
+    }
+  }
+
   write(address: Gpa, data: Uint8Array): void {
     this.bytesAt(address, data.length).set(data);
+    this.markWritten(address, data.length);
   }
 
   fill(address: Gpa, length: number, value: number): void {
     this.bytesAt(address, length).fill(value);
+    this.markWritten(address, length);
   }
 
   /** A copy of guest bytes (never a view: callers must not be able to write guest memory behind our back). */

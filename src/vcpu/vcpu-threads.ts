@@ -35,6 +35,7 @@ export class VcpuThreads {
   /** Resolves once every vCPU thread has ended, with the guest's reason (undefined if stopped on request). */
   readonly stopped: Promise<VcpuStop | undefined>;
   private started = false;
+  private pauseDepth = 0;
   private readonly exitHook = () => this.kickAll(Request.STOP);
 
   constructor(vcpuFds: readonly number[], private readonly runMmapSize: number, private readonly board: BoardDescription) {
@@ -63,7 +64,10 @@ export class VcpuThreads {
     // INVARIANT: process exit joins worker threads; a thread blocked in KVM_RUN would never join, so
     // on exit every vCPU is told to stop and kicked out of the guest first.
     process.on('exit', this.exitHook);
+    // A pause taken before start holds: the threads start parked.
+    const initialRequest = this.pauseDepth > 0 ? Request.PAUSE : Request.RUN;
     for (const h of this.handles) {
+      Atomics.store(h.control, Ctl.REQUEST, initialRequest);
       const data: VcpuThreadData = {
         index: h.index, vcpuFd: h.fd, runMmapSize: this.runMmapSize, kickSignal: this.kickSignal,
         control: h.control, board: this.board,
@@ -89,13 +93,21 @@ export class VcpuThreads {
     });
   }
 
-  /** Kicks every vCPU out of KVM_RUN and resolves when all are parked (or have ended). */
+  /**
+   * Kicks every vCPU out of KVM_RUN and resolves when all are parked (or have ended). Pauses nest:
+   * each pause() needs its resume(), and only the outermost resume() lets the vCPUs run, so a slot
+   * change inside a migration's stopped phase does not restart the guest.
+   */
   async pause(): Promise<void> {
+    this.pauseDepth++;
+    if (!this.started) return;
     this.kickAll(Request.PAUSE);
     await Promise.all(this.handles.map((h) => waitWhile(h.control, (s) => s === State.RUNNING || s === State.STARTING)));
   }
 
   resume(): void {
+    if (this.pauseDepth === 0) throw new Error('resume() without pause()');
+    if (--this.pauseDepth > 0) return;
     for (const h of this.handles) {
       if (Atomics.load(h.control, Ctl.REQUEST) !== Request.PAUSE) continue;
       Atomics.store(h.control, Ctl.REQUEST, Request.RUN);

@@ -1,0 +1,145 @@
+#include "usermode.h"
+#include "exit.h"
+#include "serial.h"
+
+#define PTE_P     0x001ULL
+#define PTE_US    0x004ULL
+#define PTE_PS    0x080ULL
+#define PTE_ADDR  0x000ffffffffff000ULL
+
+/* The 64-bit TSS: only RSP0 matters, the stack the CPU switches to when an
+ * exception takes it from ring 3 to ring 0. */
+struct tss64 {
+    uint32_t reserved0;
+    uint64_t rsp[3];
+    uint64_t reserved1;
+    uint64_t ist[7];
+    uint64_t reserved2;
+    uint16_t reserved3;
+    uint16_t iomap_base;
+} __attribute__((packed));
+
+/* What usermode.S leaves on the kernel stack, lowest address first. */
+struct usermode_frame {
+    uint64_t vector, error, rip, cs, rflags, rsp, ss;
+};
+
+struct table_ptr {
+    uint16_t limit;
+    uint64_t base;
+} __attribute__((packed));
+
+struct idt_gate {
+    uint64_t lo, hi;
+};
+
+/* From usermode.S. */
+extern const uint64_t usermode_exc_stubs[32];
+extern void usermode_returned(void);
+__attribute__((noreturn)) void usermode_iret(uint64_t rip, void *arg, uint64_t rsp);
+__attribute__((noreturn)) void usermode_fault(const struct usermode_frame *f);
+
+static struct tss64 tss;
+static struct idt_gate idt[32];
+static uint8_t kernel_stack[4096] __attribute__((aligned(16)));
+static uint8_t user_stack[8192] __attribute__((aligned(16)));
+
+/*
+ * In .data, not .rodata: ltr sets the busy bit in the TSS descriptor. The
+ * kernel descriptors are entry.S's, so CS/SS loaded from its GDT stay valid.
+ * The TSS descriptor (16 bytes) holds a link-time address split into fields,
+ * which C cannot express statically: filled in by usermode_init().
+ */
+static uint64_t gdt[7] = {
+    0,
+    0x00AF9A000000FFFFULL,      /* 0x08: 64-bit code, DPL0 */
+    0x00CF92000000FFFFULL,      /* 0x10: flat data, DPL0 */
+    0x00CFF2000000FFFFULL,      /* 0x18: flat data, DPL3 (user SS) */
+    0x00AFFA000000FFFFULL,      /* 0x20: 64-bit code, DPL3 */
+    0, 0,                       /* 0x28: 64-bit TSS */
+};
+
+/* Sets U/S on every present entry below table. A page is user-accessible
+ * only if U/S is set at every level of its walk. */
+static void set_user_bit(uint64_t *table, int level)
+{
+    for (int i = 0; i < 512; i++) {
+        uint64_t e = table[i];
+
+        if (!(e & PTE_P))
+            continue;
+        table[i] = e | PTE_US;
+        /* PS (a large page) ends the walk; the bit is reserved (0) in PML4Es. */
+        if (level > 1 && !(e & PTE_PS))
+            set_user_bit((uint64_t *)(uintptr_t)(e & PTE_ADDR), level - 1);
+    }
+}
+
+void usermode_init(void)
+{
+    uint64_t base = (uintptr_t)&tss, limit = sizeof(tss) - 1, cr3;
+    struct table_ptr gdtr = { sizeof(gdt) - 1, (uintptr_t)gdt };
+    struct table_ptr idtr = { sizeof(idt) - 1, (uintptr_t)idt };
+
+    tss.rsp[0] = (uintptr_t)(kernel_stack + sizeof(kernel_stack));
+    /* An I/O bitmap offset past the limit means "no bitmap": IOPL=3 already
+     * grants ring 3 every port, and this way nothing can take it back. */
+    tss.iomap_base = sizeof(tss);
+    gdt[TSS_SEL / 8] = (limit & 0xffff) | (base & 0xffffff) << 16
+                     | 0x89ULL << 40                /* present, DPL0, 64-bit TSS (available) */
+                     | ((limit >> 16) & 0xf) << 48 | ((base >> 24) & 0xff) << 56;
+    gdt[TSS_SEL / 8 + 1] = base >> 32;
+
+    for (int v = 0; v < 32; v++) {
+        uint64_t h = usermode_exc_stubs[v];
+
+        /* Present, DPL0 interrupt gate: "int n" from ring 3 is a #GP, and
+         * IF stays 0 in the handler. */
+        idt[v].lo = (h & 0xffff) | (uint64_t)KERNEL_CS << 16 | 0x8EULL << 40
+                  | ((h >> 16) & 0xffff) << 48;
+        idt[v].hi = h >> 32;
+    }
+
+    __asm__ volatile("lgdt %0" : : "m"(gdtr) : "memory");
+    __asm__ volatile("ltr %w0" : : "r"(TSS_SEL) : "memory");
+    __asm__ volatile("lidt %0" : : "m"(idtr) : "memory");
+
+    /* The tables are identity-mapped, so their physical addresses are
+     * pointers. Reloading CR3 then flushes the stale (supervisor) TLB entries. */
+    __asm__ volatile("mov %%cr3, %0" : "=r"(cr3));
+    set_user_bit((uint64_t *)(uintptr_t)(cr3 & PTE_ADDR), 4);
+    __asm__ volatile("mov %0, %%cr3" : : "r"(cr3) : "memory");
+}
+
+void usermode_enter(void (*fn)(void *), void *arg)
+{
+    uint64_t *top = (uint64_t *)(user_stack + sizeof(user_stack));
+
+    /* A fake return address, as a call would have pushed: fn starts with
+     * RSP = 8 mod 16 as the ABI expects, and a return traps. */
+    top[-1] = (uintptr_t)usermode_returned;
+    usermode_iret((uintptr_t)fn, arg, (uintptr_t)&top[-1]);
+}
+
+void usermode_fault(const struct usermode_frame *f)
+{
+    serial_puts("usermode: exception ");
+    serial_put_dec(f->vector);
+    serial_puts(" err=");
+    serial_put_hex(f->error);
+    serial_puts(" rip=");
+    serial_put_hex(f->rip);
+    serial_puts(" cs=");
+    serial_put_hex(f->cs);
+    serial_puts(" rsp=");
+    serial_put_hex(f->rsp);
+    if (f->vector == 14) {
+        uint64_t cr2;
+
+        __asm__ volatile("mov %%cr2, %0" : "=r"(cr2));
+        serial_puts(" cr2=");
+        serial_put_hex(cr2);
+    }
+    serial_putc('\n');
+    guest_exit(USERMODE_FAULT_EXIT);
+}

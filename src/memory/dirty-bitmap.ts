@@ -1,0 +1,136 @@
+import { PAGE_SIZE } from '../arch/x86/layout.js';
+
+/**
+ * One bit per 4 KiB page of a RAM region: the pages written since the last getAndReset, by the guest
+ * (folded in from KVM's per-slot logs) or by the VMM itself (markDirty). It belongs to the region,
+ * not to a memslot: slots come and go, the bits stay.
+ *
+ * Words live in a SharedArrayBuffer and are updated with Atomics, so vCPU threads and the main thread
+ * may mark concurrently, and getAndReset takes every bit exactly once: a bit set during a reset lands
+ * either in this snapshot or in the next one, never in neither. Bit order is KVM's: page i is bit
+ * (i % 32) of 32-bit word i / 32, the same memory layout as KVM's little-endian u64 bitmaps.
+ */
+export class DirtyBitmap {
+  readonly words: Int32Array;
+
+  constructor(readonly pageCount: number, words?: Int32Array) {
+    const wordCount = Math.ceil(pageCount / 32);
+    this.words = words ?? new Int32Array(new SharedArrayBuffer(wordCount * 4));
+    if (this.words.length < wordCount) throw new RangeError(`DirtyBitmap: ${this.words.length} words cannot hold ${pageCount} pages`);
+  }
+
+  /** Marks every page that [offset, offset + lengthBytes) touches. */
+  markDirty(offset: number, lengthBytes: number): void {
+    if (lengthBytes <= 0) return;
+    const first = Math.floor(offset / PAGE_SIZE);
+    const last = Math.floor((offset + lengthBytes - 1) / PAGE_SIZE);
+    this.markPages(first, last - first + 1);
+  }
+
+  markPages(firstPage: number, count: number): void {
+    if (firstPage < 0 || count < 0 || firstPage + count > this.pageCount) {
+      throw new RangeError(`DirtyBitmap: pages ${firstPage}+${count} outside 0..${this.pageCount}`);
+    }
+    let page = firstPage;
+    const end = firstPage + count;
+    while (page < end) {
+      const word = page >>> 5;
+      const bit = page & 31;
+      const n = Math.min(32 - bit, end - page);
+      const mask = n === 32 ? -1 : ((1 << n) - 1) << bit;
+      Atomics.or(this.words, word, mask);
+      page += n;
+    }
+  }
+
+  dirtyAt(page: number): boolean {
+    return (Atomics.load(this.words, page >>> 5) & (1 << (page & 31))) !== 0;
+  }
+
+  /**
+   * ORs a KVM dirty log (u64 words, page 0 = the slot's first page) into this bitmap at `firstPage`.
+   * Only non-zero words cost an atomic operation, so a clean log costs a scan.
+   */
+  orLog(log: Uint32Array, logPages: number, firstPage: number): void {
+    if (firstPage < 0 || firstPage + logPages > this.pageCount) {
+      throw new RangeError(`DirtyBitmap: log of ${logPages} pages at ${firstPage} outside 0..${this.pageCount}`);
+    }
+    const words = Math.ceil(logPages / 32);
+    const shift = firstPage & 31;
+    const base = firstPage >>> 5;
+    for (let i = 0; i < words; i++) {
+      let w = log[i]!;
+      if (w === 0) continue;
+      if (i === words - 1 && logPages % 32 !== 0) w &= (1 << (logPages % 32)) - 1; // bits past the slot's end
+      if (shift === 0) {
+        Atomics.or(this.words, base + i, w);
+      } else {
+        Atomics.or(this.words, base + i, w << shift);
+        const high = w >>> (32 - shift);
+        if (high !== 0) Atomics.or(this.words, base + i + 1, high);
+      }
+    }
+  }
+
+  /** Takes every set bit and clears it, atomically per word; returns the taken bits. */
+  getAndReset(): Uint32Array {
+    const snapshot = new Uint32Array(this.words.length);
+    const words = this.words;
+    for (let i = 0; i < words.length; i++) {
+      if (words[i] !== 0) snapshot[i] = Atomics.exchange(words, i, 0);
+    }
+    return snapshot;
+  }
+
+  /** Sets every bit (the start of dirty tracking: every page is yet to be sent). */
+  setAll(): void {
+    this.markPages(0, this.pageCount);
+  }
+
+  count(): number {
+    return countPages(new Uint32Array(this.words.buffer, this.words.byteOffset, this.words.length));
+  }
+}
+
+/** Number of set bits. */
+export function countPages(bitmap: Uint32Array): number {
+  let n = 0;
+  for (let i = 0; i < bitmap.length; i++) {
+    let w = bitmap[i]!;
+    if (w === 0) continue;
+    w -= (w >>> 1) & 0x55555555;
+    w = (w & 0x33333333) + ((w >>> 2) & 0x33333333);
+    n += (((w + (w >>> 4)) & 0x0f0f0f0f) * 0x01010101) >>> 24;
+  }
+  return n;
+}
+
+/** A run of dirty pages: [firstPage, firstPage + count). */
+export interface PageRange {
+  readonly firstPage: number;
+  readonly count: number;
+}
+
+/** The runs of set bits among the first `pageCount` bits of `bitmap`, in ascending order. */
+export function pageRanges(bitmap: Uint32Array, pageCount: number): PageRange[] {
+  const ranges: PageRange[] = [];
+  let start = -1;
+  const words = Math.ceil(pageCount / 32);
+  for (let i = 0; i < words; i++) {
+    const w = bitmap[i]!;
+    if (w === 0 && start < 0) continue;
+    if (w === -1 >>> 0 && start >= 0) continue;
+    for (let bit = 0; bit < 32; bit++) {
+      const page = i * 32 + bit;
+      if (page >= pageCount) break;
+      const set = (w >>> bit) & 1;
+      if (set && start < 0) start = page;
+      else if (!set && start >= 0) {
+        ranges.push({ firstPage: start, count: page - start });
+        start = -1;
+      }
+    }
+  }
+  if (start >= 0) ranges.push({ firstPage: start, count: pageCount - start });
+  return ranges;
+}

@@ -1,0 +1,261 @@
+import { PAGE_SIZE, gpa as toGpa } from '../arch/x86/layout.js';
+import type { NativeAddon } from '../kvm/addon-types.js';
+import { KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY } from '../kvm/constants.js';
+import type { GuestMemory, RamRegion } from './guest-memory.js';
+import {
+  MemslotError, checkRange, clip, describeRange, lowestFreeSlot, mergeable, overlaps, splitAround,
+  type SlotSpec,
+} from './memslot-plan.js';
+
+/** A live KVM memory slot. */
+export interface Memslot extends SlotSpec {
+  readonly slot: number;
+  /** KVM_GET_DIRTY_LOG's buffer for this slot: one bit per page, whole u64 words. */
+  readonly log: Uint8Array;
+  readonly logWords: Uint32Array;
+}
+
+/** Stops every vCPU outside KVM_RUN and lets them go again; nests (only the outermost resumes). */
+export interface VcpuPauser {
+  pause(): Promise<void>;
+  resume(): void;
+}
+
+export interface MemslotMapOptions {
+  /** KVM_CAP_NR_MEMSLOTS: how many slots this VM may have. */
+  readonly maxSlots: number;
+  /** KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 is enabled: KVM_GET_DIRTY_LOG no longer clears; we clear. */
+  readonly manualProtect: boolean;
+  /** Invariant A off: delete and change slots without fetching their dirty log first. Tests only. */
+  readonly testOnlySkipSyncBeforeDelete?: boolean;
+}
+
+/** What slot changes have cost, for the memslot churn test and benchmarks. */
+export interface MemslotStats {
+  changes: number;
+  pauses: number;
+  pausedNsTotal: number;
+  pausedNsMax: number;
+}
+
+/**
+ * Which guest-physical ranges KVM sees through which slot, and every run-time change to that:
+ * punching a hole (a ROM or MMIO window) and filling it back, toggling read-only, moving a range,
+ * merging neighbours, and switching dirty logging on and off.
+ *
+ * INVARIANT A: before a slot is deleted, split, moved, or loses KVM_MEM_LOG_DIRTY_PAGES, its KVM dirty
+ * log is fetched and folded into its region's DirtyBitmap. KVM frees a slot's bitmap with the slot;
+ * bits not fetched first are gone, and so are the guest's writes from the next migration pass (the
+ * 2015 QEMU bug). And because a vCPU could write a page between the fetch and the delete (QEMU's
+ * "cross the fingers" window), every such change runs with all vCPUs paused: nothing can be written
+ * between the last fetch and the delete, nor can a vCPU fault on a range that is briefly unmapped
+ * while a slot is deleted and recreated.
+ *
+ * INVARIANT: each slot's host address lies inside its region's mapping, which outlives the slot
+ * (GuestMemory is disposed only after the VM fd is closed).
+ */
+export class MemslotMap {
+  private readonly bySlot = new Map<number, Memslot>();
+  private logging = false;
+  readonly stats: MemslotStats = { changes: 0, pauses: 0, pausedNsTotal: 0, pausedNsMax: 0 };
+
+  constructor(
+    private readonly native: NativeAddon,
+    private readonly vmFd: number,
+    private readonly memory: GuestMemory,
+    private readonly vcpus: VcpuPauser,
+    private readonly options: MemslotMapOptions,
+  ) {}
+
+  /** Live slots, ordered by guest address. */
+  slots(): Memslot[] {
+    return [...this.bySlot.values()].sort((a, b) => a.gpa - b.gpa);
+  }
+
+  get isLogging(): boolean {
+    return this.logging;
+  }
+
+  /** Maps every RAM region at its own guest address (the VM's initial layout). No vCPU runs yet. */
+  mapAllRam(): void {
+    this.memory.regions.forEach((r, regionIndex) => {
+      this.create({ gpa: r.start, sizeBytes: r.sizeBytes, regionIndex, regionOffset: 0, readOnly: false });
+    });
+  }
+
+  /** Unmaps [start, start + size) from guest RAM: the slots there are split around it (an MMIO or ROM window). */
+  async punchHole(start: number, sizeBytes: number): Promise<void> {
+    checkRange('punch hole', start, sizeBytes);
+    await this.change(() => {
+      for (const m of this.slots().filter((s) => overlaps(s, start, sizeBytes))) {
+        const { before, after } = splitAround(m, start, sizeBytes);
+        this.destroy(m);
+        if (before) this.create(before);
+        if (after) this.create(after);
+      }
+    });
+  }
+
+  /** Maps RAM back at its own address over [start, start + size), which must be a hole in RAM. */
+  async fillHole(start: number, sizeBytes: number, readOnly = false): Promise<void> {
+    checkRange('fill hole', start, sizeBytes);
+    const specs = this.memory.regions
+      .map((r, regionIndex) => clip({ gpa: r.start, sizeBytes: r.sizeBytes, regionIndex, regionOffset: 0, readOnly }, start, sizeBytes))
+      .filter((s): s is SlotSpec => s !== undefined);
+    const covered = specs.reduce((n, s) => n + s.sizeBytes, 0);
+    if (covered !== sizeBytes) throw new MemslotError(`fill hole: ${describeRange(start, sizeBytes)} is not all guest RAM`);
+    this.refuseOverlap('fill hole', start, sizeBytes);
+    await this.change(() => specs.forEach((s) => this.create(s)));
+  }
+
+  /** Makes [start, start + size) read-only (writes exit to the VMM as MMIO) or writable again. */
+  async setReadOnly(start: number, sizeBytes: number, readOnly: boolean): Promise<void> {
+    checkRange('set read-only', start, sizeBytes);
+    const affected = this.slots().filter((s) => overlaps(s, start, sizeBytes) && s.readOnly !== readOnly);
+    if (affected.length === 0) return;
+    // KVM cannot change KVM_MEM_READONLY in place: the slot is deleted and recreated.
+    await this.change(() => {
+      for (const m of affected) {
+        const { before, inside, after } = splitAround(m, start, sizeBytes);
+        this.destroy(m);
+        if (before) this.create(before);
+        this.create({ ...inside!, readOnly });
+        if (after) this.create(after);
+      }
+    });
+  }
+
+  /** Moves what is mapped at [from, from + size) to guest address `to` (same host pages). */
+  async move(from: number, sizeBytes: number, to: number): Promise<void> {
+    checkRange('move', from, sizeBytes);
+    checkRange('move target', to, sizeBytes);
+    const affected = this.slots().filter((s) => overlaps(s, from, sizeBytes));
+    const others = this.slots().filter((s) => !overlaps(s, from, sizeBytes));
+    const clash = others.find((s) => overlaps(s, to, sizeBytes));
+    if (clash) throw new MemslotError(`move: target ${describeRange(to, sizeBytes)} overlaps slot ${clash.slot} at ${describeRange(clash.gpa, clash.sizeBytes)}`);
+    await this.change(() => {
+      for (const m of affected) {
+        const { before, inside, after } = splitAround(m, from, sizeBytes);
+        this.destroy(m);
+        if (before) this.create(before);
+        if (after) this.create(after);
+        this.create({ ...inside!, gpa: toGpa(inside!.gpa - from + to) });
+      }
+    });
+  }
+
+  /** Merges neighbouring slots that map contiguous RAM of one region with the same flags. */
+  async coalesce(): Promise<void> {
+    const runs: Memslot[][] = [];
+    for (const s of this.slots()) {
+      const run = runs[runs.length - 1];
+      if (run && mergeable(run[run.length - 1]!, s)) run.push(s);
+      else runs.push([s]);
+    }
+    const merges = runs.filter((r) => r.length > 1);
+    if (merges.length === 0) return;
+    await this.change(() => {
+      for (const run of merges) {
+        const first = run[0]!;
+        const sizeBytes = run.reduce((n, s) => n + s.sizeBytes, 0);
+        run.forEach((s) => this.destroy(s));
+        this.create({ gpa: first.gpa, sizeBytes, regionIndex: first.regionIndex, regionOffset: first.regionOffset, readOnly: first.readOnly });
+      }
+    });
+  }
+
+  /**
+   * Turns KVM dirty logging on or off for every slot (a flags-only change KVM makes in place). Turning
+   * it off fetches each slot's log first (invariant A), with vCPUs paused.
+   */
+  async setDirtyLogging(on: boolean): Promise<void> {
+    if (on === this.logging) return;
+    const apply = () => {
+      const slots = this.slots();
+      if (!on) for (const m of slots) this.fetchLog(m); // invariant A: the last fetch before the flag goes
+      this.logging = on;
+      for (const m of slots) this.register(m);
+    };
+    if (on) apply();
+    else await this.change(apply);
+  }
+
+  /** Fetches every slot's KVM dirty log into its region's bitmap (no pause: slots stay). */
+  fetchAllLogs(): void {
+    if (!this.logging) return;
+    for (const m of this.bySlot.values()) this.fetchLog(m);
+  }
+
+  /**
+   * KVM_GET_DIRTY_LOG for one slot, folded into the region bitmap; with manual protection, then
+   * KVM_CLEAR_DIRTY_LOG of exactly those pages, which re-arms write tracking on them. A guest write
+   * after the clear sets the bit again for the next fetch; one between get and clear lands in a page
+   * whose bit we already hold, and whoever reads that page reads it after this returns.
+   */
+  private fetchLog(m: Memslot): void {
+    const n = this.native;
+    n.kvmGetDirtyLog(this.vmFd, m.slot, m.log);
+    const pages = m.sizeBytes / PAGE_SIZE;
+    if (!anySet(m.logWords)) return;
+    if (this.options.manualProtect) n.kvmClearDirtyLog(this.vmFd, m.slot, 0n, pages, m.log);
+    this.region(m).dirty.orLog(m.logWords, pages, m.regionOffset / PAGE_SIZE);
+  }
+
+  /** Runs a slot change with every vCPU paused, timing the pause. */
+  private async change(apply: () => void): Promise<void> {
+    const t0 = process.hrtime.bigint();
+    await this.vcpus.pause();
+    try {
+      apply();
+    } finally {
+      this.vcpus.resume();
+      const ns = Number(process.hrtime.bigint() - t0);
+      this.stats.pauses++;
+      this.stats.pausedNsTotal += ns;
+      this.stats.pausedNsMax = Math.max(this.stats.pausedNsMax, ns);
+    }
+  }
+
+  private refuseOverlap(what: string, start: number, sizeBytes: number): void {
+    const clash = this.slots().find((s) => overlaps(s, start, sizeBytes));
+    if (clash) throw new MemslotError(`${what}: ${describeRange(start, sizeBytes)} overlaps slot ${clash.slot} at ${describeRange(clash.gpa, clash.sizeBytes)}`);
+  }
+
+  private region(spec: SlotSpec): RamRegion {
+    return this.memory.regions[spec.regionIndex]!;
+  }
+
+  private create(spec: SlotSpec): Memslot {
+    checkRange('memslot', spec.gpa, spec.sizeBytes);
+    const region = this.memory.regions[spec.regionIndex];
+    if (region === undefined || spec.regionOffset < 0 || spec.regionOffset + spec.sizeBytes > region.sizeBytes || spec.regionOffset % PAGE_SIZE !== 0) {
+      throw new MemslotError(`memslot ${describeRange(spec.gpa, spec.sizeBytes)} does not lie inside RAM region ${spec.regionIndex}`);
+    }
+    this.refuseOverlap('memslot', spec.gpa, spec.sizeBytes);
+    const slot = lowestFreeSlot(new Set(this.bySlot.keys()), this.options.maxSlots);
+    const log = new Uint8Array(Math.ceil(spec.sizeBytes / PAGE_SIZE / 64) * 8);
+    const m: Memslot = { ...spec, slot, log, logWords: new Uint32Array(log.buffer) };
+    this.register(m);
+    this.bySlot.set(slot, m);
+    this.stats.changes++;
+    return m;
+  }
+
+  private register(m: Memslot): void {
+    const flags = (this.logging ? KVM_MEM_LOG_DIRTY_PAGES : 0) | (m.readOnly ? KVM_MEM_READONLY : 0);
+    this.native.kvmSetUserMemoryRegion(this.vmFd, m.slot, flags, BigInt(m.gpa), BigInt(m.sizeBytes), this.region(m).hva + BigInt(m.regionOffset));
+  }
+
+  private destroy(m: Memslot): void {
+    // INVARIANT A: the log dies with the slot; take it first.
+    if (this.logging && !this.options.testOnlySkipSyncBeforeDelete) this.fetchLog(m);
+    this.native.kvmSetUserMemoryRegion(this.vmFd, m.slot, 0, BigInt(m.gpa), 0n, 0n);
+    this.bySlot.delete(m.slot);
+    this.stats.changes++;
+  }
+}
+
+function anySet(words: Uint32Array): boolean {
+  for (let i = 0; i < words.length; i++) if (words[i] !== 0) return true;
+  return false;
+}

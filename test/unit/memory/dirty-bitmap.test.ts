@@ -1,0 +1,81 @@
+import { describe, expect, it } from 'vitest';
+import { DirtyBitmap, countPages, pageRanges } from '../../../src/memory/dirty-bitmap.js';
+
+const setBits = (b: Uint32Array, n: number) => pageRanges(b, n).flatMap((r) => Array.from({ length: r.count }, (_, i) => r.firstPage + i));
+
+describe('DirtyBitmap', () => {
+  it('marks every page a byte range touches', () => {
+    const b = new DirtyBitmap(100);
+    b.markDirty(4095, 2); // straddles pages 0 and 1
+    b.markDirty(10 * 4096, 4096); // exactly page 10
+    b.markDirty(20 * 4096 + 5, 1);
+    expect(setBits(b.getAndReset(), 100)).toEqual([0, 1, 10, 20]);
+    b.markDirty(0, 0);
+    expect(b.count()).toBe(0);
+  });
+
+  it('marks long runs across word boundaries', () => {
+    const b = new DirtyBitmap(200);
+    b.markPages(30, 70);
+    expect(pageRanges(b.getAndReset(), 200)).toEqual([{ firstPage: 30, count: 70 }]);
+    expect(() => b.markPages(190, 11)).toThrow(RangeError);
+  });
+
+  it('getAndReset takes each bit exactly once', () => {
+    const b = new DirtyBitmap(64);
+    b.markPages(3, 1);
+    expect(countPages(b.getAndReset())).toBe(1);
+    expect(countPages(b.getAndReset())).toBe(0);
+    b.markPages(3, 1);
+    expect(b.dirtyAt(3)).toBe(true);
+  });
+
+  it('folds a KVM log in at any page offset, aligned or not, ignoring bits past the slot', () => {
+    for (const first of [0, 1, 31, 32, 33, 64, 95]) {
+      const b = new DirtyBitmap(400);
+      const logPages = 70;
+      const log = new Uint32Array(4); // 2 u64 words, as KVM sizes it
+      log[0] = 0x8000_0001; // pages 0, 31
+      log[1] = 0x0000_0001; // page 32
+      log[2] = 0xffff_ffff; // pages 64..69 are in the slot; 70..95 must be ignored
+      b.orLog(log, logPages, first);
+      expect(setBits(b.getAndReset(), 400)).toEqual([0, 31, 32, 64, 65, 66, 67, 68, 69].map((p) => p + first));
+    }
+  });
+
+  it('refuses a log that does not fit', () => {
+    expect(() => new DirtyBitmap(64).orLog(new Uint32Array(2), 64, 1)).toThrow(RangeError);
+  });
+
+  it('is shared across views of the same words (threads mark into one bitmap)', () => {
+    const a = new DirtyBitmap(64);
+    const b = new DirtyBitmap(64, a.words);
+    b.markPages(5, 1);
+    expect(a.dirtyAt(5)).toBe(true);
+  });
+});
+
+describe('pageRanges', () => {
+  it('turns a bitmap into runs, including runs that end at the last page', () => {
+    const bm = new Uint32Array([0b1110_0001, 0, 0xffff_ffff, 0x1]);
+    expect(pageRanges(bm, 128)).toEqual([
+      { firstPage: 0, count: 1 }, { firstPage: 5, count: 3 }, { firstPage: 64, count: 33 },
+    ]);
+    expect(pageRanges(new Uint32Array([0xffff_ffff]), 20)).toEqual([{ firstPage: 0, count: 20 }]);
+    expect(pageRanges(new Uint32Array(4), 128)).toEqual([]);
+  });
+
+  it('agrees with a bit-by-bit reading on random bitmaps', () => {
+    let seed = 12345;
+    const rnd = () => ((seed = (seed * 1103515245 + 12345) >>> 0) >>> 16) & 0xffff;
+    for (let t = 0; t < 50; t++) {
+      const pages = 1 + (rnd() % 300);
+      const bm = new Uint32Array(Math.ceil(pages / 32));
+      for (let i = 0; i < bm.length; i++) bm[i] = (rnd() & 1 ? (rnd() << 16) | rnd() : rnd() & 1 ? 0xffffffff : 0) >>> 0;
+      const expected: number[] = [];
+      for (let p = 0; p < pages; p++) if ((bm[p >>> 5]! >>> (p & 31)) & 1) expected.push(p);
+      expect(setBits(bm, pages)).toEqual(expected);
+      expect(countPages(bm.map((w, i) => (i === bm.length - 1 && pages % 32 ? w & ((1 << (pages % 32)) - 1) : w)) as Uint32Array)).toBe(expected.length);
+    }
+  });
+});

@@ -1,0 +1,46 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { gpa, MiB } from '../../../src/arch/x86/layout.js';
+import { pageRanges } from '../../../src/memory/dirty-bitmap.js';
+import { GuestMemory, GuestMemoryError, ramLayout } from '../../../src/memory/guest-memory.js';
+
+// GuestMemory needs the addon's mmap/memfd, not KVM.
+describe('GuestMemory', () => {
+  let mem: GuestMemory | undefined;
+  afterEach(() => { mem?.dispose(); mem = undefined; });
+
+  it('reads back what it wrote and refuses ranges outside RAM', () => {
+    mem = GuestMemory.create(4 * MiB);
+    mem.write(gpa(0x1234), Uint8Array.of(1, 2, 3));
+    expect(mem.read(gpa(0x1234), 3)).toEqual(Uint8Array.of(1, 2, 3));
+    expect(() => mem!.write(gpa(4 * MiB - 1), Uint8Array.of(1, 2))).toThrow(GuestMemoryError);
+    expect(() => mem!.read(gpa(8 * MiB), 1)).toThrow(/not inside guest RAM/);
+  });
+
+  it('INVARIANT B: marks the pages of every VMM write while logging, and only then', () => {
+    mem = GuestMemory.create(4 * MiB);
+    const region = mem.regions[0]!;
+    mem.write(gpa(0x5000), Uint8Array.of(1));
+    expect(region.dirty.count()).toBe(0); // logging off
+    mem.setLogging(true);
+    mem.write(gpa(0x5ff0), new Uint8Array(0x20)); // pages 5 and 6
+    mem.fill(gpa(0x10_0000), 3 * 4096, 0xaa); // pages 256..258
+    expect(pageRanges(region.dirty.getAndReset(), region.dirty.pageCount)).toEqual([
+      { firstPage: 5, count: 2 }, { firstPage: 256, count: 3 },
+    ]);
+  });
+
+  it('with invariant B switched off (test-only), VMM writes go unmarked', () => {
+    mem = GuestMemory.create(4 * MiB, { testOnlySkipVmmDirtyMarking: true });
+    mem.setLogging(true);
+    mem.write(gpa(0x5000), Uint8Array.of(1));
+    expect(mem.regions[0]!.dirty.count()).toBe(0);
+  });
+
+  it('lays RAM out below 3 GiB and from 4 GiB, in regions of at most 2 GiB', () => {
+    expect(ramLayout(256 * MiB)).toEqual([{ start: 0, sizeBytes: 256 * MiB }]);
+    expect(ramLayout(5 * 1024 * MiB).map((r) => [r.start / MiB, r.sizeBytes / MiB])).toEqual([
+      [0, 2048], [2048, 1024], [4096, 2048],
+    ]);
+    expect(() => GuestMemory.create(4097)).toThrow(/multiple of 4 KiB/);
+  });
+});
