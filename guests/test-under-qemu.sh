@@ -39,6 +39,24 @@ expect() {
     fi
 }
 
+# expect_has NAME STATUS STRING...: for output that depends on timing; each
+# STRING must occur somewhere in the serial stream.
+expect_has() {
+    local name=$1 want_status=$2 s missing=
+    shift 2
+    for s in "$@"; do
+        grep -qF -- "$s" "$TMP/out" || missing="$missing [$s]"
+    done
+    if [ "$status" = "$want_status" ] && [ -z "$missing" ]; then
+        echo "PASS $name"
+    else
+        echo "FAIL $name: status $status (want $want_status), missing:$missing"
+        echo "  got:  $(head -c 400 "$TMP/out")"
+        sed 's/^/  stderr: /' "$TMP/err"
+        failures=$((failures + 1))
+    fi
+}
+
 # QEMU's multiboot loader passes "<kernel path> <-append string>" as cmdline.
 run 20 hello </dev/null
 expect "hello (GED power-off -> 0)" 0 $'Hello from a tsvmm guest!\nmem_upper=130048\ncmdline=build/hello.elf \n'
@@ -63,6 +81,64 @@ expect "echo (stdin abq)" 0 $'echo ready\nab\nbye\n'
 
 run 20 triple-fault -no-reboot </dev/null
 expect "triple-fault -no-reboot" 0 $'about to triple fault\n'
+
+# dirtier with 128 MiB: 16 MiB-128 MiB is 0x7000000 bytes, 28672 pages.
+run 30 dirtier -m 128M -append "passes=3" </dev/null
+expect "dirtier passes=3" 0 $'dirtier: start=0x1000000 size=0x7000000 pages=28672\ndirtier: verify ok pass=3 pages=28672\n'
+
+# Commands are read once per pass, so which pass they hit depends on timing.
+run 30 dirtier -m 128M < <(printf 'vq')
+expect_has "dirtier stdin vq" 0 "dirtier: start=0x1000000 size=0x7000000 pages=28672" \
+    "dirtier: verify ok pass=" "dirtier: quit after pass "
+
+# corrupt=1 leaves the middle page (0x1000000 + 128 pages) at pass 1.
+run 30 dirtier -append "passes=2 size=1M corrupt=1" </dev/null
+expect "dirtier corrupt=1 (verify fails -> 7)" 7 $'dirtier: start=0x1000000 size=0x100000 pages=256\ndirtier: verify FAILED at 0x1080000: pass=1 index=0x1080 expected pass=2 index=0x1080\ndirtier: 1 bad pages\n'
+
+run 20 dirtier -append "start=0x100000 size=1M" </dev/null
+expect "dirtier refuses its own image (-> 5)" 5 $'dirtier: bad range start=0x100000 size=0x100000: range overlaps the guest image\n'
+
+# The stamping loop must run in ring 3 with IOPL=3 (the point of dirtier's
+# design): sample the registers over QMP, then quit (status 0). The checker
+# waits for the startup line, so clear the previous test's output first.
+: >"$TMP/out"
+python3 - "$TMP/qmp-dirtier" "$TMP/out" >"$TMP/dirtier-check" 2>&1 <<'PY' &
+import json, re, socket, sys, time
+sock_path, out_path = sys.argv[1:3]
+deadline = time.time() + 15
+while True:
+    try:
+        s = socket.socket(socket.AF_UNIX); s.connect(sock_path); break
+    except OSError:
+        if time.time() > deadline: sys.exit("no QMP socket")
+        time.sleep(0.05)
+f = s.makefile("rw")
+def qmp(cmd, **args):
+    f.write(json.dumps({"execute": cmd, "arguments": args}) + "\n"); f.flush()
+    while True:
+        r = json.loads(f.readline())
+        if "return" in r or "error" in r: return r.get("return", r)
+f.readline(); qmp("qmp_capabilities")
+while "pages=" not in open(out_path).read():
+    if time.time() > deadline: sys.exit("no startup line")
+    time.sleep(0.05)
+time.sleep(0.2)
+r = qmp("human-monitor-command", **{"command-line": "info registers"})
+qmp("quit")
+cpl = re.search(r"CPL=(\d)", r).group(1)
+cs = re.search(r"^CS =(\w+)", r, re.M).group(1)
+iopl = int(re.search(r"RFL=(\w+)", r).group(1), 16) >> 12 & 3
+print(f"CPL={cpl} CS={cs} IOPL={iopl}")
+sys.exit(0 if (cpl, cs, iopl) == ("3", "0023", 3) else "not in ring 3 with IOPL=3")
+PY
+checker=$!
+run 20 dirtier -append "size=1M" -qmp "unix:$TMP/qmp-dirtier,server=on,wait=off" </dev/null
+if wait "$checker" && [ "$status" = 0 ]; then
+    echo "PASS dirtier runs in ring 3: $(cat "$TMP/dirtier-check")"
+else
+    echo "FAIL dirtier ring 3 (status $status): $(cat "$TMP/dirtier-check")"
+    failures=$((failures + 1))
+fi
 
 # spin never exits, so it must hit the timeout (124). Meanwhile a QMP client
 # checks the counter at 0x200000 moves, freezes across stop, moves after cont.

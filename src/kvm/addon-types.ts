@@ -122,4 +122,10 @@ export interface NativeAddon {
    * exit is left in kvm_run for the caller to handle). `run` is that vCPU's mapped kvm_run.
    */
   benchCountPioExits(vcpuFd: number, run: ArrayBuffer, port: number): number;
+  /**
+   * The C baseline for bench/dirty-sync: for each (slot, pages, byte offset) u32 triple in `table`,
+   * KVM_GET_DIRTY_LOG into `bitmaps` at that offset, then (if `manualProtect` and any bit is set)
+   * KVM_CLEAR_DIRTY_LOG of the same bitmap. Returns how many slots had dirty pages.
+   */
+  benchSyncDirtyLogs(vmFd: number, table: Uint8Array, bitmaps: Uint8Array, manualProtect: number): number;
 }

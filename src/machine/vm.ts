@@ -28,6 +28,12 @@ export interface VmConfig {
   /** Where the serial console's output goes (1 = stdout). */
   readonly serialOutputFd: number;
   readonly kvmPath?: string;
+  /**
+   * Use KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 where KVM has it (default true): KVM_GET_DIRTY_LOG then only
+   * reads, and KVM_CLEAR_DIRTY_LOG re-protects just the pages taken. False forces the older protocol,
+   * where KVM_GET_DIRTY_LOG clears and re-protects the whole slot (bench/dirty-sync compares both).
+   */
+  readonly manualDirtyLogProtect?: boolean;
   /** Switches that turn safety invariants off, so tests can show the failure is caught. Tests only. */
   readonly testOnly?: GuestMemoryTestOptions & { readonly skipSyncBeforeDelete?: boolean };
 }
@@ -119,7 +125,7 @@ export class Vm {
 
       // With manual protection, KVM_GET_DIRTY_LOG only reads and we clear (re-protect) exactly the
       // pages we took: cheaper, and a sync can never lose a bit between fetch and clear.
-      const manualProtect = native.kvmCheckExtension(vmFd, Cap.MANUAL_DIRTY_LOG_PROTECT2) > 0;
+      const manualProtect = (config.manualDirtyLogProtect ?? true) && native.kvmCheckExtension(vmFd, Cap.MANUAL_DIRTY_LOG_PROTECT2) > 0;
       if (manualProtect) native.kvmEnableCap(vmFd, Cap.MANUAL_DIRTY_LOG_PROTECT2, 0, new BigUint64Array([1n, 0n, 0n, 0n]));
 
       memory = GuestMemory.create(config.memBytes, config.testOnly ?? {});

@@ -76,6 +76,11 @@ export class MemslotMap {
     return this.logging;
   }
 
+  /** Whether KVM's manual dirty-log protection is in use (KVM_CLEAR_DIRTY_LOG after each fetch). */
+  get manualProtect(): boolean {
+    return this.options.manualProtect;
+  }
+
   /** Maps every RAM region at its own guest address (the VM's initial layout). No vCPU runs yet. */
   mapAllRam(): void {
     this.memory.regions.forEach((r, regionIndex) => {
@@ -175,6 +180,8 @@ export class MemslotMap {
       if (!on) for (const m of slots) this.fetchLog(m); // invariant A: the last fetch before the flag goes
       this.logging = on;
       for (const m of slots) this.register(m);
+      // Nothing was tracked while logging was off, so from here every page counts as written.
+      if (on) for (const m of slots) this.region(m).dirty.markPages(m.regionOffset / PAGE_SIZE, m.sizeBytes / PAGE_SIZE);
     };
     if (on) apply();
     else await this.change(apply);

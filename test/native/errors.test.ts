@@ -120,6 +120,10 @@ const fdCalls = {
   kvmSetDebugregs: { syscall: 'KVM_SET_DEBUGREGS', call: (fd) => native.kvmSetDebugregs(fd, new Uint8Array(128)) },
   kvmSetCpuid2: { syscall: 'KVM_SET_CPUID2', call: (fd) => native.kvmSetCpuid2(fd, counted(8, 40, 2)) },
 
+  benchSyncDirtyLogs: {
+    syscall: 'KVM_GET_DIRTY_LOG',
+    call: (fd) => native.benchSyncDirtyLogs(fd, new Uint8Array(new Uint32Array([0, 64, 0]).buffer), new Uint8Array(8), 1),
+  },
   benchCountPioExits: {
     syscall: 'KVM_RUN',
     call: (fd) => native.benchCountPioExits(fd, new ArrayBuffer(KVM_RUN_SIZE), 0x3f8),
