@@ -8,7 +8,10 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const vitest = [process.execPath, path.join(root, 'node_modules', 'vitest', 'vitest.mjs'), 'run', '.kvm.test', ...process.argv.slice(2)];
+// Arguments narrow the run to those files (vitest filters), as with `npm test -- FILTER`.
+const filters = process.argv.slice(2).filter((a) => !a.startsWith('-'));
+const flags = process.argv.slice(2).filter((a) => a.startsWith('-'));
+const vitest = [process.execPath, path.join(root, 'node_modules', 'vitest', 'vitest.mjs'), 'run', ...(filters.length > 0 ? filters : ['.kvm.test']), ...flags];
 const env = { ...process.env, TSVMM_REQUIRE_KVM: '1' };
 
 let hostKvm = true;
@@ -17,7 +20,11 @@ try {
 } catch {
   hostKvm = false;
 }
-const [cmd, ...args] = hostKvm ? vitest : [path.join(root, 'scripts', 'nested-kvm', 'run.sh'), '--', ...vitest];
+// Inside nested KVM, /tmp is the host's, shared over 9p, where unix sockets cannot be made; the
+// tests' temporary files (QMP sockets among them) go to the nested VM's own tmpfs instead.
+const [cmd, ...args] = hostKvm
+  ? vitest
+  : [path.join(root, 'scripts', 'nested-kvm', 'run.sh'), '--', 'env', 'TMPDIR=/dev/shm', ...vitest];
 if (!hostKvm) process.stderr.write('test:kvm: no /dev/kvm here; running the KVM suites inside nested KVM (QEMU TCG + kvm_amd)\n');
 const r = spawnSync(cmd, args, { cwd: root, env, stdio: 'inherit' });
 process.exit(r.status ?? 1);

@@ -77,6 +77,8 @@ mkdir -p /dev/pts /dev/shm
 mount -t devpts devpts $R/dev/pts
 mount -t tmpfs tmpfs $R/dev/shm
 mount -t tmpfs tmpfs $R/run
+# Loopback, so commands inside can use TCP on 127.0.0.1 (there is no other network in L1).
+ip link set lo up 2>/dev/null || ifconfig lo 127.0.0.1 up
 # writable shares: /ctl/rw lists "tag path" lines
 while read -r tag path; do
   [ -n "$tag" ] || continue

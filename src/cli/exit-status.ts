@@ -11,6 +11,12 @@ export const ExitStatus = {
   HOST: 4,
   /** The guest crashed (triple fault) or KVM failed to run it. */
   GUEST_CRASH: 6,
+  /** A migration failed (`tsvmm migrate`), or an incoming one broke off: that guest never ran. */
+  MIGRATION_FAILED: 8,
+  /** A migration was cancelled (`tsvmm migrate`, Ctrl-C or migrate_cancel); the source guest runs on. */
+  MIGRATION_CANCELLED: 10,
+  /** `tsvmm migrate` cannot reach QMP, or lost it mid-migration. */
+  CONTROL_UNREACHABLE: 12,
   /** Stopped by SIGINT (128 + 2), as shells report. */
   SIGINT: 130,
   /** Stopped by SIGTERM (128 + 15). */

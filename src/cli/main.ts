@@ -6,6 +6,11 @@ import { BootError } from '../boot/boot-error.js';
 import { packageRoot } from '../kvm/addon.js';
 import { KvmUnavailableError } from '../kvm/kvm.js';
 import { Vm, VmConfigError, readKernel } from '../machine/vm.js';
+import { VmController } from '../machine/vm-controller.js';
+import { QmpListenError, QmpServer } from '../control/qmp-server.js';
+import { AddressError, parseSocketAddress } from '../control/qmp-address.js';
+import { migrateCommand } from './migrate-command.js';
+import { listenForMigration, MigrationTransportError, parseTcpUri } from '../migration/transport.js';
 import type { VcpuStop } from '../vcpu/exit-handler.js';
 import { ExitStatus } from './exit-status.js';
 import { formatBytes, parseMemorySize } from './parse-size.js';
@@ -28,6 +33,10 @@ interface RunOptions {
   cmdline: string;
   serial: { kind: 'stdio' } | { kind: 'file'; path: string };
   kvmPath: string;
+  /** QMP control socket address (unix:PATH or tcp:HOST:PORT). */
+  qmp: string | undefined;
+  /** Wait for an incoming migration at tcp:HOST:PORT (or 'defer': wait for QMP migrate-incoming). */
+  incoming: string | undefined;
 }
 
 function parseRun(args: string[]): RunOptions | 'help' {
@@ -42,6 +51,8 @@ function parseRun(args: string[]): RunOptions | 'help' {
         cmdline: { type: 'string', default: '' },
         serial: { type: 'string', default: 'stdio' },
         kvm: { type: 'string', default: '/dev/kvm' },
+        qmp: { type: 'string' },
+        incoming: { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
     });
@@ -66,7 +77,25 @@ function parseRun(args: string[]): RunOptions | 'help' {
   if (values.serial === 'stdio') serial = { kind: 'stdio' };
   else if (values.serial.startsWith('file:') && values.serial.length > 5) serial = { kind: 'file', path: values.serial.slice(5) };
   else throw new UsageError(`--serial: '${values.serial}' is neither 'stdio' nor 'file:PATH'`);
-  return { kernel: positionals[0]!, memBytes, cpus: Number(values.cpus), cmdline: values.cmdline, serial, kvmPath: values.kvm };
+  if (values.incoming !== undefined && values.incoming !== 'defer') {
+    try {
+      parseTcpUri(values.incoming);
+    } catch (e) {
+      throw new UsageError(`--incoming: ${(e as Error).message} (or 'defer')`);
+    }
+  }
+  if (values.qmp !== undefined) {
+    try {
+      parseSocketAddress(values.qmp, { listening: true });
+    } catch (e) {
+      throw new UsageError(`--qmp: ${(e as Error).message}`);
+    }
+  }
+  if (values.incoming === 'defer' && values.qmp === undefined) throw new UsageError("--incoming defer needs --qmp, where migrate-incoming will name the address");
+  return {
+    kernel: positionals[0]!, memBytes, cpus: Number(values.cpus), cmdline: values.cmdline, serial, kvmPath: values.kvm,
+    qmp: values.qmp, incoming: values.incoming,
+  };
 }
 
 /** How a stopped VM maps to the process's exit status, with a note for stderr where one helps. */
@@ -99,10 +128,13 @@ async function run(options: RunOptions): Promise<number> {
     serialOutputFd,
     kvmPath: options.kvmPath,
   });
+  const controller = new VmController(vm, options.incoming !== undefined);
+  let qmp: QmpServer | undefined;
   let signalStatus: number | undefined;
   const onSignal = (status: number) => () => {
     signalStatus ??= status;
     void vm.stop();
+    void controller.quit();
   };
   const onInt = onSignal(ExitStatus.SIGINT);
   const onTerm = onSignal(ExitStatus.SIGTERM);
@@ -114,18 +146,45 @@ async function run(options: RunOptions): Promise<number> {
     process.stdin.on('error', () => { /* no console input: the guest just sees none */ });
   }
   try {
-    vm.start();
-    const stop = await vm.stopped;
+    if (options.qmp !== undefined) qmp = await QmpServer.listen(options.qmp, controller);
+    if (options.incoming === undefined) {
+      vm.start();
+    } else if (options.incoming !== 'defer') {
+      // Listen before announcing readiness: a source may connect the moment this line appears.
+      const listener = await listenForMigration(options.incoming);
+      process.stderr.write(`tsvmm: waiting for an incoming migration on ${options.incoming}\n`);
+      void controller.receive(listener.connection);
+    }
+    const end = await Promise.race([
+      vm.stopped.then((stop) => ({ kind: 'stopped' as const, stop })),
+      controller.ended,
+    ]);
     if (signalStatus !== undefined) return signalStatus;
-    const { status, note } = stopStatus(stop);
-    if (note !== undefined) process.stderr.write(`tsvmm: ${note}\n`);
-    return status;
+    switch (end.kind) {
+      case 'stopped': {
+        const { status, note } = stopStatus(end.stop);
+        if (note !== undefined) process.stderr.write(`tsvmm: ${note}\n`);
+        return status;
+      }
+      case 'quit':
+        return ExitStatus.OK;
+      case 'migrated':
+        // Let a `tsvmm migrate` polling QMP read the final figures before the socket goes.
+        await qmp?.close({ graceMs: 2_000 });
+        process.stderr.write(`tsvmm: the VM now runs at ${end.uri}; exiting\n`);
+        return ExitStatus.OK;
+      default: // 'incoming-failed'
+        process.stderr.write(`tsvmm: incoming migration failed: ${end.message}\n`);
+        return ExitStatus.MIGRATION_FAILED;
+    }
   } finally {
     process.off('SIGINT', onInt);
     process.off('SIGTERM', onTerm);
     process.stdin.off('data', onInput);
     process.stdin.pause();
     process.stdin.unref?.();
+    await qmp?.close();
+    await vm.stop();
     vm.dispose();
   }
 }
@@ -150,6 +209,7 @@ export async function main(argv: string[]): Promise<number> {
       process.stdout.write(`tsvmm ${version()}\n`);
       return ExitStatus.OK;
     }
+    if (command === 'migrate') return await migrateCommand(rest);
     if (command !== 'run') throw new UsageError(`unknown command '${command}'`);
     const options = parseRun(rest);
     if (options === 'help') {
@@ -165,13 +225,14 @@ export async function main(argv: string[]): Promise<number> {
     }
     if (e instanceof BootError || e instanceof VmConfigError) return ExitStatus.USAGE;
     if (e instanceof KvmUnavailableError) return ExitStatus.HOST;
+    if (e instanceof MigrationTransportError || e instanceof QmpListenError || e instanceof AddressError) return ExitStatus.USAGE;
     return ExitStatus.GUEST_CRASH;
   }
 }
 
 function describe(e: unknown): string {
   if (!(e instanceof Error)) return String(e);
-  if (e instanceof UsageError || e instanceof BootError || e instanceof VmConfigError || e instanceof KvmUnavailableError) return e.message;
+  if (e instanceof UsageError || e instanceof BootError || e instanceof VmConfigError || e instanceof KvmUnavailableError || e instanceof MigrationTransportError || e instanceof QmpListenError || e instanceof AddressError) return e.message;
   // Unexpected: keep the cause chain, which says which system call failed.
   let text = e.message;
   for (let c = e.cause; c instanceof Error; c = c.cause) text += `: ${c.message}`;

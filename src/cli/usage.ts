@@ -4,6 +4,8 @@ A userspace x86-64 virtual machine monitor on KVM.
 
 Commands:
   run KERNEL            boot a multiboot kernel and attach its serial console
+  migrate --qmp ADDR tcp:HOST:PORT
+                        live-migrate a running tsvmm (see 'tsvmm migrate --help')
   help                  show this help
 
 Options for run:
@@ -14,6 +16,11 @@ Options for run:
                         where the serial console goes; stdio also feeds stdin to the guest
                                                                             [default: stdio]
   --kvm PATH            the KVM device                                      [default: /dev/kvm]
+  --qmp unix:PATH|tcp:HOST:PORT
+                        serve QMP (QEMU's JSON control protocol) there
+  --incoming tcp:HOST:PORT|defer
+                        do not boot: wait for a live migration from a peer tsvmm (defer: until
+                        QMP migrate-incoming names the address)
 
 Global options:
   -h, --help            show this help
@@ -22,7 +29,8 @@ Global options:
 Exit status:
   the guest's debug-exit status ((value << 1) | 1, as QEMU's isa-debug-exit, port 0xf4),
   0 when the guest powers off, 2 for bad usage or input, 4 when the host cannot run VMs
-  (no /dev/kvm, no permission), 6 when the guest crashes (triple fault), 130 on Ctrl-C.
+  (no /dev/kvm, no permission), 6 when the guest crashes (triple fault), 8 when a migration
+  fails, 10 when it is cancelled, 12 when tsvmm migrate cannot reach QMP, 130 on Ctrl-C.
 
 Example:
   npx tsvmm run guests/build/hello.elf

@@ -164,6 +164,25 @@ export class Uart8250 implements BusDevice {
     }
   }
 
+  /** Loads a saved state (the receive buffer included), as on a migration's destination. */
+  restore(state: UartState): void {
+    if (state.version !== 1) throw new Error(`UART state version ${state.version} is not supported (this tsvmm reads version 1)`);
+    this.lock();
+    try {
+      const s = this.s;
+      s[S.IER] = state.ier; s[S.LCR] = state.lcr; s[S.MCR] = state.mcr; s[S.LSR] = state.lsr; s[S.MSR] = state.msr;
+      s[S.SCR] = state.scr; s[S.DLL] = state.dll; s[S.DLM] = state.dlm; s[S.FCR] = state.fcr;
+      s[S.THR_IPENDING] = state.thrInterruptPending ? 1 : 0;
+      s[S.RX_HEAD] = 0;
+      s[S.RX_COUNT] = 0;
+      for (const b of state.rx.slice(0, UART_RX_CAPACITY)) this.pushRx(b);
+      // The line level lives in the irqchip state, restored with it; recompute ours to match.
+      s[S.IRQ_LEVEL] = this.pendingIir() !== IIR_NO_INT ? 1 : 0;
+    } finally {
+      this.unlock();
+    }
+  }
+
   private readLocked(offset: number): number {
     const s = this.s;
     switch (offset) {

@@ -41,6 +41,13 @@ export function comPortUart(board: BoardDescription, transmit: (byte: number) =>
   return new Uart8250(board.uartState, new KvmIrqLine(board.vmFd, COM1_IRQ), transmit);
 }
 
+/** The devices buildBuses places, as a migration peer compares them (name@address). */
+export const BOARD_DEVICES: readonly string[] = [
+  `uart8250@0x${COM1_PORT.toString(16)}`,
+  `isa-debug-exit@0x${DEBUG_EXIT_PORT.toString(16)}`,
+  `acpi-ged@0x${GED_REGS_ADDR.toString(16)}`,
+];
+
 /** Builds this thread's buses for `board`. */
 export function buildBuses(board: BoardDescription, hooks: BoardHooks): ExitBuses {
   const pio = new IoBus('port I/O');

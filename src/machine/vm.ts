@@ -16,7 +16,11 @@ import { multibootEntryState } from '../vcpu/boot-state.js';
 import { cpuidForVcpu } from '../vcpu/cpuid.js';
 import type { VcpuStop } from '../vcpu/exit-handler.js';
 import { VcpuThreads } from '../vcpu/vcpu-threads.js';
-import { comPortUart, type BoardDescription } from './board.js';
+import { BOARD_DEVICES, comPortUart, type BoardDescription } from './board.js';
+import { captureVmKernelState, restoreVmKernelState, type VmKernelState } from './vm-state.js';
+import { captureVcpuState, msrIndexList, restoreVcpuState, type VcpuState } from '../vcpu/vcpu-state.js';
+import type { UartState } from '../devices/uart8250.js';
+import type { MachineShape } from '../migration/protocol.js';
 import { createUartState, type Uart8250 } from '../devices/uart8250.js';
 
 /** What a VM is built from. */
@@ -89,7 +93,46 @@ export class Vm {
     readonly memslots: MemslotMap,
     /** Dirty-page tracking, for migration and COLO. */
     readonly dirty: DirtyTracker,
+    /** The MSRs KVM saves for a guest (KVM_GET_MSR_INDEX_LIST), captured with each vCPU. */
+    private readonly msrIndices: readonly number[],
   ) {}
+
+  /** What a migration peer must match: RAM layout, vCPU count, devices. */
+  shape(): MachineShape {
+    return {
+      memBytes: this.memory.sizeBytes,
+      cpus: this.vcpuFds.length,
+      regions: this.memory.regions.map((r) => ({ start: r.start, sizeBytes: r.sizeBytes })),
+      devices: [...BOARD_DEVICES],
+    };
+  }
+
+  /**
+   * Every piece of VM state outside RAM, by name: the in-kernel irqchips, PIT and clock ("vm"), each
+   * vCPU ("vcpu0", ...) and each device ("uart"). Only while paused.
+   */
+  captureState(): { name: string; state: unknown }[] {
+    if (!this.vcpus.isPaused() && this.vcpus.isStarted) throw new Error('VM state can only be captured while the VM is paused');
+    const native = addon();
+    return [
+      { name: 'vm', state: captureVmKernelState(native, this.vmFd) },
+      ...this.vcpuFds.map((fd, i) => ({ name: `vcpu${i}`, state: captureVcpuState(native, fd, this.msrIndices) })),
+      { name: 'uart', state: this.uart.state() },
+    ];
+  }
+
+  /** Loads state captured by captureState on a VM of the same shape, before its vCPUs start. */
+  restoreState(pieces: ReadonlyMap<string, unknown>): void {
+    const native = addon();
+    const need = (name: string) => {
+      if (!pieces.has(name)) throw new Error(`the migration stream carries no "${name}" state`);
+      return pieces.get(name);
+    };
+    // Kernel irqchip state before the vCPUs' LAPICs, as KVM's own selftests order it.
+    restoreVmKernelState(native, this.vmFd, need('vm') as VmKernelState);
+    this.vcpuFds.forEach((fd, i) => restoreVcpuState(native, fd, need(`vcpu${i}`) as VcpuState));
+    this.uart.restore(need('uart') as UartState);
+  }
 
   /** The KVM fd of vCPU `index` (for benchmarks and state capture; the vCPU threads own KVM_RUN). */
   vcpuFd(index: number): number {
@@ -158,7 +201,7 @@ export class Vm {
       });
       // INVARIANT: the RAM mappings outlive every slot; dispose() unmaps only after closing the VM.
       memslots.mapAllRam();
-      return new Vm(kvm, vmFd, memory, vcpuFds, vcpus, uart, board, runMmapSize, memslots, new DirtyTracker(memory, memslots));
+      return new Vm(kvm, vmFd, memory, vcpuFds, vcpus, uart, board, runMmapSize, memslots, new DirtyTracker(memory, memslots), msrIndexList(native, kvm.fd));
     } catch (e) {
       for (const fd of opened.reverse()) native.close(fd);
       memory?.dispose();

@@ -49,18 +49,21 @@ export class DirtyBitmap {
 
   /**
    * ORs a KVM dirty log (u64 words, page 0 = the slot's first page) into this bitmap at `firstPage`.
-   * Only non-zero words cost an atomic operation, so a clean log costs a scan.
+   * Only non-zero words cost an atomic operation, so a clean log costs a scan. Returns whether the
+   * log had any page set.
    */
-  orLog(log: Uint32Array, logPages: number, firstPage: number): void {
+  orLog(log: Uint32Array, logPages: number, firstPage: number): boolean {
     if (firstPage < 0 || firstPage + logPages > this.pageCount) {
       throw new RangeError(`DirtyBitmap: log of ${logPages} pages at ${firstPage} outside 0..${this.pageCount}`);
     }
     const words = Math.ceil(logPages / 32);
     const shift = firstPage & 31;
     const base = firstPage >>> 5;
+    let any = false;
     for (let i = 0; i < words; i++) {
       let w = log[i]!;
       if (w === 0) continue;
+      any = true;
       if (i === words - 1 && logPages % 32 !== 0) w &= (1 << (logPages % 32)) - 1; // bits past the slot's end
       if (shift === 0) {
         Atomics.or(this.words, base + i, w);
@@ -70,6 +73,7 @@ export class DirtyBitmap {
         if (high !== 0) Atomics.or(this.words, base + i + 1, high);
       }
     }
+    return any;
   }
 
   /** Takes every set bit and clears it, atomically per word; returns the taken bits. */

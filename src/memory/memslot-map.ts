@@ -203,9 +203,8 @@ export class MemslotMap {
     const n = this.native;
     n.kvmGetDirtyLog(this.vmFd, m.slot, m.log);
     const pages = m.sizeBytes / PAGE_SIZE;
-    if (!anySet(m.logWords)) return;
-    if (this.options.manualProtect) n.kvmClearDirtyLog(this.vmFd, m.slot, 0n, pages, m.log);
-    this.region(m).dirty.orLog(m.logWords, pages, m.regionOffset / PAGE_SIZE);
+    const any = this.region(m).dirty.orLog(m.logWords, pages, m.regionOffset / PAGE_SIZE);
+    if (any && this.options.manualProtect) n.kvmClearDirtyLog(this.vmFd, m.slot, 0n, pages, m.log);
   }
 
   /** Runs a slot change with every vCPU paused, timing the pause. */
@@ -262,7 +261,3 @@ export class MemslotMap {
   }
 }
 
-function anySet(words: Uint32Array): boolean {
-  for (let i = 0; i < words.length; i++) if (words[i] !== 0) return true;
-  return false;
-}

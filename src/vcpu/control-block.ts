@@ -10,7 +10,15 @@ export const Ctl = {
   TID: 2,
   /** Exits handled (wrapping), for statistics. */
   EXITS: 3,
-  WORDS: 4,
+  /** Pause requests so far (main thread increments with each). */
+  PAUSE_EPOCH: 4,
+  /**
+   * The PAUSE_EPOCH the vCPU thread last acknowledged while parked. A pause has taken effect when this
+   * equals PAUSE_EPOCH: STATE alone could still say PAUSED from the previous pause while the thread
+   * is about to run again.
+   */
+  PAUSED_EPOCH: 5,
+  WORDS: 6,
 } as const;
 
 export const Request = { RUN: 0, PAUSE: 1, STOP: 2 } as const;

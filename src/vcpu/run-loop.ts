@@ -28,7 +28,16 @@ export function runLoop(
     if (request === Request.PAUSE) {
       run.bytes[KvmRunOffset.IMMEDIATE_EXIT] = 0;
       setState(State.PAUSED);
-      while (Atomics.load(ctl, Ctl.REQUEST) === Request.PAUSE) Atomics.wait(ctl, Ctl.REQUEST, Request.PAUSE);
+      while (Atomics.load(ctl, Ctl.REQUEST) === Request.PAUSE) {
+        // Acknowledge every pause request seen while parked, including one that followed a resume
+        // this thread never woke up for.
+        const epoch = Atomics.load(ctl, Ctl.PAUSE_EPOCH);
+        if (Atomics.load(ctl, Ctl.PAUSED_EPOCH) !== epoch) {
+          Atomics.store(ctl, Ctl.PAUSED_EPOCH, epoch);
+          Atomics.notify(ctl, Ctl.PAUSED_EPOCH);
+        }
+        Atomics.wait(ctl, Ctl.REQUEST, Request.PAUSE);
+      }
       setState(State.RUNNING);
       continue;
     }

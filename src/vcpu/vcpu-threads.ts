@@ -101,8 +101,9 @@ export class VcpuThreads {
   async pause(): Promise<void> {
     this.pauseDepth++;
     if (!this.started) return;
+    const epochs = this.handles.map((h) => Atomics.add(h.control, Ctl.PAUSE_EPOCH, 1) + 1);
     this.kickAll(Request.PAUSE);
-    await Promise.all(this.handles.map((h) => waitWhile(h.control, (s) => s === State.RUNNING || s === State.STARTING)));
+    await Promise.all(this.handles.map((h, i) => waitForPauseAck(h.control, epochs[i]!)));
   }
 
   resume(): void {
@@ -123,6 +124,10 @@ export class VcpuThreads {
     }
     this.kickAll(Request.STOP);
     return this.stopped;
+  }
+
+  get isStarted(): boolean {
+    return this.started;
   }
 
   /** True while every started vCPU thread is parked. */
@@ -166,12 +171,17 @@ export class VcpuThreads {
   }
 }
 
-/** Waits (without blocking the event loop) until the vCPU's STATE no longer satisfies `busy`. */
-async function waitWhile(control: Int32Array, busy: (state: number) => boolean): Promise<void> {
+/**
+ * Waits (without blocking the event loop) until the vCPU thread has acknowledged pause `epoch`, or
+ * has ended.
+ */
+async function waitForPauseAck(control: Int32Array, epoch: number): Promise<void> {
   for (;;) {
-    const s = Atomics.load(control, Ctl.STATE);
-    if (!busy(s)) return;
-    const r = Atomics.waitAsync(control, Ctl.STATE, s);
+    if (Atomics.load(control, Ctl.STATE) === State.STOPPED) return;
+    const acked = Atomics.load(control, Ctl.PAUSED_EPOCH);
+    if (acked - epoch >= 0) return;
+    // Bounded: a thread that ends notifies STATE, not PAUSED_EPOCH.
+    const r = Atomics.waitAsync(control, Ctl.PAUSED_EPOCH, acked, 50);
     if (r.async) await r.value;
   }
 }

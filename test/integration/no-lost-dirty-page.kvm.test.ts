@@ -52,7 +52,7 @@ async function waitForPassAfter(v: Vm, pass: bigint): Promise<bigint> {
   for (;;) {
     const now = firstPagePass(v);
     if (now > pass) return now;
-    if (Date.now() - t0 > 30_000) throw new Error(`dirtier stuck at pass ${now}`);
+    if (Date.now() - t0 > 30_000) throw new Error(`dirtier stuck at pass ${now} (vCPU paused: ${v.vcpus.isPaused()}, exits ${v.vcpus.exitCount(0)})`);
     await sleep(1);
   }
 }
@@ -110,7 +110,11 @@ async function churn(testOnly: VmConfig['testOnly'], rounds: number): Promise<Ch
     () => v.memslots.coalesce(),
     async () => { await v.memslots.setDirtyLogging(false); await v.memslots.setDirtyLogging(true); },
   ];
+  let stopped: string | undefined;
+  void v.stopped.then((s) => { stopped = JSON.stringify(s); });
   for (let round = 0; round < rounds; round++) {
+    if (stopped !== undefined) throw new Error(`the guest stopped at round ${round}: ${stopped}`);
+    if (round % 100 === 0) process.stderr.write(`no-lost-dirty-page: round ${round}, pass ${pass}, ${v.memslots.slots().length} slots\n`);
     await ops[round % ops.length]!();
     // A device writing guest memory (invariant B): a page only the VMM touches.
     v.memory.write(gpa(VMM_AREA + (round % 64) * PAGE_SIZE), new Uint8Array(64).fill(round & 0xff));

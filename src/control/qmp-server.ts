@@ -1,0 +1,499 @@
+/**
+ * A QMP server (QEMU docs/interop/qmp-spec.rst) in front of a VmControl, on a unix socket or TCP.
+ *
+ *   client                                  server
+ *     |  <-- {"QMP": {"version", "capabilities": []}}    greeting, at connect
+ *     |  --> {"execute": "qmp_capabilities"}             anything else first: CommandNotFound
+ *     |  <-- {"return": {}}
+ *     |  --> {"execute": "migrate", "arguments": {"uri": "tcp:10.0.0.2:4444"}, "id": 7}
+ *     |  <-- {"return": {}, "id": 7}
+ *     |  <-- {"event": "MIGRATION", "data": {"status": "active"}, "timestamp": {...}}   at any time
+ *
+ * Commands on one connection run one at a time, in order, as QEMU runs them without OOB. The server
+ * answers everything a client can send, garbage included, with a QMP error: nothing from the socket may
+ * throw past it, because an exception here would take the VM down with it.
+ */
+import { lstatSync, readFileSync, unlinkSync } from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import { packageRoot } from '../kvm/addon.js';
+import { formatSocketAddress, toSocketAddress, type SocketAddress } from './qmp-address.js';
+import { VmControlError, type MigrationParameters, type VmControl, type VmEvent } from './vm-control.js';
+
+/**
+ * The QEMU release whose QMP dialect tsvmm speaks (7.2: `query-status` still has `singlestep`,
+ * `migrate` still takes `blk`/`inc`/`detach`). Clients such as libvirt and python qemu.qmp look at it.
+ */
+const QEMU_COMPAT_VERSION = { micro: 0, minor: 2, major: 7 } as const;
+
+/**
+ * A client that stops reading (events pile up in its socket buffer) is disconnected beyond this
+ * backlog, rather than letting it grow the VMM's heap without bound.
+ */
+const MAX_OUTPUT_BACKLOG_BYTES = 16 * 1024 * 1024;
+
+/** How long close() waits for a client's unsent output to drain before cutting the connection. */
+const FLUSH_LIMIT_MS = 1000;
+
+/** Commands one client may have waiting before the server stops reading from it. */
+const MAX_QUEUED_COMMANDS = 64;
+
+export type QmpErrorClass = 'GenericError' | 'CommandNotFound' | 'DeviceNotActive';
+
+/** A refused request, answered as `{"error": {"class", "desc"}}`; never leaves this file. */
+class CommandError extends Error {
+  constructor(message: string, readonly qmpClass: QmpErrorClass = 'GenericError') {
+    super(message);
+  }
+}
+
+/** The server could not bind its address; the message names the address and the reason. */
+export class QmpListenError extends Error {
+  override name = 'QmpListenError';
+}
+
+export interface QmpServerOptions {
+  /** Goes into the greeting's "package" as `tsvmm VERSION`; read from package.json when absent. */
+  packageVersion?: string;
+  /** Where failures that have no client to answer go (a `quit` that failed); default stderr. */
+  log?: (message: string) => void;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Argument checking, with QEMU's messages (qapi/qobject-input-visitor.c), so scripts see the same text.
+
+type ParamType = 'str' | 'bool' | 'uint' | 'str-list' | 'caps-list';
+interface ParamSpec { type: ParamType; optional?: boolean }
+type Args = Record<string, unknown>;
+
+const TYPE_LABEL: Record<ParamType, string> = { str: 'string', bool: 'boolean', uint: 'uint64', 'str-list': 'array', 'caps-list': 'array' };
+
+function typeMismatch(name: string, type: ParamType | 'object'): CommandError {
+  return new CommandError(`Invalid parameter type for '${name}', expected: ${type === 'object' ? 'object' : TYPE_LABEL[type]}`);
+}
+
+function isPlainObject(v: unknown): v is Args {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+function checkValue(name: string, type: ParamType, v: unknown): void {
+  switch (type) {
+    case 'str': if (typeof v !== 'string') throw typeMismatch(name, type); return;
+    case 'bool': if (typeof v !== 'boolean') throw typeMismatch(name, type); return;
+    case 'uint': if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) throw typeMismatch(name, type); return;
+    case 'str-list':
+      if (!Array.isArray(v)) throw typeMismatch(name, type);
+      v.forEach((e, i) => checkValue(`${name}[${i}]`, 'str', e));
+      return;
+    case 'caps-list':
+      if (!Array.isArray(v)) throw typeMismatch(name, type);
+      v.forEach((e, i) => checkArgs(e, { capability: { type: 'str' }, state: { type: 'bool' } }, `${name}[${i}].`));
+      return;
+  }
+}
+
+/** Throws the first problem QEMU would report: a missing, mistyped or unexpected parameter. */
+function checkArgs(args: unknown, spec: Record<string, ParamSpec>, prefix = ''): asserts args is Args {
+  if (!isPlainObject(args)) throw typeMismatch(prefix.replace(/\.$/, ''), 'object');
+  for (const [name, p] of Object.entries(spec)) {
+    if (!Object.hasOwn(args, name)) {
+      if (!p.optional) throw new CommandError(`Parameter '${prefix}${name}' is missing`);
+      continue;
+    }
+    checkValue(prefix + name, p.type, args[name]);
+  }
+  for (const name of Object.keys(args)) {
+    if (!Object.hasOwn(spec, name)) throw new CommandError(`Parameter '${prefix}${name}' is unexpected`);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The command table. Each entry checks nothing itself: `params` is checked before `run` is called.
+
+interface Session { readonly negotiated: boolean; readonly server: QmpServer }
+interface Command {
+  params: Record<string, ParamSpec>;
+  run(args: Args, control: VmControl, session: Session): unknown;
+}
+
+const MIGRATION_PARAMETER_TYPES: Record<keyof MigrationParameters, ParamSpec> = {
+  'downtime-limit': { type: 'uint', optional: true },
+  'max-bandwidth': { type: 'uint', optional: true },
+  'multifd-channels': { type: 'uint', optional: true },
+  'x-verify': { type: 'bool', optional: true },
+};
+
+const COMMANDS: ReadonlyMap<string, Command> = new Map<string, Command>([
+  ['qmp_capabilities', {
+    params: { enable: { type: 'str-list', optional: true } },
+    run: (args, _control, session) => {
+      if (session.negotiated) throw new CommandError('Capabilities negotiation is already complete, command ignored', 'CommandNotFound');
+      // The greeting offers no capability (no OOB), so there is none a client may enable.
+      const wanted = (args.enable as string[] | undefined) ?? [];
+      if (wanted.length > 0) throw new CommandError(`Capability '${wanted[0]}' not available`);
+      return {};
+    },
+  }],
+  ['query-status', {
+    params: {},
+    run: (_a, control) => {
+      const status = control.runState();
+      return { running: status === 'running', singlestep: false, status };
+    },
+  }],
+  ['stop', { params: {}, run: async (_a, control) => { await control.stop(); return {}; } }],
+  ['cont', { params: {}, run: (_a, control) => { control.cont(); return {}; } }],
+  // `quit` is answered before it runs (see Connection.dispatch); this entry only lists and checks it.
+  ['quit', { params: {}, run: () => ({}) }],
+  ['migrate', {
+    // blk/inc (block migration) and detach (always detached in QMP) are QEMU's; accepted for its scripts.
+    params: { uri: { type: 'str' }, blk: { type: 'bool', optional: true }, inc: { type: 'bool', optional: true }, detach: { type: 'bool', optional: true } },
+    run: (args, control) => { control.migrate(args.uri as string); return {}; },
+  }],
+  ['migrate-incoming', {
+    params: { uri: { type: 'str' } },
+    run: async (args, control) => { await control.migrateIncoming(args.uri as string); return {}; },
+  }],
+  ['query-migrate', { params: {}, run: (_a, control) => control.queryMigrate() }],
+  ['migrate-set-capabilities', {
+    params: { capabilities: { type: 'caps-list' } },
+    run: (args, control) => {
+      control.setMigrationCapabilities(args.capabilities as { capability: string; state: boolean }[]);
+      return {};
+    },
+  }],
+  ['query-migrate-capabilities', { params: {}, run: (_a, control) => control.migrationCapabilities() }],
+  ['migrate-set-parameters', {
+    params: MIGRATION_PARAMETER_TYPES,
+    run: (args, control) => { control.setMigrationParameters(args as Partial<MigrationParameters>); return {}; },
+  }],
+  ['query-migrate-parameters', { params: {}, run: (_a, control) => control.migrationParameters() }],
+  ['migrate_cancel', { params: {}, run: (_a, control) => { control.migrateCancel(); return {}; } }],
+  ['query-commands', { params: {}, run: () => [...COMMANDS.keys()].map((name) => ({ name })) }],
+  ['query-version', { params: {}, run: (_a, _c, session) => session.server.version }],
+]);
+
+/** The command names the server answers, for query-commands and for tests. */
+export const QMP_COMMANDS: readonly string[] = [...COMMANDS.keys()];
+
+// ---------------------------------------------------------------------------------------------
+
+/** QMP timestamps are wall-clock seconds and microseconds (qmp-spec.rst, "Asynchronous events"). */
+function timestamp(): { seconds: number; microseconds: number } {
+  const us = Math.floor((performance.timeOrigin + performance.now()) * 1000);
+  return { seconds: Math.floor(us / 1e6), microseconds: us % 1e6 };
+}
+
+function readPackageVersion(): string {
+  try {
+    return (JSON.parse(readFileSync(path.join(packageRoot, 'package.json'), 'utf8')) as { version: string }).version;
+  } catch {
+    return 'unknown'; // the greeting is informational; a missing package.json must not stop the VM
+  }
+}
+
+/** One client: its framing state, negotiation state and command queue. */
+class Connection implements Session {
+  negotiated = false;
+  private readonly splitter = new JsonStreamSplitter();
+  /** INVARIANT: never rejects, so the chain of commands cannot break. */
+  private queue: Promise<void> = Promise.resolve();
+  private queued = 0;
+  private hungUp = false;
+
+  constructor(readonly server: QmpServer, private readonly socket: net.Socket, private readonly control: VmControl) {
+    socket.setEncoding('utf8');
+    socket.on('data', (text: string) => this.receive(text));
+    // Peers vanish (ECONNRESET, EPIPE): the connection ends, the VM does not notice.
+    socket.on('error', () => socket.destroy());
+    this.send({ QMP: { version: server.version, capabilities: [] } });
+  }
+
+  /** Writes one message line; `flushed` runs once the kernel has it (or the socket is gone). */
+  send(message: object, flushed?: () => void): void {
+    if (this.socket.destroyed) return flushed?.();
+    let line: string;
+    try {
+      line = JSON.stringify(message) + '\n';
+    } catch (e) {
+      // A BigInt in a VmControl answer, or an id nested beyond the stack: report instead of dropping,
+      // keeping the id if it alone can be encoded, so the client is not left waiting.
+      const error = { class: 'GenericError', desc: `cannot encode the answer: ${(e as Error).message}` };
+      const id = (message as { id?: unknown }).id;
+      try {
+        line = JSON.stringify(id === undefined ? { error } : { error, id }) + '\n';
+      } catch {
+        line = JSON.stringify({ error }) + '\n';
+      }
+    }
+    this.socket.write(line, flushed && (() => flushed()));
+    if (this.socket.writableLength > MAX_OUTPUT_BACKLOG_BYTES) this.socket.destroy();
+  }
+
+  /**
+   * Ends the connection after what was already written (a last event, a `quit` answer) has been
+   * flushed; a peer that does not read is cut off after FLUSH_LIMIT_MS.
+   */
+  close(): void {
+    const cutOff = setTimeout(() => this.socket.destroy(), FLUSH_LIMIT_MS);
+    cutOff.unref();
+    this.socket.end(() => { clearTimeout(cutOff); this.socket.destroy(); });
+  }
+
+  private receive(text: string): void {
+    if (this.hungUp) return;
+    let frames: JsonFrame[];
+    try {
+      frames = this.splitter.push(text);
+    } catch (e) {
+      // The stream cannot be resynchronised past an oversized value: answer, then hang up.
+      this.hungUp = true;
+      this.send({ error: { class: 'GenericError', desc: (e as Error).message } }, () => this.socket.destroy());
+      return;
+    }
+    for (const frame of frames) {
+      this.queued++;
+      this.queue = this.queue
+        .then(() => this.dispatch(frame))
+        .catch((e: unknown) => this.server.log(`internal error answering a client: ${(e as Error).message}`))
+        .then(() => this.dequeued());
+    }
+    // Like QEMU's monitor_suspend: while commands wait, stop reading, so a client flooding requests
+    // behind a slow one fills its own socket buffer instead of this process's heap.
+    if (this.queued > MAX_QUEUED_COMMANDS) this.socket.pause();
+  }
+
+  private dequeued(): void {
+    if (--this.queued === 0 && this.socket.isPaused()) this.socket.resume();
+  }
+
+  private async dispatch(frame: JsonFrame): Promise<void> {
+    if (!frame.ok) return this.send({ error: { class: 'GenericError', desc: frame.error } });
+    const request = frame.value;
+    const id = isPlainObject(request) && Object.hasOwn(request, 'id') ? request.id : undefined;
+    const reply = (body: object, flushed?: () => void) => this.send(id === undefined ? body : { ...body, id }, flushed);
+    try {
+      const { name, args } = checkRequest(request);
+      // Before negotiation only qmp_capabilities exists, and QEMU says so instead of "not found".
+      if (!this.negotiated && name !== 'qmp_capabilities') {
+        throw new CommandError("Expecting capabilities negotiation with 'qmp_capabilities'", 'CommandNotFound');
+      }
+      const command = COMMANDS.get(name);
+      if (command === undefined) throw new CommandError(`The command ${name} has not been found`, 'CommandNotFound');
+      checkArgs(args, command.params);
+      if (name === 'quit') return this.quit(reply);
+      const result = await command.run(args, this.control, this);
+      if (name === 'qmp_capabilities') this.negotiated = true;
+      reply({ return: result ?? {} });
+    } catch (e) {
+      reply({ error: errorBody(e) });
+    }
+  }
+
+  /** `quit` answers first, as QEMU does, so the client sees success before the socket goes away. */
+  private quit(reply: (body: object, flushed: () => void) => void): void {
+    reply({ return: {} }, () => {
+      // A synchronous throw would escape into the socket's write callback: route both kinds to the log.
+      Promise.resolve().then(() => this.control.quit())
+        .catch((e: unknown) => this.server.log(`quit failed: ${e instanceof Error ? e.message : String(e)}`));
+    });
+  }
+}
+
+/** The request's command and arguments, or the error QEMU gives (qapi/qmp-dispatch.c, qmp_dispatch_check_obj). */
+function checkRequest(request: unknown): { name: string; args: unknown } {
+  if (!isPlainObject(request)) throw new CommandError('QMP input must be a JSON object');
+  for (const key of Object.keys(request)) {
+    if (key !== 'execute' && key !== 'arguments' && key !== 'id') throw new CommandError(`QMP input member '${key}' is unexpected`);
+  }
+  if (!Object.hasOwn(request, 'execute')) throw new CommandError("QMP input lacks member 'execute'");
+  if (typeof request.execute !== 'string') throw new CommandError("QMP input member 'execute' must be a string");
+  if (Object.hasOwn(request, 'arguments') && !isPlainObject(request.arguments)) {
+    throw new CommandError("QMP input member 'arguments' must be an object");
+  }
+  return { name: request.execute, args: request.arguments ?? {} };
+}
+
+function errorBody(e: unknown): { class: QmpErrorClass; desc: string } {
+  if (e instanceof CommandError || e instanceof VmControlError) return { class: e.qmpClass, desc: e.message };
+  return { class: 'GenericError', desc: e instanceof Error ? e.message : String(e) };
+}
+
+export class QmpServer {
+  private readonly connections = new Set<Connection>();
+  private readonly unsubscribe: () => void;
+  readonly version: { qemu: typeof QEMU_COMPAT_VERSION; package: string };
+  readonly log: (message: string) => void;
+
+  private constructor(private readonly server: net.Server, readonly address: SocketAddress, control: VmControl, options: QmpServerOptions) {
+    this.version = { qemu: QEMU_COMPAT_VERSION, package: `tsvmm ${options.packageVersion ?? readPackageVersion()}` };
+    this.log = options.log ?? ((m) => process.stderr.write(`tsvmm: qmp: ${m}\n`));
+    server.on('connection', (socket) => {
+      const c = new Connection(this, socket, control);
+      this.connections.add(c);
+      socket.on('close', () => this.connections.delete(c));
+    });
+    this.unsubscribe = control.onEvent((e) => this.broadcast(e));
+  }
+
+  /** Listens on `unix:PATH` or `tcp:HOST:PORT` (port 0: any free port, see `address`). */
+  static async listen(address: string | SocketAddress, control: VmControl, options: QmpServerOptions = {}): Promise<QmpServer> {
+    const where = toSocketAddress(address, { listening: true });
+    const server = net.createServer();
+    // A connection's own errors are handled per socket; this keeps a server-level error from being fatal.
+    server.on('error', () => {});
+    await bind(server, where);
+    const bound = server.address();
+    const actual: SocketAddress = where.kind === 'tcp' && typeof bound === 'object' && bound !== null ? { ...where, port: bound.port } : where;
+    return new QmpServer(server, actual, control, options);
+  }
+
+  /** Pushes an event to every client that finished negotiation (qmp-spec: none before). */
+  private broadcast(e: VmEvent): void {
+    const message = e.data === undefined ? { event: e.event, timestamp: timestamp() } : { event: e.event, data: e.data, timestamp: timestamp() };
+    for (const c of this.connections) if (c.negotiated) c.send(message);
+  }
+
+  /**
+   * Stops listening, ends every client's connection, and removes a unix socket file. With `graceMs`,
+   * clients still connected get that long to hang up by themselves first and can still run commands:
+   * a source that just migrated away lets `tsvmm migrate` read the final query-migrate this way.
+   */
+  async close({ graceMs = 0 }: { graceMs?: number } = {}): Promise<void> {
+    // Resolves once the listener is closed and every connection has ended; libuv unlinks the unix path.
+    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    if (graceMs > 0 && this.connections.size > 0) {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([closed, new Promise<void>((resolve) => { timer = setTimeout(resolve, graceMs); })]);
+      clearTimeout(timer);
+    }
+    this.unsubscribe();
+    for (const c of this.connections) c.close();
+    await closed;
+  }
+}
+
+async function bind(server: net.Server, where: SocketAddress): Promise<void> {
+  const listen = () => new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    const done = () => { server.off('error', reject); resolve(); };
+    if (where.kind === 'unix') server.listen(where.path, done);
+    else server.listen(where.port, where.host, done);
+  });
+  try {
+    await listen();
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (where.kind === 'unix' && code === 'EADDRINUSE' && (await isStaleSocket(where.path))) {
+      // Left by a tsvmm that was killed: nothing answers there, so take the path over, as QEMU does.
+      unlinkSync(where.path);
+      try {
+        return await listen();
+      } catch (e2) {
+        e = e2;
+      }
+    }
+    const why = code === 'EADDRINUSE' ? 'EADDRINUSE, another process is listening there' : (e as Error).message;
+    throw new QmpListenError(`cannot listen for QMP on ${formatSocketAddress(where)}: ${why}`, { cause: e });
+  }
+}
+
+/** A socket file nobody accepts on. A path that is not a socket is never considered stale (never unlinked). */
+async function isStaleSocket(file: string): Promise<boolean> {
+  try {
+    if (!lstatSync(file).isSocket()) return false;
+  } catch {
+    return false;
+  }
+  return new Promise((resolve) => {
+    const probe = net.connect(file);
+    probe.once('connect', () => { probe.destroy(); resolve(false); });
+    probe.once('error', (e: NodeJS.ErrnoException) => resolve(e.code === 'ECONNREFUSED'));
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Wire framing, shared with QmpClient. QMP is a stream of JSON values; most clients end each with a
+// newline, some do not, so values are cut out by bracket depth (respecting strings and escapes), not
+// by line.
+
+/** The largest value accepted: far above any QMP command, far below what would strain the heap. */
+const MAX_VALUE_CHARS = 1024 * 1024;
+/** QEMU's json-streamer limit (MAX_NESTING); deeper input is hostile, not a command. */
+const MAX_NESTING = 1024;
+
+export type JsonFrame = { ok: true; value: unknown } | { ok: false; error: string };
+
+/** A value over the limits: the stream cannot be resynchronised, so the connection should end. */
+export class JsonFramingError extends Error {
+  override name = 'JsonFramingError';
+}
+
+/** Cuts a character stream into top-level JSON values; a malformed one becomes an error frame. */
+export class JsonStreamSplitter {
+  private pending = ''; // the unfinished value's text from earlier chunks
+  private active = false; // inside a value
+  private depth = 0;
+  private inString = false;
+  private escaped = false;
+  private bare = false; // a top-level scalar or garbage token: ends at whitespace or a bracket
+
+  /** Returns the values completed by `text`, in order; throws JsonFramingError past the limits. */
+  push(text: string): JsonFrame[] {
+    const frames: JsonFrame[] = [];
+    let start = 0;
+    const finish = (end: number) => {
+      frames.push(parse(this.pending + text.slice(start, end)));
+      this.pending = '';
+      this.active = this.bare = this.inString = this.escaped = false;
+      this.depth = 0;
+    };
+    for (let i = 0; i < text.length; i++) {
+      const c = text[i]!;
+      if (this.inString) {
+        if (this.escaped) this.escaped = false;
+        else if (c === '\\') this.escaped = true;
+        else if (c === '"') {
+          this.inString = false;
+          if (this.depth === 0) finish(i + 1);
+        } else if (c === '\n') {
+          // A raw newline is invalid inside a JSON string: the value is broken. Ending it here lets
+          // the next line parse, instead of the rest of the stream being swallowed as string text.
+          finish(i);
+        }
+      } else if (this.bare) {
+        if (/[\s{}[\]"]/.test(c)) {
+          finish(i);
+          i--; // the delimiter may begin the next value
+        }
+      } else if (!this.active) {
+        if (/\s/.test(c)) continue;
+        start = i;
+        this.active = true;
+        if (c === '{' || c === '[') this.depth = 1;
+        else if (c === '"') this.inString = true;
+        else if (c === '}' || c === ']') finish(i + 1); // a stray closer: reported as a parse error
+        else this.bare = true;
+      } else if (c === '"') {
+        this.inString = true;
+      } else if (c === '{' || c === '[') {
+        if (++this.depth > MAX_NESTING) throw new JsonFramingError(`JSON parse error, nesting deeper than ${MAX_NESTING}`);
+      } else if ((c === '}' || c === ']') && --this.depth === 0) {
+        finish(i + 1);
+      }
+    }
+    if (this.active) {
+      this.pending += text.slice(start);
+      if (this.pending.length > MAX_VALUE_CHARS) throw new JsonFramingError(`JSON parse error, value longer than ${MAX_VALUE_CHARS} characters`);
+    }
+    return frames;
+  }
+}
+
+function parse(text: string): JsonFrame {
+  try {
+    return { ok: true, value: JSON.parse(text) as unknown };
+  } catch (e) {
+    return { ok: false, error: `JSON parse error, ${(e as Error).message}` };
+  }
+}

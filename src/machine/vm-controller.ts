@@ -1,0 +1,185 @@
+import { EventEmitter } from 'node:events';
+import {
+  VmControlError, type MigrationCapabilityName, type MigrationInfo, type MigrationParameters,
+  type RunState, type VmControl, type VmEvent,
+} from '../control/vm-control.js';
+import { receiveMigration } from '../migration/incoming.js';
+import { PrecopySender } from '../migration/precopy-sender.js';
+import { connectForMigration, listenForMigration, parseTcpUri } from '../migration/transport.js';
+import type { Vm } from './vm.js';
+
+/** QEMU's default downtime limit (ms) and multifd channel count. */
+const DEFAULT_PARAMETERS: MigrationParameters = {
+  'downtime-limit': 300, 'max-bandwidth': 0, 'multifd-channels': 2, 'x-verify': false,
+};
+
+/** How the controller's VM ended, for the process's exit status. */
+export type ControllerEnd =
+  | { kind: 'quit' }
+  | { kind: 'migrated'; uri: string }
+  | { kind: 'incoming-failed'; message: string };
+
+/**
+ * The VM as the control plane drives it (VmControl for QMP): run state, user pauses, migration out
+ * and in, events. One VM, one migration at a time.
+ */
+export class VmController implements VmControl {
+  private state: RunState;
+  private readonly events = new EventEmitter();
+  private params: MigrationParameters = { ...DEFAULT_PARAMETERS };
+  private readonly caps = new Map<MigrationCapabilityName, boolean>([
+    ['auto-converge', true], ['multifd', false], ['x-verify', false], ['events', true],
+  ]);
+  private sender: PrecopySender | undefined;
+  private lastInfo: MigrationInfo = { status: 'none' };
+  private userPaused = false;
+  private resolveEnd!: (e: ControllerEnd) => void;
+  /** Resolves when the VM should end: quit, or it now runs on a migration destination. */
+  readonly ended: Promise<ControllerEnd>;
+
+  constructor(private readonly vm: Vm, incoming: boolean) {
+    this.state = incoming ? 'inmigrate' : 'running';
+    this.ended = new Promise((resolve) => { this.resolveEnd = resolve; });
+  }
+
+  runState(): RunState {
+    return this.state;
+  }
+
+  private emit(e: VmEvent): void {
+    this.events.emit('event', e);
+  }
+
+  onEvent(listener: (e: VmEvent) => void): () => void {
+    this.events.on('event', listener);
+    return () => this.events.off('event', listener);
+  }
+
+  async stop(): Promise<void> {
+    if (this.state === 'inmigrate') throw new VmControlError('the VM is waiting for an incoming migration');
+    if (this.userPaused) return;
+    this.userPaused = true;
+    await this.vm.pause();
+    if (this.state === 'running') this.state = 'paused';
+    this.emit({ event: 'STOP' });
+  }
+
+  cont(): void {
+    if (this.state === 'inmigrate') throw new VmControlError('the VM is waiting for an incoming migration; it resumes when the migration completes');
+    if (this.state === 'postmigrate') throw new VmControlError('the VM was migrated away; it runs on the destination now');
+    if (!this.userPaused) return;
+    this.userPaused = false;
+    this.vm.resume();
+    if (this.state === 'paused') this.state = 'running';
+    this.emit({ event: 'RESUME' });
+  }
+
+  async quit(): Promise<void> {
+    this.sender?.cancel();
+    this.state = 'shutdown';
+    this.emit({ event: 'SHUTDOWN', data: { guest: false, reason: 'host-qmp-quit' } });
+    this.resolveEnd({ kind: 'quit' });
+  }
+
+  migrate(uri: string): void {
+    parseTcpUri(uri);
+    if (this.sender !== undefined && ['setup', 'active', 'device'].includes(this.sender.status)) {
+      throw new VmControlError('a migration is already in progress');
+    }
+    if (this.state === 'inmigrate') throw new VmControlError('the VM is waiting for an incoming migration');
+    this.lastInfo = { status: 'setup' };
+    this.emitMigration('setup');
+    void this.runMigration(uri);
+  }
+
+  private async runMigration(uri: string): Promise<void> {
+    let sender: PrecopySender | undefined;
+    try {
+      const socket = await connectForMigration(uri);
+      sender = new PrecopySender(this.vm, socket, () => this.params, (status) => {
+        if (status === 'device') this.state = 'finish-migrate';
+        if (status !== 'setup') this.emitMigration(status);
+      });
+      this.sender = sender;
+      await sender.run();
+      this.lastInfo = sender.info();
+      this.state = 'postmigrate';
+      this.resolveEnd({ kind: 'migrated', uri });
+    } catch (e) {
+      this.lastInfo = sender?.info() ?? { status: 'failed', 'error-desc': e instanceof Error ? e.message : String(e) };
+      if (sender === undefined) this.emitMigration('failed');
+      this.state = this.userPaused ? 'paused' : 'running';
+    }
+  }
+
+  private emitMigration(status: string): void {
+    this.emit({ event: 'MIGRATION', data: { status } });
+  }
+
+  async migrateIncoming(uri: string): Promise<void> {
+    if (this.state !== 'inmigrate') throw new VmControlError("migrate-incoming needs a VM started with '--incoming defer'");
+    const listener = await listenForMigration(uri);
+    void this.receive(listener.connection);
+  }
+
+  /** Receives into the VM and starts it once loaded; a failed stream ends the VM without running it. */
+  async receive(connection: Promise<import('node:net').Socket>): Promise<void> {
+    this.lastInfo = { status: 'active' };
+    this.emitMigration('active');
+    try {
+      await receiveMigration(this.vm, await connection);
+      this.lastInfo = { status: 'completed' };
+      this.emitMigration('completed');
+      this.state = 'running';
+      this.vm.start();
+      this.emit({ event: 'RESUME' });
+    } catch (e) {
+      const message = e instanceof Error ? e.message : String(e);
+      this.lastInfo = { status: 'failed', 'error-desc': message };
+      this.emitMigration('failed');
+      this.state = 'internal-error';
+      this.resolveEnd({ kind: 'incoming-failed', message });
+    }
+  }
+
+  migrateCancel(): void {
+    this.sender?.cancel();
+  }
+
+  queryMigrate(): MigrationInfo {
+    const s = this.sender;
+    if (s !== undefined && ['setup', 'active', 'device'].includes(s.status)) return s.info();
+    return this.lastInfo;
+  }
+
+  migrationParameters(): MigrationParameters {
+    return { ...this.params };
+  }
+
+  setMigrationParameters(p: Partial<MigrationParameters>): void {
+    if (p['downtime-limit'] !== undefined && !(p['downtime-limit'] >= 0 && p['downtime-limit'] <= 2_000_000)) {
+      throw new VmControlError(`Parameter 'downtime-limit' expects an integer in the range of 0 to 2000 seconds`);
+    }
+    if (p['max-bandwidth'] !== undefined && !(p['max-bandwidth'] >= 0)) throw new VmControlError("Parameter 'max-bandwidth' expects a non-negative number");
+    if (p['multifd-channels'] !== undefined && !(p['multifd-channels'] >= 1 && p['multifd-channels'] <= 255)) {
+      throw new VmControlError("Parameter 'multifd-channels' expects a value between 1 and 255");
+    }
+    this.params = { ...this.params, ...p };
+    // x-verify is both a parameter and a capability (QEMU scripts use either): one switch.
+    if (p['x-verify'] !== undefined) this.caps.set('x-verify', p['x-verify']);
+  }
+
+  migrationCapabilities(): { capability: MigrationCapabilityName; state: boolean }[] {
+    return [...this.caps].map(([capability, state]) => ({ capability, state }));
+  }
+
+  setMigrationCapabilities(caps: { capability: string; state: boolean }[]): void {
+    for (const c of caps) {
+      if (!this.caps.has(c.capability as MigrationCapabilityName)) throw new VmControlError(`Capability '${c.capability}' is not supported by tsvmm`);
+    }
+    for (const c of caps) {
+      this.caps.set(c.capability as MigrationCapabilityName, c.state);
+      if (c.capability === 'x-verify') this.params['x-verify'] = c.state; // capability and parameter are one switch
+    }
+  }
+}

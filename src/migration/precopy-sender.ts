@@ -1,0 +1,318 @@
+import { createHash } from 'node:crypto';
+import type { Socket } from 'node:net';
+import type { GuestMemory } from '../memory/guest-memory.js';
+import type { DirtyTracker, RegionDirtyPages } from '../memory/dirty-tracker.js';
+import { countPages } from '../memory/dirty-bitmap.js';
+import type { MigrationInfo, MigrationParameters, MigrationStatusName } from '../control/vm-control.js';
+import {
+  PAGE_BYTES, PageKind, RecordReader, RecordType, endRecord, hashRegions, headerRecord, record,
+  recordName, stateRecord, u32Record, type MachineShape,
+} from './protocol.js';
+
+/** What the sender needs of a VM. */
+export interface MigrationSource {
+  readonly memory: GuestMemory;
+  readonly dirty: DirtyTracker;
+  pause(): Promise<void>;
+  resume(): void;
+  shape(): MachineShape;
+  captureState(): { name: string; state: unknown }[];
+}
+
+export class MigrationFailed extends Error {
+  override name = 'MigrationFailed';
+}
+
+/** Pages per RAM record: 1 MiB of data, few enough syscalls, small enough to interleave. */
+const BATCH_PAGES = 256;
+/** Without convergence after this many passes, vCPUs are throttled, more each pass (auto-converge). */
+const THROTTLE_AFTER_PASSES = 4;
+const THROTTLE_PERIOD_MS = 20;
+
+/**
+ * Pre-copy migration of a running VM over one connection: pass 1 sends every page, each later pass
+ * the pages a dirty-log sync reports; when the remaining dirty bytes fit in the downtime limit at the
+ * measured bandwidth, the vCPUs stop, the last pages and the state go, and the destination's LOADED
+ * completes it. Explicit states: setup -> active -> device -> completed, or failed / cancelled, after
+ * which the source's guest runs again exactly as before.
+ */
+export class PrecopySender {
+  private state: MigrationStatusName = 'setup';
+  private readonly hash = createHash('sha1');
+  private sentBytes = 0;
+  private readonly startMs = Date.now();
+  private endMs: number | undefined;
+  private downtimeMs: number | undefined;
+  private pass = 0;
+  private zeroPages = 0;
+  private dataPages = 0;
+  private remainingBytes = 0;
+  private bandwidth = 0; // bytes/s, last pass
+  private dirtyRate = 0; // pages/s, last pass
+  private error: string | undefined;
+  private cancelled = false;
+  private throttlePercent = 0;
+  private throttleTimer: NodeJS.Timeout | undefined;
+  private paused = false;
+  private readonly peer = new RecordReader();
+  private socketError: Error | undefined;
+  private wake: (() => void) | undefined;
+
+  constructor(
+    private readonly vm: MigrationSource,
+    private readonly socket: Socket,
+    /** Read live: migrate-set-parameters during a migration (a higher downtime-limit) takes effect at the next pass. */
+    private readonly params: () => MigrationParameters,
+    private readonly onStatus: (status: MigrationStatusName) => void = () => {},
+  ) {
+    socket.on('data', (d: Buffer) => { this.peer.push(d); this.poke(); });
+    socket.on('error', (e) => { this.socketError = e; this.poke(); });
+    socket.on('close', () => { this.socketError ??= new Error('the destination closed the connection'); this.poke(); });
+    socket.on('drain', () => this.poke());
+  }
+
+  get status(): MigrationStatusName {
+    return this.state;
+  }
+
+  info(): MigrationInfo {
+    const total = this.vm.memory.sizeBytes;
+    const now = this.endMs ?? Date.now();
+    const info: MigrationInfo = {
+      status: this.state,
+      'total-time': now - this.startMs,
+      ram: {
+        transferred: this.sentBytes, remaining: this.remainingBytes, total,
+        duplicate: this.zeroPages, normal: this.dataPages, 'normal-bytes': this.dataPages * PAGE_BYTES,
+        'dirty-pages-rate': Math.round(this.dirtyRate), mbps: (this.bandwidth * 8) / 1e6,
+        'dirty-sync-count': this.pass, 'page-size': PAGE_BYTES,
+      },
+    };
+    if (this.state === 'active') info['expected-downtime'] = Math.round(this.expectedDowntimeMs());
+    if (this.downtimeMs !== undefined) info.downtime = Math.round(this.downtimeMs);
+    if (this.error !== undefined) info['error-desc'] = this.error;
+    return info;
+  }
+
+  /** Asks the migration to stop; it ends 'cancelled' with the guest running on the source. */
+  cancel(): void {
+    this.cancelled = true;
+    this.poke();
+  }
+
+  /** Runs the migration to its end. Resolves on completion; rejects (guest running again) otherwise. */
+  async run(): Promise<void> {
+    try {
+      await this.send(headerRecord(this.vm.shape()));
+      this.setState('active');
+      await this.vm.dirty.start();
+      const passStart = Date.now();
+      await this.sendAllPages();
+      await this.endPass(passStart, 0);
+      for (;;) {
+        const t0 = Date.now();
+        const dirty = this.vm.dirty.sync();
+        const pages = countDirty(dirty);
+        this.remainingBytes = pages * PAGE_BYTES;
+        if (this.expectedDowntimeMs() <= this.params()['downtime-limit']) break;
+        if (this.pass >= THROTTLE_AFTER_PASSES) this.throttle(Math.min(99, 20 + 10 * (this.pass - THROTTLE_AFTER_PASSES)));
+        await this.sendDirty(dirty);
+        await this.endPass(t0, pages);
+      }
+      await this.switchOver();
+    } catch (e) {
+      await this.fail(e);
+      throw new MigrationFailed(this.error!, { cause: e });
+    } finally {
+      this.throttle(0);
+    }
+  }
+
+  private async switchOver(): Promise<void> {
+    this.setState('device');
+    const t0 = performance.now();
+    await this.vm.pause();
+    this.paused = true;
+    const dirty = this.vm.dirty.sync();
+    await this.sendDirty(dirty);
+    this.pass++;
+    await this.send(u32Record(RecordType.PASS_END, this.pass));
+    for (const piece of this.vm.captureState()) await this.send(stateRecord(piece.name, piece.state));
+    if (this.params()['x-verify']) {
+      await this.send(record(RecordType.VERIFY, Buffer.from(JSON.stringify(hashRegions(this.vm.memory.regions)))));
+    }
+    const before = this.sentBytes;
+    await this.send(endRecord(before, this.hash.copy().digest()));
+    const answer = await this.awaitAnswer();
+    if (answer.type === RecordType.REFUSED) throw new MigrationFailed(`the destination refused the VM: ${answer.payload.toString()}`);
+    if (answer.type !== RecordType.LOADED) throw new MigrationFailed(`unexpected ${recordName(answer.type)} from the destination in state device`);
+    this.downtimeMs = performance.now() - t0;
+    this.endMs = Date.now();
+    await this.vm.dirty.stop();
+    // The guest now runs on the destination; it must never run here again.
+    this.setState('completed');
+    this.socket.end();
+  }
+
+  private async fail(e: unknown): Promise<void> {
+    this.error = this.cancelled ? 'cancelled by request' : e instanceof Error ? e.message : String(e);
+    this.endMs = Date.now();
+    this.socket.destroy();
+    if (this.vm.dirty.isTracking) await this.vm.dirty.stop().catch(() => {});
+    // INVARIANT: a migration that did not complete leaves the source guest running as it was.
+    if (this.paused) {
+      this.paused = false;
+      this.vm.resume();
+    }
+    this.setState(this.cancelled ? 'cancelled' : 'failed');
+  }
+
+  private setState(s: MigrationStatusName): void {
+    this.state = s;
+    this.onStatus(s);
+  }
+
+  private expectedDowntimeMs(): number {
+    if (this.bandwidth <= 0) return Infinity;
+    return (this.remainingBytes / this.bandwidth) * 1000;
+  }
+
+  private async endPass(startMs: number, pagesAtSync: number): Promise<void> {
+    this.pass++;
+    await this.send(u32Record(RecordType.PASS_END, this.pass));
+    const seconds = Math.max(0.001, (Date.now() - startMs) / 1000);
+    this.dirtyRate = pagesAtSync / seconds;
+  }
+
+  private async sendAllPages(): Promise<void> {
+    const passStart = Date.now();
+    const startBytes = this.sentBytes;
+    for (let r = 0; r < this.vm.memory.regions.length; r++) {
+      const pages = this.vm.memory.regions[r]!.sizeBytes / PAGE_BYTES;
+      for (let first = 0; first < pages; first += BATCH_PAGES) {
+        const batch: number[] = [];
+        for (let p = first; p < Math.min(pages, first + BATCH_PAGES); p++) batch.push(p);
+        await this.sendBatch(r, batch, passStart, startBytes);
+      }
+    }
+  }
+
+  private async sendDirty(dirty: RegionDirtyPages[]): Promise<void> {
+    const passStart = Date.now();
+    const startBytes = this.sentBytes;
+    for (let r = 0; r < dirty.length; r++) {
+      const bitmap = dirty[r]!.bitmap;
+      let batch: number[] = [];
+      for (let w = 0; w < bitmap.length; w++) {
+        const word = bitmap[w]!;
+        if (word === 0) continue;
+        for (let bit = 0; bit < 32; bit++) {
+          if (!((word >>> bit) & 1)) continue;
+          batch.push(w * 32 + bit);
+          if (batch.length === BATCH_PAGES) {
+            await this.sendBatch(r, batch, passStart, startBytes);
+            batch = [];
+          }
+        }
+      }
+      if (batch.length > 0) await this.sendBatch(r, batch, passStart, startBytes);
+    }
+  }
+
+  /** One RAM record: (u32 region, u32 count) then per page u32 index, u8 kind, and 4 KiB unless zero. */
+  private async sendBatch(regionIndex: number, pages: number[], passStart: number, passStartBytes: number): Promise<void> {
+    const bytes = this.vm.memory.regions[regionIndex]!.bytes;
+    const out = Buffer.allocUnsafe(8 + pages.length * (5 + PAGE_BYTES));
+    out.writeUInt32LE(regionIndex, 0);
+    out.writeUInt32LE(pages.length, 4);
+    let at = 8;
+    for (const p of pages) {
+      const page = bytes.subarray(p * PAGE_BYTES, (p + 1) * PAGE_BYTES);
+      out.writeUInt32LE(p, at);
+      if (isZeroPage(page)) {
+        out.writeUInt8(PageKind.ZERO, at + 4);
+        at += 5;
+        this.zeroPages++;
+      } else {
+        out.writeUInt8(PageKind.DATA, at + 4);
+        out.set(page, at + 5); // a copy: the guest keeps writing the page while the bytes are in flight
+        at += 5 + PAGE_BYTES;
+        this.dataPages++;
+      }
+    }
+    await this.send(record(RecordType.RAM, out.subarray(0, at)));
+    const elapsed = Math.max(1, Date.now() - passStart) / 1000;
+    this.bandwidth = (this.sentBytes - passStartBytes) / elapsed;
+    const max = this.params()['max-bandwidth'];
+    if (max > 0) {
+      const ahead = (this.sentBytes - passStartBytes) / max - elapsed;
+      if (ahead > 0) await sleep(ahead * 1000);
+    }
+  }
+
+  /** Writes with backpressure; every byte goes into the END checksum. */
+  private async send(buf: Buffer): Promise<void> {
+    this.check();
+    this.hash.update(buf);
+    this.sentBytes += buf.length;
+    if (!this.socket.write(buf)) {
+      while (this.socket.writableNeedDrain) {
+        await new Promise<void>((resolve) => { this.wake = resolve; });
+        this.check();
+      }
+    }
+  }
+
+  private async awaitAnswer(): Promise<{ type: number; payload: Buffer }> {
+    for (;;) {
+      const r = this.peer.next();
+      if (r !== undefined) return r;
+      this.check();
+      await new Promise<void>((resolve) => { this.wake = resolve; });
+    }
+  }
+
+  private check(): void {
+    if (this.cancelled) throw new MigrationFailed('cancelled by request');
+    // The destination's word first: a REFUSED explains the connection closing right after it.
+    const early = this.peer.next();
+    if (early?.type === RecordType.REFUSED) throw new MigrationFailed(`the destination refused the VM: ${early.payload.toString()}`);
+    if (early !== undefined) throw new MigrationFailed(`unexpected ${recordName(early.type)} from the destination in state ${this.state}`);
+    if (this.socketError) throw new MigrationFailed(`connection to the destination failed: ${this.socketError.message}`);
+  }
+
+  private poke(): void {
+    const w = this.wake;
+    this.wake = undefined;
+    w?.();
+  }
+
+  /**
+   * Auto-converge: when the guest dirties faster than the link carries, take `percent` of every
+   * period away from it by pausing all vCPUs, so the dirty rate falls until a pass fits the limit.
+   */
+  private throttle(percent: number): void {
+    if (percent === this.throttlePercent) return;
+    this.throttlePercent = percent;
+    if (this.throttleTimer) clearInterval(this.throttleTimer);
+    this.throttleTimer = undefined;
+    if (percent === 0) return;
+    this.throttleTimer = setInterval(() => {
+      if (this.state !== 'active') return;
+      void this.vm.pause().then(() => setTimeout(() => this.vm.resume(), (THROTTLE_PERIOD_MS * percent) / 100));
+    }, THROTTLE_PERIOD_MS);
+  }
+}
+
+function countDirty(dirty: RegionDirtyPages[]): number {
+  return dirty.reduce((n, d) => n + countPages(d.bitmap), 0);
+}
+
+/** Whether a page is all zero bytes (sent as a flag, not 4 KiB). Integer words: a float view would call -0 zero. */
+export function isZeroPage(page: Uint8Array): boolean {
+  const words = new Int32Array(page.buffer, page.byteOffset, page.length / 4);
+  for (let i = 0; i < words.length; i++) if (words[i] !== 0) return false;
+  return true;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

@@ -1,0 +1,201 @@
+/**
+ * The tsvmm migration stream, version 1: one TCP connection, records in both directions.
+ *
+ *   source                                              destination (tsvmm run --incoming tcp:H:P)
+ *     | HEADER  magic "TSVMMIG\0", version, machine shape  |  refuses a shape mismatch before touching
+ *     |--------------------------------------------------->|  its guest (REFUSED, then closes)
+ *     | RAM     pages of pass 1: every page, zero pages    |
+ *     |         as a flag only                             |  writes pages into guest RAM (not running)
+ *     |--------------------------------------------------->|
+ *     | PASS_END 1                                         |
+ *     | RAM ... PASS_END n   pages dirtied since last sync |
+ *     |--------------------------------------------------->|
+ *     |   [source pauses vCPUs, final sync]                |
+ *     | RAM ... PASS_END last                              |
+ *     | STATE   "vm", "vcpu0".., "uart": named, versioned  |  held until END checks out
+ *     | VERIFY  SHA-256 of each RAM region (if x-verify)   |
+ *     | END     byte count and SHA-1 of everything before  |
+ *     |--------------------------------------------------->|  checks END, loads state, checks VERIFY
+ *     |                    LOADED | REFUSED "reason"       |
+ *     |<---------------------------------------------------|  resumes the guest only after LOADED
+ *   source quits on LOADED; on anything else (REFUSED, a closed or failed connection, cancel) it
+ *   resumes its own guest: nothing is lost until the destination has everything.
+ *
+ * Each record: u8 type, u32 payload length (little-endian), payload. Integers are little-endian.
+ */
+
+import { createHash } from 'node:crypto';
+
+export const STREAM_MAGIC = Buffer.from('TSVMMIG\0', 'latin1');
+export const STREAM_VERSION = 1;
+export const PAGE_BYTES = 4096;
+export const RECORD_HEADER_BYTES = 5;
+/** No record of version 1 is larger (a RAM batch of 256 pages is ~1 MiB). */
+export const MAX_RECORD_BYTES = 4 * 1024 * 1024;
+
+export const RecordType = {
+  HEADER: 1,
+  RAM: 2,
+  PASS_END: 3,
+  STATE: 4,
+  VERIFY: 5,
+  END: 6,
+  LOADED: 0x80,
+  REFUSED: 0x81,
+} as const;
+export type RecordTypeValue = (typeof RecordType)[keyof typeof RecordType];
+
+export function recordName(type: number): string {
+  for (const [name, value] of Object.entries(RecordType)) if (value === type) return name;
+  return `unknown record type ${type}`;
+}
+
+/** A malformed or unexpected stream; the message says what arrived and in which state. */
+export class MigrationStreamError extends Error {
+  override name = 'MigrationStreamError';
+}
+
+/** What must match between source and destination (the VM's "machine shape"). */
+export interface MachineShape {
+  readonly memBytes: number;
+  readonly cpus: number;
+  readonly regions: readonly { start: number; sizeBytes: number }[];
+  readonly devices: readonly string[];
+}
+
+/** Differences between two shapes, worded for the user of the destination; empty when they match. */
+export function shapeMismatch(source: MachineShape, dest: MachineShape): string[] {
+  const problems: string[] = [];
+  if (source.memBytes !== dest.memBytes) problems.push(`the source has ${source.memBytes} bytes of RAM and this VM ${dest.memBytes}: start it with --mem ${source.memBytes / 1048576}M`);
+  if (source.cpus !== dest.cpus) problems.push(`the source has ${source.cpus} vCPUs and this VM ${dest.cpus}: start it with --cpus ${source.cpus}`);
+  if (JSON.stringify(source.regions) !== JSON.stringify(dest.regions) && source.memBytes === dest.memBytes) problems.push('the RAM layouts differ');
+  if (JSON.stringify(source.devices) !== JSON.stringify(dest.devices)) problems.push(`the devices differ (source: ${source.devices.join(', ')}; here: ${dest.devices.join(', ')})`);
+  return problems;
+}
+
+export function record(type: RecordTypeValue, payload: Uint8Array): Buffer {
+  const b = Buffer.allocUnsafe(RECORD_HEADER_BYTES + payload.length);
+  b.writeUInt8(type, 0);
+  b.writeUInt32LE(payload.length, 1);
+  b.set(payload, RECORD_HEADER_BYTES);
+  return b;
+}
+
+export function headerRecord(shape: MachineShape): Buffer {
+  const json = Buffer.from(JSON.stringify(shape));
+  const p = Buffer.alloc(8 + 4 + json.length);
+  STREAM_MAGIC.copy(p, 0);
+  p.writeUInt32LE(STREAM_VERSION, 8);
+  json.copy(p, 12);
+  return record(RecordType.HEADER, p);
+}
+
+export function parseHeader(payload: Buffer): MachineShape {
+  if (payload.length < 12 || !payload.subarray(0, 8).equals(STREAM_MAGIC)) {
+    throw new MigrationStreamError('not a tsvmm migration stream (bad magic): is the sender a tsvmm of this project?');
+  }
+  const version = payload.readUInt32LE(8);
+  if (version !== STREAM_VERSION) throw new MigrationStreamError(`migration stream version ${version} is not supported (this tsvmm reads version ${STREAM_VERSION})`);
+  try {
+    return JSON.parse(payload.subarray(12).toString()) as MachineShape;
+  } catch {
+    throw new MigrationStreamError('migration header carries a machine shape that is not valid JSON');
+  }
+}
+
+/** Page kinds inside a RAM record. */
+export const PageKind = { DATA: 0, ZERO: 1 } as const;
+
+/** State records hold JSON in which byte arrays are {"b64": "..."}. */
+export function stateRecord(name: string, state: unknown): Buffer {
+  const json = JSON.stringify(state, (_k, v: unknown) => (v instanceof Uint8Array ? { b64: Buffer.from(v).toString('base64') } : v));
+  const nameBytes = Buffer.from(name);
+  const p = Buffer.alloc(2 + nameBytes.length + Buffer.byteLength(json));
+  p.writeUInt16LE(nameBytes.length, 0);
+  nameBytes.copy(p, 2);
+  p.write(json, 2 + nameBytes.length);
+  return record(RecordType.STATE, p);
+}
+
+export function parseState(payload: Buffer): { name: string; state: unknown } {
+  if (payload.length < 2) throw new MigrationStreamError('truncated STATE record');
+  const nameLength = payload.readUInt16LE(0);
+  if (2 + nameLength > payload.length) throw new MigrationStreamError('STATE record name runs past the record');
+  const name = payload.subarray(2, 2 + nameLength).toString();
+  try {
+    const state = JSON.parse(payload.subarray(2 + nameLength).toString(), (_k, v: unknown) =>
+      v !== null && typeof v === 'object' && 'b64' in v && typeof (v as { b64: unknown }).b64 === 'string'
+        ? new Uint8Array(Buffer.from((v as { b64: string }).b64, 'base64'))
+        : v);
+    return { name, state };
+  } catch {
+    throw new MigrationStreamError(`STATE record "${name}" is not valid JSON`);
+  }
+}
+
+export function u32Record(type: RecordTypeValue, value: number): Buffer {
+  const p = Buffer.alloc(4);
+  p.writeUInt32LE(value, 0);
+  return record(type, p);
+}
+
+/** SHA-256 of each RAM region, hex: the seed's md5 check, built in. */
+export function hashRegions(regions: readonly { bytes: Uint8Array }[]): string[] {
+  return regions.map((r) => createHash('sha256').update(r.bytes).digest('hex'));
+}
+
+/** The END record: the byte count and SHA-1 of every byte the source sent before it. */
+export function endRecord(bytesBefore: number, sha1: Buffer): Buffer {
+  const p = Buffer.alloc(8 + 20);
+  p.writeBigUInt64LE(BigInt(bytesBefore), 0);
+  sha1.copy(p, 8);
+  return record(RecordType.END, p);
+}
+
+/**
+ * Splits a byte stream into records. Feed chunks as they arrive; `next()` returns complete records
+ * in order, or undefined until more bytes come. A length over MAX_RECORD_BYTES is refused at once
+ * (random bytes at the port must not make us buffer gigabytes).
+ */
+export class RecordReader {
+  private chunks: Buffer[] = [];
+  private buffered = 0;
+
+  push(chunk: Buffer): void {
+    this.chunks.push(chunk);
+    this.buffered += chunk.length;
+  }
+
+  get pendingBytes(): number {
+    return this.buffered;
+  }
+
+  next(): { type: number; payload: Buffer; raw: Buffer } | undefined {
+    if (this.buffered < RECORD_HEADER_BYTES) return undefined;
+    const head = this.peek(RECORD_HEADER_BYTES);
+    const type = head.readUInt8(0);
+    const length = head.readUInt32LE(1);
+    if (length > MAX_RECORD_BYTES) {
+      throw new MigrationStreamError(`record of ${length} bytes (type ${type}) is larger than any valid record: the stream is corrupt or not a tsvmm migration`);
+    }
+    if (this.buffered < RECORD_HEADER_BYTES + length) return undefined;
+    const raw = this.take(RECORD_HEADER_BYTES + length);
+    return { type, payload: raw.subarray(RECORD_HEADER_BYTES), raw };
+  }
+
+  private peek(n: number): Buffer {
+    if (this.chunks[0]!.length >= n) return this.chunks[0]!.subarray(0, n);
+    this.chunks = [Buffer.concat(this.chunks)];
+    return this.chunks[0]!.subarray(0, n);
+  }
+
+  private take(n: number): Buffer {
+    if (this.chunks[0]!.length < n) this.chunks = [Buffer.concat(this.chunks)];
+    const first = this.chunks[0]!;
+    const out = first.subarray(0, n);
+    if (first.length === n) this.chunks.shift();
+    else this.chunks[0] = first.subarray(n);
+    this.buffered -= n;
+    return out;
+  }
+}

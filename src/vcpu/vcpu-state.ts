@@ -1,0 +1,115 @@
+import type { NativeAddon } from '../kvm/addon-types.js';
+import { KvmError } from '../kvm/kvm-error.js';
+import {
+  KVM_DEBUGREGS_SIZE, KVM_FPU_SIZE, KVM_LAPIC_SIZE, KVM_MP_STATE_SIZE, KVM_REGS_SIZE, KVM_SREGS_SIZE,
+  KVM_VCPU_EVENTS_SIZE, KVM_XCRS_SIZE, KVM_XSAVE_SIZE,
+} from '../kvm/structs.js';
+
+/**
+ * The complete architectural state of one vCPU as KVM exposes it, as named raw structs (the kernel's
+ * own layouts: the destination's KVM reads them back byte for byte). Captured and restored only while
+ * the vCPU is outside KVM_RUN (paused).
+ */
+export interface VcpuState {
+  readonly version: 1;
+  readonly regs: Uint8Array;
+  readonly sregs: Uint8Array;
+  readonly fpu: Uint8Array;
+  readonly xsave: Uint8Array;
+  readonly xcrs: Uint8Array;
+  readonly lapic: Uint8Array;
+  readonly events: Uint8Array;
+  readonly mpState: Uint8Array;
+  readonly debugregs: Uint8Array;
+  /** struct kvm_msrs with every MSR KVM would read (from KVM_GET_MSR_INDEX_LIST). */
+  readonly msrs: Uint8Array;
+}
+
+const MSRS_HEADER = 8;
+const MSR_ENTRY = 16;
+
+/** KVM_GET_MSR_INDEX_LIST: the MSRs KVM saves and restores for a guest. */
+export function msrIndexList(native: NativeAddon, kvmFd: number): number[] {
+  for (let capacity = 256; ; capacity *= 2) {
+    const buf = new Uint8Array(4 + capacity * 4);
+    new DataView(buf.buffer).setUint32(0, capacity, true);
+    try {
+      const n = native.kvmGetMsrIndexList(kvmFd, buf);
+      return Array.from(new Uint32Array(buf.buffer, 4, n));
+    } catch (e) {
+      if (!(e instanceof KvmError && e.code === 'E2BIG') || capacity > 8192) throw e;
+    }
+  }
+}
+
+function msrsBuffer(indices: readonly number[]): Uint8Array {
+  const buf = new Uint8Array(MSRS_HEADER + indices.length * MSR_ENTRY);
+  const v = new DataView(buf.buffer);
+  v.setUint32(0, indices.length, true);
+  indices.forEach((index, i) => v.setUint32(MSRS_HEADER + i * MSR_ENTRY, index, true));
+  return buf;
+}
+
+/**
+ * Reads the MSRs in `indices` that this vCPU can read. KVM_GET_MSRS stops at the first MSR it cannot
+ * read and returns how many it did; that one is dropped and the read goes on from the next.
+ */
+function readMsrs(native: NativeAddon, vcpuFd: number, indices: readonly number[]): Uint8Array {
+  const read: { index: number; value: bigint }[] = [];
+  let rest = [...indices];
+  while (rest.length > 0) {
+    const buf = msrsBuffer(rest);
+    const n = native.kvmGetMsrs(vcpuFd, buf);
+    const v = new DataView(buf.buffer);
+    for (let i = 0; i < n; i++) {
+      read.push({ index: v.getUint32(MSRS_HEADER + i * MSR_ENTRY, true), value: v.getBigUint64(MSRS_HEADER + i * MSR_ENTRY + 8, true) });
+    }
+    rest = rest.slice(n + 1); // skip the unreadable one
+  }
+  const buf = msrsBuffer(read.map((m) => m.index));
+  const v = new DataView(buf.buffer);
+  read.forEach((m, i) => v.setBigUint64(MSRS_HEADER + i * MSR_ENTRY + 8, m.value, true));
+  return buf;
+}
+
+export function captureVcpuState(native: NativeAddon, vcpuFd: number, msrIndices: readonly number[]): VcpuState {
+  const get = (size: number, call: (fd: number, b: Uint8Array) => void) => {
+    const b = new Uint8Array(size);
+    call(vcpuFd, b);
+    return b;
+  };
+  return {
+    version: 1,
+    // MP state first: KVM completes a pending INIT/SIPI when it is read, which changes the registers.
+    mpState: get(KVM_MP_STATE_SIZE, native.kvmGetMpState),
+    regs: get(KVM_REGS_SIZE, native.kvmGetRegs),
+    sregs: get(KVM_SREGS_SIZE, native.kvmGetSregs),
+    fpu: get(KVM_FPU_SIZE, native.kvmGetFpu),
+    xsave: get(KVM_XSAVE_SIZE, native.kvmGetXsave),
+    xcrs: get(KVM_XCRS_SIZE, native.kvmGetXcrs),
+    lapic: get(KVM_LAPIC_SIZE, native.kvmGetLapic),
+    events: get(KVM_VCPU_EVENTS_SIZE, native.kvmGetVcpuEvents),
+    debugregs: get(KVM_DEBUGREGS_SIZE, native.kvmGetDebugregs),
+    msrs: readMsrs(native, vcpuFd, msrIndices),
+  };
+}
+
+/**
+ * Restores a captured state, in the order Firecracker uses for a snapshot restore: MP state, registers
+ * and special registers before the LAPIC (whose base the sregs carry), MSRs before events (pending
+ * exceptions and NMIs last, so nothing set afterwards can clear them).
+ */
+export function restoreVcpuState(native: NativeAddon, vcpuFd: number, s: VcpuState): void {
+  if (s.version !== 1) throw new Error(`vCPU state version ${s.version} is not supported (this tsvmm reads version 1)`);
+  native.kvmSetMpState(vcpuFd, s.mpState);
+  native.kvmSetRegs(vcpuFd, s.regs);
+  native.kvmSetSregs(vcpuFd, s.sregs);
+  native.kvmSetXsave(vcpuFd, s.xsave);
+  native.kvmSetXcrs(vcpuFd, s.xcrs);
+  native.kvmSetDebugregs(vcpuFd, s.debugregs);
+  native.kvmSetLapic(vcpuFd, s.lapic);
+  const count = new DataView(s.msrs.buffer, s.msrs.byteOffset).getUint32(0, true);
+  const written = native.kvmSetMsrs(vcpuFd, s.msrs);
+  if (written !== count) throw new Error(`KVM_SET_MSRS wrote ${written} of ${count} MSRs: the destination's KVM refuses MSR #${written}`);
+  native.kvmSetVcpuEvents(vcpuFd, s.events);
+}
