@@ -4,7 +4,7 @@ import { gpa } from '../arch/x86/layout.js';
 import type { GuestMemory } from '../memory/guest-memory.js';
 import {
   PAGE_BYTES, PageKind, RecordReader, RecordType, hashRegions, parseHeader, parseState, record,
-  recordName, shapeMismatch, MigrationStreamError, type MachineShape,
+  recordName, shapeMismatch, verifyMismatches, MigrationStreamError, type MachineShape,
 } from './protocol.js';
 
 /** What the receiver needs of the destination VM (created, vCPUs not started). */
@@ -16,6 +16,9 @@ export interface MigrationDestination {
 
 /** The receiver's states, in order; a record that does not belong to the current one is refused. */
 type ReceiverState = 'header' | 'ram' | 'device' | 'end' | 'loaded';
+
+/** How long a refusing destination waits for the source to hang up before closing itself. */
+const REFUSED_LINGER_MS = 3000;
 
 /** Why an incoming migration was refused or broke off; the guest was not resumed. */
 export class IncomingMigrationError extends Error {
@@ -36,7 +39,7 @@ export async function receiveMigration(vm: MigrationDestination, socket: Socket)
   let state: ReceiverState = 'header';
   let passes = 0;
   const pieces = new Map<string, unknown>();
-  let verify: string[] | undefined;
+  let verify: string[][] | undefined;
   const regions = vm.memory.regions;
 
   let refused = false;
@@ -96,7 +99,7 @@ export async function receiveMigration(vm: MigrationDestination, socket: Socket)
       }
       case RecordType.VERIFY:
         if (state !== 'device') unexpected(type);
-        verify = JSON.parse(payload.toString()) as string[];
+        verify = JSON.parse(payload.toString()) as string[][];
         return;
       default:
         unexpected(type);
@@ -104,16 +107,30 @@ export async function receiveMigration(vm: MigrationDestination, socket: Socket)
   };
 
   return await new Promise((resolve, reject) => {
+    let failed = false;
     const failWith = (e: unknown) => {
-      if (!refused) socket.destroy(); // a REFUSED being flushed closes the socket itself
-      reject(e instanceof IncomingMigrationError ? e : new IncomingMigrationError(e instanceof Error ? e.message : String(e), { cause: e }));
+      if (failed) return;
+      failed = true;
+      const error = e instanceof IncomingMigrationError ? e : new IncomingMigrationError(e instanceof Error ? e.message : String(e), { cause: e });
+      if (!refused || socket.destroyed) {
+        socket.destroy();
+        reject(error);
+        return;
+      }
+      // After REFUSED, keep reading (and dropping) what the source still sends until it hangs up:
+      // closing with unread bytes would reset the connection and could destroy the REFUSED in flight.
+      const timer = setTimeout(() => socket.destroy(), REFUSED_LINGER_MS);
+      socket.once('close', () => {
+        clearTimeout(timer);
+        reject(error);
+      });
     };
     socket.on('error', (e) => failWith(new IncomingMigrationError(`migration connection failed: ${e.message}`)));
     socket.on('close', () => {
-      if (state !== 'loaded') failWith(new IncomingMigrationError(`the migration stream ended early, in state ${state}: the guest was not resumed`));
+      if (state !== 'loaded' && !failed) failWith(new IncomingMigrationError(`the migration stream ended early, in state ${state}: the guest was not resumed`));
     });
     socket.on('data', (chunk: Buffer) => {
-      if (state === 'loaded') return;
+      if (state === 'loaded' || failed) return;
       try {
         reader.push(chunk);
         for (let r = reader.next(); r !== undefined; r = reader.next()) {
@@ -125,10 +142,9 @@ export async function receiveMigration(vm: MigrationDestination, socket: Socket)
             state = 'end';
             vm.restoreState(pieces);
             if (verify !== undefined) {
-              const mine = hashRegions(regions);
-              const bad = mine.map((h, i) => (h === verify![i] ? -1 : i)).filter((i) => i >= 0);
-              if (bad.length > 0 || verify.length !== mine.length) {
-                refuse(`RAM verification failed: region ${bad.map((i) => `0x${regions[i]!.start.toString(16)}`).join(', ')} differs from the source's (SHA-256 at switch-over); not resuming`);
+              const bad = verifyMismatches(regions, verify, hashRegions(regions));
+              if (bad.length > 0) {
+                refuse(`RAM verification failed: guest memory ${bad.slice(0, 8).join(', ')}${bad.length > 8 ? ` and ${bad.length - 8} more 2 MiB ranges` : ''} differs from the source's (SHA-256 at switch-over); not resuming`);
               }
             }
             state = 'loaded';

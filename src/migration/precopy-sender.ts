@@ -109,17 +109,20 @@ export class PrecopySender {
       const passStart = Date.now();
       await this.sendAllPages();
       await this.endPass(passStart, 0);
+      let pending: RegionDirtyPages[];
       for (;;) {
         const t0 = Date.now();
-        const dirty = this.vm.dirty.sync();
-        const pages = countDirty(dirty);
+        // INVARIANT: sync() takes these bits for good; every page it returns must be sent, in this
+        // pass or, if this pass is the last live one, in the switch-over.
+        pending = this.vm.dirty.sync();
+        const pages = countDirty(pending);
         this.remainingBytes = pages * PAGE_BYTES;
         if (this.expectedDowntimeMs() <= this.params()['downtime-limit']) break;
         if (this.pass >= THROTTLE_AFTER_PASSES) this.throttle(Math.min(99, 20 + 10 * (this.pass - THROTTLE_AFTER_PASSES)));
-        await this.sendDirty(dirty);
+        await this.sendDirty(pending);
         await this.endPass(t0, pages);
       }
-      await this.switchOver();
+      await this.switchOver(pending);
     } catch (e) {
       await this.fail(e);
       throw new MigrationFailed(this.error!, { cause: e });
@@ -128,13 +131,14 @@ export class PrecopySender {
     }
   }
 
-  private async switchOver(): Promise<void> {
+  /** Stops the guest and sends what is left: `pending` (taken by the last live sync) and the final sync. */
+  private async switchOver(pending: RegionDirtyPages[]): Promise<void> {
     this.setState('device');
     const t0 = performance.now();
     await this.vm.pause();
     this.paused = true;
-    const dirty = this.vm.dirty.sync();
-    await this.sendDirty(dirty);
+    await this.sendDirty(pending);
+    await this.sendDirty(this.vm.dirty.sync());
     this.pass++;
     await this.send(u32Record(RecordType.PASS_END, this.pass));
     for (const piece of this.vm.captureState()) await this.send(stateRecord(piece.name, piece.state));
@@ -241,6 +245,9 @@ export class PrecopySender {
       }
     }
     await this.send(record(RecordType.RAM, out.subarray(0, at)));
+    // Yield once per batch even when the socket never pushes back: the destination's REFUSED, QMP
+    // (query-migrate, migrate_cancel) and the throttle timer all need the event loop.
+    await new Promise<void>((resolve) => setImmediate(resolve));
     const elapsed = Math.max(1, Date.now() - passStart) / 1000;
     this.bandwidth = (this.sentBytes - passStartBytes) / elapsed;
     const max = this.params()['max-bandwidth'];

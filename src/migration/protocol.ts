@@ -139,9 +139,34 @@ export function u32Record(type: RecordTypeValue, value: number): Buffer {
   return record(type, p);
 }
 
-/** SHA-256 of each RAM region, hex: the seed's md5 check, built in. */
-export function hashRegions(regions: readonly { bytes: Uint8Array }[]): string[] {
-  return regions.map((r) => createHash('sha256').update(r.bytes).digest('hex'));
+/** Bytes of RAM per verify hash: a mismatch is reported to this granularity. */
+export const VERIFY_CHUNK_BYTES = 2 * 1024 * 1024;
+
+/** SHA-256 of every 2 MiB of each RAM region, hex: the seed's md5 check, built in, and precise. */
+export function hashRegions(regions: readonly { bytes: Uint8Array }[]): string[][] {
+  return regions.map((r) => {
+    const hashes: string[] = [];
+    for (let at = 0; at < r.bytes.length; at += VERIFY_CHUNK_BYTES) {
+      hashes.push(createHash('sha256').update(r.bytes.subarray(at, at + VERIFY_CHUNK_BYTES)).digest('hex'));
+    }
+    return hashes;
+  });
+}
+
+/** The guest ranges whose hashes differ ('0x200000-0x3fffff'), or [] when all match. */
+export function verifyMismatches(regions: readonly { start: number; sizeBytes: number }[], source: string[][], mine: string[][]): string[] {
+  const bad: string[] = [];
+  regions.forEach((r, i) => {
+    const a = source[i] ?? [];
+    const b = mine[i] ?? [];
+    for (let c = 0; c < Math.max(a.length, b.length); c++) {
+      if (a[c] !== b[c]) {
+        const from = r.start + c * VERIFY_CHUNK_BYTES;
+        bad.push(`0x${from.toString(16)}-0x${(Math.min(from + VERIFY_CHUNK_BYTES, r.start + r.sizeBytes) - 1).toString(16)}`);
+      }
+    }
+  });
+  return bad;
 }
 
 /** The END record: the byte count and SHA-1 of every byte the source sent before it. */

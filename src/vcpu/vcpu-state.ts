@@ -28,14 +28,26 @@ export interface VcpuState {
 const MSRS_HEADER = 8;
 const MSR_ENTRY = 16;
 
-/** KVM_GET_MSR_INDEX_LIST: the MSRs KVM saves and restores for a guest. */
+/**
+ * MSRs in KVM's list that are not state but commands: writing MSR_KVM_WALL_CLOCK(_NEW) makes KVM write
+ * this host's wall clock into guest memory at the address written (0 if the guest never set it), so
+ * restoring them would change guest RAM on the destination after it was copied, and the RAM would no
+ * longer equal the source's (the verify switch caught this). A guest that wants the wall clock asks
+ * again.
+ */
+export const MSRS_NOT_MIGRATED: ReadonlySet<number> = new Set([
+  0x11, // MSR_KVM_WALL_CLOCK
+  0x4b56_4d00, // MSR_KVM_WALL_CLOCK_NEW
+]);
+
+/** KVM_GET_MSR_INDEX_LIST, less MSRS_NOT_MIGRATED: the MSRs saved and restored for a guest. */
 export function msrIndexList(native: NativeAddon, kvmFd: number): number[] {
   for (let capacity = 256; ; capacity *= 2) {
     const buf = new Uint8Array(4 + capacity * 4);
     new DataView(buf.buffer).setUint32(0, capacity, true);
     try {
       const n = native.kvmGetMsrIndexList(kvmFd, buf);
-      return Array.from(new Uint32Array(buf.buffer, 4, n));
+      return Array.from(new Uint32Array(buf.buffer, 4, n)).filter((index) => !MSRS_NOT_MIGRATED.has(index));
     } catch (e) {
       if (!(e instanceof KvmError && e.code === 'E2BIG') || capacity > 8192) throw e;
     }

@@ -1,32 +1,33 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { CLI } from './paths.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** A real `tsvmm run` process with its console in a file and QMP on a unix socket. */
+/** A real `tsvmm run` process with its serial console on stdio (typed into, read back) and QMP on a unix socket. */
 export class TsvmmProcess {
-  readonly consoleFile: string;
   readonly qmpPath: string;
   stderr = '';
+  private stdout = '';
   readonly exited: Promise<number | null>;
   private readonly child: ChildProcess;
 
   constructor(args: string[], name: string) {
     const dir = mkdtempSync(path.join(tmpdir(), `tsvmm-${name}-`));
-    this.consoleFile = path.join(dir, 'console');
     this.qmpPath = path.join(dir, 'qmp.sock');
-    this.child = spawn(process.execPath, [CLI, 'run', ...args, '--serial', `file:${this.consoleFile}`, '--qmp', `unix:${this.qmpPath}`], {
-      stdio: ['pipe', 'ignore', 'pipe'],
+    this.child = spawn(process.execPath, [CLI, 'run', ...args, '--qmp', `unix:${this.qmpPath}`], {
+      stdio: ['pipe', 'pipe', 'pipe'],
     });
+    this.child.stdout!.on('data', (d: Buffer) => { this.stdout += d.toString(); });
     this.child.stderr!.on('data', (d: Buffer) => { this.stderr += d.toString(); });
     this.exited = new Promise((resolve) => this.child.on('close', (status) => resolve(status)));
   }
 
+  /** Everything the guest has printed so far. */
   console(): string {
-    return existsSync(this.consoleFile) ? readFileSync(this.consoleFile, 'utf8') : '';
+    return this.stdout;
   }
 
   /** Types into the guest's serial console (stdin). */
