@@ -119,6 +119,7 @@ async function run(options: RunOptions): Promise<number> {
   // Validate the kernel before opening KVM, so bad input is reported the same on hosts without KVM.
   readKernel(options.kernel);
   const serialOutputFd = options.serial.kind === 'stdio' ? 1 : openSerialFile(options.serial.path);
+  const testOnly = testOnlySwitches();
   const vm = Vm.create({
     kernelPath: options.kernel,
     memBytes: options.memBytes,
@@ -127,8 +128,9 @@ async function run(options: RunOptions): Promise<number> {
     cmdline: options.cmdline === '' ? options.kernel : `${options.kernel} ${options.cmdline}`,
     serialOutputFd,
     kvmPath: options.kvmPath,
+    testOnly: { skipSyncBeforeDelete: testOnly.skipSyncBeforeDelete },
   });
-  const controller = new VmController(vm, options.incoming !== undefined);
+  const controller = new VmController(vm, options.incoming !== undefined, testOnly.churnMemslots);
   let qmp: QmpServer | undefined;
   let signalStatus: number | undefined;
   const onSignal = (status: number) => () => {
@@ -187,6 +189,24 @@ async function run(options: RunOptions): Promise<number> {
     await vm.stop();
     vm.dispose();
   }
+}
+
+/**
+ * Switches that exist so the safety tests can show a failure being caught; read from the environment
+ * so no user stumbles on them, and announced on stderr whenever one is set.
+ *   TSVMM_TEST_ONLY_SKIP_SYNC_BEFORE_DELETE=1  invariant A off: memslots go without a dirty-log fetch
+ *   TSVMM_TEST_ONLY_CHURN_MEMSLOTS=1           split and merge memslots throughout an outgoing migration
+ */
+function testOnlySwitches(): { skipSyncBeforeDelete: boolean; churnMemslots: boolean } {
+  const on = (name: string) => process.env[name] === '1';
+  const switches = {
+    skipSyncBeforeDelete: on('TSVMM_TEST_ONLY_SKIP_SYNC_BEFORE_DELETE'),
+    churnMemslots: on('TSVMM_TEST_ONLY_CHURN_MEMSLOTS'),
+  };
+  for (const [name, value] of Object.entries(switches)) {
+    if (value) process.stderr.write(`tsvmm: WARNING: test-only switch ${name} is on; this VM is not safe to migrate\n`);
+  }
+  return switches;
 }
 
 function openSerialFile(file: string): number {

@@ -37,7 +37,12 @@ export class VmController implements VmControl {
   /** Resolves when the VM should end: quit, or it now runs on a migration destination. */
   readonly ended: Promise<ControllerEnd>;
 
-  constructor(private readonly vm: Vm, incoming: boolean) {
+  constructor(
+    private readonly vm: Vm,
+    incoming: boolean,
+    /** Tests only: churn memslots on the source while a migration runs, the way QEMU's 2015 boot did. */
+    private readonly testOnlyChurnMemslots = false,
+  ) {
     this.state = incoming ? 'inmigrate' : 'running';
     this.ended = new Promise((resolve) => { this.resolveEnd = resolve; });
   }
@@ -96,12 +101,20 @@ export class VmController implements VmControl {
     let sender: PrecopySender | undefined;
     try {
       const socket = await connectForMigration(uri);
+      const churn = this.testOnlyChurnMemslots;
       sender = new PrecopySender(this.vm, socket, () => this.params, (status) => {
         if (status === 'device') this.state = 'finish-migrate';
         if (status !== 'setup') this.emitMigration(status);
-      });
+      }, churn ? () => this.churnOnce() : undefined);
       this.sender = sender;
-      await sender.run();
+      const churning = churn && setInterval(() => {
+        if (sender?.status === 'active' && !this.churnPending) void this.churnOnce();
+      }, 5);
+      try {
+        await sender.run();
+      } finally {
+        if (churning) clearInterval(churning);
+      }
       this.lastInfo = sender.info();
       this.state = 'postmigrate';
       this.resolveEnd({ kind: 'migrated', uri });
@@ -110,6 +123,23 @@ export class VmController implements VmControl {
       if (sender === undefined) this.emitMigration('failed');
       this.state = this.userPaused ? 'paused' : 'running';
     }
+  }
+
+  private churnChain: Promise<void> = Promise.resolve();
+  private churnPending = false;
+
+  /**
+   * Tests only: splits the low RAM slot around the 2015 kvmvapic ROM window and merges it back.
+   * Churns run one after another; each resolves when its own changes are done.
+   */
+  private churnOnce(): Promise<void> {
+    this.churnPending = true;
+    this.churnChain = this.churnChain.then(async () => {
+      await this.vm.memslots.punchHole(0xca000, 0x3000);
+      await this.vm.memslots.fillHole(0xca000, 0x3000);
+      await this.vm.memslots.coalesce();
+    }).finally(() => { this.churnPending = false; });
+    return this.churnChain;
   }
 
   private emitMigration(status: string): void {

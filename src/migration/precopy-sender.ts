@@ -64,6 +64,8 @@ export class PrecopySender {
     /** Read live: migrate-set-parameters during a migration (a higher downtime-limit) takes effect at the next pass. */
     private readonly params: () => MigrationParameters,
     private readonly onStatus: (status: MigrationStatusName) => void = () => {},
+    /** Tests only: runs with the vCPUs stopped, just before the final sync (a slot change there is the 2015 case). */
+    private readonly testOnlyBeforeFinalSync?: () => Promise<void>,
   ) {
     socket.on('data', (d: Buffer) => { this.peer.push(d); this.poke(); });
     socket.on('error', (e) => { this.socketError = e; this.poke(); });
@@ -138,6 +140,7 @@ export class PrecopySender {
     await this.vm.pause();
     this.paused = true;
     await this.sendDirty(pending);
+    await this.testOnlyBeforeFinalSync?.();
     await this.sendDirty(this.vm.dirty.sync());
     this.pass++;
     await this.send(u32Record(RecordType.PASS_END, this.pass));

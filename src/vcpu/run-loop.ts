@@ -1,6 +1,5 @@
 import type { NativeAddon } from '../kvm/addon-types.js';
 import { KvmRunOffset } from '../kvm/kvm-run.js';
-import { ExitReason } from '../kvm/constants.js';
 import { Ctl, Request, State } from './control-block.js';
 import { handleExit, type ExitBuses, type KvmRunView, type VcpuStop } from './exit-handler.js';
 
@@ -23,19 +22,8 @@ export function runLoop(
   deviceStop: () => VcpuStop | undefined,
 ): VcpuStop | undefined {
   const setState = (s: number) => { Atomics.store(ctl, Ctl.STATE, s); Atomics.notify(ctl, Ctl.STATE); };
-  // After an I/O or MMIO exit, KVM finishes the instruction (stores an IN's data, advances RIP) only
-  // on the next KVM_RUN. Before parking or stopping, that KVM_RUN is made with immediate_exit set, so
-  // KVM completes the instruction and returns at once: state read while paused is then never in the
-  // middle of an instruction, and a migrated guest does not repeat an OUT.
-  let ioPending = false;
   for (;;) {
     const request = Atomics.load(ctl, Ctl.REQUEST);
-    if (request !== Request.RUN && ioPending) {
-      run.bytes[KvmRunOffset.IMMEDIATE_EXIT] = 1;
-      native.kvmRun(vcpuFd); // EINTR, with the instruction completed
-      ioPending = false;
-      continue;
-    }
     if (request === Request.STOP) return undefined;
     if (request === Request.PAUSE) {
       run.bytes[KvmRunOffset.IMMEDIATE_EXIT] = 0;
@@ -62,7 +50,5 @@ export function runLoop(
     ctl[Ctl.EXITS] = (ctl[Ctl.EXITS]! + 1) | 0;
     const stop = handleExit(run, buses) ?? deviceStop();
     if (stop !== undefined) return stop;
-    const reason = run.view.getUint32(KvmRunOffset.EXIT_REASON, true);
-    ioPending = reason === ExitReason.IO || reason === ExitReason.MMIO;
   }
 }

@@ -13,8 +13,8 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const running: TsvmmProcess[] = [];
 afterEach(() => { running.splice(0).forEach((p) => p.kill()); });
 
-function start(args: string[], name: string): TsvmmProcess {
-  const p = new TsvmmProcess(args, name);
+function start(args: string[], name: string, env: Record<string, string> = {}): TsvmmProcess {
+  const p = new TsvmmProcess(args, name, env);
   running.push(p);
   return p;
 }
@@ -101,5 +101,43 @@ describeKvm('live migration between two tsvmm processes', () => {
     expect(dst.stderr).toMatch(/incoming migration failed: machine shape mismatch/);
     expect(await client.execute('query-status')).toMatchObject({ running: true });
     await client.execute('quit');
+  }, 300_000);
+
+  // The 2015 condition: memslots split and merged on the source throughout the migration, one split
+  // with the vCPUs stopped right before the final sync.
+  async function migrateWhileChurning(env: Record<string, string>): Promise<{ info: Record<string, any>; src: TsvmmProcess; dst: TsvmmProcess; client: QmpClient }> {
+    const port = migrationPort();
+    const dst = start([DIRTIER, '--mem', MEM, '--incoming', `tcp:127.0.0.1:${port}`], 'dst');
+    await dst.waitFor(() => dst.stderr.includes('waiting for an incoming migration'), 'the destination to listen');
+    const src = start([DIRTIER, '--mem', MEM, '--cmdline', STAMPS], 'src', { TSVMM_TEST_ONLY_CHURN_MEMSLOTS: '1', ...env });
+    await src.waitForConsole(/dirtier: start=/);
+    await sleep(300);
+    const client = await qmp(src);
+    await client.execute('migrate-set-parameters', { 'x-verify': true });
+    await client.execute('migrate', { uri: `tcp:127.0.0.1:${port}` });
+    return { info: await migrationEnd(client), src, dst, client };
+  }
+
+  it('memslots churned during migration: every page arrives (verify passes, the guest checks itself)', async () => {
+    const { info, src, dst } = await migrateWhileChurning({});
+    expect(info.status, info['error-desc']).toBe('completed');
+    expect(src.stderr).toMatch(/test-only switch churnMemslots is on/);
+    expect(await src.exited).toBe(0);
+    dst.type('v');
+    await dst.waitForConsole(/dirtier: verify (ok|FAILED)[^\n]*\n/);
+    expect(dst.console()).toMatch(/dirtier: verify ok/);
+    dst.type('q');
+    expect(await dst.exited).toBe(0);
+  }, 300_000);
+
+  it('with sync-before-delete switched off, verify catches the loss: the destination refuses, the source runs on', async () => {
+    const { info, src, dst, client } = await migrateWhileChurning({ TSVMM_TEST_ONLY_SKIP_SYNC_BEFORE_DELETE: '1' });
+    expect(info.status).toBe('failed');
+    expect(info['error-desc']).toMatch(/the destination refused the VM: RAM verification failed: guest memory 0x/);
+    expect(await dst.exited).toBe(8);
+    expect(dst.stderr).toMatch(/incoming migration failed: RAM verification failed/);
+    expect(await client.execute('query-status')).toMatchObject({ running: true });
+    await client.execute('quit');
+    expect(await src.exited).toBe(0);
   }, 300_000);
 });

@@ -14,11 +14,12 @@ export class TsvmmProcess {
   readonly exited: Promise<number | null>;
   private readonly child: ChildProcess;
 
-  constructor(args: string[], name: string) {
+  constructor(args: string[], name: string, env: Record<string, string> = {}) {
     const dir = mkdtempSync(path.join(tmpdir(), `tsvmm-${name}-`));
     this.qmpPath = path.join(dir, 'qmp.sock');
     this.child = spawn(process.execPath, [CLI, 'run', ...args, '--qmp', `unix:${this.qmpPath}`], {
       stdio: ['pipe', 'pipe', 'pipe'],
+      env: { ...process.env, ...env },
     });
     this.child.stdout!.on('data', (d: Buffer) => { this.stdout += d.toString(); });
     this.child.stderr!.on('data', (d: Buffer) => { this.stderr += d.toString(); });
