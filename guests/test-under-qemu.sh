@@ -102,26 +102,13 @@ expect "dirtier refuses its own image (-> 5)" 5 $'dirtier: bad range start=0x100
 # design): sample the registers over QMP, then quit (status 0). The checker
 # waits for the startup line, so clear the previous test's output first.
 : >"$TMP/out"
-python3 - "$TMP/qmp-dirtier" "$TMP/out" >"$TMP/dirtier-check" 2>&1 <<'PY' &
-import json, re, socket, sys, time
+PYTHONPATH="$PWD" python3 - "$TMP/qmp-dirtier" "$TMP/out" >"$TMP/dirtier-check" 2>&1 <<'PY' &
+import re, sys, time
+from qmp_probe import connect, wait_for_output
 sock_path, out_path = sys.argv[1:3]
 deadline = time.time() + 15
-while True:
-    try:
-        s = socket.socket(socket.AF_UNIX); s.connect(sock_path); break
-    except OSError:
-        if time.time() > deadline: sys.exit("no QMP socket")
-        time.sleep(0.05)
-f = s.makefile("rw")
-def qmp(cmd, **args):
-    f.write(json.dumps({"execute": cmd, "arguments": args}) + "\n"); f.flush()
-    while True:
-        r = json.loads(f.readline())
-        if "return" in r or "error" in r: return r.get("return", r)
-f.readline(); qmp("qmp_capabilities")
-while "pages=" not in open(out_path).read():
-    if time.time() > deadline: sys.exit("no startup line")
-    time.sleep(0.05)
+qmp = connect(sock_path, deadline)
+wait_for_output(out_path, "pages=", deadline)
 time.sleep(0.2)
 r = qmp("human-monitor-command", **{"command-line": "info registers"})
 qmp("quit")
@@ -142,26 +129,13 @@ fi
 
 # spin never exits, so it must hit the timeout (124). Meanwhile a QMP client
 # checks the counter at 0x200000 moves, freezes across stop, moves after cont.
-python3 - "$TMP/qmp" "$TMP/out" >"$TMP/spin-check" 2>&1 <<'PY' &
-import json, re, socket, sys, time
+PYTHONPATH="$PWD" python3 - "$TMP/qmp" "$TMP/out" >"$TMP/spin-check" 2>&1 <<'PY' &
+import re, sys, time
+from qmp_probe import connect, wait_for_output
 sock_path, out_path = sys.argv[1:3]
 deadline = time.time() + 15
-while True:
-    try:
-        s = socket.socket(socket.AF_UNIX); s.connect(sock_path); break
-    except OSError:
-        if time.time() > deadline: sys.exit("no QMP socket")
-        time.sleep(0.05)
-f = s.makefile("rw")
-def qmp(cmd, **args):
-    f.write(json.dumps({"execute": cmd, "arguments": args}) + "\n"); f.flush()
-    while True:
-        r = json.loads(f.readline())
-        if "return" in r or "error" in r: return r.get("return", r)
-f.readline(); qmp("qmp_capabilities")
-while "spinning" not in open(out_path).read():
-    if time.time() > deadline: sys.exit("no 'spinning' output")
-    time.sleep(0.05)
+qmp = connect(sock_path, deadline)
+wait_for_output(out_path, "spinning", deadline)
 def counter():
     r = qmp("human-monitor-command", **{"command-line": "xp /1gx 0x200000"})
     return int(re.search(r": (0x[0-9a-f]+)", r).group(1), 16)

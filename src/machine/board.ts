@@ -1,6 +1,7 @@
 import {
   COM1_IRQ, COM1_PORT, DEBUG_EXIT_PORT, DEBUG_EXIT_SIZE, GED_REGS_ADDR, GED_REGS_SIZE,
 } from '../arch/x86/layout.js';
+import { writeSync } from 'node:fs';
 import { addon } from '../kvm/addon.js';
 import { AcpiGedRegs } from '../devices/acpi-ged.js';
 import type { IrqLine } from '../devices/bus-device.js';
@@ -35,6 +36,15 @@ export interface BoardHooks {
   requestStop(stop: VcpuStop): void;
   /** Transmit one byte from the UART. */
   transmit(byte: number): void;
+}
+
+/** A UART transmit callback that writes each byte to `fd` as it is sent (no buffering: the guest may prompt). */
+export function fdTransmitter(fd: number): (byte: number) => void {
+  const one = new Uint8Array(1);
+  return (b) => {
+    one[0] = b;
+    writeSync(fd, one);
+  };
 }
 
 export function comPortUart(board: BoardDescription, transmit: (byte: number) => void): Uart8250 {

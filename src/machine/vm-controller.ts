@@ -88,7 +88,7 @@ export class VmController implements VmControl {
 
   migrate(uri: string): void {
     parseTcpUri(uri);
-    if (this.sender !== undefined && ['setup', 'active', 'device'].includes(this.sender.status)) {
+    if (this.sender?.inProgress) {
       throw new VmControlError('a migration is already in progress');
     }
     if (this.state === 'inmigrate') throw new VmControlError('the VM is waiting for an incoming migration');
@@ -178,7 +178,7 @@ export class VmController implements VmControl {
 
   queryMigrate(): MigrationInfo {
     const s = this.sender;
-    if (s !== undefined && ['setup', 'active', 'device'].includes(s.status)) return s.info();
+    if (s?.inProgress) return s.info();
     return this.lastInfo;
   }
 

@@ -1,4 +1,4 @@
-import { readFileSync, writeSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { KVM_IDENTITY_MAP_ADDR, KVM_TSS_ADDR, MiB } from '../arch/x86/layout.js';
 import { BootError } from '../boot/boot-error.js';
 import { loadMultiboot, parseMultibootKernel, type MultibootKernel } from '../boot/multiboot.js';
@@ -16,7 +16,7 @@ import { multibootEntryState } from '../vcpu/boot-state.js';
 import { cpuidForVcpu } from '../vcpu/cpuid.js';
 import type { VcpuStop } from '../vcpu/exit-handler.js';
 import { VcpuThreads } from '../vcpu/vcpu-threads.js';
-import { BOARD_DEVICES, comPortUart, type BoardDescription } from './board.js';
+import { BOARD_DEVICES, comPortUart, fdTransmitter, type BoardDescription } from './board.js';
 import { captureVmKernelState, restoreVmKernelState, type VmKernelState } from './vm-state.js';
 import { captureVcpuState, msrIndexList, restoreVcpuState, type VcpuState } from '../vcpu/vcpu-state.js';
 import type { UartState } from '../devices/uart8250.js';
@@ -190,8 +190,7 @@ export class Vm {
       native.kvmSetRegs(vcpuFds[0]!, encodeRegs(boot.regs));
 
       const board: BoardDescription = { vmFd, uartState: createUartState(), serialOutputFd: config.serialOutputFd };
-      const byte = new Uint8Array(1);
-      const uart = comPortUart(board, (b) => { byte[0] = b; writeSync(config.serialOutputFd, byte); });
+      const uart = comPortUart(board, fdTransmitter(config.serialOutputFd));
       const runMmapSize = kvm.vcpuMmapSize();
       const vcpus = new VcpuThreads(vcpuFds, runMmapSize, board);
       const memslots = new MemslotMap(native, vmFd, memory, vcpus, {

@@ -77,6 +77,11 @@ export class PrecopySender {
     return this.state;
   }
 
+  /** Still under way: not yet completed, failed or cancelled. */
+  get inProgress(): boolean {
+    return this.state === 'setup' || this.state === 'active' || this.state === 'device';
+  }
+
   info(): MigrationInfo {
     const total = this.vm.memory.sizeBytes;
     const now = this.endMs ?? Date.now();

@@ -4,9 +4,8 @@
  * on the main thread.
  */
 import { parentPort, workerData } from 'node:worker_threads';
-import { writeSync } from 'node:fs';
 import { addon } from '../kvm/addon.js';
-import { buildBuses, type BoardDescription } from '../machine/board.js';
+import { buildBuses, fdTransmitter, type BoardDescription } from '../machine/board.js';
 import { Ctl, State } from './control-block.js';
 import { kvmRunView, type VcpuStop } from './exit-handler.js';
 import { runLoop } from './run-loop.js';
@@ -33,11 +32,10 @@ function main(data: VcpuThreadData): VcpuThreadExit {
   Atomics.store(ctl, Ctl.TID, native.gettid());
 
   const runBuffer = native.mmapShared(data.vcpuFd, data.runMmapSize, 0);
-  const byte = new Uint8Array(1);
   let deviceStop: VcpuStop | undefined;
   const buses = buildBuses(data.board, {
     requestStop: (stop) => { deviceStop ??= stop; },
-    transmit: (b) => { byte[0] = b; writeSync(data.board.serialOutputFd, byte); },
+    transmit: fdTransmitter(data.board.serialOutputFd),
   });
   Atomics.store(ctl, Ctl.STATE, State.RUNNING);
   Atomics.notify(ctl, Ctl.STATE);
