@@ -47,8 +47,9 @@ MODDIR=/lib/modules/$KVER
 [[ -r $KERNEL && -d $MODDIR ]] || { echo "nested-kvm: kernel $KERNEL or $MODDIR missing" >&2; exit 125; }
 command -v qemu-system-x86_64 >/dev/null || { echo "nested-kvm: qemu-system-x86_64 not installed (apt-get install qemu-system-x86)" >&2; exit 125; }
 
-# Modules to load, in dependency order (deps resolved from modules.dep at build time).
-WANT_MODULES=(virtio_pci virtio_console 9pnet_virtio 9p kvm_amd)
+# Modules to load, in dependency order (deps resolved from modules.dep at build time). veth and tun
+# let tests build network namespaces joined by veth pairs and tap devices inside L1.
+WANT_MODULES=(virtio_pci virtio_console 9pnet_virtio 9p kvm_amd veth tun)
 
 # ---------------------------------------------------------------- initramfs
 CACHE=${NESTED_KVM_CACHE:-/tmp/nested-kvm-cache}

@@ -10,7 +10,8 @@ import { VmController } from '../machine/vm-controller.js';
 import { QmpListenError, QmpServer } from '../control/qmp-server.js';
 import { AddressError, parseSocketAddress } from '../control/qmp-address.js';
 import { migrateCommand } from './migrate-command.js';
-import { listenForMigration, MigrationTransportError, parseTcpUri } from '../migration/transport.js';
+import { parseTlsCredsObject, TlsCredsError, type TlsCredsX509 } from '../migration/tls.js';
+import { listenForMigration, MigrationTransportError, parseTcpUri, type IncomingListener } from '../migration/transport.js';
 import type { VcpuStop } from '../vcpu/exit-handler.js';
 import { ExitStatus } from './exit-status.js';
 import { formatBytes, parseMemorySize } from './parse-size.js';
@@ -37,6 +38,8 @@ interface RunOptions {
   qmp: string | undefined;
   /** Wait for an incoming migration at tcp:HOST:PORT (or 'defer': wait for QMP migrate-incoming). */
   incoming: string | undefined;
+  /** tls-creds-x509 objects (--object), by id. */
+  tlsCreds: Map<string, TlsCredsX509>;
 }
 
 function parseRun(args: string[]): RunOptions | 'help' {
@@ -53,6 +56,7 @@ function parseRun(args: string[]): RunOptions | 'help' {
         kvm: { type: 'string', default: '/dev/kvm' },
         qmp: { type: 'string' },
         incoming: { type: 'string' },
+        object: { type: 'string', multiple: true },
         help: { type: 'boolean', short: 'h' },
       },
     });
@@ -92,9 +96,15 @@ function parseRun(args: string[]): RunOptions | 'help' {
     }
   }
   if (values.incoming === 'defer' && values.qmp === undefined) throw new UsageError("--incoming defer needs --qmp, where migrate-incoming will name the address");
+  const tlsCreds = new Map<string, TlsCredsX509>();
+  for (const spec of values.object ?? []) {
+    const creds = parseTlsCredsObject(spec);
+    if (tlsCreds.has(creds.id)) throw new UsageError(`--object: two objects with id '${creds.id}'`);
+    tlsCreds.set(creds.id, creds);
+  }
   return {
     kernel: positionals[0]!, memBytes, cpus: Number(values.cpus), cmdline: values.cmdline, serial, kvmPath: values.kvm,
-    qmp: values.qmp, incoming: values.incoming,
+    qmp: values.qmp, incoming: values.incoming, tlsCreds,
   };
 }
 
@@ -118,6 +128,17 @@ export function stopStatus(stop: VcpuStop | undefined): { status: number; note?:
 async function run(options: RunOptions): Promise<number> {
   // Validate the kernel before opening KVM, so bad input is reported the same on hosts without KVM.
   readKernel(options.kernel);
+  // Claim the incoming port before building the VM: a port in use is then an error at once, and a
+  // source may connect (into the backlog) while the VM is still being built.
+  const listener = options.incoming !== undefined && options.incoming !== 'defer' ? await listenForMigration(options.incoming) : undefined;
+  try {
+    return await runWith(options, listener);
+  } finally {
+    listener?.close();
+  }
+}
+
+async function runWith(options: RunOptions, listener: IncomingListener | undefined): Promise<number> {
   const serialOutputFd = options.serial.kind === 'stdio' ? 1 : openSerialFile(options.serial.path);
   const testOnly = testOnlySwitches();
   const vm = Vm.create({
@@ -130,7 +151,7 @@ async function run(options: RunOptions): Promise<number> {
     kvmPath: options.kvmPath,
     testOnly: { skipSyncBeforeDelete: testOnly.skipSyncBeforeDelete },
   });
-  const controller = new VmController(vm, options.incoming !== undefined, testOnly.churnMemslots);
+  const controller = new VmController(vm, options.incoming !== undefined, testOnly.churnMemslots, options.tlsCreds);
   let qmp: QmpServer | undefined;
   let signalStatus: number | undefined;
   const onSignal = (status: number) => () => {
@@ -151,11 +172,9 @@ async function run(options: RunOptions): Promise<number> {
     if (options.qmp !== undefined) qmp = await QmpServer.listen(options.qmp, controller);
     if (options.incoming === undefined) {
       vm.start();
-    } else if (options.incoming !== 'defer') {
-      // Listen before announcing readiness: a source may connect the moment this line appears.
-      const listener = await listenForMigration(options.incoming);
+    } else if (listener !== undefined) {
       process.stderr.write(`tsvmm: waiting for an incoming migration on ${options.incoming}\n`);
-      void controller.receive(listener.connection);
+      void controller.receive(listener);
     }
     const end = await Promise.race([
       vm.stopped.then((stop) => ({ kind: 'stopped' as const, stop })),
@@ -245,14 +264,14 @@ export async function main(argv: string[]): Promise<number> {
     }
     if (e instanceof BootError || e instanceof VmConfigError) return ExitStatus.USAGE;
     if (e instanceof KvmUnavailableError) return ExitStatus.HOST;
-    if (e instanceof MigrationTransportError || e instanceof QmpListenError || e instanceof AddressError) return ExitStatus.USAGE;
+    if (e instanceof MigrationTransportError || e instanceof QmpListenError || e instanceof AddressError || e instanceof TlsCredsError) return ExitStatus.USAGE;
     return ExitStatus.GUEST_CRASH;
   }
 }
 
 function describe(e: unknown): string {
   if (!(e instanceof Error)) return String(e);
-  if (e instanceof UsageError || e instanceof BootError || e instanceof VmConfigError || e instanceof KvmUnavailableError || e instanceof MigrationTransportError || e instanceof QmpListenError || e instanceof AddressError) return e.message;
+  if (e instanceof UsageError || e instanceof BootError || e instanceof VmConfigError || e instanceof KvmUnavailableError || e instanceof MigrationTransportError || e instanceof QmpListenError || e instanceof AddressError || e instanceof TlsCredsError) return e.message;
   // Unexpected: keep the cause chain, which says which system call failed.
   let text = e.message;
   for (let c = e.cause; c instanceof Error; c = c.cause) text += `: ${c.message}`;

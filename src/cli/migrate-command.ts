@@ -25,6 +25,9 @@ Options:
   --downtime-limit MS     the longest pause allowed at switch-over               [VM default: 300]
   --max-bandwidth RATE    bytes/s, with K, M or G (binary: 100M = 100 MiB/s)     [VM default: unlimited]
   --verify                hash guest RAM on both sides at switch-over; the destination refuses a mismatch
+  --tls-creds ID          run the stream over TLS with the source's tls-creds-x509 object ID
+                          (its --object); the destination needs its own, endpoint=server
+  --tls-hostname NAME     the name the destination's certificate must carry     [default: HOST]
   --interval MS           how often to poll query-migrate                        [default: ${DEFAULT_INTERVAL_MS}]
   --json                  no progress; print the final query-migrate answer as JSON
   -h, --help              show this help
@@ -95,6 +98,8 @@ export function parseMigrateArgs(argv: string[]): MigrateOptions | 'help' {
         'downtime-limit': { type: 'string' },
         'max-bandwidth': { type: 'string' },
         verify: { type: 'boolean' },
+        'tls-creds': { type: 'string' },
+        'tls-hostname': { type: 'string' },
         json: { type: 'boolean' },
         interval: { type: 'string' },
         help: { type: 'boolean', short: 'h' },
@@ -121,6 +126,8 @@ export function parseMigrateArgs(argv: string[]): MigrateOptions | 'help' {
     }
   }
   if (values.verify === true) parameters['x-verify'] = true;
+  if (values['tls-creds'] !== undefined) parameters['tls-creds'] = values['tls-creds'];
+  if (values['tls-hostname'] !== undefined) parameters['tls-hostname'] = values['tls-hostname'];
   const intervalMs = values.interval === undefined ? DEFAULT_INTERVAL_MS : wholeNumber('--interval', values.interval, 1);
   return { qmp: values.qmp, destination, parameters, json: values.json === true, intervalMs };
 }

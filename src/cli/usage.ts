@@ -21,6 +21,11 @@ Options for run:
   --incoming tcp:HOST:PORT|defer
                         do not boot: wait for a live migration from a peer tsvmm (defer: until
                         QMP migrate-incoming names the address)
+  --object tls-creds-x509,id=ID,dir=PATH,endpoint=server|client[,verify-peer=on|off]
+                        TLS credentials for migration, as QEMU's (dir holds ca-cert.pem and
+                        server-cert.pem/server-key.pem or client-cert.pem/client-key.pem); QMP
+                        migrate-set-parameters tls-creds=ID uses them (the destination with
+                        --incoming defer)
 
 Global options:
   -h, --help            show this help

@@ -121,6 +121,8 @@ const MIGRATION_PARAMETER_TYPES: Record<keyof MigrationParameters, ParamSpec> = 
   'max-bandwidth': { type: 'uint', optional: true },
   'multifd-channels': { type: 'uint', optional: true },
   'x-verify': { type: 'bool', optional: true },
+  'tls-creds': { type: 'str', optional: true },
+  'tls-hostname': { type: 'str', optional: true },
 };
 
 const COMMANDS: ReadonlyMap<string, Command> = new Map<string, Command>([

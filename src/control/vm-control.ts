@@ -29,6 +29,8 @@ export interface MigrationInfo {
   'expected-downtime'?: number; // ms, while active
   downtime?: number; // ms, once completed
   'setup-time'?: number;
+  'multifd-channels'?: number; // tsvmm's: RAM went over this many channel connections
+  'cpu-throttle-percentage'?: number; // auto-converge: the share of time the vCPUs are held paused
   'error-desc'?: string; // when failed
 }
 
@@ -39,6 +41,10 @@ export interface MigrationParameters {
   'multifd-channels': number; // default 2
   /** tsvmm's own: hash guest RAM on both sides at switch-over; the destination refuses a mismatch. */
   'x-verify': boolean;
+  /** id of a tls-creds-x509 object: the stream runs over TLS ('' = plain TCP), as in QEMU. */
+  'tls-creds': string;
+  /** The name the destination's certificate must carry (default: the host of the migration URI). */
+  'tls-hostname': string;
 }
 
 /** migrate-set-capabilities names tsvmm knows; others are refused with a GenericError. */

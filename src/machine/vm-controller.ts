@@ -4,13 +4,17 @@ import {
   type RunState, type VmControl, type VmEvent,
 } from '../control/vm-control.js';
 import { receiveMigration } from '../migration/incoming.js';
+import { MultifdChannels } from '../migration/multifd-channels.js';
 import { PrecopySender } from '../migration/precopy-sender.js';
-import { connectForMigration, listenForMigration, parseTcpUri } from '../migration/transport.js';
+import { secureClient, secureServer, type TlsCredsX509 } from '../migration/tls.js';
+import { connectForMigration, listenForMigration, parseTcpUri, type IncomingListener } from '../migration/transport.js';
+import type { Socket } from 'node:net';
 import type { Vm } from './vm.js';
 
 /** QEMU's default downtime limit (ms) and multifd channel count. */
 const DEFAULT_PARAMETERS: MigrationParameters = {
   'downtime-limit': 300, 'max-bandwidth': 0, 'multifd-channels': 2, 'x-verify': false,
+  'tls-creds': '', 'tls-hostname': '',
 };
 
 /** How the controller's VM ended, for the process's exit status. */
@@ -42,6 +46,8 @@ export class VmController implements VmControl {
     incoming: boolean,
     /** Tests only: churn memslots on the source while a migration runs, the way QEMU's 2015 boot did. */
     private readonly testOnlyChurnMemslots = false,
+    /** The tls-creds-x509 objects given with --object, by id (QMP tls-creds names one). */
+    private readonly tlsCreds: ReadonlyMap<string, TlsCredsX509> = new Map(),
   ) {
     this.state = incoming ? 'inmigrate' : 'running';
     this.ended = new Promise((resolve) => { this.resolveEnd = resolve; });
@@ -100,12 +106,24 @@ export class VmController implements VmControl {
   private async runMigration(uri: string): Promise<void> {
     let sender: PrecopySender | undefined;
     try {
-      const socket = await connectForMigration(uri);
+      const tcp = await connectForMigration(uri);
+      const creds = this.tlsCredsInUse();
+      const socket = creds === undefined ? tcp : await secureClient(tcp, creds, this.params['tls-hostname'] || parseTcpUri(uri).host);
       const churn = this.testOnlyChurnMemslots;
-      sender = new PrecopySender(this.vm, socket, () => this.params, (status) => {
+      sender = new PrecopySender(this.vm, socket, () => this.params, () => this.caps.get('auto-converge') === true, (status) => {
         if (status === 'device') this.state = 'finish-migrate';
         if (status !== 'setup') this.emitMigration(status);
-      }, churn ? () => this.churnOnce() : undefined);
+      }, {
+        testOnlyBeforeFinalSync: churn ? () => this.churnOnce() : undefined,
+        multifd: this.caps.get('multifd') === true ? {
+          channels: this.params['multifd-channels'],
+          open: (session) => MultifdChannels.open({
+            uri, session, count: this.params['multifd-channels'],
+            regions: this.vm.memory.regions.map((r) => ({ fd: r.fd, sizeBytes: r.sizeBytes })),
+            tls: creds === undefined ? undefined : { creds, hostname: this.params['tls-hostname'] || parseTcpUri(uri).host },
+          }),
+        } : undefined,
+      });
       this.sender = sender;
       const churning = churn && setInterval(() => {
         if (sender?.status === 'active' && !this.churnPending) void this.churnOnce();
@@ -149,15 +167,19 @@ export class VmController implements VmControl {
   async migrateIncoming(uri: string): Promise<void> {
     if (this.state !== 'inmigrate') throw new VmControlError("migrate-incoming needs a VM started with '--incoming defer'");
     const listener = await listenForMigration(uri);
-    void this.receive(listener.connection);
+    void this.receive(listener).finally(() => listener.close());
   }
 
   /** Receives into the VM and starts it once loaded; a failed stream ends the VM without running it. */
-  async receive(connection: Promise<import('node:net').Socket>): Promise<void> {
+  async receive(listener: IncomingListener): Promise<void> {
     this.lastInfo = { status: 'active' };
     this.emitMigration('active');
     try {
-      await receiveMigration(this.vm, await connection);
+      const creds = this.tlsCredsInUse();
+      const secure = (s: Socket) => (creds === undefined ? Promise.resolve(s) : secureServer(s, creds));
+      const main = await secure(await listener.connection);
+      await receiveMigration(this.vm, main, async (count, timeoutMs) => Promise.all((await listener.next(count, timeoutMs)).map(secure)));
+      listener.close();
       this.lastInfo = { status: 'completed' };
       this.emitMigration('completed');
       this.state = 'running';
@@ -170,6 +192,15 @@ export class VmController implements VmControl {
       this.state = 'internal-error';
       this.resolveEnd({ kind: 'incoming-failed', message });
     }
+  }
+
+  /** The credentials migrate-set-parameters tls-creds names, or undefined for plain TCP. */
+  private tlsCredsInUse(): TlsCredsX509 | undefined {
+    const id = this.params['tls-creds'];
+    if (id === '') return undefined;
+    const creds = this.tlsCreds.get(id);
+    if (creds === undefined) throw new VmControlError(`No TLS credentials with id '${id}': start tsvmm with --object tls-creds-x509,id=${id},dir=PATH,endpoint=...`);
+    return creds;
   }
 
   migrateCancel(): void {
@@ -193,6 +224,9 @@ export class VmController implements VmControl {
     if (p['max-bandwidth'] !== undefined && !(p['max-bandwidth'] >= 0)) throw new VmControlError("Parameter 'max-bandwidth' expects a non-negative number");
     if (p['multifd-channels'] !== undefined && !(p['multifd-channels'] >= 1 && p['multifd-channels'] <= 255)) {
       throw new VmControlError("Parameter 'multifd-channels' expects a value between 1 and 255");
+    }
+    if (p['tls-creds'] !== undefined && p['tls-creds'] !== '' && !this.tlsCreds.has(p['tls-creds'])) {
+      throw new VmControlError(`No TLS credentials with id '${p['tls-creds']}': start tsvmm with --object tls-creds-x509,id=${p['tls-creds']},dir=PATH,endpoint=...`);
     }
     this.params = { ...this.params, ...p };
     // x-verify is both a parameter and a capability (QEMU scripts use either): one switch.

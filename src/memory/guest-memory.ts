@@ -151,6 +151,11 @@ export class GuestMemory {
     return this.bytesAt(address, length).slice();
   }
 
+  /** Whether every byte of the range is zero, without copying it (a never-touched page stays unallocated). */
+  isZero(address: Gpa, length: number): boolean {
+    return isZeroBytes(this.bytesAt(address, length));
+  }
+
   readU64(address: Gpa): bigint {
     const b = this.bytesAt(address, 8);
     return new DataView(b.buffer, b.byteOffset, 8).getBigUint64(0, true);
@@ -171,4 +176,15 @@ export class GuestMemory {
     if (r.bytes.buffer.byteLength > 0) native.munmap(r.bytes.buffer as ArrayBuffer);
     native.close(r.fd);
   }
+}
+
+/** Whether every byte is zero. Whole 32-bit words where aligned (a float view would call -0 zero). */
+export function isZeroBytes(bytes: Uint8Array): boolean {
+  const whole = bytes.byteOffset % 4 === 0 ? bytes.length & ~3 : 0;
+  if (whole > 0) {
+    const words = new Int32Array(bytes.buffer, bytes.byteOffset, whole / 4);
+    for (let i = 0; i < words.length; i++) if (words[i] !== 0) return false;
+  }
+  for (let i = whole; i < bytes.length; i++) if (bytes[i] !== 0) return false;
+  return true;
 }

@@ -1,9 +1,10 @@
-import { createHash } from 'node:crypto';
+import { createHash, type Hash } from 'node:crypto';
 import type { Socket } from 'node:net';
-import { gpa } from '../arch/x86/layout.js';
 import type { GuestMemory } from '../memory/guest-memory.js';
+import { CHANNELS_TIMEOUT_MS, parseChannel, parseMultifd, parseSync } from './multifd.js';
+import { applyRamRecord } from './ram-record.js';
 import {
-  PAGE_BYTES, PageKind, RecordReader, RecordType, hashRegions, parseHeader, parseState, record,
+  STREAM_START_BYTES, checkStreamStart, RecordReader, RecordType, hashRegions, parseHeader, parseState, record,
   recordName, shapeMismatch, verifyMismatches, MigrationStreamError, type MachineShape,
 } from './protocol.js';
 
@@ -13,6 +14,9 @@ export interface MigrationDestination {
   shape(): MachineShape;
   restoreState(pieces: ReadonlyMap<string, unknown>): void;
 }
+
+/** The next connections to the incoming address (multifd channels), TLS already applied where on. */
+export type AcceptChannels = (count: number, timeoutMs: number) => Promise<Socket[]>;
 
 /** The receiver's states, in order; a record that does not belong to the current one is refused. */
 type ReceiverState = 'header' | 'ram' | 'device' | 'end' | 'loaded';
@@ -25,22 +29,42 @@ export class IncomingMigrationError extends Error {
   override name = 'IncomingMigrationError';
 }
 
+/** One multifd channel connection as the receiver tracks it. */
+interface ChannelIn {
+  readonly index: number;
+  readonly socket: Socket;
+  readonly reader: RecordReader;
+  readonly hash: Hash;
+  bytes: number;
+  named: boolean;
+  /** The last pass this channel has delivered SYNC for. */
+  synced: number;
+  /** Set after SYNC n: nothing more from this channel is applied until every channel has SYNC n. */
+  heldAt: number | undefined;
+}
+
 /**
  * Receives one migration stream into `vm` (see protocol.ts for the sequence). RAM pages are written as
  * they come (the guest is not running); state records are held until END proves the stream complete
  * and intact, and only then loaded. With a VERIFY record, RAM is hashed and compared before LOADED is
  * sent. Resolves once LOADED is sent: the caller may then start the vCPUs. Rejects, after telling the
  * source REFUSED where the connection still allows, on anything else: the guest must not run.
+ * With multifd, `acceptChannels` supplies the channel connections; without it MULTIFD is refused.
  */
-export async function receiveMigration(vm: MigrationDestination, socket: Socket): Promise<{ passes: number; bytes: number }> {
+export async function receiveMigration(vm: MigrationDestination, socket: Socket, acceptChannels?: AcceptChannels): Promise<{ passes: number; bytes: number }> {
   const reader = new RecordReader();
   const hash = createHash('sha1');
   let bytes = 0;
   let state: ReceiverState = 'header';
   let passes = 0;
+  let sawRam = false;
   const pieces = new Map<string, unknown>();
   let verify: string[][] | undefined;
   const regions = vm.memory.regions;
+  /** Multifd: the session and its channels (empty until they have connected). */
+  let multifd: { session: Buffer; channels: ChannelIn[]; announced: Set<number>; ready: boolean } | undefined;
+  /** Multifd: the main connection applies nothing after PASS_END n until every channel has SYNC n. */
+  let mainHeldAt: number | undefined;
 
   let refused = false;
   /** Tells the source why (it then resumes its guest) and abandons the stream. */
@@ -49,7 +73,8 @@ export async function receiveMigration(vm: MigrationDestination, socket: Socket)
     refused = true;
     throw new IncomingMigrationError(message);
   };
-  const unexpected = (type: number): never => refuse(`unexpected ${recordName(type)} record in state ${state}`);
+  const unexpected = (type: number, where = ''): never => refuse(`unexpected ${recordName(type)} record${where} in state ${state}`);
+  const allSynced = (pass: number) => multifd !== undefined && multifd.ready && multifd.channels.every((c) => c.synced >= pass);
 
   const handle = (type: number, payload: Buffer): void => {
     switch (type) {
@@ -60,35 +85,23 @@ export async function receiveMigration(vm: MigrationDestination, socket: Socket)
         state = 'ram';
         return;
       }
-      case RecordType.RAM: {
-        if (state !== 'ram') unexpected(type);
-        const regionIndex = payload.readUInt32LE(0);
-        const count = payload.readUInt32LE(4);
-        const region = regions[regionIndex];
-        if (region === undefined) refuse(`RAM record for region ${regionIndex}, which this VM does not have`);
-        const pageCount = region!.sizeBytes / PAGE_BYTES;
-        let at = 8;
-        for (let i = 0; i < count; i++) {
-          if (at + 5 > payload.length) refuse('RAM record shorter than its page count');
-          const page = payload.readUInt32LE(at);
-          const kind = payload.readUInt8(at + 4);
-          at += 5;
-          if (page >= pageCount) refuse(`RAM record names page ${page} beyond region ${regionIndex}'s ${pageCount} pages`);
-          const address = gpa(region!.start + page * PAGE_BYTES);
-          if (kind === PageKind.ZERO) {
-            vm.memory.fill(address, PAGE_BYTES, 0);
-          } else if (kind === PageKind.DATA) {
-            if (at + PAGE_BYTES > payload.length) refuse('RAM record shorter than its pages');
-            vm.memory.write(address, payload.subarray(at, at + PAGE_BYTES));
-            at += PAGE_BYTES;
-          } else refuse(`RAM record with page kind ${kind}`);
-        }
-        if (at !== payload.length) refuse('RAM record longer than its pages');
+      case RecordType.MULTIFD: {
+        if (state !== 'ram' || sawRam || multifd !== undefined) unexpected(type);
+        if (acceptChannels === undefined) refuse('this destination cannot take multifd channels here');
+        const { channels, session } = parseMultifd(payload);
+        multifd = { session: Buffer.from(session), channels: [], announced: new Set(), ready: false };
         return;
       }
+      case RecordType.RAM:
+        if (state !== 'ram') unexpected(type);
+        if (multifd !== undefined) unexpected(type, ' on the main connection of a multifd migration');
+        sawRam = true;
+        applyRamRecord(vm.memory, payload);
+        return;
       case RecordType.PASS_END:
         if (state !== 'ram') unexpected(type);
         passes = payload.readUInt32LE(0);
+        if (multifd !== undefined) mainHeldAt = passes;
         return;
       case RecordType.STATE: {
         if (state !== 'ram' && state !== 'device') unexpected(type);
@@ -106,11 +119,35 @@ export async function receiveMigration(vm: MigrationDestination, socket: Socket)
     }
   };
 
+  /** Applies one channel record; after a SYNC the channel is held (heldAt) until every channel has it. */
+  const handleChannel = (ch: ChannelIn, r: { type: number; payload: Buffer; raw: Buffer }): void => {
+    if (!ch.named) {
+      if (r.type !== RecordType.CHANNEL) unexpected(r.type, ` first on multifd channel connection ${ch.index}`);
+      const { session, index } = parseChannel(r.payload);
+      if (!session.equals(multifd!.session)) refuse('a multifd channel connection belongs to another migration (session mismatch)');
+      if (multifd!.announced.has(index) || index >= multifd!.channels.length) refuse(`multifd channel index ${index} repeated or out of range`);
+      multifd!.announced.add(index);
+      ch.named = true;
+    } else if (r.type === RecordType.RAM) {
+      if (state !== 'ram') unexpected(r.type, ` on multifd channel ${ch.index}`);
+      applyRamRecord(vm.memory, r.payload);
+    } else if (r.type === RecordType.SYNC) {
+      const { pass, bytesBefore, sha1 } = parseSync(r.payload);
+      if (bytesBefore !== ch.bytes || !sha1.equals(ch.hash.copy().digest())) refuse(`multifd channel ${ch.index} is corrupt: its SYNC ${pass} checksum does not match what arrived`);
+      if (pass !== ch.synced + 1) refuse(`multifd channel ${ch.index} sent SYNC ${pass} after SYNC ${ch.synced}`);
+      ch.synced = pass;
+      ch.heldAt = pass;
+    } else unexpected(r.type, ` on multifd channel ${ch.index}`);
+    ch.hash.update(r.raw);
+    ch.bytes += r.raw.length;
+  };
+
   return await new Promise((resolve, reject) => {
     let failed = false;
     const failWith = (e: unknown) => {
       if (failed) return;
       failed = true;
+      multifd?.channels.forEach((c) => c.socket.destroy());
       const error = e instanceof IncomingMigrationError ? e : new IncomingMigrationError(e instanceof Error ? e.message : String(e), { cause: e });
       if (!refused || socket.destroyed) {
         socket.destroy();
@@ -125,37 +162,9 @@ export async function receiveMigration(vm: MigrationDestination, socket: Socket)
         reject(error);
       });
     };
-    socket.on('error', (e) => failWith(new IncomingMigrationError(`migration connection failed: ${e.message}`)));
-    socket.on('close', () => {
-      if (state !== 'loaded' && !failed) failWith(new IncomingMigrationError(`the migration stream ended early, in state ${state}: the guest was not resumed`));
-    });
-    socket.on('data', (chunk: Buffer) => {
-      if (state === 'loaded' || failed) return;
+    const guard = (f: () => void) => {
       try {
-        reader.push(chunk);
-        for (let r = reader.next(); r !== undefined; r = reader.next()) {
-          if (r.type === RecordType.END) {
-            if (state !== 'device') unexpected(r.type);
-            const count = Number(r.payload.readBigUInt64LE(0));
-            const digest = r.payload.subarray(8, 28);
-            if (count !== bytes || !digest.equals(hash.digest())) refuse('the migration stream is corrupt: its END checksum does not match what arrived');
-            state = 'end';
-            vm.restoreState(pieces);
-            if (verify !== undefined) {
-              const bad = verifyMismatches(regions, verify, hashRegions(regions));
-              if (bad.length > 0) {
-                refuse(`RAM verification failed: guest memory ${bad.slice(0, 8).join(', ')}${bad.length > 8 ? ` and ${bad.length - 8} more 2 MiB ranges` : ''} differs from the source's (SHA-256 at switch-over); not resuming`);
-              }
-            }
-            state = 'loaded';
-            socket.write(record(RecordType.LOADED, new Uint8Array(0)));
-            resolve({ passes, bytes });
-            return;
-          }
-          hash.update(r.raw);
-          bytes += r.raw.length;
-          handle(r.type, r.payload);
-        }
+        f();
       } catch (e) {
         if (e instanceof MigrationStreamError && !refused && !socket.destroyed) {
           socket.end(record(RecordType.REFUSED, Buffer.from(e.message)));
@@ -163,6 +172,127 @@ export async function receiveMigration(vm: MigrationDestination, socket: Socket)
         }
         failWith(e);
       }
+    };
+
+    /** Applies every record that may be applied now, on every connection, in a safe order. */
+    let pumping = false;
+    let again = false;
+    const pumpAll = () => {
+      if (pumping) {
+        again = true;
+        return;
+      }
+      pumping = true;
+      try {
+        do {
+          again = false;
+          pumpMain();
+          for (const ch of multifd?.channels ?? []) pumpChannel(ch);
+        } while (again && !failed && state !== 'loaded');
+      } finally {
+        pumping = false;
+      }
+    };
+
+    const pumpChannel = (ch: ChannelIn) => {
+      while (!failed && state !== 'loaded') {
+        if (ch.heldAt !== undefined) {
+          if (!allSynced(ch.heldAt)) return;
+          ch.heldAt = undefined;
+          ch.socket.resume();
+          again = true; // the main connection may be waiting for this barrier too
+        }
+        const r = ch.reader.next();
+        if (r === undefined) return;
+        handleChannel(ch, r);
+        if (ch.heldAt !== undefined) {
+          ch.socket.pause();
+          again = true;
+        }
+      }
+    };
+
+    const pumpMain = () => {
+      while (!failed && state !== 'loaded') {
+        if (multifd !== undefined && !multifd.ready) return; // channels still connecting
+        if (mainHeldAt !== undefined) {
+          if (!allSynced(mainHeldAt)) return;
+          mainHeldAt = undefined;
+          socket.resume();
+        }
+        const r = reader.next();
+        if (r === undefined) return;
+        if (r.type === RecordType.END) {
+          if (state !== 'device') unexpected(r.type);
+          const count = Number(r.payload.readBigUInt64LE(0));
+          const digest = r.payload.subarray(8, 28);
+          if (count !== bytes || !digest.equals(hash.digest())) refuse('the migration stream is corrupt: its END checksum does not match what arrived');
+          state = 'end';
+          vm.restoreState(pieces);
+          if (verify !== undefined) {
+            const bad = verifyMismatches(regions, verify, hashRegions(regions));
+            if (bad.length > 0) {
+              refuse(`RAM verification failed: guest memory ${bad.slice(0, 8).join(', ')}${bad.length > 8 ? ` and ${bad.length - 8} more 2 MiB ranges` : ''} differs from the source's (SHA-256 at switch-over); not resuming`);
+            }
+          }
+          state = 'loaded';
+          socket.write(record(RecordType.LOADED, new Uint8Array(0)));
+          resolve({ passes, bytes });
+          return;
+        }
+        hash.update(r.raw);
+        bytes += r.raw.length;
+        const hadMultifd = multifd !== undefined;
+        handle(r.type, r.payload);
+        if (!hadMultifd && multifd !== undefined) connectChannels(r.payload);
+        if (mainHeldAt !== undefined) socket.pause();
+      }
+    };
+
+    const connectChannels = (payload: Buffer) => {
+      const { channels } = parseMultifd(payload);
+      socket.pause();
+      acceptChannels!(channels, CHANNELS_TIMEOUT_MS).then((sockets) => {
+        if (failed) {
+          sockets.forEach((s) => s.destroy());
+          return;
+        }
+        multifd!.channels = sockets.map((s, index) => ({
+          index, socket: s, reader: new RecordReader(), hash: createHash('sha1'), bytes: 0, named: false, synced: 0, heldAt: undefined,
+        }));
+        for (const ch of multifd!.channels) {
+          ch.socket.on('data', (chunk: Buffer) => guard(() => {
+            if (failed || state === 'loaded') return;
+            ch.reader.push(chunk);
+            pumpAll();
+          }));
+          ch.socket.on('error', (e) => failWith(new IncomingMigrationError(`multifd channel connection failed: ${e.message}`)));
+          ch.socket.on('close', () => {
+            if (state !== 'loaded' && !failed) failWith(new IncomingMigrationError(`a multifd channel connection ended early, in state ${state}: the guest was not resumed`));
+          });
+        }
+        multifd!.ready = true;
+        socket.resume();
+        guard(pumpAll);
+      }, (e: unknown) => guard(() => refuse(`multifd channels did not all connect: ${e instanceof Error ? e.message : String(e)}`)));
+    };
+
+    socket.on('error', (e) => failWith(new IncomingMigrationError(`migration connection failed: ${e.message}`)));
+    socket.on('close', () => {
+      if (state !== 'loaded' && !failed) failWith(new IncomingMigrationError(`the migration stream ended early, in state ${state}: the guest was not resumed`));
     });
+    let start: Buffer | undefined = Buffer.alloc(0);
+    socket.on('data', (chunk: Buffer) => guard(() => {
+      if (state === 'loaded' || failed) return;
+      if (start !== undefined) {
+        start = Buffer.concat([start, chunk]);
+        if (start.length >= STREAM_START_BYTES) {
+          checkStreamStart(start);
+          start = undefined;
+        }
+      }
+      reader.push(chunk);
+      pumpAll();
+    }));
   });
 }

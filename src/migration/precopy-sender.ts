@@ -1,11 +1,14 @@
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import type { Socket } from 'node:net';
 import type { GuestMemory } from '../memory/guest-memory.js';
+import { BATCH_PAGES, encodeRamRecord } from './ram-record.js';
+import { SESSION_BYTES, multifdRecord } from './multifd.js';
+import type { MultifdChannels } from './multifd-channels.js';
 import type { DirtyTracker, RegionDirtyPages } from '../memory/dirty-tracker.js';
 import { countPages } from '../memory/dirty-bitmap.js';
 import type { MigrationInfo, MigrationParameters, MigrationStatusName } from '../control/vm-control.js';
 import {
-  PAGE_BYTES, PageKind, RecordReader, RecordType, endRecord, hashRegions, headerRecord, record,
+  PAGE_BYTES, RecordReader, RecordType, endRecord, hashRegions, headerRecord, record,
   recordName, stateRecord, u32Record, type MachineShape,
 } from './protocol.js';
 
@@ -23,8 +26,6 @@ export class MigrationFailed extends Error {
   override name = 'MigrationFailed';
 }
 
-/** Pages per RAM record: 1 MiB of data, few enough syscalls, small enough to interleave. */
-const BATCH_PAGES = 256;
 /** Without convergence after this many passes, vCPUs are throttled, more each pass (auto-converge). */
 const THROTTLE_AFTER_PASSES = 4;
 const THROTTLE_PERIOD_MS = 20;
@@ -55,6 +56,7 @@ export class PrecopySender {
   private throttleTimer: NodeJS.Timeout | undefined;
   private paused = false;
   private readonly peer = new RecordReader();
+  private channels: MultifdChannels | undefined;
   private socketError: Error | undefined;
   private wake: (() => void) | undefined;
 
@@ -63,9 +65,15 @@ export class PrecopySender {
     private readonly socket: Socket,
     /** Read live: migrate-set-parameters during a migration (a higher downtime-limit) takes effect at the next pass. */
     private readonly params: () => MigrationParameters,
+    /** Read live, like params: whether the auto-converge capability is on. */
+    private readonly autoConverge: () => boolean,
     private readonly onStatus: (status: MigrationStatusName) => void = () => {},
-    /** Tests only: runs with the vCPUs stopped, just before the final sync (a slot change there is the 2015 case). */
-    private readonly testOnlyBeforeFinalSync?: () => Promise<void>,
+    private readonly extras: {
+      /** RAM over this many channel connections (see protocol.ts, multifd), opened with `open`. */
+      readonly multifd?: { readonly channels: number; open(session: Uint8Array): Promise<MultifdChannels> };
+      /** Tests only: runs with the vCPUs stopped, just before the final sync (a slot change there is the 2015 case). */
+      readonly testOnlyBeforeFinalSync?: () => Promise<void>;
+    } = {},
   ) {
     socket.on('data', (d: Buffer) => { this.peer.push(d); this.poke(); });
     socket.on('error', (e) => { this.socketError = e; this.poke(); });
@@ -89,13 +97,16 @@ export class PrecopySender {
       status: this.state,
       'total-time': now - this.startMs,
       ram: {
-        transferred: this.sentBytes, remaining: this.remainingBytes, total,
-        duplicate: this.zeroPages, normal: this.dataPages, 'normal-bytes': this.dataPages * PAGE_BYTES,
+        transferred: this.transferred(), remaining: this.remainingBytes, total,
+        duplicate: this.zeroPages + (this.channels?.zeroPages ?? 0), normal: this.dataPages + (this.channels?.dataPages ?? 0),
+        'normal-bytes': (this.dataPages + (this.channels?.dataPages ?? 0)) * PAGE_BYTES,
         'dirty-pages-rate': Math.round(this.dirtyRate), mbps: (this.bandwidth * 8) / 1e6,
         'dirty-sync-count': this.pass, 'page-size': PAGE_BYTES,
       },
     };
     if (this.state === 'active') info['expected-downtime'] = Math.round(this.expectedDowntimeMs());
+    if (this.throttlePercent > 0) info['cpu-throttle-percentage'] = this.throttlePercent;
+    if (this.channels !== undefined) info['multifd-channels'] = this.channels.count;
     if (this.downtimeMs !== undefined) info.downtime = Math.round(this.downtimeMs);
     if (this.error !== undefined) info['error-desc'] = this.error;
     return info;
@@ -111,6 +122,12 @@ export class PrecopySender {
   async run(): Promise<void> {
     try {
       await this.send(headerRecord(this.vm.shape()));
+      const multifd = this.extras.multifd;
+      if (multifd !== undefined) {
+        const session = randomBytes(SESSION_BYTES);
+        await this.send(multifdRecord(multifd.channels, session));
+        this.channels = await multifd.open(session);
+      }
       this.setState('active');
       await this.vm.dirty.start();
       const passStart = Date.now();
@@ -125,7 +142,7 @@ export class PrecopySender {
         const pages = countDirty(pending);
         this.remainingBytes = pages * PAGE_BYTES;
         if (this.expectedDowntimeMs() <= this.params()['downtime-limit']) break;
-        if (this.pass >= THROTTLE_AFTER_PASSES) this.throttle(Math.min(99, 20 + 10 * (this.pass - THROTTLE_AFTER_PASSES)));
+        if (this.pass >= THROTTLE_AFTER_PASSES && this.autoConverge()) this.throttle(Math.min(99, 20 + 10 * (this.pass - THROTTLE_AFTER_PASSES)));
         await this.sendDirty(pending);
         await this.endPass(t0, pages);
       }
@@ -145,9 +162,10 @@ export class PrecopySender {
     await this.vm.pause();
     this.paused = true;
     await this.sendDirty(pending);
-    await this.testOnlyBeforeFinalSync?.();
+    await this.extras.testOnlyBeforeFinalSync?.();
     await this.sendDirty(this.vm.dirty.sync());
     this.pass++;
+    await this.channels?.sync(this.pass);
     await this.send(u32Record(RecordType.PASS_END, this.pass));
     for (const piece of this.vm.captureState()) await this.send(stateRecord(piece.name, piece.state));
     if (this.params()['x-verify']) {
@@ -163,6 +181,7 @@ export class PrecopySender {
     await this.vm.dirty.stop();
     // The guest now runs on the destination; it must never run here again.
     this.setState('completed');
+    this.channels?.close();
     this.socket.end();
   }
 
@@ -170,6 +189,7 @@ export class PrecopySender {
     this.error = this.cancelled ? 'cancelled by request' : e instanceof Error ? e.message : String(e);
     this.endMs = Date.now();
     this.socket.destroy();
+    await this.channels?.destroy();
     if (this.vm.dirty.isTracking) await this.vm.dirty.stop().catch(() => {});
     // INVARIANT: a migration that did not complete leaves the source guest running as it was.
     if (this.paused) {
@@ -191,6 +211,7 @@ export class PrecopySender {
 
   private async endPass(startMs: number, pagesAtSync: number): Promise<void> {
     this.pass++;
+    await this.channels?.sync(this.pass);
     await this.send(u32Record(RecordType.PASS_END, this.pass));
     const seconds = Math.max(0.001, (Date.now() - startMs) / 1000);
     this.dirtyRate = pagesAtSync / seconds;
@@ -198,7 +219,7 @@ export class PrecopySender {
 
   private async sendAllPages(): Promise<void> {
     const passStart = Date.now();
-    const startBytes = this.sentBytes;
+    const startBytes = this.transferred();
     for (let r = 0; r < this.vm.memory.regions.length; r++) {
       const pages = this.vm.memory.regions[r]!.sizeBytes / PAGE_BYTES;
       for (let first = 0; first < pages; first += BATCH_PAGES) {
@@ -211,7 +232,7 @@ export class PrecopySender {
 
   private async sendDirty(dirty: RegionDirtyPages[]): Promise<void> {
     const passStart = Date.now();
-    const startBytes = this.sentBytes;
+    const startBytes = this.transferred();
     for (let r = 0; r < dirty.length; r++) {
       const bitmap = dirty[r]!.bitmap;
       let batch: number[] = [];
@@ -231,41 +252,35 @@ export class PrecopySender {
     }
   }
 
-  /** One RAM record: (u32 region, u32 count) then per page u32 index, u8 kind, and 4 KiB unless zero. */
+  /** One RAM record of `pages` of region `regionIndex`, over a multifd channel or else the main connection. */
   private async sendBatch(regionIndex: number, pages: number[], passStart: number, passStartBytes: number): Promise<void> {
-    const bytes = this.vm.memory.regions[regionIndex]!.bytes;
-    const out = Buffer.allocUnsafe(8 + pages.length * (5 + PAGE_BYTES));
-    out.writeUInt32LE(regionIndex, 0);
-    out.writeUInt32LE(pages.length, 4);
-    let at = 8;
-    for (const p of pages) {
-      const page = bytes.subarray(p * PAGE_BYTES, (p + 1) * PAGE_BYTES);
-      out.writeUInt32LE(p, at);
-      if (isZeroPage(page)) {
-        out.writeUInt8(PageKind.ZERO, at + 4);
-        at += 5;
-        this.zeroPages++;
-      } else {
-        out.writeUInt8(PageKind.DATA, at + 4);
-        out.set(page, at + 5); // a copy: the guest keeps writing the page while the bytes are in flight
-        at += 5 + PAGE_BYTES;
-        this.dataPages++;
-      }
+    if (this.channels !== undefined) {
+      this.check();
+      await this.channels.send(regionIndex, pages);
+    } else {
+      const counts = { zero: 0, data: 0 };
+      await this.send(encodeRamRecord(regionIndex, this.vm.memory.regions[regionIndex]!.bytes, pages, counts));
+      this.zeroPages += counts.zero;
+      this.dataPages += counts.data;
     }
-    await this.send(record(RecordType.RAM, out.subarray(0, at)));
     // Yield once per batch even when the socket never pushes back: the destination's REFUSED, QMP
     // (query-migrate, migrate_cancel) and the throttle timer all need the event loop.
     await new Promise<void>((resolve) => setImmediate(resolve));
     const elapsed = Math.max(1, Date.now() - passStart) / 1000;
-    this.bandwidth = (this.sentBytes - passStartBytes) / elapsed;
+    this.bandwidth = (this.transferred() - passStartBytes) / elapsed;
     const max = this.params()['max-bandwidth'];
     if (max > 0) {
-      const ahead = (this.sentBytes - passStartBytes) / max - elapsed;
+      const ahead = (this.transferred() - passStartBytes) / max - elapsed;
       if (ahead > 0) await sleep(ahead * 1000);
     }
   }
 
-  /** Writes with backpressure; every byte goes into the END checksum. */
+  /** Bytes sent so far over every connection. */
+  private transferred(): number {
+    return this.sentBytes + (this.channels?.bytesSent ?? 0);
+  }
+
+  /** Writes to the main connection with backpressure; every byte goes into the END checksum. */
   private async send(buf: Buffer): Promise<void> {
     this.check();
     this.hash.update(buf);
@@ -323,11 +338,5 @@ function countDirty(dirty: RegionDirtyPages[]): number {
   return dirty.reduce((n, d) => n + countPages(d.bitmap), 0);
 }
 
-/** Whether a page is all zero bytes (sent as a flag, not 4 KiB). Integer words: a float view would call -0 zero. */
-export function isZeroPage(page: Uint8Array): boolean {
-  const words = new Int32Array(page.buffer, page.byteOffset, page.length / 4);
-  for (let i = 0; i < words.length; i++) if (words[i] !== 0) return false;
-  return true;
-}
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

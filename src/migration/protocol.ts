@@ -21,6 +21,14 @@
  *   source quits on LOADED; on anything else (REFUSED, a closed or failed connection, cancel) it
  *   resumes its own guest: nothing is lost until the destination has everything.
  *
+ * Multifd (capability multifd, multifd-channels N): right after HEADER the source sends MULTIFD (N, a
+ * random 16-byte session) and opens N more connections to the same address, each starting with
+ * CHANNEL (session, index). RAM records then travel over the channels, not the main connection; at
+ * the end of each pass every channel sends SYNC (pass, its byte count and running SHA-1) before the
+ * main connection's PASS_END. The destination applies no page of pass n+1 from any channel, and no
+ * record after PASS_END n from the main connection, before every channel has delivered SYNC n: a page
+ * resent in a later pass over another channel can never be overtaken by its older copy.
+ *
  * Each record: u8 type, u32 payload length (little-endian), payload. Integers are little-endian.
  */
 
@@ -40,6 +48,12 @@ export const RecordType = {
   STATE: 4,
   VERIFY: 5,
   END: 6,
+  /** Main connection, right after HEADER: RAM also comes over this many channel connections. */
+  MULTIFD: 7,
+  /** First record of a channel connection: which migration (session) and which channel. */
+  CHANNEL: 8,
+  /** On a channel: every page of pass N this channel carries has been sent; with its running count and SHA-1. */
+  SYNC: 9,
   LOADED: 0x80,
   REFUSED: 0x81,
 } as const;
@@ -90,9 +104,24 @@ export function headerRecord(shape: MachineShape): Buffer {
   return record(RecordType.HEADER, p);
 }
 
+/** Bytes a receiver needs to tell a tsvmm stream from anything else: a record header and the magic. */
+export const STREAM_START_BYTES = RECORD_HEADER_BYTES + STREAM_MAGIC.length;
+
+/**
+ * Checks the first STREAM_START_BYTES of a stream before any record is parsed, so that a stranger
+ * (an HTTP probe, random bytes, a QEMU stream) is named as such rather than as a corrupt record.
+ */
+export function checkStreamStart(start: Buffer): void {
+  if (start.readUInt8(0) !== RecordType.HEADER || !start.subarray(RECORD_HEADER_BYTES, STREAM_START_BYTES).equals(STREAM_MAGIC)) {
+    throw new MigrationStreamError(NOT_A_STREAM);
+  }
+}
+
+const NOT_A_STREAM = 'not a tsvmm migration stream (bad magic): is the sender a tsvmm of this project?';
+
 export function parseHeader(payload: Buffer): MachineShape {
   if (payload.length < 12 || !payload.subarray(0, 8).equals(STREAM_MAGIC)) {
-    throw new MigrationStreamError('not a tsvmm migration stream (bad magic): is the sender a tsvmm of this project?');
+    throw new MigrationStreamError(NOT_A_STREAM);
   }
   const version = payload.readUInt32LE(8);
   if (version !== STREAM_VERSION) throw new MigrationStreamError(`migration stream version ${version} is not supported (this tsvmm reads version ${STREAM_VERSION})`);

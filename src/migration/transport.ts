@@ -20,28 +20,39 @@ export function parseTcpUri(uri: string): TcpAddress {
 }
 
 export interface IncomingListener {
-  /** The first connection; later ones are turned away (one stream per incoming VM). */
+  /** The first connection: the migration's main connection. */
   readonly connection: Promise<net.Socket>;
   readonly port: number;
+  /** The next `count` connections (multifd channels), in the order they arrived. */
+  next(count: number, timeoutMs: number): Promise<net.Socket[]>;
+  /** Stops listening and drops connections nobody took. */
   close(): void;
 }
 
-/** Listens at `uri` for one migration stream. Fails clearly if the address is taken. */
+/** Listens at `uri` for one migration (a main connection, then its channels). Fails clearly if the address is taken. */
 export async function listenForMigration(uri: string): Promise<IncomingListener> {
   const { host, port } = parseTcpUri(uri);
   const server = net.createServer();
-  let accepted = false;
   let resolveConnection!: (s: net.Socket) => void;
   const connection = new Promise<net.Socket>((resolve) => { resolveConnection = resolve; });
+  let first = true;
+  let closed = false;
+  const queued: net.Socket[] = [];
+  let wake: (() => void) | undefined;
   server.on('connection', (socket) => {
-    if (accepted) {
-      socket.destroy(); // an incoming VM accepts exactly one stream
+    socket.setNoDelay(true);
+    if (first) {
+      first = false;
+      resolveConnection(socket);
       return;
     }
-    accepted = true;
-    socket.setNoDelay(true);
-    resolveConnection(socket);
-    server.close();
+    if (closed) {
+      socket.destroy();
+      return;
+    }
+    // Later connections wait here until the receiver asks for channels (or the listener closes).
+    queued.push(socket);
+    wake?.();
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', (e: NodeJS.ErrnoException) => {
@@ -51,7 +62,29 @@ export async function listenForMigration(uri: string): Promise<IncomingListener>
     });
     server.listen(port, host, () => resolve());
   });
-  return { connection, port: (server.address() as net.AddressInfo).port, close: () => server.close() };
+  return {
+    connection,
+    port: (server.address() as net.AddressInfo).port,
+    async next(count, timeoutMs) {
+      const deadline = Date.now() + timeoutMs;
+      while (queued.length < count) {
+        if (closed) throw new MigrationTransportError('the incoming listener was closed');
+        const left = deadline - Date.now();
+        if (left <= 0) throw new MigrationTransportError(`${queued.length} of ${count} connections arrived within ${timeoutMs} ms`);
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, left);
+          wake = () => { clearTimeout(timer); resolve(); };
+        });
+      }
+      return queued.splice(0, count);
+    },
+    close() {
+      closed = true;
+      queued.splice(0).forEach((s) => s.destroy());
+      server.close();
+      wake?.();
+    },
+  };
 }
 
 /** Connects to a destination's incoming port. */

@@ -1,4 +1,5 @@
 import { writeFileSync, mkdtempSync } from 'node:fs';
+import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -76,5 +77,18 @@ describe('tsvmm CLI: bad input gets one clear line on stderr and a non-zero stat
     const r = await runCli(['run', guest('hello'), '--kvm', '/dev/null']);
     expect(r.status).toBe(4);
     expect(r.stderr).toBe('tsvmm: /dev/null is not a KVM device (KVM_GET_API_VERSION failed: ENOTTY (25))\n');
+  });
+
+  it('an incoming port already in use: said at once, before any VM is built (so also without KVM)', async () => {
+    const squatter = net.createServer();
+    await new Promise<void>((resolve) => squatter.listen(0, '127.0.0.1', resolve));
+    const { port } = squatter.address() as net.AddressInfo;
+    try {
+      const r = await runCli(['run', guest('dirtier'), '--incoming', `tcp:127.0.0.1:${port}`]);
+      expect(r.status).toBe(2);
+      expect(r.stderr).toBe(`tsvmm: cannot listen on tcp:127.0.0.1:${port}: the port is in use; choose another port\n`);
+    } finally {
+      squatter.close();
+    }
   });
 });

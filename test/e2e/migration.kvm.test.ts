@@ -1,62 +1,25 @@
 // Live migration between two real tsvmm processes over real TCP, driven over QMP as a QEMU user would.
-import { afterEach, expect, it } from 'vitest';
+import { expect, it } from 'vitest';
 import { QmpClient } from '../../src/control/qmp-client.js';
 import { describeKvm } from '../helpers/kvm.js';
-import { guest } from '../helpers/paths.js';
+import { DIRTIER, destination, guestVerifies, migrationEnd, processPool, qmp, sleep } from '../helpers/migration.js';
 import { TsvmmProcess, migrationPort } from '../helpers/tsvmm-process.js';
 
-const DIRTIER = guest('dirtier');
 const MEM = '256M';
 const STAMPS = 'start=0x1000000 size=0x4000000'; // 64 MiB of pages rewritten every pass
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-const running: TsvmmProcess[] = [];
-afterEach(() => { running.splice(0).forEach((p) => p.kill()); });
-
-function start(args: string[], name: string, env: Record<string, string> = {}): TsvmmProcess {
-  const p = new TsvmmProcess(args, name, env);
-  running.push(p);
-  return p;
-}
-
-async function qmp(p: TsvmmProcess): Promise<QmpClient> {
-  await p.waitForQmp();
-  return QmpClient.connect(`unix:${p.qmpPath}`);
-}
-
-/**
- * Polls query-migrate until the migration ends. A completed source exits soon after, so the QMP
- * socket may close before the last poll: the MIGRATION event then tells the outcome.
- */
-async function migrationEnd(client: QmpClient): Promise<Record<string, any>> {
-  let lastEvent: string | undefined;
-  client.on('event', (e) => { if (e.event === 'MIGRATION') lastEvent = (e.data as { status: string }).status; });
-  let last: Record<string, any> = {};
-  for (;;) {
-    try {
-      last = (await client.execute('query-migrate')) as Record<string, any>;
-    } catch (e) {
-      if (lastEvent === 'completed') return { ...last, status: 'completed' };
-      throw e;
-    }
-    if (['completed', 'failed', 'cancelled'].includes(last.status)) return last;
-    await sleep(50);
-  }
-}
+const start = processPool();
 
 describeKvm('live migration between two tsvmm processes', () => {
-  it('the dirtier migrates while dirtying; verify on; it verifies its own stamps on the destination', async () => {
-    const port = migrationPort();
-    const dst = start([DIRTIER, '--mem', MEM, '--incoming', `tcp:127.0.0.1:${port}`], 'dst');
-    await dst.waitFor(() => dst.stderr.includes('waiting for an incoming migration'), 'the destination to listen');
-    const src = start([DIRTIER, '--mem', MEM, '--cmdline', STAMPS], 'src');
+  it('a 1 GiB dirtier migrates while dirtying; verify on; it verifies its own stamps on the destination', async () => {
+    const { dst, uri } = await destination(start, [DIRTIER, '--mem', '1G']);
+    const src = start([DIRTIER, '--mem', '1G', '--cmdline', STAMPS], 'src');
     await src.waitForConsole(/dirtier: start=/);
     await sleep(300); // let it dirty for a while
 
     const client = await qmp(src);
     expect(await client.execute('query-status')).toMatchObject({ running: true, status: 'running' });
     await client.execute('migrate-set-capabilities', { capabilities: [{ capability: 'x-verify', state: true }] });
-    await client.execute('migrate', { uri: `tcp:127.0.0.1:${port}` });
+    await client.execute('migrate', { uri });
     const info = await migrationEnd(client);
     expect(info.status, info['error-desc']).toBe('completed');
     expect(info.ram?.transferred ?? 1).toBeGreaterThan(0);
@@ -87,13 +50,11 @@ describeKvm('live migration between two tsvmm processes', () => {
   }, 300_000);
 
   it('the destination refuses a machine shape mismatch before touching its guest; the source runs on', async () => {
-    const port = migrationPort();
-    const dst = start([DIRTIER, '--mem', '128M', '--incoming', `tcp:127.0.0.1:${port}`], 'dst');
-    await dst.waitFor(() => dst.stderr.includes('waiting for an incoming migration'), 'the destination to listen');
+    const { dst, uri } = await destination(start, [DIRTIER, '--mem', '128M']);
     const src = start([DIRTIER, '--mem', MEM, '--cmdline', STAMPS], 'src');
     await src.waitForConsole(/dirtier: start=/);
     const client = await qmp(src);
-    await client.execute('migrate', { uri: `tcp:127.0.0.1:${port}` });
+    await client.execute('migrate', { uri });
     const info = await migrationEnd(client);
     expect(info.status).toBe('failed');
     expect(info['error-desc']).toMatch(/machine shape mismatch: the source has 268435456 bytes of RAM and this VM 134217728: start it with --mem 256M/);
@@ -106,15 +67,13 @@ describeKvm('live migration between two tsvmm processes', () => {
   // The 2015 condition: memslots split and merged on the source throughout the migration, one split
   // with the vCPUs stopped right before the final sync.
   async function migrateWhileChurning(env: Record<string, string>): Promise<{ info: Record<string, any>; src: TsvmmProcess; dst: TsvmmProcess; client: QmpClient }> {
-    const port = migrationPort();
-    const dst = start([DIRTIER, '--mem', MEM, '--incoming', `tcp:127.0.0.1:${port}`], 'dst');
-    await dst.waitFor(() => dst.stderr.includes('waiting for an incoming migration'), 'the destination to listen');
+    const { dst, uri } = await destination(start, [DIRTIER, '--mem', MEM]);
     const src = start([DIRTIER, '--mem', MEM, '--cmdline', STAMPS], 'src', { TSVMM_TEST_ONLY_CHURN_MEMSLOTS: '1', ...env });
     await src.waitForConsole(/dirtier: start=/);
     await sleep(300);
     const client = await qmp(src);
     await client.execute('migrate-set-parameters', { 'x-verify': true });
-    await client.execute('migrate', { uri: `tcp:127.0.0.1:${port}` });
+    await client.execute('migrate', { uri });
     return { info: await migrationEnd(client), src, dst, client };
   }
 
@@ -139,5 +98,40 @@ describeKvm('live migration between two tsvmm processes', () => {
     expect(await client.execute('query-status')).toMatchObject({ running: true });
     await client.execute('quit');
     expect(await src.exited).toBe(0);
+  }, 300_000);
+
+  it('ping-pong: the same guest migrates back and forth 10 times and verifies itself after every hop', async () => {
+    const PING_MEM = '64M';
+    let here = start([DIRTIER, '--mem', PING_MEM, '--cmdline', 'start=0x1000000 size=0x1000000'], 'hop0');
+    await here.waitForConsole(/dirtier: start=/);
+    for (let hop = 1; hop <= 10; hop++) {
+      const { dst, uri } = await destination(start, [DIRTIER, '--mem', PING_MEM], `hop${hop}`);
+      const client = await qmp(here);
+      await client.execute('migrate-set-parameters', { 'x-verify': true });
+      await client.execute('migrate', { uri });
+      const info = await migrationEnd(client);
+      expect(info.status, `hop ${hop}: ${info['error-desc']}`).toBe('completed');
+      expect(await here.exited).toBe(0);
+      expect(await guestVerifies(dst), `hop ${hop}`).toMatch(/verify ok/);
+      here = dst;
+    }
+    here.type('q');
+    expect(await here.exited).toBe(0);
+  }, 600_000);
+
+  it('multifd: RAM over 3 channel connections from worker threads; verify on; the guest verifies itself', async () => {
+    const { dst, uri } = await destination(start, [DIRTIER, '--mem', MEM]);
+    const src = start([DIRTIER, '--mem', MEM, '--cmdline', STAMPS], 'src');
+    await src.waitForConsole(/dirtier: start=/);
+    const client = await qmp(src);
+    await client.execute('migrate-set-capabilities', { capabilities: [{ capability: 'multifd', state: true }] });
+    await client.execute('migrate-set-parameters', { 'multifd-channels': 3, 'x-verify': true });
+    await client.execute('migrate', { uri });
+    let channels = 0;
+    const info = await migrationEnd(client, (i) => { channels = i['multifd-channels'] ?? channels; });
+    expect(info.status, info['error-desc']).toBe('completed');
+    expect(channels).toBe(3);
+    expect(await src.exited).toBe(0);
+    expect(await guestVerifies(dst)).toMatch(/verify ok/);
   }, 300_000);
 });

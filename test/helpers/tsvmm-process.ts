@@ -14,10 +14,12 @@ export class TsvmmProcess {
   readonly exited: Promise<number | null>;
   private readonly child: ChildProcess;
 
-  constructor(args: string[], name: string, env: Record<string, string> = {}) {
+  /** `prefix` runs tsvmm under another command (e.g. `ip netns exec NS`). */
+  constructor(args: string[], name: string, env: Record<string, string> = {}, prefix: readonly string[] = []) {
     const dir = mkdtempSync(path.join(tmpdir(), `tsvmm-${name}-`));
     this.qmpPath = path.join(dir, 'qmp.sock');
-    this.child = spawn(process.execPath, [CLI, 'run', ...args, '--qmp', `unix:${this.qmpPath}`], {
+    const command = [...prefix, process.execPath, CLI, 'run', ...args, '--qmp', `unix:${this.qmpPath}`];
+    this.child = spawn(command[0]!, command.slice(1), {
       stdio: ['pipe', 'pipe', 'pipe'],
       env: { ...process.env, ...env },
     });

@@ -1,0 +1,84 @@
+/**
+ * One multifd channel of an outgoing migration, in its own worker thread: it maps guest RAM itself
+ * (the same memfds, read only by intent), connects its own TCP (or TLS) connection, and turns page
+ * lists from the main thread into RAM records, so that zero-page checks, copies, hashing and socket
+ * writes of several channels run on several cores.
+ */
+import { createHash } from 'node:crypto';
+import { parentPort, workerData } from 'node:worker_threads';
+import { addon } from '../kvm/addon.js';
+import { channelRecord, syncRecord } from './multifd.js';
+import { encodeRamRecord } from './ram-record.js';
+import { secureClient, type TlsCredsX509 } from './tls.js';
+import { connectForMigration } from './transport.js';
+
+export interface ChannelThreadData {
+  readonly uri: string;
+  readonly index: number;
+  readonly session: Uint8Array;
+  readonly regions: readonly { readonly fd: number; readonly sizeBytes: number }[];
+  readonly tls?: { readonly creds: TlsCredsX509; readonly hostname: string };
+}
+
+/** Main thread -> channel. Messages are handled in order, so a sync follows every batch before it. */
+export type ToChannel =
+  | { type: 'batch'; region: number; pages: Uint32Array }
+  | { type: 'sync'; pass: number }
+  | { type: 'end' };
+
+/** Channel -> main thread. 'sent' returns one batch's credit once its record is in the socket. */
+export type FromChannel =
+  | { type: 'connected' }
+  | { type: 'sent'; bytes: number; zero: number; data: number }
+  | { type: 'synced'; pass: number }
+  | { type: 'error'; message: string };
+
+async function main(data: ChannelThreadData): Promise<void> {
+  const port = parentPort!;
+  const post = (m: FromChannel) => port.postMessage(m);
+  const native = addon();
+  const buffers = data.regions.map((r) => native.mmapShared(r.fd, r.sizeBytes, 0));
+  const regions = buffers.map((b) => new Uint8Array(b));
+  const tcp = await connectForMigration(data.uri);
+  const socket = data.tls === undefined ? tcp : await secureClient(tcp, reviveCreds(data.tls.creds), data.tls.hostname);
+  socket.on('error', (e) => post({ type: 'error', message: `multifd channel ${data.index}: ${e.message}` }));
+  socket.on('close', () => post({ type: 'error', message: `multifd channel ${data.index}: the destination closed the connection` }));
+  const hash = createHash('sha1');
+  let bytes = 0;
+  const write = (buf: Buffer): Promise<void> => {
+    hash.update(buf);
+    bytes += buf.length;
+    return socket.write(buf) ? Promise.resolve() : new Promise((resolve) => socket.once('drain', resolve));
+  };
+  await write(channelRecord(data.session, data.index));
+  post({ type: 'connected' });
+  port.on('message', (m: ToChannel) => {
+    switch (m.type) {
+      case 'batch': {
+        const counts = { zero: 0, data: 0 };
+        const rec = encodeRamRecord(m.region, regions[m.region]!, m.pages, counts);
+        void write(rec).then(() => post({ type: 'sent', bytes: rec.length, ...counts }));
+        return;
+      }
+      case 'sync':
+        void write(syncRecord(m.pass, bytes, hash.copy().digest())).then(() => post({ type: 'synced', pass: m.pass }));
+        return;
+      case 'end':
+        socket.removeAllListeners('close');
+        socket.end(() => {
+          buffers.forEach((b) => native.munmap(b));
+          port.close();
+        });
+    }
+  });
+}
+
+/** Structured cloning turns Buffers into plain Uint8Arrays; tls wants Buffers. */
+function reviveCreds(c: TlsCredsX509): TlsCredsX509 {
+  const buf = (u: Uint8Array | undefined) => (u === undefined ? undefined : Buffer.from(u.buffer, u.byteOffset, u.length));
+  return { ...c, ca: buf(c.ca)!, cert: buf(c.cert), key: buf(c.key) };
+}
+
+main(workerData as ChannelThreadData).catch((e: unknown) => {
+  parentPort!.postMessage({ type: 'error', message: `multifd channel ${(workerData as ChannelThreadData).index}: ${e instanceof Error ? e.message : String(e)}` } satisfies FromChannel);
+});

@@ -1,0 +1,155 @@
+import path from 'node:path';
+import { Worker } from 'node:worker_threads';
+import { packageRoot } from '../kvm/addon.js';
+import type { ChannelThreadData, FromChannel, ToChannel } from './multifd-channel-thread.js';
+import type { TlsCredsX509 } from './tls.js';
+
+export const CHANNEL_THREAD_SCRIPT = path.join(packageRoot, 'dist', 'migration', 'multifd-channel-thread.js');
+/** Batches a channel may hold unsent: enough to keep its socket busy, few enough to bound memory (~1 MiB each). */
+const CREDITS_PER_CHANNEL = 4;
+
+/** A channel failed; the migration fails with this. */
+export class MultifdChannelError extends Error {
+  override name = 'MultifdChannelError';
+}
+
+interface Channel {
+  readonly worker: Worker;
+  credits: number;
+}
+
+/**
+ * The sending side's multifd channels: one worker thread per channel (multifd-channel-thread.ts).
+ * `send` gives a batch of pages to the channel with the most credit, waiting while all are full;
+ * `sync` has every channel send SYNC for a pass and resolves when all have.
+ */
+export class MultifdChannels {
+  bytesSent = 0;
+  zeroPages = 0;
+  dataPages = 0;
+  private error: MultifdChannelError | undefined;
+  private waiters: (() => void)[] = [];
+  private synced = new Map<number, number>();
+  private closed = false;
+
+  private constructor(private readonly channels: Channel[]) {
+    for (const ch of channels) {
+      ch.worker.on('message', (m: FromChannel) => this.onMessage(ch, m));
+      ch.worker.on('error', (e) => this.failWith(`multifd channel thread failed: ${e.message}`));
+    }
+  }
+
+  /** Starts `count` channel threads, each connecting to `uri`; resolves when all are connected. */
+  static async open(opts: {
+    uri: string; count: number; session: Uint8Array;
+    regions: readonly { fd: number; sizeBytes: number }[];
+    tls?: { creds: TlsCredsX509; hostname: string };
+  }): Promise<MultifdChannels> {
+    const channels: Channel[] = [];
+    const connected: Promise<void>[] = [];
+    for (let index = 0; index < opts.count; index++) {
+      const data: ChannelThreadData = { uri: opts.uri, index, session: opts.session, regions: opts.regions, tls: opts.tls };
+      const worker = new Worker(CHANNEL_THREAD_SCRIPT, { workerData: data });
+      channels.push({ worker, credits: CREDITS_PER_CHANNEL });
+      connected.push(new Promise((resolve, reject) => {
+        const onMessage = (m: FromChannel) => {
+          if (m.type === 'connected') resolve();
+          else if (m.type === 'error') reject(new MultifdChannelError(m.message));
+          else return;
+          worker.off('message', onMessage);
+        };
+        worker.on('message', onMessage);
+        worker.once('error', reject);
+      }));
+    }
+    try {
+      await Promise.all(connected);
+    } catch (e) {
+      await Promise.all(channels.map((c) => c.worker.terminate()));
+      throw e instanceof MultifdChannelError ? e : new MultifdChannelError(`multifd channel thread failed: ${(e as Error).message}`, { cause: e });
+    }
+    return new MultifdChannels(channels);
+  }
+
+  get count(): number {
+    return this.channels.length;
+  }
+
+  /** Queues one batch of a region's pages on a channel; resolves once a channel took it. */
+  async send(region: number, pages: readonly number[]): Promise<void> {
+    for (;;) {
+      this.check();
+      let best: Channel | undefined;
+      for (const ch of this.channels) if (ch.credits > 0 && (best === undefined || ch.credits > best.credits)) best = ch;
+      if (best !== undefined) {
+        best.credits--;
+        const list = Uint32Array.from(pages);
+        best.worker.postMessage({ type: 'batch', region, pages: list } satisfies ToChannel, [list.buffer]);
+        return;
+      }
+      await this.wait();
+    }
+  }
+
+  /** Every channel sends SYNC `pass` after the batches it was given; resolves when all have. */
+  async sync(pass: number): Promise<void> {
+    this.synced.set(pass, 0);
+    for (const ch of this.channels) ch.worker.postMessage({ type: 'sync', pass } satisfies ToChannel);
+    while ((this.synced.get(pass) ?? 0) < this.channels.length) {
+      this.check();
+      await this.wait();
+    }
+    this.synced.delete(pass);
+  }
+
+  /** After success: each channel finishes its writes and closes its connection. */
+  close(): void {
+    this.closed = true;
+    for (const ch of this.channels) ch.worker.postMessage({ type: 'end' } satisfies ToChannel);
+  }
+
+  /** After failure: stops every channel at once. */
+  async destroy(): Promise<void> {
+    this.closed = true;
+    await Promise.all(this.channels.map((c) => c.worker.terminate()));
+  }
+
+  private onMessage(ch: Channel, m: FromChannel): void {
+    switch (m.type) {
+      case 'sent':
+        ch.credits++;
+        this.bytesSent += m.bytes;
+        this.zeroPages += m.zero;
+        this.dataPages += m.data;
+        break;
+      case 'synced':
+        this.synced.set(m.pass, (this.synced.get(m.pass) ?? 0) + 1);
+        break;
+      case 'error':
+        if (!this.closed) this.failWith(m.message);
+        break;
+      case 'connected':
+        return;
+    }
+    this.wakeAll();
+  }
+
+  private failWith(message: string): void {
+    this.error ??= new MultifdChannelError(message);
+    this.wakeAll();
+  }
+
+  private check(): void {
+    if (this.error !== undefined) throw this.error;
+  }
+
+  private wait(): Promise<void> {
+    return new Promise((resolve) => this.waiters.push(resolve));
+  }
+
+  private wakeAll(): void {
+    const w = this.waiters;
+    this.waiters = [];
+    w.forEach((f) => f());
+  }
+}

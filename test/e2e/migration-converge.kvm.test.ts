@@ -1,0 +1,44 @@
+// Auto-converge: a guest that dirties its pages faster than the link carries them never fits the
+// downtime limit on its own; throttling its vCPUs, more each pass, makes the migration complete.
+import { expect, it } from 'vitest';
+import { describeKvm } from '../helpers/kvm.js';
+import { DIRTIER, destination, guestVerifies, migrationEnd, migrationWhere, processPool, qmp } from '../helpers/migration.js';
+
+const MEM = '64M';
+const STAMPS = 'start=0x1000000 size=0x800000'; // 2048 pages, every one rewritten each pass
+const LINK_BYTES_PER_S = 4 * 1024 * 1024; // 300 ms of it is 300 pages: far fewer than the guest dirties
+const start = processPool();
+
+async function slowLinkMigration(autoConverge: boolean) {
+  const { dst, uri } = await destination(start, [DIRTIER, '--mem', MEM]);
+  const src = start([DIRTIER, '--mem', MEM, '--cmdline', STAMPS], 'src');
+  await src.waitForConsole(/dirtier: start=/);
+  const client = await qmp(src);
+  await client.execute('migrate-set-capabilities', { capabilities: [{ capability: 'auto-converge', state: autoConverge }] });
+  await client.execute('migrate-set-parameters', { 'max-bandwidth': LINK_BYTES_PER_S, 'downtime-limit': 300, 'x-verify': true });
+  await client.execute('migrate', { uri });
+  return { src, dst, client };
+}
+
+describeKvm('auto-converge', () => {
+  it('off: the migration keeps going pass after pass without converging (so the test below means something)', async () => {
+    const { src, client } = await slowLinkMigration(false);
+    const info = await migrationWhere(client, (i) => (i.ram?.['dirty-sync-count'] ?? 0) >= 10, '10 passes');
+    expect(info.status).toBe('active');
+    expect(info['cpu-throttle-percentage']).toBeUndefined();
+    expect(info['expected-downtime']).toBeGreaterThan(300);
+    await client.execute('migrate_cancel');
+    expect((await migrationEnd(client)).status).toBe('cancelled');
+    expect(await guestVerifies(src)).toMatch(/verify ok/);
+  }, 300_000);
+
+  it('on: vCPUs are throttled more each pass until a pass fits, and the migration completes', async () => {
+    const { src, dst, client } = await slowLinkMigration(true);
+    let maxThrottle = 0;
+    const info = await migrationEnd(client, (i) => { maxThrottle = Math.max(maxThrottle, i['cpu-throttle-percentage'] ?? 0); });
+    expect(info.status, info['error-desc']).toBe('completed');
+    expect(maxThrottle).toBeGreaterThanOrEqual(20);
+    expect(await src.exited).toBe(0);
+    expect(await guestVerifies(dst)).toMatch(/verify ok/);
+  }, 300_000);
+});

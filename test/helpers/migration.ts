@@ -1,0 +1,100 @@
+// What the migration e2e suites share: starting real tsvmm processes, reaching their QMP sockets, and
+// waiting for a migration's outcome the way a QMP user would.
+import net from 'node:net';
+import { afterEach } from 'vitest';
+import { QmpClient } from '../../src/control/qmp-client.js';
+import { guest } from './paths.js';
+import { TsvmmProcess, migrationPort } from './tsvmm-process.js';
+
+export const DIRTIER = guest('dirtier');
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** The processes a suite started; every one is killed after each test, whatever its outcome. */
+export function processPool(): (args: string[], name: string, env?: Record<string, string>, prefix?: readonly string[]) => TsvmmProcess {
+  const running: TsvmmProcess[] = [];
+  afterEach(() => { running.splice(0).forEach((p) => p.kill()); });
+  return (args, name, env = {}, prefix = []) => {
+    const p = new TsvmmProcess(args, name, env, prefix);
+    running.push(p);
+    return p;
+  };
+}
+
+export async function qmp(p: TsvmmProcess): Promise<QmpClient> {
+  await p.waitForQmp();
+  return QmpClient.connect(`unix:${p.qmpPath}`);
+}
+
+/** Starts a destination on a fresh loopback port and waits until it listens. */
+export async function destination(start: ReturnType<typeof processPool>, args: string[], name = 'dst', host = '127.0.0.1', prefix: readonly string[] = []): Promise<{ dst: TsvmmProcess; uri: string }> {
+  const uri = `tcp:${host}:${migrationPort()}`;
+  const dst = start([...args, '--incoming', uri], name, {}, prefix);
+  await dst.waitFor(() => dst.stderr.includes('waiting for an incoming migration'), `${name} to listen`);
+  return { dst, uri };
+}
+
+/**
+ * Polls query-migrate until the migration ends. A completed source exits soon after, so the QMP
+ * socket may close before the last poll: the MIGRATION event then tells the outcome.
+ */
+export async function migrationEnd(client: QmpClient, onPoll?: (info: Record<string, any>) => void): Promise<Record<string, any>> {
+  let lastEvent: string | undefined;
+  client.on('event', (e) => { if (e.event === 'MIGRATION') lastEvent = (e.data as { status: string }).status; });
+  let last: Record<string, any> = {};
+  for (;;) {
+    try {
+      last = (await client.execute('query-migrate')) as Record<string, any>;
+    } catch (e) {
+      if (lastEvent === 'completed') return { ...last, status: 'completed' };
+      throw e;
+    }
+    if (['completed', 'failed', 'cancelled'].includes(last.status)) return last;
+    onPoll?.(last);
+    await sleep(50);
+  }
+}
+
+/** Polls query-migrate until `until` holds for it (the migration still under way). */
+export async function migrationWhere(client: QmpClient, until: (info: Record<string, any>) => boolean, label: string, timeoutMs = 120_000): Promise<Record<string, any>> {
+  const t0 = Date.now();
+  for (;;) {
+    const info = (await client.execute('query-migrate')) as Record<string, any>;
+    if (until(info)) return info;
+    if (['completed', 'failed', 'cancelled'].includes(info.status)) throw new Error(`the migration ended (${info.status}: ${info['error-desc'] ?? ''}) before ${label}`);
+    if (Date.now() - t0 > timeoutMs) throw new Error(`timed out waiting for ${label}; last query-migrate: ${JSON.stringify(info)}`);
+    await sleep(50);
+  }
+}
+
+/** The guest checks every stamp it has written; resolves with the verify line it printed. */
+export async function guestVerifies(p: TsvmmProcess): Promise<string> {
+  const before = p.console().length;
+  p.type('v');
+  await p.waitFor(() => /dirtier: verify (ok|FAILED)[^\n]*\n/.test(p.console().slice(before)), 'the guest to verify itself');
+  return /dirtier: verify (ok|FAILED)[^\n]*/.exec(p.console().slice(before))![0];
+}
+
+/**
+ * A TCP relay between a source and a destination that passes the first `limitBytes` bytes of the
+ * stream and then cuts both connections: a truncated stream, as a network that dies mid-migration makes.
+ */
+export async function truncatingRelay(target: { host: string; port: number }, limitBytes: number): Promise<{ uri: string; passed: () => number; close: () => void }> {
+  let passed = 0;
+  const server = net.createServer((from) => {
+    const to = net.connect(target);
+    const cut = () => { from.destroy(); to.destroy(); };
+    from.on('data', (chunk: Buffer) => {
+      const room = limitBytes - passed;
+      if (room <= 0) return cut();
+      to.write(chunk.subarray(0, room));
+      passed += Math.min(room, chunk.length);
+      if (passed >= limitBytes) to.end(() => from.destroy());
+    });
+    to.on('data', (chunk) => from.write(chunk));
+    from.on('error', cut);
+    to.on('error', cut);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = (server.address() as net.AddressInfo).port;
+  return { uri: `tcp:127.0.0.1:${port}`, passed: () => passed, close: () => server.close() };
+}
