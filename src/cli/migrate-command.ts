@@ -27,6 +27,7 @@ Options:
   --verify                hash guest RAM on both sides at switch-over; the destination refuses a mismatch
   --tls-creds ID          run the stream over TLS with the source's tls-creds-x509 object ID
                           (its --object); the destination needs its own, endpoint=server
+  --multifd-channels N    send RAM over N more connections from N worker threads (capability multifd)
   --tls-hostname NAME     the name the destination's certificate must carry     [default: HOST]
   --interval MS           how often to poll query-migrate                        [default: ${DEFAULT_INTERVAL_MS}]
   --json                  no progress; print the final query-migrate answer as JSON
@@ -48,6 +49,8 @@ interface MigrateOptions {
   qmp: string;
   destination: string;
   parameters: Partial<MigrationParameters>;
+  /** migrate-set-capabilities to send first (multifd when --multifd-channels is given). */
+  capabilities: { capability: string; state: boolean }[];
   json: boolean;
   intervalMs: number;
 }
@@ -99,6 +102,7 @@ export function parseMigrateArgs(argv: string[]): MigrateOptions | 'help' {
         'max-bandwidth': { type: 'string' },
         verify: { type: 'boolean' },
         'tls-creds': { type: 'string' },
+        'multifd-channels': { type: 'string' },
         'tls-hostname': { type: 'string' },
         json: { type: 'boolean' },
         interval: { type: 'string' },
@@ -128,8 +132,13 @@ export function parseMigrateArgs(argv: string[]): MigrateOptions | 'help' {
   if (values.verify === true) parameters['x-verify'] = true;
   if (values['tls-creds'] !== undefined) parameters['tls-creds'] = values['tls-creds'];
   if (values['tls-hostname'] !== undefined) parameters['tls-hostname'] = values['tls-hostname'];
+  const capabilities: MigrateOptions['capabilities'] = [];
+  if (values['multifd-channels'] !== undefined) {
+    parameters['multifd-channels'] = wholeNumber('--multifd-channels', values['multifd-channels'], 1);
+    capabilities.push({ capability: 'multifd', state: true });
+  }
   const intervalMs = values.interval === undefined ? DEFAULT_INTERVAL_MS : wholeNumber('--interval', values.interval, 1);
-  return { qmp: values.qmp, destination, parameters, json: values.json === true, intervalMs };
+  return { qmp: values.qmp, destination, parameters, capabilities, json: values.json === true, intervalMs };
 }
 
 function checkAddress(what: string, text: string) {
@@ -179,6 +188,7 @@ export async function migrateCommand(argv: string[], io: MigrateIo = processIo):
 
 async function migrate(client: QmpClient, options: MigrateOptions, io: MigrateIo): Promise<number> {
   if (Object.keys(options.parameters).length > 0) await client.execute('migrate-set-parameters', options.parameters);
+  if (options.capabilities.length > 0) await client.execute('migrate-set-capabilities', { capabilities: options.capabilities });
 
   // A source that completed may exit at once, closing QMP before our next query-migrate. Its
   // MIGRATION event says `completed` first, so that is remembered, with the last progress seen.

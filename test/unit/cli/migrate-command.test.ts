@@ -82,6 +82,17 @@ describe('tsvmm migrate', () => {
     expect(t.listening()).toBe(false);
   });
 
+  it('--multifd-channels and --tls-creds set the capability and parameters before migrate', async () => {
+    control.play(completed);
+    const t = fakeIo();
+    expect(await migrateCommand(['--qmp', qmp, '--multifd-channels', '4', '--tls-creds', 'tls0', '--tls-hostname', 'dst.example', '--interval', '5', 'tcp:10.0.0.2:4444'], t.io)).toBe(0);
+    expect(control.calls.filter((c) => c[0] !== 'queryMigrate')).toEqual([
+      ['setMigrationParameters', { 'tls-creds': 'tls0', 'tls-hostname': 'dst.example', 'multifd-channels': 4 }],
+      ['setMigrationCapabilities', [{ capability: 'multifd', state: true }]],
+      ['migrate', 'tcp:10.0.0.2:4444'],
+    ]);
+  });
+
   it('redraws one progress line on a terminal', async () => {
     control.play(active1, active2, completed);
     const t = fakeIo(true);
