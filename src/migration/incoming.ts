@@ -213,7 +213,7 @@ export async function receiveMigration(vm: MigrationDestination, socket: Socket,
     };
 
     const pumpMain = () => {
-      while (!failed && state !== 'loaded') {
+      while (!failed && state !== 'loaded' && state !== 'end') {
         if (multifd !== undefined && !multifd.ready) return; // channels still connecting
         if (mainHeldAt !== undefined) {
           if (!allSynced(mainHeldAt)) return;
@@ -229,15 +229,19 @@ export async function receiveMigration(vm: MigrationDestination, socket: Socket,
           if (count !== bytes || !digest.equals(hash.digest())) refuse('the migration stream is corrupt: its END checksum does not match what arrived');
           state = 'end';
           vm.restoreState(pieces);
-          if (verify !== undefined) {
-            const bad = verifyMismatches(regions, verify, hashRegions(regions));
-            if (bad.length > 0) {
-              refuse(`RAM verification failed: guest memory ${bad.slice(0, 8).join(', ')}${bad.length > 8 ? ` and ${bad.length - 8} more 2 MiB ranges` : ''} differs from the source's (SHA-256 at switch-over); not resuming`);
-            }
-          }
-          state = 'loaded';
-          socket.write(record(RecordType.LOADED, new Uint8Array(0)));
-          resolve({ passes, bytes });
+          // Hashing RAM takes a while: the event loop keeps running, and nothing more is read meanwhile.
+          socket.pause();
+          void (verify === undefined ? Promise.resolve([]) : hashRegions(regions).then((mine) => verifyMismatches(regions, verify!, mine)))
+            .then((bad) => guard(() => {
+              if (failed) return;
+              if (bad.length > 0) {
+                refuse(`RAM verification failed: guest memory ${bad.slice(0, 8).join(', ')}${bad.length > 8 ? ` and ${bad.length - 8} more 2 MiB ranges` : ''} differs from the source's (SHA-256 at switch-over); not resuming`);
+              }
+              state = 'loaded';
+              socket.resume();
+              socket.write(record(RecordType.LOADED, new Uint8Array(0)));
+              resolve({ passes, bytes });
+            }));
           return;
         }
         hash.update(r.raw);

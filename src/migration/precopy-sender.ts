@@ -169,7 +169,7 @@ export class PrecopySender {
     await this.send(u32Record(RecordType.PASS_END, this.pass));
     for (const piece of this.vm.captureState()) await this.send(stateRecord(piece.name, piece.state));
     if (this.params()['x-verify']) {
-      await this.send(record(RecordType.VERIFY, Buffer.from(JSON.stringify(hashRegions(this.vm.memory.regions)))));
+      await this.send(record(RecordType.VERIFY, Buffer.from(JSON.stringify(await hashRegions(this.vm.memory.regions)))));
     }
     const before = this.sentBytes;
     await this.send(endRecord(before, this.hash.copy().digest()));

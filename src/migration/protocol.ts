@@ -171,15 +171,22 @@ export function u32Record(type: RecordTypeValue, value: number): Buffer {
 /** Bytes of RAM per verify hash: a mismatch is reported to this granularity. */
 export const VERIFY_CHUNK_BYTES = 2 * 1024 * 1024;
 
-/** SHA-256 of every 2 MiB of each RAM region, hex: the seed's md5 check, built in, and precise. */
-export function hashRegions(regions: readonly { bytes: Uint8Array }[]): string[][] {
-  return regions.map((r) => {
+/**
+ * SHA-256 of every 2 MiB of each RAM region, hex: the seed's md5 check, built in, and precise.
+ * Yields to the event loop after each chunk: hashing gigabytes takes seconds, and QMP (query-migrate,
+ * migrate_cancel) must keep answering meanwhile.
+ */
+export async function hashRegions(regions: readonly { bytes: Uint8Array }[]): Promise<string[][]> {
+  const all: string[][] = [];
+  for (const r of regions) {
     const hashes: string[] = [];
     for (let at = 0; at < r.bytes.length; at += VERIFY_CHUNK_BYTES) {
       hashes.push(createHash('sha256').update(r.bytes.subarray(at, at + VERIFY_CHUNK_BYTES)).digest('hex'));
+      await new Promise<void>((resolve) => setImmediate(resolve));
     }
-    return hashes;
-  });
+    all.push(hashes);
+  }
+  return all;
 }
 
 /** The guest ranges whose hashes differ ('0x200000-0x3fffff'), or [] when all match. */

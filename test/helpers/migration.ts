@@ -70,7 +70,7 @@ export async function migrationWhere(client: QmpClient, until: (info: Record<str
 export async function guestVerifies(p: TsvmmProcess): Promise<string> {
   const before = p.console().length;
   p.type('v');
-  await p.waitFor(() => /dirtier: verify (ok|FAILED)[^\n]*\n/.test(p.console().slice(before)), 'the guest to verify itself');
+  await p.waitFor(() => /dirtier: verify (ok|FAILED)[^\n]*\n/.test(p.console().slice(before)), 'the guest to verify itself', 180_000);
   return /dirtier: verify (ok|FAILED)[^\n]*/.exec(p.console().slice(before))![0];
 }
 

@@ -10,7 +10,9 @@ import { MultifdChannels } from '../../../src/migration/multifd-channels.js';
 import { channelRecord, multifdRecord, syncRecord } from '../../../src/migration/multifd.js';
 import { endRecord, headerRecord, stateRecord, u32Record, RecordType, type MachineShape } from '../../../src/migration/protocol.js';
 import { encodeRamRecord } from '../../../src/migration/ram-record.js';
+import { parseTlsCredsObject, secureClient, secureServer } from '../../../src/migration/tls.js';
 import { listenForMigration, type IncomingListener } from '../../../src/migration/transport.js';
+import { makeCa, makeCreds } from '../../helpers/tls-certs.js';
 
 const MEM = 8 * MiB;
 const disposables: { dispose(): void }[] = [];
@@ -58,10 +60,10 @@ class HandChannel {
   }
 }
 
-async function incoming(dstMem: GuestMemory): Promise<{ listener: IncomingListener; uri: string; received: Promise<unknown> }> {
+async function incoming(dstMem: GuestMemory, secure: (s: net.Socket) => Promise<net.Socket> = async (s) => s): Promise<{ listener: IncomingListener; uri: string; received: Promise<unknown> }> {
   const listener = await listenForMigration(`tcp:127.0.0.1:${await freePort()}`);
   disposables.push({ dispose: () => listener.close() });
-  const received = listener.connection.then((main) => receiveMigration(destination(dstMem), main, (n, t) => listener.next(n, t)));
+  const received = listener.connection.then(async (main) => receiveMigration(destination(dstMem), await secure(main), async (n, t) => Promise.all((await listener.next(n, t)).map(secure))));
   received.catch(() => {});
   return { listener, uri: `tcp:127.0.0.1:${listener.port}`, received };
 }
@@ -126,17 +128,24 @@ describe('multifd', () => {
     mainSocket.destroy();
   });
 
-  it('channel worker threads carry a whole RAM image; the destination equals the source byte for byte', async () => {
+  it.each([false, true])('channel worker threads carry a whole RAM image (TLS %s); the destination equals the source byte for byte', async (withTls) => {
     const src = memory();
     for (let page = 0; page < MEM / 4096; page += 3) src.write(gpa(page * 4096), randomBytes(4096));
     const dst = memory();
-    const { uri, listener, received } = await incoming(dst);
-    const mainSocket = await connect(listener.port);
+    const ca = makeCa('multifd');
+    const serverCreds = parseTlsCredsObject(`tls-creds-x509,id=t,dir=${makeCreds(ca, 'server', ['127.0.0.1'])},endpoint=server`);
+    const clientCreds = parseTlsCredsObject(`tls-creds-x509,id=t,dir=${makeCreds(ca, 'client', ['src'])},endpoint=client`);
+    const { uri, listener, received } = await incoming(dst, withTls ? (s) => secureServer(s, serverCreds) : undefined);
+    const tcp = await connect(listener.port);
+    const mainSocket = withTls ? await secureClient(tcp, clientCreds, '127.0.0.1') : tcp;
     const main = new MainStream(mainSocket);
     main.send(headerRecord(destination(dst).shape()));
     const session = randomBytes(16);
     main.send(multifdRecord(3, session));
-    const channels = await MultifdChannels.open({ uri, count: 3, session, regions: src.regions.map((r) => ({ fd: r.fd, sizeBytes: r.sizeBytes })) });
+    const channels = await MultifdChannels.open({
+      uri, count: 3, session, regions: src.regions.map((r) => ({ fd: r.fd, sizeBytes: r.sizeBytes })),
+      tls: withTls ? { creds: clientCreds, hostname: '127.0.0.1' } : undefined,
+    });
     try {
       const pages = MEM / 4096;
       for (let first = 0; first < pages; first += 64) await channels.send(0, Array.from({ length: Math.min(64, pages - first) }, (_, i) => first + i));

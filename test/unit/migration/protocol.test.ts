@@ -52,11 +52,11 @@ describe('migration stream records', () => {
       .toEqual(['the source has 268435456 bytes of RAM and this VM 134217728: start it with --mem 256M']);
   });
 
-  it('verify names exactly the 2 MiB ranges that differ', () => {
+  it('verify names exactly the 2 MiB ranges that differ', async () => {
     const a = { start: 0, sizeBytes: 6 * 1024 * 1024, bytes: new Uint8Array(6 * 1024 * 1024) };
     const b = { ...a, bytes: new Uint8Array(a.bytes) };
     b.bytes[2 * 1024 * 1024 + 5] = 1;
-    expect(verifyMismatches([a], hashRegions([a]), hashRegions([a]))).toEqual([]);
-    expect(verifyMismatches([a], hashRegions([a]), hashRegions([b]))).toEqual(['0x200000-0x3fffff']);
+    expect(verifyMismatches([a], await hashRegions([a]), await hashRegions([a]))).toEqual([]);
+    expect(verifyMismatches([a], await hashRegions([a]), await hashRegions([b]))).toEqual(['0x200000-0x3fffff']);
   });
 });
