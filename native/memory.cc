@@ -2,6 +2,7 @@
 //
 // No finalizer unmaps them: KVM keeps using a mapping after the last JS view is gone (a memslot,
 // a vCPU's kvm_run), so only the owner knows when munmap is safe, and it calls munmap explicitly.
+#include <fcntl.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -31,6 +32,32 @@ Napi::Value ftruncate(const Napi::CallbackInfo& info) {
   if (!args.Int32(0, "fd", &fd) || !args.BigUint64(1, "sizeBytes", &size)) return {};
   if (::ftruncate(fd, static_cast<off_t>(size)) != 0) {
     return ThrowSyscallError(args.Env(), "ftruncate", errno);
+  }
+  return args.Env().Undefined();
+}
+
+// lseek(fd, offset, whence): with SEEK_DATA/SEEK_HOLE on a memfd, where its pages are allocated.
+Napi::Value lseek(const Napi::CallbackInfo& info) {
+  Args args(info, __func__);
+  int32_t fd, whence;
+  uint64_t offset;
+  if (!args.Int32(0, "fd", &fd) || !args.SafeUint(1, "offset", &offset) || !args.Int32(2, "whence", &whence)) return {};
+  off_t at = ::lseek(fd, static_cast<off_t>(offset), whence);
+  if (at < 0) return ThrowSyscallError(args.Env(), "lseek", errno);
+  return Napi::Number::New(args.Env(), static_cast<double>(at));
+}
+
+// fallocate(fd, mode, offset, length): FALLOC_FL_PUNCH_HOLE releases pages, which then read as zero.
+Napi::Value fallocate(const Napi::CallbackInfo& info) {
+  Args args(info, __func__);
+  int32_t fd, mode;
+  uint64_t offset, length;
+  if (!args.Int32(0, "fd", &fd) || !args.Int32(1, "mode", &mode) || !args.SafeUint(2, "offset", &offset) ||
+      !args.SafeUint(3, "length", &length)) {
+    return {};
+  }
+  if (::fallocate(fd, mode, static_cast<off_t>(offset), static_cast<off_t>(length)) != 0) {
+    return ThrowSyscallError(args.Env(), "fallocate", errno);
   }
   return args.Env().Undefined();
 }
@@ -98,6 +125,8 @@ Napi::Value bufferAddress(const Napi::CallbackInfo& info) {
 void RegisterMemory(Napi::Env env, Napi::Object exports) {
   EXPORT_FUNCTION(env, exports, memfdCreate);
   EXPORT_FUNCTION(env, exports, ftruncate);
+  EXPORT_FUNCTION(env, exports, lseek);
+  EXPORT_FUNCTION(env, exports, fallocate);
   EXPORT_FUNCTION(env, exports, mmapAnonymous);
   EXPORT_FUNCTION(env, exports, mmapShared);
   EXPORT_FUNCTION(env, exports, munmap);

@@ -25,6 +25,10 @@ export interface NativeAddon {
   memfdCreate(name: string): number;
   /** ftruncate(fd, size). */
   ftruncate(fd: number, sizeBytes: bigint): void;
+  /** lseek(fd, offset, whence); returns the new offset (SEEK_DATA/SEEK_HOLE find a memfd's allocated pages). */
+  lseek(fd: number, offset: number, whence: number): number;
+  /** fallocate(fd, mode, offset, length) (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE frees pages). */
+  fallocate(fd: number, mode: number, offset: number, length: number): void;
 
   // --- memory mappings ------------------------------------------------------------------------
   /** mmap(NULL, size, PROT_READ|PROT_WRITE, MAP_SHARED|MAP_ANONYMOUS|MAP_NORESERVE, -1, 0). */

@@ -75,4 +75,10 @@ export const MpState = { RUNNABLE: 0, UNINITIALIZED: 1, INIT_RECEIVED: 2, HALTED
 
 /** eventfd(2) flags. */
 export const EFD_CLOEXEC = 0o2000000;
+/** lseek whence values that find data and holes in a sparse file (a memfd's never-written pages). */
+export const SEEK_DATA = 3;
+export const SEEK_HOLE = 4;
+/** fallocate modes: release a range's pages (it then reads as zero) without changing the file size. */
+export const FALLOC_FL_KEEP_SIZE = 0x01;
+export const FALLOC_FL_PUNCH_HOLE = 0x02;
 export const EFD_NONBLOCK = 0o4000;

@@ -158,7 +158,7 @@ export class Vm {
     const opened: number[] = [];
     let memory: GuestMemory | undefined;
     try {
-      const vmFd = native.kvmCreateVm(kvm.fd, 0);
+      const vmFd = retryOnEintr(() => native.kvmCreateVm(kvm.fd, 0));
       opened.push(vmFd);
       native.kvmSetTssAddr(vmFd, KVM_TSS_ADDR);
       native.kvmSetIdentityMapAddr(vmFd, BigInt(KVM_IDENTITY_MAP_ADDR));
@@ -245,5 +245,19 @@ export class Vm {
     native.close(this.vmFd);
     this.memory.dispose();
     this.kvm.close();
+  }
+}
+
+/**
+ * Runs a system call again when a signal interrupted it (EINTR): KVM_CREATE_VM can take long enough
+ * for a profiler's or the inspector's signal to land in it.
+ */
+function retryOnEintr<T>(call: () => T): T {
+  for (;;) {
+    try {
+      return call();
+    } catch (e) {
+      if ((e as { code?: string }).code !== 'EINTR') throw e;
+    }
   }
 }

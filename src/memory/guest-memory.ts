@@ -1,6 +1,7 @@
 import { addon } from '../kvm/addon.js';
 import { GiB, HIGH_RAM_START, LOW_RAM_MAX_END, PAGE_SIZE, gpa, type Gpa } from '../arch/x86/layout.js';
-import { DirtyBitmap } from './dirty-bitmap.js';
+import { FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, SEEK_DATA, SEEK_HOLE } from '../kvm/constants.js';
+import { DirtyBitmap, type PageRange } from './dirty-bitmap.js';
 
 /**
  * Guest RAM: host mappings of memfds, each covering one guest-physical range. All reads and writes the
@@ -151,9 +152,44 @@ export class GuestMemory {
     return this.bytesAt(address, length).slice();
   }
 
-  /** Whether every byte of the range is zero, without copying it (a never-touched page stays unallocated). */
-  isZero(address: Gpa, length: number): boolean {
-    return isZeroBytes(this.bytesAt(address, length));
+  /**
+   * Writes zeros over whole pages by releasing them (FALLOC_FL_PUNCH_HOLE on the region's memfd): a
+   * zero page costs no memory and no copy, and reads back as zeros through every mapping. Marked
+   * like any VMM write (invariant B).
+   */
+  zeroPages(address: Gpa, length: number): void {
+    if (address % PAGE_SIZE !== 0 || length % PAGE_SIZE !== 0) throw new GuestMemoryError(`zeroPages: 0x${address.toString(16)}+0x${length.toString(16)} is not whole pages`);
+    const r = this.regionOf(address, length);
+    if (r === undefined) this.bytesAt(address, length); // throws the usual "not inside guest RAM"
+    addon().fallocate(r!.fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, address - r!.start, length);
+    this.markWritten(address, length);
+  }
+
+  /**
+   * The page ranges of region `index` that have ever been written (allocated in its memfd); every
+   * other page is zero and was never touched. Found with lseek SEEK_DATA/SEEK_HOLE, without reading
+   * RAM: reading a never-written page of a memfd would allocate it.
+   */
+  allocatedPages(index: number): PageRange[] {
+    const r = this.regions[index]!;
+    const native = addon();
+    const ranges: PageRange[] = [];
+    let at = 0;
+    while (at < r.sizeBytes) {
+      let data: number;
+      try {
+        data = native.lseek(r.fd, at, SEEK_DATA);
+      } catch (e) {
+        if ((e as { code?: string }).code === 'ENXIO') break; // no data at or after `at`
+        throw e;
+      }
+      if (data >= r.sizeBytes) break;
+      const hole = Math.min(native.lseek(r.fd, data, SEEK_HOLE), r.sizeBytes);
+      const firstPage = Math.floor(data / PAGE_SIZE);
+      ranges.push({ firstPage, count: Math.ceil(hole / PAGE_SIZE) - firstPage });
+      at = hole;
+    }
+    return ranges;
   }
 
   readU64(address: Gpa): bigint {

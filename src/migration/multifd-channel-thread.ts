@@ -22,7 +22,7 @@ export interface ChannelThreadData {
 
 /** Main thread -> channel. Messages are handled in order, so a sync follows every batch before it. */
 export type ToChannel =
-  | { type: 'batch'; region: number; pages: Uint32Array }
+  | { type: 'batch'; region: number; pages: Uint32Array; knownZero?: Uint8Array }
   | { type: 'sync'; pass: number }
   | { type: 'end' };
 
@@ -56,7 +56,7 @@ async function main(data: ChannelThreadData): Promise<void> {
     switch (m.type) {
       case 'batch': {
         const counts = { zero: 0, data: 0 };
-        const rec = encodeRamRecord(m.region, regions[m.region]!, m.pages, counts);
+        const rec = encodeRamRecord(m.region, regions[m.region]!, m.pages, counts, m.knownZero);
         void write(rec).then(() => post({ type: 'sent', bytes: rec.length, ...counts }));
         return;
       }

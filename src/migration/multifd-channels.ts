@@ -76,7 +76,7 @@ export class MultifdChannels {
   }
 
   /** Queues one batch of a region's pages on a channel; resolves once a channel took it. */
-  async send(region: number, pages: readonly number[]): Promise<void> {
+  async send(region: number, pages: readonly number[], knownZero?: Uint8Array): Promise<void> {
     for (;;) {
       this.check();
       let best: Channel | undefined;
@@ -84,7 +84,7 @@ export class MultifdChannels {
       if (best !== undefined) {
         best.credits--;
         const list = Uint32Array.from(pages);
-        best.worker.postMessage({ type: 'batch', region, pages: list } satisfies ToChannel, [list.buffer]);
+        best.worker.postMessage({ type: 'batch', region, pages: list, knownZero } satisfies ToChannel, [list.buffer]);
         return;
       }
       await this.wait();

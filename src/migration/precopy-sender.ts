@@ -217,15 +217,28 @@ export class PrecopySender {
     this.dirtyRate = pagesAtSync / seconds;
   }
 
+  /**
+   * Pass 1: every page. Pages the guest never wrote (holes in the region's memfd) are sent as zero
+   * pages without being read, which would allocate them. A page written after the holes were listed
+   * is dirty in the log that started before, and goes again in a later pass.
+   */
   private async sendAllPages(): Promise<void> {
     const passStart = Date.now();
     const startBytes = this.transferred();
     for (let r = 0; r < this.vm.memory.regions.length; r++) {
       const pages = this.vm.memory.regions[r]!.sizeBytes / PAGE_BYTES;
+      const allocated = this.vm.memory.allocatedPages(r);
+      let next = 0; // the first allocated range that may still lie ahead
       for (let first = 0; first < pages; first += BATCH_PAGES) {
         const batch: number[] = [];
-        for (let p = first; p < Math.min(pages, first + BATCH_PAGES); p++) batch.push(p);
-        await this.sendBatch(r, batch, passStart, startBytes);
+        const knownZero = new Uint8Array(Math.min(BATCH_PAGES, pages - first));
+        for (let p = first; p < first + knownZero.length; p++) {
+          while (next < allocated.length && allocated[next]!.firstPage + allocated[next]!.count <= p) next++;
+          const range = allocated[next];
+          knownZero[p - first] = range === undefined || p < range.firstPage ? 1 : 0;
+          batch.push(p);
+        }
+        await this.sendBatch(r, batch, passStart, startBytes, knownZero);
       }
     }
   }
@@ -253,13 +266,13 @@ export class PrecopySender {
   }
 
   /** One RAM record of `pages` of region `regionIndex`, over a multifd channel or else the main connection. */
-  private async sendBatch(regionIndex: number, pages: number[], passStart: number, passStartBytes: number): Promise<void> {
+  private async sendBatch(regionIndex: number, pages: number[], passStart: number, passStartBytes: number, knownZero?: Uint8Array): Promise<void> {
     if (this.channels !== undefined) {
       this.check();
-      await this.channels.send(regionIndex, pages);
+      await this.channels.send(regionIndex, pages, knownZero);
     } else {
       const counts = { zero: 0, data: 0 };
-      await this.send(encodeRamRecord(regionIndex, this.vm.memory.regions[regionIndex]!.bytes, pages, counts));
+      await this.send(encodeRamRecord(regionIndex, this.vm.memory.regions[regionIndex]!.bytes, pages, counts, knownZero));
       this.zeroPages += counts.zero;
       this.dataPages += counts.data;
     }

@@ -16,7 +16,11 @@ export interface BatchCounts {
  * u8 kind, and the 4 KiB unless the page is zero. The bytes are copied: the guest keeps writing its
  * pages while the record is in flight, and the copy is what the destination gets for this pass.
  */
-export function encodeRamRecord(regionIndex: number, regionBytes: Uint8Array, pages: ArrayLike<number>, counts: BatchCounts): Buffer {
+export function encodeRamRecord(
+  regionIndex: number, regionBytes: Uint8Array, pages: ArrayLike<number>, counts: BatchCounts,
+  /** Non-zero where a page is known to be zero without reading it (never written: a memfd hole). */
+  knownZero?: ArrayLike<number>,
+): Buffer {
   const out = Buffer.allocUnsafe(RECORD_HEADER_BYTES + 8 + pages.length * (5 + PAGE_BYTES));
   out.writeUInt8(RecordType.RAM, 0);
   out.writeUInt32LE(regionIndex, RECORD_HEADER_BYTES);
@@ -24,15 +28,15 @@ export function encodeRamRecord(regionIndex: number, regionBytes: Uint8Array, pa
   let at = RECORD_HEADER_BYTES + 8;
   for (let i = 0; i < pages.length; i++) {
     const p = pages[i]!;
-    const page = regionBytes.subarray(p * PAGE_BYTES, (p + 1) * PAGE_BYTES);
     out.writeUInt32LE(p, at);
-    if (isZeroBytes(page)) {
+    // Never-written pages are not read: reading one would allocate (and zero) it for nothing.
+    if (knownZero?.[i] || isZeroBytes(regionBytes.subarray(p * PAGE_BYTES, (p + 1) * PAGE_BYTES))) {
       out.writeUInt8(PageKind.ZERO, at + 4);
       at += 5;
       counts.zero++;
     } else {
       out.writeUInt8(PageKind.DATA, at + 4);
-      out.set(page, at + 5);
+      out.set(regionBytes.subarray(p * PAGE_BYTES, (p + 1) * PAGE_BYTES), at + 5);
       at += 5 + PAGE_BYTES;
       counts.data++;
     }
@@ -52,21 +56,33 @@ export function applyRamRecord(memory: GuestMemory, payload: Buffer): void {
   if (region === undefined) throw new MigrationStreamError(`RAM record for region ${regionIndex}, which this VM does not have`);
   const pageCount = region.sizeBytes / PAGE_BYTES;
   let at = 8;
+  // Runs of consecutive zero pages are released in one call (see GuestMemory.zeroPages).
+  let zeroStart = -1;
+  let zeroCount = 0;
+  const flushZeros = () => {
+    if (zeroCount > 0) memory.zeroPages(gpa(region.start + zeroStart * PAGE_BYTES), zeroCount * PAGE_BYTES);
+    zeroCount = 0;
+  };
   for (let i = 0; i < count; i++) {
     if (at + 5 > payload.length) throw new MigrationStreamError('RAM record shorter than its page count');
     const page = payload.readUInt32LE(at);
     const kind = payload.readUInt8(at + 4);
     at += 5;
     if (page >= pageCount) throw new MigrationStreamError(`RAM record names page ${page} beyond region ${regionIndex}'s ${pageCount} pages`);
-    const address = gpa(region.start + page * PAGE_BYTES);
     if (kind === PageKind.ZERO) {
-      // A fresh destination's RAM is zero already: writing it would allocate every page.
-      if (!memory.isZero(address, PAGE_BYTES)) memory.fill(address, PAGE_BYTES, 0);
+      if (zeroCount > 0 && page === zeroStart + zeroCount) zeroCount++;
+      else {
+        flushZeros();
+        zeroStart = page;
+        zeroCount = 1;
+      }
     } else if (kind === PageKind.DATA) {
+      flushZeros();
       if (at + PAGE_BYTES > payload.length) throw new MigrationStreamError('RAM record shorter than its pages');
-      memory.write(address, payload.subarray(at, at + PAGE_BYTES));
+      memory.write(gpa(region.start + page * PAGE_BYTES), payload.subarray(at, at + PAGE_BYTES));
       at += PAGE_BYTES;
     } else throw new MigrationStreamError(`RAM record with page kind ${kind}`);
   }
+  flushZeros();
   if (at !== payload.length) throw new MigrationStreamError('RAM record longer than its pages');
 }

@@ -117,7 +117,7 @@ describeKvm('live migration between two tsvmm processes', () => {
     }
     here.type('q');
     expect(await here.exited).toBe(0);
-  }, 600_000);
+  }, 1_200_000);
 
   it('multifd: RAM over 3 channel connections from worker threads; verify on; the guest verifies itself', async () => {
     const { dst, uri } = await destination(start, [DIRTIER, '--mem', MEM]);

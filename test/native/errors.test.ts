@@ -54,6 +54,8 @@ interface FdCall {
 const fdCalls = {
   close: { syscall: 'close', call: (fd) => native.close(fd) },
   ftruncate: { syscall: 'ftruncate', call: (fd) => native.ftruncate(fd, 0n) },
+  lseek: { syscall: 'lseek', call: (fd) => native.lseek(fd, 0, 3) },
+  fallocate: { syscall: 'fallocate', call: (fd) => native.fallocate(fd, 3, 0, 4096) },
   mmapShared: { syscall: 'mmap', call: (fd) => native.mmapShared(fd, PAGE, 0) },
 
   kvmGetApiVersion: { syscall: 'KVM_GET_API_VERSION', call: (fd) => native.kvmGetApiVersion(fd) },

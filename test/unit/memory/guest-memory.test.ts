@@ -61,3 +61,24 @@ describe('isZeroBytes', () => {
     expect(isZeroBytes(page.subarray(1, 9))).toBe(false);
   });
 });
+
+describe('GuestMemory: never-written pages', () => {
+  it('allocatedPages lists exactly the written pages; zeroPages releases pages, reads zero, and marks them', () => {
+    const m = GuestMemory.create(4 * MiB);
+    try {
+      expect(m.allocatedPages(0)).toEqual([]);
+      m.write(gpa(5 * 4096), new Uint8Array([1]));
+      m.fill(gpa(100 * 4096), 3 * 4096, 7);
+      expect(m.allocatedPages(0)).toEqual([{ firstPage: 5, count: 1 }, { firstPage: 100, count: 3 }]);
+      m.setLogging(true);
+      m.zeroPages(gpa(101 * 4096), 4096);
+      expect(m.allocatedPages(0)).toEqual([{ firstPage: 5, count: 1 }, { firstPage: 100, count: 1 }, { firstPage: 102, count: 1 }]);
+      expect(m.read(gpa(101 * 4096), 4096).every((b) => b === 0)).toBe(true);
+      expect(m.regions[0]!.dirty.dirtyAt(101)).toBe(true);
+      expect(() => m.zeroPages(gpa(4096 + 1), 4096)).toThrow(/not whole pages/);
+      expect(() => m.zeroPages(gpa(4 * MiB), 4096)).toThrow(/not inside guest RAM/);
+    } finally {
+      m.dispose();
+    }
+  });
+});

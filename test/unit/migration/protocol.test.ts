@@ -60,3 +60,27 @@ describe('migration stream records', () => {
     expect(verifyMismatches([a], await hashRegions([a]), await hashRegions([b]))).toEqual(['0x200000-0x3fffff']);
   });
 });
+
+describe('RAM records', () => {
+  it('pages known to be zero are sent as zero without being read (never allocating them)', async () => {
+    const { GuestMemory } = await import('../../../src/memory/guest-memory.js');
+    const { encodeRamRecord, applyRamRecord } = await import('../../../src/migration/ram-record.js');
+    const src = GuestMemory.create(1024 * 1024);
+    const dst = GuestMemory.create(1024 * 1024);
+    try {
+      src.fill(0x3000 as never, 4096, 9);
+      const counts = { zero: 0, data: 0 };
+      const rec = encodeRamRecord(0, src.regions[0]!.bytes, [0, 1, 2, 3, 4], counts, new Uint8Array([1, 1, 1, 0, 1]));
+      expect(counts).toEqual({ zero: 4, data: 1 });
+      expect(src.allocatedPages(0)).toEqual([{ firstPage: 3, count: 1 }]); // pages 0-2 and 4 were not read
+      dst.fill(0x1000 as never, 4096, 5); // stale data the zero page must replace
+      applyRamRecord(dst, rec.subarray(5));
+      expect(dst.allocatedPages(0)).toEqual([{ firstPage: 3, count: 1 }]); // the stale page was released, not written
+      // (Reading compares, and allocates what it reads: last.)
+      expect(Buffer.from(dst.regions[0]!.bytes.subarray(0, 5 * 4096)).equals(Buffer.from(src.regions[0]!.bytes.subarray(0, 5 * 4096)))).toBe(true);
+    } finally {
+      src.dispose();
+      dst.dispose();
+    }
+  });
+});
