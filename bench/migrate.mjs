@@ -13,7 +13,7 @@
 // everything, tsvmm's when the destination has acknowledged loading it (so tsvmm's includes the load).
 //
 // Reproduce: npm install && node bench/migrate.mjs [--sizes 1,4] [--cases idle,dirtying]
-//   [--dirty-bytes 64M] [--downtime-limit 300] [--timeout 600]
+//   [--dirty-bytes 64M] [--downtime-limit 300] [--timeout 600] [--loopback-seconds 3]
 // Without /dev/kvm: scripts/nested-kvm/run.sh --mem 10G -- env TMPDIR=/dev/shm node bench/migrate.mjs
 // (10G: a 4 GiB tsvmm source and destination each end up with all guest RAM resident, because
 // touching a memfd page through its mapping allocates it, even to read zeros.)
@@ -381,6 +381,6 @@ for (const { label, tsvmm, qemu } of results) {
 console.log('\n  targets (throughput = ram.transferred / total-time; an idle guest is mostly zero pages, sent as flags,');
 console.log('  so its wire rate measures page scanning, not the link):');
 for (const v of verdicts) console.log(v);
-const args = `--sizes ${values.sizes} --cases ${values.cases} --dirty-bytes ${values['dirty-bytes']} --downtime-limit ${downtimeLimitMs} --timeout ${values.timeout}`;
+const args = `--sizes ${values.sizes} --cases ${values.cases} --dirty-bytes ${values['dirty-bytes']} --downtime-limit ${downtimeLimitMs} --timeout ${values.timeout} --loopback-seconds ${loopbackSeconds}`;
 console.log(`  reproduce: node bench/migrate.mjs ${args}`);
 if (inNested) console.log(`  (run here as: scripts/nested-kvm/run.sh --mem 10G -- env TMPDIR=/dev/shm node bench/migrate.mjs ${args})`);
