@@ -1,0 +1,386 @@
+#!/usr/bin/env node
+// bench/migrate: live migration over loopback TCP, tsvmm against QEMU (Debian's qemu-system-x86_64,
+// -M microvm -enable-kvm) migrating the same guests, in one run: 1 GiB and 4 GiB of RAM, an idle
+// guest and the dirtier, each VMM driven the same way over QMP (max-bandwidth 0 = unlimited, the same
+// downtime-limit, auto-converge on). For each it prints total time, downtime, bytes sent and pages/s,
+// the tsvmm/QEMU ratios, and the loopback TCP limit measured in the same run (a Node sender pushing
+// bytes into a Node receiver in another process, the shape of a migration).
+//
+// Every figure comes from the source's own query-migrate answer after completion, the same fields for
+// both VMMs: total-time and downtime (ms), ram.transferred (bytes on the wire), and pages/s computed as
+// (ram.normal + ram.duplicate) / total-time, because tsvmm does not fill ram.pages-per-second.
+// Downtime is not measured the same way inside the two: QEMU's ends when its source has sent
+// everything, tsvmm's when the destination has acknowledged loading it (so tsvmm's includes the load).
+//
+// Reproduce: npm install && node bench/migrate.mjs [--sizes 1,4] [--cases idle,dirtying]
+//   [--dirty-bytes 64M] [--downtime-limit 300] [--timeout 600] [--loopback-seconds 3]
+// Without /dev/kvm: scripts/nested-kvm/run.sh --mem 10G -- env TMPDIR=/dev/shm node bench/migrate.mjs
+// (10G: a 4 GiB tsvmm source and destination each end up with all guest RAM resident, because
+// touching a memfd page through its mapping allocates it, even to read zeros.)
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { fileURLToPath } from 'node:url';
+import { kvmAvailable } from './kvm-available.mjs';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const { QmpClient } = await import(path.join(root, 'dist', 'control', 'qmp-client.js'));
+
+const { values } = parseArgs({
+  options: {
+    sizes: { type: 'string', default: '1,4' },
+    cases: { type: 'string', default: 'idle,dirtying' },
+    'dirty-bytes': { type: 'string', default: '64M' },
+    'downtime-limit': { type: 'string', default: '300' },
+    timeout: { type: 'string', default: '600' },
+    'loopback-seconds': { type: 'string', default: '3' },
+  },
+});
+const MiB = 2 ** 20;
+const GiB = 2 ** 30;
+const sizesGiB = values.sizes.split(',').map(Number);
+const cases = values.cases.split(',');
+const dirtyBytes = parseSize(values['dirty-bytes']);
+const downtimeLimitMs = Number(values['downtime-limit']);
+const timeoutMs = Number(values.timeout) * 1000;
+const loopbackSeconds = Number(values['loopback-seconds']);
+for (const c of cases) {
+  if (c !== 'idle' && c !== 'dirtying') usage(`--cases: unknown case '${c}' (idle, dirtying)`);
+}
+if (sizesGiB.some((s) => !(s > 0))) usage(`--sizes: '${values.sizes}' is not a list of GiB sizes such as 1,4`);
+if (!(downtimeLimitMs > 0) || !(timeoutMs > 0) || !(loopbackSeconds > 0)) usage('--downtime-limit, --timeout and --loopback-seconds take positive numbers');
+
+if (!kvmAvailable()) {
+  console.error('bench/migrate: cannot run: /dev/kvm is missing or not read-writable on this host (try scripts/nested-kvm/run.sh --mem 10G -- env TMPDIR=/dev/shm node bench/migrate.mjs)');
+  process.exit(4);
+}
+const haveQemu = spawnSync('qemu-system-x86_64', ['--version']).status === 0;
+const qemuVersion = haveQemu ? spawnSync('qemu-system-x86_64', ['--version'], { encoding: 'utf8' }).stdout.split('\n')[0] : '';
+
+/** Where the dirtier starts stamping: its default, 16 MiB, clear of the image and boot structures. */
+const DIRTY_START = 16 * MiB;
+const DIRTIER = path.join(root, 'guests', 'build', 'dirtier.elf');
+/** The idle guest: ring-0 loop bumping one counter; it dirties one page and never exits to the VMM. */
+const SPIN = path.join(root, 'guests', 'build', 'spin.elf');
+const POLL_MS = 100;
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const workDir = mkdtempSync(path.join(os.tmpdir(), 'bench-migrate-'));
+/** Every process this bench started, killed on the way out whatever happens. */
+const children = new Set();
+process.on('exit', () => {
+  for (const c of children) c.kill('SIGKILL');
+  rmSync(workDir, { recursive: true, force: true });
+});
+for (const sig of ['SIGINT', 'SIGTERM']) process.on(sig, () => process.exit(130));
+
+function usage(message) {
+  console.error(`bench/migrate: ${message}`);
+  process.exit(2);
+}
+
+function parseSize(text) {
+  const m = /^(\d+)([KMG]?)$/i.exec(text);
+  if (m === null) usage(`--dirty-bytes: '${text}' is not a size such as 64M`);
+  return Number(m[1]) * { '': 1, k: 1024, m: MiB, g: GiB }[m[2].toLowerCase()];
+}
+
+/** A VMM process: serial console on stdio (typed into, read back), QMP on a unix socket. */
+class VmmProcess {
+  constructor(label, command, args, qmpPath) {
+    this.label = label;
+    this.qmpPath = qmpPath;
+    this.stdout = '';
+    this.stderr = '';
+    this.child = spawn(command, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+    children.add(this.child);
+    this.child.stdout.on('data', (d) => { this.stdout += d.toString('latin1'); });
+    this.child.stderr.on('data', (d) => { this.stderr += d.toString(); });
+    this.child.stdin.on('error', () => {}); // typing into a VMM that already exited is not an error here
+    this.exited = new Promise((resolve) => this.child.on('close', (status, signal) => {
+      children.delete(this.child);
+      resolve(status ?? signal);
+    }));
+    this.exitStatus = undefined;
+    this.exited.then((s) => { this.exitStatus = s; });
+  }
+
+  async waitFor(what, label, ms = 120_000) {
+    const t0 = Date.now();
+    while (!what()) {
+      if (this.exitStatus !== undefined) throw new Error(`${this.label} exited (${this.exitStatus}) while waiting for ${label}; stderr: ${this.stderr.trim().slice(-400)}; console: ${this.stdout.slice(-300)}`);
+      if (Date.now() - t0 > ms) throw new Error(`${this.label}: timed out waiting for ${label}; stderr: ${this.stderr.trim().slice(-400)}; console: ${this.stdout.slice(-300)}`);
+      await sleep(20);
+    }
+  }
+
+  type(text) {
+    this.child.stdin.write(text);
+  }
+
+  async qmp() {
+    await this.waitFor(() => existsSync(this.qmpPath), 'its QMP socket');
+    return QmpClient.connect(`unix:${this.qmpPath}`, { timeoutMs: 30_000 });
+  }
+
+  kill() {
+    if (this.exitStatus === undefined) this.child.kill('SIGKILL');
+  }
+}
+
+/** A free loopback port: the kernel picks it; the race until the destination binds it is harmless here. */
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+let serial = 0;
+const socketPath = (name) => path.join(workDir, `${name}-${++serial}.qmp`);
+
+function guestFor(kind) {
+  return kind === 'idle'
+    ? { kernel: SPIN, cmdline: '', ready: /spinning\n/ }
+    : { kernel: DIRTIER, cmdline: `start=0x${DIRTY_START.toString(16)} size=0x${dirtyBytes.toString(16)}`, ready: /dirtier: start=/ };
+}
+
+/** The two VMMs, started the same way: same guest, RAM, command line; the destination waits for a stream. */
+const vmms = {
+  tsvmm: {
+    source(g, memGiB) {
+      const qmp = socketPath('tsvmm-src');
+      const args = [path.join(root, 'bin', 'tsvmm.js'), 'run', g.kernel, '--mem', `${memGiB}G`, '--qmp', `unix:${qmp}`];
+      if (g.cmdline) args.push('--cmdline', g.cmdline);
+      return new VmmProcess('tsvmm source', process.execPath, args, qmp);
+    },
+    async destination(g, memGiB, port) {
+      const qmp = socketPath('tsvmm-dst');
+      const p = new VmmProcess('tsvmm destination', process.execPath, [
+        path.join(root, 'bin', 'tsvmm.js'), 'run', g.kernel, '--mem', `${memGiB}G`,
+        '--incoming', `tcp:127.0.0.1:${port}`, '--qmp', `unix:${qmp}`,
+      ], qmp);
+      await p.waitFor(() => p.stderr.includes('waiting for an incoming migration'), 'it to listen');
+      return p;
+    },
+  },
+  qemu: {
+    args(g, memGiB, qmp) {
+      const args = [
+        '-enable-kvm', '-M', 'microvm,x-option-roms=off,isa-serial=on,rtc=off', '-nodefaults', '-no-user-config',
+        '-display', 'none', '-serial', 'stdio', '-device', 'isa-debug-exit,iobase=0xf4,iosize=4',
+        '-m', `${memGiB}G`, '-kernel', g.kernel, '-qmp', `unix:${qmp},server=on,wait=off`,
+      ];
+      if (g.cmdline) args.push('-append', g.cmdline);
+      return args;
+    },
+    source(g, memGiB) {
+      const qmp = socketPath('qemu-src');
+      return new VmmProcess('QEMU source', 'qemu-system-x86_64', this.args(g, memGiB, qmp), qmp);
+    },
+    async destination(g, memGiB, port) {
+      const qmp = socketPath('qemu-dst');
+      const p = new VmmProcess('QEMU destination', 'qemu-system-x86_64', [...this.args(g, memGiB, qmp), '-incoming', `tcp:127.0.0.1:${port}`], qmp);
+      // QEMU binds the -incoming port during start-up, before its main loop serves QMP: a QMP answer means it listens.
+      const client = await p.qmp();
+      client.close();
+      return p;
+    },
+  },
+};
+
+/**
+ * Polls query-migrate until the migration ends, asking once more the moment the MIGRATION event says
+ * it completed: a tsvmm source exits soon after (QMP stays up for 2 s), a QEMU source stays.
+ */
+async function migrationEnd(client, label) {
+  let completed = false;
+  let wake;
+  client.on('event', (e) => {
+    if (e.event === 'MIGRATION' && e.data?.status === 'completed') { completed = true; wake?.(); }
+  });
+  const t0 = Date.now();
+  for (;;) {
+    const info = await client.execute('query-migrate');
+    if (['completed', 'failed', 'cancelled'].includes(info.status)) return info;
+    if (Date.now() - t0 > timeoutMs) {
+      await client.execute('migrate_cancel').catch(() => {});
+      return { ...info, status: 'timeout', 'error-desc': `${label}: not completed after ${timeoutMs / 1000} s (passes: ${info.ram?.['dirty-sync-count']})` };
+    }
+    if (!completed) await new Promise((resolve) => { wake = resolve; setTimeout(resolve, POLL_MS); });
+  }
+}
+
+/** One migration of one VMM; returns the source's final query-migrate figures and what the destination said. */
+async function migrateOnce(vmm, kind, memGiB) {
+  const g = guestFor(kind);
+  const port = await freePort();
+  const dst = await vmm.destination(g, memGiB, port);
+  const src = vmm.source(g, memGiB);
+  let srcQmp;
+  let dstQmp;
+  try {
+    await src.waitFor(() => g.ready.test(src.stdout), `the guest (${g.ready})`);
+    let dirtyRate;
+    if (kind === 'dirtying') {
+      // Migrate only once the whole range holds stamps ('p' is answered after a complete pass), and
+      // measure how fast this guest dirties under this VMM: the two need not run it at the same speed.
+      const pass = async (n) => {
+        src.type('p');
+        await src.waitFor(() => [...src.stdout.matchAll(/dirtier: pass (\d+)\n/g)].length >= n, 'a full dirtier pass', 300_000);
+        return { pass: Number([...src.stdout.matchAll(/dirtier: pass (\d+)\n/g)][n - 1][1]), at: performance.now() };
+      };
+      const first = await pass(1);
+      await sleep(2_000);
+      const second = await pass(2);
+      dirtyRate = ((second.pass - first.pass) * (dirtyBytes / 4096)) / ((second.at - first.at) / 1000);
+    } else {
+      await sleep(500);
+    }
+    srcQmp = await src.qmp();
+    await srcQmp.execute('migrate-set-capabilities', { capabilities: [{ capability: 'auto-converge', state: true }] });
+    // max-bandwidth 0: no limit in both (QEMU 7.2 migration/qemu-file.c: rate_limit_max > 0 is checked).
+    await srcQmp.execute('migrate-set-parameters', { 'downtime-limit': downtimeLimitMs, 'max-bandwidth': 0 });
+    await srcQmp.execute('migrate', { uri: `tcp:127.0.0.1:${port}` });
+    const info = await migrationEnd(srcQmp, `${vmm === vmms.tsvmm ? 'tsvmm' : 'QEMU'} ${memGiB} GiB ${kind}`);
+    let check = '';
+    if (info.status === 'completed') {
+      dstQmp = await dst.qmp();
+      const st = await dstQmp.execute('query-status');
+      check = `destination ${st.status}`;
+      if (kind === 'dirtying') {
+        // The guest, now on the destination, checks every stamp it wrote on the source.
+        dst.type('v');
+        await dst.waitFor(() => /dirtier: verify (ok|FAILED)[^\n]*\n/.test(dst.stdout), 'the guest to verify itself', 300_000);
+        check = /dirtier: verify (ok|FAILED)[^\n]*/.exec(dst.stdout)[0];
+      }
+    }
+    return { info, check, dirtyRate };
+  } finally {
+    for (const c of [srcQmp, dstQmp]) {
+      if (c && !c.closed) {
+        await c.execute('quit').catch(() => {});
+        c.close();
+      }
+    }
+    await Promise.race([Promise.all([src.exited, dst.exited]), sleep(5_000)]);
+    src.kill();
+    dst.kill();
+  }
+}
+
+/** Bytes/s a Node sender pushes through a loopback TCP socket into a Node receiver in another process. */
+async function nodeLoopback(seconds) {
+  const port = await freePort();
+  const receiver = spawn(process.execPath, ['-e', `
+    const net = require('node:net');
+    let n = 0;
+    net.createServer((s) => { s.on('data', (d) => { n += d.length; }); s.on('end', () => { process.stdout.write(String(n)); process.exit(0); }); })
+      .listen(${port}, '127.0.0.1', () => process.stdout.write('listening\\n'));
+  `], { stdio: ['ignore', 'pipe', 'inherit'] });
+  children.add(receiver);
+  let out = '';
+  receiver.stdout.on('data', (d) => { out += d; });
+  while (!out.includes('listening')) await sleep(10);
+  const done = new Promise((resolve) => receiver.on('close', () => { children.delete(receiver); resolve(); }));
+  const chunk = Buffer.alloc(MiB, 0xa5);
+  const socket = net.connect(port, '127.0.0.1');
+  await new Promise((resolve) => socket.once('connect', resolve));
+  const t0 = performance.now();
+  while (performance.now() - t0 < seconds * 1000) {
+    if (!socket.write(chunk)) await new Promise((resolve) => socket.once('drain', resolve));
+  }
+  socket.end();
+  await done;
+  const ms = performance.now() - t0;
+  return Number(out.slice(out.indexOf('\n') + 1)) / (ms / 1000);
+}
+
+/** Bytes/s through loopback TCP from bench/loopback-tcp.c (built here with gcc), or undefined without gcc. */
+function cLoopback(seconds) {
+  const exe = path.join(workDir, 'loopback-tcp');
+  if (!existsSync(exe)) {
+    const cc = spawnSync('gcc', ['-O2', '-o', exe, path.join(root, 'bench', 'loopback-tcp.c')], { encoding: 'utf8' });
+    if (cc.status !== 0) return undefined;
+  }
+  const r = spawnSync(exe, [String(seconds)], { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`bench/loopback-tcp failed: ${r.stderr.trim()}`);
+  return Number(r.stdout);
+}
+
+/** The loopback TCP limit now: the better of a C pair and a Node pair, both printed. */
+async function loopbackLimit(when) {
+  const c = cLoopback(loopbackSeconds);
+  const node = await nodeLoopback(loopbackSeconds);
+  console.log(`  loopback TCP ${when} (${loopbackSeconds} s each, sender and receiver in two processes): `
+    + `C ${c === undefined ? 'not measured (no gcc)' : fmtRate(c)}, Node ${fmtRate(node)}`);
+  return Math.max(c ?? 0, node);
+}
+
+const fmtMs = (ms) => (ms === undefined ? '-' : `${Math.round(ms)} ms`);
+const fmtBytes = (b) => (b === undefined ? '-' : `${(b / MiB).toFixed(1)} MiB`);
+const fmtRate = (r) => `${(r / MiB).toFixed(0)} MiB/s`;
+const pagesPerSecond = (info) => (info.ram.normal + info.ram.duplicate) / (info['total-time'] / 1000);
+const wireRate = (info) => info.ram.transferred / (info['total-time'] / 1000);
+const ratio = (a, b) => (a === undefined || b === undefined || b === 0 ? '-' : (a / b).toFixed(2));
+
+function row(label, r, limit) {
+  if (r.info.status !== 'completed') return `  ${label}: ${r.info.status}: ${r.info['error-desc'] ?? 'no reason given'}`;
+  const i = r.info;
+  return `  ${label}: total ${fmtMs(i['total-time'])}, downtime ${fmtMs(i.downtime)}, sent ${fmtBytes(i.ram.transferred)}, `
+    + `${Math.round(pagesPerSecond(i))} pages/s, wire ${fmtRate(wireRate(i))} = ${((100 * wireRate(i)) / limit).toFixed(0)}% of loopback, `
+    + `passes ${i.ram['dirty-sync-count']}${r.dirtyRate === undefined ? '' : `, guest dirtied ${Math.round(r.dirtyRate)} pages/s before`}; ${r.check}`;
+}
+
+const inNested = existsSync('/proc/cpuinfo') && /hypervisor/.test(readFileSync('/proc/cpuinfo', 'utf8'));
+console.log('migrate: live migration over loopback TCP, tsvmm vs QEMU microvm with KVM, the same guests, in one run');
+if (inNested) console.log('  NOTE: this host is itself a VM (cpuinfo: hypervisor); under nested KVM on TCG all figures are distorted');
+console.log(`  both: max-bandwidth 0 (unlimited), downtime-limit ${downtimeLimitMs} ms, auto-converge on, one TCP channel`);
+console.log(`  idle = guests/build/spin.elf (ring-0 counter loop, one page dirty); dirtying = guests/build/dirtier.elf `
+  + `rewriting ${fmtBytes(dirtyBytes)} from 16 MiB, pass after pass, migrated after a full pass, verified on the destination`);
+console.log(`  QEMU: ${haveQemu ? qemuVersion : 'not installed: its half is skipped (apt install qemu-system-x86)'}`);
+const limitBefore = await loopbackLimit('before the migrations');
+
+const results = [];
+for (const memGiB of sizesGiB) {
+  for (const kind of cases) {
+    const label = `${memGiB} GiB ${kind}`;
+    const tsvmm = await migrateOnce(vmms.tsvmm, kind, memGiB).catch((e) => ({ info: { status: 'error', 'error-desc': e.message }, check: '' }));
+    console.log(row(`${label.padEnd(14)} tsvmm`, tsvmm, limitBefore));
+    let qemu;
+    if (haveQemu) {
+      qemu = await migrateOnce(vmms.qemu, kind, memGiB).catch((e) => ({ info: { status: 'error', 'error-desc': e.message }, check: '' }));
+      console.log(row(`${label.padEnd(14)} QEMU `, qemu, limitBefore));
+    }
+    results.push({ label, tsvmm, qemu });
+  }
+}
+const limit = Math.max(limitBefore, await loopbackLimit('after the migrations'));
+console.log(`  loopback limit used below: ${fmtRate(limit)}, the highest of the four`);
+
+console.log('\n  case             total tsvmm/QEMU   downtime tsvmm/QEMU   bytes tsvmm/QEMU   pages/s tsvmm/QEMU   tsvmm wire % of loopback');
+const verdicts = [];
+for (const { label, tsvmm, qemu } of results) {
+  const t = tsvmm.info.status === 'completed' ? tsvmm.info : undefined;
+  const q = qemu?.info.status === 'completed' ? qemu.info : undefined;
+  const pct = t ? (100 * wireRate(t)) / limit : undefined;
+  console.log(`  ${label.padEnd(15)}  ${ratio(t?.['total-time'], q?.['total-time']).padStart(16)}   ${ratio(t?.downtime, q?.downtime).padStart(19)}   `
+    + `${ratio(t?.ram.transferred, q?.ram.transferred).padStart(16)}   ${ratio(t && pagesPerSecond(t), q && pagesPerSecond(q)).padStart(18)}   `
+    + `${pct === undefined ? '-' : `${pct.toFixed(0)}%`.padStart(24)}`);
+  const met = (ok) => (ok === undefined ? 'not measured' : ok ? 'met' : 'NOT met');
+  verdicts.push(`  ${label.padEnd(15)}  total <= 0.8x QEMU: ${met(t && q ? t['total-time'] <= 0.8 * q['total-time'] : undefined)}; `
+    + `downtime <= QEMU's: ${met(t && q ? t.downtime <= q.downtime : undefined)}; `
+    + `throughput >= 70% of loopback: ${met(pct === undefined ? undefined : pct >= 70)}`);
+}
+console.log('\n  targets (throughput = ram.transferred / total-time; an idle guest is mostly zero pages, sent as flags,');
+console.log('  so its wire rate measures page scanning, not the link):');
+for (const v of verdicts) console.log(v);
+const args = `--sizes ${values.sizes} --cases ${values.cases} --dirty-bytes ${values['dirty-bytes']} --downtime-limit ${downtimeLimitMs} --timeout ${values.timeout} --loopback-seconds ${loopbackSeconds}`;
+console.log(`  reproduce: node bench/migrate.mjs ${args}`);
+if (inNested) console.log(`  (run here as: scripts/nested-kvm/run.sh --mem 10G -- env TMPDIR=/dev/shm node bench/migrate.mjs ${args})`);
