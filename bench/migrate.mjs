@@ -37,6 +37,7 @@ const { values } = parseArgs({
     'downtime-limit': { type: 'string', default: '300' },
     timeout: { type: 'string', default: '600' },
     'loopback-seconds': { type: 'string', default: '3' },
+    multifd: { type: 'string', default: '0' },
   },
 });
 const MiB = 2 ** 20;
@@ -47,6 +48,9 @@ const dirtyBytes = parseSize(values['dirty-bytes']);
 const downtimeLimitMs = Number(values['downtime-limit']);
 const timeoutMs = Number(values.timeout) * 1000;
 const loopbackSeconds = Number(values['loopback-seconds']);
+/** Extra RAM channels (QMP capability multifd, parameter multifd-channels) for both VMMs; 0 = one connection. */
+const multifdChannels = Number(values.multifd);
+if (!Number.isInteger(multifdChannels) || multifdChannels < 0 || multifdChannels > 255) usage(`--multifd: '${values.multifd}' is not a channel count (0 to 255)`);
 for (const c of cases) {
   if (c !== 'idle' && c !== 'dirtying') usage(`--cases: unknown case '${c}' (idle, dirtying)`);
 }
@@ -178,6 +182,8 @@ const vmms = {
         '-m', `${memGiB}G`, '-kernel', g.kernel, '-qmp', `unix:${qmp},server=on,wait=off`,
       ];
       if (g.cmdline) args.push('-append', g.cmdline);
+      // Both ends of a QEMU multifd migration need the capability; -global sets it before -incoming.
+      if (multifdChannels > 0) args.push('-global', 'migration.x-multifd=on', '-global', `migration.multifd-channels=${multifdChannels}`);
       return args;
     },
     source(g, memGiB) {
@@ -244,7 +250,11 @@ async function migrateOnce(vmm, kind, memGiB) {
       await sleep(500);
     }
     srcQmp = await src.qmp();
-    await srcQmp.execute('migrate-set-capabilities', { capabilities: [{ capability: 'auto-converge', state: true }] });
+    await srcQmp.execute('migrate-set-capabilities', { capabilities: [
+      { capability: 'auto-converge', state: true },
+      ...(multifdChannels > 0 ? [{ capability: 'multifd', state: true }] : []),
+    ] });
+    if (multifdChannels > 0) await srcQmp.execute('migrate-set-parameters', { 'multifd-channels': multifdChannels });
     // max-bandwidth 0: no limit in both (QEMU 7.2 migration/qemu-file.c: rate_limit_max > 0 is checked).
     await srcQmp.execute('migrate-set-parameters', { 'downtime-limit': downtimeLimitMs, 'max-bandwidth': 0 });
     await srcQmp.execute('migrate', { uri: `tcp:127.0.0.1:${port}` });
@@ -341,7 +351,7 @@ function row(label, r, limit) {
 const inNested = existsSync('/proc/cpuinfo') && /hypervisor/.test(readFileSync('/proc/cpuinfo', 'utf8'));
 console.log('migrate: live migration over loopback TCP, tsvmm vs QEMU microvm with KVM, the same guests, in one run');
 if (inNested) console.log('  NOTE: this host is itself a VM (cpuinfo: hypervisor); under nested KVM on TCG all figures are distorted');
-console.log(`  both: max-bandwidth 0 (unlimited), downtime-limit ${downtimeLimitMs} ms, auto-converge on, one TCP channel`);
+console.log(`  both: max-bandwidth 0 (unlimited), downtime-limit ${downtimeLimitMs} ms, auto-converge on, ${multifdChannels > 0 ? `multifd with ${multifdChannels} channels` : 'one TCP channel'}`);
 console.log(`  idle = guests/build/spin.elf (ring-0 counter loop, one page dirty); dirtying = guests/build/dirtier.elf `
   + `rewriting ${fmtBytes(dirtyBytes)} from 16 MiB, pass after pass, migrated after a full pass, verified on the destination`);
 console.log(`  QEMU: ${haveQemu ? qemuVersion : 'not installed: its half is skipped (apt install qemu-system-x86)'}`);
@@ -381,6 +391,6 @@ for (const { label, tsvmm, qemu } of results) {
 console.log('\n  targets (throughput = ram.transferred / total-time; an idle guest is mostly zero pages, sent as flags,');
 console.log('  so its wire rate measures page scanning, not the link):');
 for (const v of verdicts) console.log(v);
-const args = `--sizes ${values.sizes} --cases ${values.cases} --dirty-bytes ${values['dirty-bytes']} --downtime-limit ${downtimeLimitMs} --timeout ${values.timeout} --loopback-seconds ${loopbackSeconds}`;
+const args = `--sizes ${values.sizes} --cases ${values.cases} --dirty-bytes ${values['dirty-bytes']} --downtime-limit ${downtimeLimitMs} --timeout ${values.timeout} --loopback-seconds ${loopbackSeconds}${multifdChannels > 0 ? ` --multifd ${multifdChannels}` : ''}`;
 console.log(`  reproduce: node bench/migrate.mjs ${args}`);
 if (inNested) console.log(`  (run here as: scripts/nested-kvm/run.sh --mem 10G -- env TMPDIR=/dev/shm node bench/migrate.mjs ${args})`);
