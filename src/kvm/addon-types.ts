@@ -25,6 +25,16 @@ export interface NativeAddon {
   memfdCreate(name: string): number;
   /** ftruncate(fd, size). */
   ftruncate(fd: number, sizeBytes: bigint): void;
+  /** read(fd, buf, buf.length); returns the bytes read. Blocks the calling thread if the fd does. */
+  read(fd: number, buf: Uint8Array): number;
+  /** write(fd, buf, buf.length); returns the bytes written. */
+  write(fd: number, buf: Uint8Array): number;
+  /** poll(fds, n, timeoutMs) over caller-laid-out struct pollfd entries (8 bytes each: fd i32,
+   *  events i16, revents i16); returns how many are ready. Blocks the calling thread. */
+  poll(fds: Uint8Array, timeoutMs: number): number;
+  /** TUNSETIFF on an fd of /dev/net/tun with ifr_name = name and ifr_flags = flags (IFF_*); returns
+   *  the interface name the kernel chose. */
+  tunSetIff(fd: number, name: string, flags: number): string;
 
   // --- memory mappings ------------------------------------------------------------------------
   /** mmap(NULL, size, PROT_READ|PROT_WRITE, MAP_SHARED|MAP_ANONYMOUS|MAP_NORESERVE, -1, 0). */
