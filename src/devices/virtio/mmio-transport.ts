@@ -443,3 +443,19 @@ function setAddress(s: Int32Array, at: number, value: bigint): void {
 function hex(n: number): string {
   return n.toString(16);
 }
+
+/**
+ * A virtio-mmio slot with no device behind it, as QEMU's microvm leaves its unused transports: the
+ * magic and version read as usual and DeviceID reads 0 ("no device", 4.2.3.1.1), everything else 0.
+ */
+export class EmptyVirtioSlot implements BusDevice {
+  read(offset: number, size: number): number {
+    if (size !== 4) return 0;
+    if (offset === MmioReg.MAGIC_VALUE) return VIRTIO_MMIO_MAGIC;
+    if (offset === MmioReg.VERSION) return VIRTIO_MMIO_VERSION;
+    if (offset === MmioReg.VENDOR_ID) return VIRTIO_MMIO_VENDOR_ID;
+    return 0;
+  }
+
+  write(): void {}
+}
