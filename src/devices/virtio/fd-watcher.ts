@@ -67,6 +67,8 @@ export class FdWatcher {
     const worker = this.worker;
     if (worker === undefined) return;
     this.worker = undefined;
+    // Referenced again while we wait, or an otherwise idle event loop would end the process mid-await.
+    worker.ref();
     const ended = new Promise<void>((resolve) => worker.once('exit', () => resolve()));
     this.signalStop();
     await ended;
@@ -81,7 +83,7 @@ export class FdWatcher {
   }
 
   private signalStop(): void {
-    if (this.stopFd >= 0) addon().write(this.stopFd, new Uint8Array(new BigUint64Array([1n]).buffer));
+    if (this.stopFd >= 0) signalEventfd(this.stopFd);
   }
 }
 
