@@ -72,6 +72,18 @@ if (!qemuAvailable) process.stderr.write('\n*** SKIPPING virtio-guests-under-qem
     expect(caught.console()).toContain('read 2048, ok 2047, bad 1\n');
   });
 
+  it('passes=0 runs until `q`; the disk then holds the stamps of the pass it quit after', async () => {
+    const img = image('forever.img', 1 << 20);
+    const q = boot('diskcheck', [...VIRTIO_MODERN, ...qemuDisk(img)], 'run=2 passes=0');
+    await q.waitForConsole(/pass 3: /, 30_000);
+    q.type('q');
+    expect(await q.exited).toBe(33);
+    const pass = Number(/diskcheck: quit after pass (\d+)\n/.exec(q.console())?.[1]);
+    expect(pass).toBeGreaterThanOrEqual(3);
+    expect(q.console()).not.toContain('bad 1');
+    expect(checkDiskStamps(readFileSync(img), 2, pass)).toEqual({ ok: 2048, bad: 0, firstBad: [] });
+  });
+
   it('a read-only drive makes diskcheck report write errors and exit, not hang', async () => {
     const img = image('ro.img', 1 << 20);
     const q = boot('diskcheck', [...VIRTIO_MODERN, ...qemuDisk(img, { readonly: true })], 'req=4K');
