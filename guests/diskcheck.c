@@ -414,8 +414,15 @@ static void run(void *unused)
     if (cfg.verify_only) {
         run_pass((uint32_t)cfg.passes);
     } else {
-        for (uint64_t pass = 1; cfg.passes == 0 || pass <= cfg.passes; pass++)
+        for (uint64_t pass = 1; cfg.passes == 0 || pass <= cfg.passes; pass++) {
             run_pass((uint32_t)pass);
+            /* One look at COM1 per pass: `q` ends a passes=0 run cleanly. */
+            if (serial_try_getc() == 'q') {
+                put_kv("diskcheck: quit after pass ", pass);
+                serial_putc('\n');
+                break;
+            }
+        }
     }
     serial_puts("diskcheck: PASS\n");
     guest_exit(EXIT_PASS);

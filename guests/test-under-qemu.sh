@@ -132,6 +132,19 @@ expect "diskcheck refuses legacy virtio-mmio (-> 39)" 39 $'virtio: slot 23 at 0x
 run 20 diskcheck $V </dev/null
 expect "diskcheck without a disk (-> 39)" 39 $'virtio: no device with DeviceID 2 in the virtio-mmio window\ndiskcheck: FAIL no usable virtio-blk device\n'
 
+# netecho's UDP exchanges need a peer: test/e2e/virtio-guests-under-qemu.test.ts.
+# Here: startup, the p/q serial commands, and refusals. QEMU's user netdev
+# sends the guest nothing unasked. With acpi=off microvm has 8 slots (7 top).
+run 20 netecho $V -M microvm,acpi=off -netdev user,id=n0 -device virtio-net-device,netdev=n0 \
+    -append "ip=192.168.7.2 port=9" < <(sleep 1; printf p; sleep 0.5; printf q)
+expect "netecho p, q (acpi=off: slot 7) (-> 33)" 33 $'netecho: slot=7 mac=52:54:00:12:34:56 ip=192.168.7.2 port=9 link=up queues=256/256\nnetecho: ready\nnetecho: stats: udp 0, arp 0, icmp 0, dropped 0\nnetecho: quit: udp 0, arp 0, icmp 0, dropped 0\n'
+
+run 20 netecho $V -append "ip=10.0.2" </dev/null
+expect "netecho bad ip= (-> 41)" 41 $'netecho: bad command line: ip= must be a dotted quad like 10.0.2.15\n'
+
+run 20 netecho $V </dev/null
+expect "netecho without a NIC (-> 39)" 39 $'virtio: no device with DeviceID 1 in the virtio-mmio window\nnetecho: FAIL no usable virtio-net device\n'
+
 # The stamping loop must run in ring 3 with IOPL=3 (the point of dirtier's
 # design): sample the registers over QMP, then quit (status 0). The checker
 # waits for the startup line, so clear the previous test's output first.

@@ -165,6 +165,14 @@ uint64_t virtio_config64(struct virtio_dev *d, uint32_t off);
  */
 int virtq_add(struct virtq *q, const struct virtq_buf *bufs, unsigned n);
 
+/* The head id the next virtq_add() will use, or -1 if no descriptor is
+ * free: lets a driver whose chains are single descriptors keep one buffer
+ * per descriptor and fill buffer[head] before adding it. */
+static inline int virtq_next_head(const struct virtq *q)
+{
+    return q->num_free ? q->free_head : -1;
+}
+
 /* Publishes added chains and notifies the device unless it asked not to be
  * (VIRTQ_USED_F_NO_NOTIFY). */
 void virtq_kick(struct virtq *q);
