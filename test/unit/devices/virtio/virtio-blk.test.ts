@@ -151,6 +151,44 @@ describe('virtio-blk over a raw image file', () => {
     expect(env.d.usedIdx()).toBe(0);
   });
 
+  it('migration: a pause drains the request in flight, the one still in the avail ring completes on the destination; each exactly once', async () => {
+    const env = await device();
+    let release!: () => void;
+    const gate = new Promise<void>((r) => { release = r; });
+    const real = backend!.read.bind(backend);
+    (backend as { read: BlockBackend['read'] }).read = async (buf, off) => { await gate; return real(buf, off); };
+    const submit = (sector: number, data: number, status: number) => {
+      const header = new DataView(new ArrayBuffer(16));
+      header.setBigUint64(8, BigInt(sector), true);
+      mem.write(gpa(HDR + sector * 16), new Uint8Array(header.buffer));
+      return env.d.chain([{ addr: HDR + sector * 16, len: 16 }, { addr: data, len: 512, write: true }, { addr: status, len: 1, write: true }]);
+    };
+    const first = submit(1, DATA, STATUS_AT);
+    env.d.publish(first);
+    env.blk.notify(0); // popped: in flight on the source
+    const drained = env.blk.quiesce(); // the migration's final pause
+    const second = submit(2, DATA + 0x1000, STATUS_AT + 1);
+    env.d.publish(second);
+    env.blk.notify(0); // quiesced: stays in the avail ring
+    release();
+    await drained;
+    expect(env.blk.requestsInFlight).toBe(0);
+    const saved = JSON.parse(JSON.stringify(env.blk.state(), (_k, v: unknown) => (v instanceof Uint8Array ? [...v] : v)));
+    saved.transport.config = Uint8Array.from(saved.transport.config);
+    expect(saved.queues).toEqual([{ lastAvailIdx: 1, usedIdx: 1 }]);
+
+    // The destination: the same guest memory (as migrated), a fresh device restored from the state.
+    const t2 = new VirtioMmioTransport(createTransportState(blkIdentity(backend!)), { setLevel: () => {} }, () => {});
+    (backend as { read: BlockBackend['read'] }).read = real;
+    const dst = new VirtioBlk('virtio-blk@test', t2, mem, backend!);
+    dst.restore(saved);
+    dst.resume(); // the destination starts: serves what the avail ring still holds
+    await until(() => env.d.usedIdx() === 2);
+    expect(env.d.takeUsed()).toEqual([{ id: first, len: 513 }, { id: second, len: 513 }]);
+    expect(mem.read(gpa(DATA + 0x1000), 512)).toEqual(new Uint8Array(readFileSync(image).subarray(1024, 1536)));
+    expect(mem.read(gpa(STATUS_AT), 2)).toEqual(Uint8Array.of(BlkStatus.OK, BlkStatus.OK));
+  });
+
   it('refuses a missing, unreadable or empty image with a DiskError naming it', async () => {
     await expect(FileBlockBackend.open(path.join(dir, 'nope.img'), false)).rejects.toThrow(/nope\.img: the image file does not exist/);
     await expect(FileBlockBackend.open(dir, false)).rejects.toBeInstanceOf(DiskError);
