@@ -120,5 +120,5 @@ if (!qemuAvailable) process.stderr.write('\n*** SKIPPING virtio-guests-under-qem
     q.type('q');
     expect(await q.exited).toBe(33);
     expect(q.console()).toMatch(/netecho: quit: udp 2010, arp [1-9]\d*, icmp 1, dropped 1\n$/);
-  });
+  }, 120_000);
 });
