@@ -69,6 +69,7 @@ struct req {
 
 static struct {
     uint64_t sectors, req_bytes, depth, run, passes, verify_only;
+    uint64_t stamp;             /* 0: move data only (benchmarks) */
 } cfg;
 
 static struct virtio_dev dev;
@@ -179,7 +180,7 @@ static void complete(struct req *r, uint32_t pass)
         }
     } else if (status == VIRTIO_BLK_S_OK) {
         read_sectors += r->nsect;
-        for (uint32_t i = 0; i < r->nsect; i++)
+        for (uint32_t i = 0; cfg.stamp && i < r->nsect; i++)
             check_sector(r->data + (uint64_t)i * SECTOR, r->lba + i, pass);
     } else {
         count_failure(r, status);
@@ -273,7 +274,7 @@ static void sweep(uint32_t type, uint32_t pass)
         struct req *r = free_req(pass);
         uint32_t n = (uint32_t)(cfg.sectors - lba < per_req ? cfg.sectors - lba : per_req);
 
-        if (type == VIRTIO_BLK_T_OUT)
+        if (type == VIRTIO_BLK_T_OUT && cfg.stamp)
             for (uint32_t i = 0; i < n; i++)
                 make_stamp(r->data + (uint64_t)i * SECTOR, lba + i, (uint32_t)cfg.run, pass);
         submit(r, type, lba, n);
@@ -408,6 +409,8 @@ static void run(void *unused)
     put_kv(" ro=", !!(dev.features & (1ULL << VIRTIO_BLK_F_RO)));
     put_kv(" flush=", !!(dev.features & (1ULL << VIRTIO_BLK_F_FLUSH)));
     put_kv(" verify-only=", cfg.verify_only);
+    if (!cfg.stamp)
+        serial_puts(" stamp=0");
     serial_putc('\n');
     print_id();
 
@@ -453,6 +456,7 @@ void kmain(uint32_t magic, uint32_t mbi)
     cfg.run = cmdline_get_num(cmd, "run", 1);
     cfg.passes = cmdline_get_num(cmd, "passes", 1);
     cfg.verify_only = cmdline_get_num(cmd, "verify-only", 0);
+    cfg.stamp = cmdline_get_num(cmd, "stamp", 1);
 
     if (!cfg.req_bytes || cfg.req_bytes % SECTOR || cfg.req_bytes > MAX_REQ_BYTES)
         bad_cmdline("req= must be a multiple of 512 from 512 to 1M");

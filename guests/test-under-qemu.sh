@@ -119,6 +119,11 @@ expect_has "diskcheck verify-only=1 wrong run (-> 35)" 35 \
     " run=5 pass=2 sum=ok first-diff-byte=16 expected run=6 pass=1" \
     "diskcheck: pass 1: wrote 0 sectors, not flushed, read 2048, ok 0, bad 2048" "diskcheck: FAIL verify"
 
+# stamp=0 (benchmarks) moves the data and checks nothing.
+# shellcheck disable=SC2046
+run 30 diskcheck $V $(blk "") -append "stamp=0 req=4K" </dev/null
+expect "diskcheck stamp=0 (-> 33)" 33 $'diskcheck: slot=23 capacity=2048 sectors=2048 req=4096 depth=4 run=1 passes=1 ro=0 flush=1 verify-only=0 stamp=0\ndiskcheck: id=""\ndiskcheck: pass 1: wrote 2048 sectors, flushed, read 2048, ok 0, bad 0\ndiskcheck: PASS\n'
+
 # Writes to a read-only drive fail with VIRTIO_BLK_S_IOERR: reported, no hang.
 # 2048 sectors / 128 per request = 16 requests.
 # shellcheck disable=SC2046

@@ -117,8 +117,15 @@ if (!qemuAvailable) process.stderr.write('\n*** SKIPPING virtio-guests-under-qem
     const more = await peer.udpExchange({ dstIp: '10.0.2.15', dstMac: mac, dstPort: 7, count: 10, srcPort: 40_001 });
     expect(more.counters).toEqual(Array.from({ length: 10 }, (_, i) => BigInt(2001 + i)));
 
+    // The largest request whose reply fits a 1514-byte frame is 1464 bytes; one byte more is dropped.
+    const big = await peer.udpExchange({ dstIp: '10.0.2.15', dstMac: mac, dstPort: 7, count: 20, payloadBytes: 1464, srcPort: 40_002 });
+    expect(big.errors).toEqual([]);
+    expect(big.counters).toEqual(Array.from({ length: 20 }, (_, i) => BigInt(2011 + i)));
+    const tooBig = await peer.udpExchange({ dstIp: '10.0.2.15', dstMac: mac, dstPort: 7, count: 1, payloadBytes: 1465, srcPort: 40_003, replyTimeoutMs: 500 });
+    expect(tooBig.lost).toBe(1);
+
     q.type('q');
     expect(await q.exited).toBe(33);
-    expect(q.console()).toMatch(/netecho: quit: udp 2010, arp [1-9]\d*, icmp 1, dropped 1\n$/);
-  });
+    expect(q.console()).toMatch(/netecho: quit: udp 2030, arp [1-9]\d*, icmp 1, dropped 2\n$/);
+  }, 120_000);
 });

@@ -6,10 +6,11 @@ export const qemuAvailable = spawnSync('qemu-system-x86_64', ['--version']).stat
 
 /**
  * The machine guests/README.md runs our guests on: microvm with COM1 on stdio and isa-debug-exit, under
- * TCG (no /dev/kvm needed). QEMU exits with (code << 1) | 1 for guest_exit(code).
+ * TCG (no /dev/kvm needed) unless ACCEL=kvm, as for guests/test-under-qemu.sh. QEMU exits with
+ * (code << 1) | 1 for guest_exit(code).
  */
 export const QEMU_MICROVM_ARGS = [
-  '-M', 'microvm,x-option-roms=off,isa-serial=on,rtc=off', '-accel', 'tcg',
+  '-M', 'microvm,x-option-roms=off,isa-serial=on,rtc=off', '-accel', process.env.ACCEL ?? 'tcg',
   '-nodefaults', '-no-user-config', '-display', 'none', '-serial', 'stdio',
   '-device', 'isa-debug-exit,iobase=0xf4,iosize=4',
 ];
