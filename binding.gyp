@@ -12,6 +12,7 @@
         "native/kvm_system.cc",
         "native/kvm_vm.cc",
         "native/kvm_vcpu.cc",
+        "native/tun.cc",
         "native/bench.cc"
       ],
       "include_dirs": [

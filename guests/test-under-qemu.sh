@@ -98,6 +98,58 @@ expect "dirtier corrupt=1 (verify fails -> 7)" 7 $'dirtier: start=0x1000000 size
 run 20 dirtier -append "start=0x100000 size=1M" </dev/null
 expect "dirtier refuses its own image (-> 5)" 5 $'dirtier: bad range start=0x100000 size=0x100000: range overlaps the guest image\n'
 
+# diskcheck over a 1 MiB raw image (2048 sectors). Modern virtio-mmio needs
+# force-legacy=false; the first -device sits in the top slot, 23.
+V="-global virtio-mmio.force-legacy=false"
+truncate -s 1M "$TMP/disk.img"
+blk() { echo "-device virtio-blk-device,drive=d0${2-} -drive if=none,id=d0,file=$TMP/disk.img,format=raw${1-}"; }
+# shellcheck disable=SC2046
+run 30 diskcheck $V $(blk "" ",serial=under-qemu") -append "run=5 passes=2" </dev/null
+expect "diskcheck run=5 passes=2 (-> 33)" 33 $'diskcheck: slot=23 capacity=2048 sectors=2048 req=65536 depth=4 run=5 passes=2 ro=0 flush=1 verify-only=0\ndiskcheck: id="under-qemu"\ndiskcheck: pass 1: wrote 2048 sectors, flushed, read 2048, ok 2048, bad 0\ndiskcheck: pass 2: wrote 2048 sectors, flushed, read 2048, ok 2048, bad 0\ndiskcheck: PASS\n'
+
+# A second boot verifies what the first left, from a read-only drive.
+# shellcheck disable=SC2046
+run 30 diskcheck $V $(blk ",readonly=on") -append "run=5 passes=2 verify-only=1" </dev/null
+expect "diskcheck verify-only=1 read-only (-> 33)" 33 $'diskcheck: slot=23 capacity=2048 sectors=2048 req=65536 depth=4 run=5 passes=2 ro=1 flush=1 verify-only=1\ndiskcheck: id=""\ndiskcheck: pass 2: wrote 0 sectors, not flushed, read 2048, ok 2048, bad 0\ndiskcheck: PASS\n'
+
+# Requests may complete out of order, so which sectors get a line varies.
+# shellcheck disable=SC2046
+run 30 diskcheck $V $(blk ",readonly=on") -append "run=6 passes=1 verify-only=1" </dev/null
+expect_has "diskcheck verify-only=1 wrong run (-> 35)" 35 \
+    " run=5 pass=2 sum=ok first-diff-byte=16 expected run=6 pass=1" \
+    "diskcheck: pass 1: wrote 0 sectors, not flushed, read 2048, ok 0, bad 2048" "diskcheck: FAIL verify"
+
+# stamp=0 (benchmarks) moves the data and checks nothing.
+# shellcheck disable=SC2046
+run 30 diskcheck $V $(blk "") -append "stamp=0 req=4K" </dev/null
+expect "diskcheck stamp=0 (-> 33)" 33 $'diskcheck: slot=23 capacity=2048 sectors=2048 req=4096 depth=4 run=1 passes=1 ro=0 flush=1 verify-only=0 stamp=0\ndiskcheck: id=""\ndiskcheck: pass 1: wrote 2048 sectors, flushed, read 2048, ok 0, bad 0\ndiskcheck: PASS\n'
+
+# Writes to a read-only drive fail with VIRTIO_BLK_S_IOERR: reported, no hang.
+# 2048 sectors / 128 per request = 16 requests.
+# shellcheck disable=SC2046
+run 30 diskcheck $V $(blk ",readonly=on") </dev/null
+expect "diskcheck read-only drive (-> 37)" 37 $'diskcheck: slot=23 capacity=2048 sectors=2048 req=65536 depth=4 run=1 passes=1 ro=1 flush=1 verify-only=0\ndiskcheck: id=""\ndiskcheck: pass 1: wrote 0 sectors, flushed, read 0, ok 0, bad 0\ndiskcheck: write errors: 16 requests failed (IOERR 16, UNSUPP 0, other 0), first at sector 0 status 1\ndiskcheck: FAIL write errors\n'
+
+# shellcheck disable=SC2046
+run 30 diskcheck $(blk "") </dev/null
+expect "diskcheck refuses legacy virtio-mmio (-> 39)" 39 $'virtio: slot 23 at 0xfeb02e00: device 2 offers only legacy virtio-mmio (version 1); this driver needs version 2: run QEMU with -global virtio-mmio.force-legacy=false\ndiskcheck: FAIL no usable virtio-blk device\n'
+
+run 20 diskcheck $V </dev/null
+expect "diskcheck without a disk (-> 39)" 39 $'virtio: no device with DeviceID 2 in the virtio-mmio window\ndiskcheck: FAIL no usable virtio-blk device\n'
+
+# netecho's UDP exchanges need a peer: test/e2e/virtio-guests-under-qemu.test.ts.
+# Here: startup, the p/q serial commands, and refusals. QEMU's user netdev
+# sends the guest nothing unasked. With acpi=off microvm has 8 slots (7 top).
+run 20 netecho $V -M microvm,acpi=off -netdev user,id=n0 -device virtio-net-device,netdev=n0 \
+    -append "ip=192.168.7.2 port=9" < <(sleep 1; printf p; sleep 0.5; printf q)
+expect "netecho p, q (acpi=off: slot 7) (-> 33)" 33 $'netecho: slot=7 mac=52:54:00:12:34:56 ip=192.168.7.2 port=9 link=up queues=256/256\nnetecho: ready\nnetecho: stats: udp 0, arp 0, icmp 0, dropped 0\nnetecho: quit: udp 0, arp 0, icmp 0, dropped 0\n'
+
+run 20 netecho $V -append "ip=10.0.2" </dev/null
+expect "netecho bad ip= (-> 41)" 41 $'netecho: bad command line: ip= must be a dotted quad like 10.0.2.15\n'
+
+run 20 netecho $V </dev/null
+expect "netecho without a NIC (-> 39)" 39 $'virtio: no device with DeviceID 1 in the virtio-mmio window\nnetecho: FAIL no usable virtio-net device\n'
+
 # The stamping loop must run in ring 3 with IOPL=3 (the point of dirtier's
 # design): sample the registers over QMP, then quit (status 0). The checker
 # waits for the startup line, so clear the previous test's output first.

@@ -15,6 +15,7 @@ AddonInstance::AddonInstance(Napi::Env env, Napi::Object exports) {
   RegisterKvmSystem(env, exports);
   RegisterKvmVm(env, exports);
   RegisterKvmVcpu(env, exports);
+  RegisterTun(env, exports);
   RegisterBench(env, exports);
 }
 

@@ -33,6 +33,7 @@ void RegisterThreads(Napi::Env env, Napi::Object exports);
 void RegisterKvmSystem(Napi::Env env, Napi::Object exports);
 void RegisterKvmVm(Napi::Env env, Napi::Object exports);
 void RegisterKvmVcpu(Napi::Env env, Napi::Object exports);
+void RegisterTun(Napi::Env env, Napi::Object exports);
 void RegisterBench(Napi::Env env, Napi::Object exports);
 
 }  // namespace tsvmm

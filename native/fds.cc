@@ -1,5 +1,7 @@
-// Plain file descriptors: /dev/kvm itself, eventfds for irqfd/ioeventfd.
+// Plain file descriptors: /dev/kvm itself, eventfds for irqfd/ioeventfd, tap devices, and the
+// read/write/poll calls the virtio fd watcher makes on them.
 #include <fcntl.h>
+#include <poll.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
@@ -39,12 +41,53 @@ Napi::Value eventfd(const Napi::CallbackInfo& info) {
   return Napi::Number::New(args.Env(), fd);
 }
 
+// read(fd, buf, buf.length); returns the byte count (a blocking read on the caller's thread).
+Napi::Value read(const Napi::CallbackInfo& info) {
+  Args args(info, __func__);
+  int32_t fd;
+  Bytes buf;
+  if (!args.Int32(0, "fd", &fd) || !args.Uint8Array(1, "buf", 0, &buf)) return {};
+  ssize_t n = ::read(fd, buf.data, buf.length);
+  if (n < 0) return ThrowSyscallError(args.Env(), "read", errno);
+  return Napi::Number::New(args.Env(), static_cast<double>(n));
+}
+
+// write(fd, buf, buf.length); returns the byte count.
+Napi::Value write(const Napi::CallbackInfo& info) {
+  Args args(info, __func__);
+  int32_t fd;
+  Bytes buf;
+  if (!args.Int32(0, "fd", &fd) || !args.Uint8Array(1, "buf", 0, &buf)) return {};
+  ssize_t n = ::write(fd, buf.data, buf.length);
+  if (n < 0) return ThrowSyscallError(args.Env(), "write", errno);
+  return Napi::Number::New(args.Env(), static_cast<double>(n));
+}
+
+// poll(fds, nfds, timeout): `fds` holds struct pollfd entries (8 bytes each) laid out by the caller;
+// the kernel fills in revents. Returns the number of ready entries (0 on timeout).
+Napi::Value poll(const Napi::CallbackInfo& info) {
+  Args args(info, __func__);
+  Bytes fds;
+  int32_t timeout_ms;
+  if (!args.Uint8Array(0, "fds", sizeof(struct pollfd), &fds) ||
+      !args.Int32(1, "timeoutMs", &timeout_ms)) {
+    return {};
+  }
+  int n = ::poll(reinterpret_cast<struct pollfd*>(fds.data), fds.length / sizeof(struct pollfd),
+                 timeout_ms);
+  if (n < 0) return ThrowSyscallError(args.Env(), "poll", errno);
+  return Napi::Number::New(args.Env(), n);
+}
+
 }  // namespace
 
 void RegisterFds(Napi::Env env, Napi::Object exports) {
   EXPORT_FUNCTION(env, exports, open);
   EXPORT_FUNCTION(env, exports, close);
   EXPORT_FUNCTION(env, exports, eventfd);
+  EXPORT_FUNCTION(env, exports, read);
+  EXPORT_FUNCTION(env, exports, write);
+  EXPORT_FUNCTION(env, exports, poll);
 }
 
 }  // namespace tsvmm

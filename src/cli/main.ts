@@ -6,6 +6,7 @@ import { BootError } from '../boot/boot-error.js';
 import { packageRoot } from '../kvm/addon.js';
 import { KvmUnavailableError } from '../kvm/kvm.js';
 import { Vm, VmConfigError, readKernel } from '../machine/vm.js';
+import type { VirtioDeviceSpec } from '../machine/virtio-devices.js';
 import { VmController } from '../machine/vm-controller.js';
 import { QmpListenError, QmpServer } from '../control/qmp-server.js';
 import { AddressError, parseSocketAddress } from '../control/qmp-address.js';
@@ -16,6 +17,7 @@ import type { VcpuStop } from '../vcpu/exit-handler.js';
 import { ExitStatus } from './exit-status.js';
 import { formatBytes, parseMemorySize } from './parse-size.js';
 import { USAGE } from './usage.js';
+import { isDeviceInputError, openDevices, parseDiskOption, parseNetOption, type DeviceOption } from './device-options.js';
 
 /** A command-line mistake: printed as one line on stderr with a pointer to --help. */
 class UsageError extends Error {
@@ -40,6 +42,8 @@ interface RunOptions {
   incoming: string | undefined;
   /** tls-creds-x509 objects (--object), by id. */
   tlsCreds: Map<string, TlsCredsX509>;
+  /** --disk and --net, in command-line order: the order of the virtio-mmio slots they fill. */
+  devices: DeviceOption[];
 }
 
 function parseRun(args: string[]): RunOptions | 'help' {
@@ -57,13 +61,16 @@ function parseRun(args: string[]): RunOptions | 'help' {
         qmp: { type: 'string' },
         incoming: { type: 'string' },
         object: { type: 'string', multiple: true },
+        disk: { type: 'string', multiple: true },
+        net: { type: 'string', multiple: true },
         help: { type: 'boolean', short: 'h' },
       },
+      tokens: true,
     });
   } catch (e) {
     throw new UsageError((e as Error).message);
   }
-  const { values, positionals } = parsed;
+  const { values, positionals, tokens } = parsed;
   if (values.help) return 'help';
   if (positionals.length === 0) throw new UsageError('run: missing KERNEL (a multiboot kernel file, e.g. guests/build/hello.elf)');
   if (positionals.length > 1) throw new UsageError(`run: unexpected argument '${positionals[1]}'`);
@@ -102,9 +109,18 @@ function parseRun(args: string[]): RunOptions | 'help' {
     if (tlsCreds.has(creds.id)) throw new UsageError(`--object: two objects with id '${creds.id}'`);
     tlsCreds.set(creds.id, creds);
   }
+  const devices: DeviceOption[] = [];
+  for (const t of tokens ?? []) {
+    if (t.kind !== 'option' || (t.name !== 'disk' && t.name !== 'net')) continue;
+    try {
+      devices.push(t.name === 'disk' ? parseDiskOption(t.value ?? '') : parseNetOption(t.value ?? ''));
+    } catch (e) {
+      throw new UsageError((e as Error).message);
+    }
+  }
   return {
     kernel: positionals[0]!, memBytes, cpus: Number(values.cpus), cmdline: values.cmdline, serial, kvmPath: values.kvm,
-    qmp: values.qmp, incoming: values.incoming, tlsCreds,
+    qmp: values.qmp, incoming: values.incoming, tlsCreds, devices,
   };
 }
 
@@ -125,23 +141,8 @@ export function stopStatus(stop: VcpuStop | undefined): { status: number; note?:
   }
 }
 
-async function run(options: RunOptions): Promise<number> {
-  // Validate the kernel before opening KVM, so bad input is reported the same on hosts without KVM.
-  readKernel(options.kernel);
-  // Claim the incoming port before building the VM: a port in use is then an error at once, and a
-  // source may connect (into the backlog) while the VM is still being built.
-  const listener = options.incoming !== undefined && options.incoming !== 'defer' ? await listenForMigration(options.incoming) : undefined;
-  try {
-    return await runWith(options, listener);
-  } finally {
-    listener?.close();
-  }
-}
-
-async function runWith(options: RunOptions, listener: IncomingListener | undefined): Promise<number> {
-  const serialOutputFd = options.serial.kind === 'stdio' ? 1 : openSerialFile(options.serial.path);
-  const testOnly = testOnlySwitches();
-  const vm = Vm.create({
+function createVm(options: RunOptions, serialOutputFd: number, skipSyncBeforeDelete: boolean, virtio: VirtioDeviceSpec[]): Vm {
+  return Vm.create({
     kernelPath: options.kernel,
     memBytes: options.memBytes,
     cpus: options.cpus,
@@ -149,8 +150,43 @@ async function runWith(options: RunOptions, listener: IncomingListener | undefin
     cmdline: options.cmdline === '' ? options.kernel : `${options.kernel} ${options.cmdline}`,
     serialOutputFd,
     kvmPath: options.kvmPath,
-    testOnly: { skipSyncBeforeDelete: testOnly.skipSyncBeforeDelete },
+    testOnly: { skipSyncBeforeDelete },
+    virtio,
   });
+}
+
+async function run(options: RunOptions): Promise<number> {
+  // Validate the kernel before opening KVM, so bad input is reported the same on hosts without KVM.
+  readKernel(options.kernel);
+  // Disks and NICs too: a missing image or a taken port is a usage error before any VM exists.
+  const virtio = await openDevices(options.devices);
+  const closeDevices = () => Promise.allSettled(virtio.map((d) => d.backend.close()));
+  // Claim the incoming port before building the VM: a port in use is then an error at once, and a
+  // source may connect (into the backlog) while the VM is still being built.
+  let listener: IncomingListener | undefined;
+  try {
+    listener = options.incoming !== undefined && options.incoming !== 'defer' ? await listenForMigration(options.incoming) : undefined;
+  } catch (e) {
+    await closeDevices();
+    throw e;
+  }
+  try {
+    return await runWith(options, listener, virtio, closeDevices);
+  } finally {
+    listener?.close();
+  }
+}
+
+async function runWith(options: RunOptions, listener: IncomingListener | undefined, virtio: VirtioDeviceSpec[], closeDevices: () => Promise<unknown>): Promise<number> {
+  const serialOutputFd = options.serial.kind === 'stdio' ? 1 : openSerialFile(options.serial.path);
+  const testOnly = testOnlySwitches();
+  let vm: Vm;
+  try {
+    vm = createVm(options, serialOutputFd, testOnly.skipSyncBeforeDelete, virtio);
+  } catch (e) {
+    await closeDevices();
+    throw e;
+  }
   const controller = new VmController(vm, options.incoming !== undefined, testOnly.churnMemslots, options.tlsCreds);
   let qmp: QmpServer | undefined;
   let signalStatus: number | undefined;
@@ -206,6 +242,7 @@ async function runWith(options: RunOptions, listener: IncomingListener | undefin
     process.stdin.unref?.();
     await qmp?.close();
     await vm.stop();
+    await vm.closeDevices();
     vm.dispose();
   }
 }
@@ -262,7 +299,7 @@ export async function main(argv: string[]): Promise<number> {
       process.stderr.write(`Try 'tsvmm --help' for more information.\n`);
       return ExitStatus.USAGE;
     }
-    if (e instanceof BootError || e instanceof VmConfigError) return ExitStatus.USAGE;
+    if (e instanceof BootError || e instanceof VmConfigError || isDeviceInputError(e)) return ExitStatus.USAGE;
     if (e instanceof KvmUnavailableError) return ExitStatus.HOST;
     if (e instanceof MigrationTransportError || e instanceof QmpListenError || e instanceof AddressError || e instanceof TlsCredsError) return ExitStatus.USAGE;
     return ExitStatus.GUEST_CRASH;
@@ -271,6 +308,7 @@ export async function main(argv: string[]): Promise<number> {
 
 function describe(e: unknown): string {
   if (!(e instanceof Error)) return String(e);
+  if (isDeviceInputError(e)) return e.message;
   if (e instanceof UsageError || e instanceof BootError || e instanceof VmConfigError || e instanceof KvmUnavailableError || e instanceof MigrationTransportError || e instanceof QmpListenError || e instanceof AddressError || e instanceof TlsCredsError) return e.message;
   // Unexpected: keep the cause chain, which says which system call failed.
   let text = e.message;

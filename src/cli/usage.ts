@@ -18,6 +18,15 @@ Options for run:
   --kvm PATH            the KVM device                                      [default: /dev/kvm]
   --qmp unix:PATH|tcp:HOST:PORT
                         serve QMP (QEMU's JSON control protocol) there
+  --disk PATH[,readonly]
+                        a virtio-blk disk backed by the raw image PATH (repeatable)
+  --net udp,local=HOST:PORT,remote=HOST:PORT[,mac=MAC]
+                        a virtio-net NIC exchanging one Ethernet frame per UDP datagram
+                        with remote (like QEMU's -netdev dgram)
+  --net tap,ifname=NAME[,mac=MAC]
+                        a virtio-net NIC on the tap device NAME (created if needed; needs
+                        CAP_NET_ADMIN). Devices take microvm's virtio-mmio slots in the
+                        order given (the first at 0xfeb00e00, GSI 23; the next 0xfeb00c00)
   --incoming tcp:HOST:PORT|defer
                         do not boot: wait for a live migration from a peer tsvmm (defer: until
                         QMP migrate-incoming names the address)

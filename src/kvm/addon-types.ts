@@ -29,6 +29,16 @@ export interface NativeAddon {
   lseek(fd: number, offset: number, whence: number): number;
   /** fallocate(fd, mode, offset, length) (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE frees pages). */
   fallocate(fd: number, mode: number, offset: number, length: number): void;
+  /** read(fd, buf, buf.length); returns the bytes read. Blocks the calling thread if the fd does. */
+  read(fd: number, buf: Uint8Array): number;
+  /** write(fd, buf, buf.length); returns the bytes written. */
+  write(fd: number, buf: Uint8Array): number;
+  /** poll(fds, n, timeoutMs) over caller-laid-out struct pollfd entries (8 bytes each: fd i32,
+   *  events i16, revents i16); returns how many are ready. Blocks the calling thread. */
+  poll(fds: Uint8Array, timeoutMs: number): number;
+  /** TUNSETIFF on an fd of /dev/net/tun with ifr_name = name and ifr_flags = flags (IFF_*); returns
+   *  the interface name the kernel chose. */
+  tunSetIff(fd: number, name: string, flags: number): string;
 
   // --- memory mappings ------------------------------------------------------------------------
   /** mmap(NULL, size, PROT_READ|PROT_WRITE, MAP_SHARED|MAP_ANONYMOUS|MAP_NORESERVE, -1, 0). */

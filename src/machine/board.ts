@@ -1,5 +1,6 @@
 import {
-  COM1_IRQ, COM1_PORT, DEBUG_EXIT_PORT, DEBUG_EXIT_SIZE, GED_REGS_ADDR, GED_REGS_SIZE,
+  COM1_IRQ, COM1_PORT, DEBUG_EXIT_PORT, DEBUG_EXIT_SIZE, GED_REGS_ADDR, GED_REGS_SIZE, VIRTIO_MMIO_BASE,
+  VIRTIO_MMIO_SLOTS, VIRTIO_MMIO_SLOT_SIZE,
 } from '../arch/x86/layout.js';
 import { writeSync } from 'node:fs';
 import { addon } from '../kvm/addon.js';
@@ -8,6 +9,9 @@ import type { IrqLine } from '../devices/bus-device.js';
 import { DebugExit } from '../devices/debug-exit.js';
 import { IoBus } from '../devices/io-bus.js';
 import { Uart8250 } from '../devices/uart8250.js';
+import { signalEventfd } from '../devices/virtio/fd-watcher.js';
+import { EmptyVirtioSlot, VirtioMmioTransport } from '../devices/virtio/mmio-transport.js';
+import type { VirtioSlotDescription } from './virtio-devices.js';
 import type { ExitBuses, VcpuStop } from '../vcpu/exit-handler.js';
 
 /**
@@ -21,6 +25,8 @@ export interface BoardDescription {
   readonly uartState: Int32Array;
   /** File descriptor the UART transmits to (1 for stdio, or an opened file). */
   readonly serialOutputFd: number;
+  /** The occupied virtio-mmio slots; the others hold empty transports, as on microvm. */
+  readonly virtio: readonly VirtioSlotDescription[];
 }
 
 /** An interrupt line into KVM's in-kernel PIC/IOAPIC, by GSI. */
@@ -51,12 +57,17 @@ export function comPortUart(board: BoardDescription, transmit: (byte: number) =>
   return new Uart8250(board.uartState, new KvmIrqLine(board.vmFd, COM1_IRQ), transmit);
 }
 
-/** The devices buildBuses places, as a migration peer compares them (name@address). */
+/** The devices every board has, as a migration peer compares them (name@address). */
 export const BOARD_DEVICES: readonly string[] = [
   `uart8250@0x${COM1_PORT.toString(16)}`,
   `isa-debug-exit@0x${DEBUG_EXIT_PORT.toString(16)}`,
   `acpi-ged@0x${GED_REGS_ADDR.toString(16)}`,
 ];
+
+/** Every device buildBuses places for `board`: the fixed ones, then the virtio devices by slot. */
+export function boardDevices(board: Pick<BoardDescription, 'virtio'>): string[] {
+  return [...BOARD_DEVICES, ...board.virtio.map((v) => v.name)];
+}
 
 /** Builds this thread's buses for `board`. */
 export function buildBuses(board: BoardDescription, hooks: BoardHooks): ExitBuses {
@@ -68,5 +79,13 @@ export function buildBuses(board: BoardDescription, hooks: BoardHooks): ExitBuse
     powerOff: () => hooks.requestStop({ kind: 'poweroff' }),
     reset: () => hooks.requestStop({ kind: 'reset' }),
   }), 'acpi-ged registers');
+  for (let slot = 0; slot < VIRTIO_MMIO_SLOTS; slot++) {
+    const base = VIRTIO_MMIO_BASE + slot * VIRTIO_MMIO_SLOT_SIZE;
+    const v = board.virtio.find((d) => d.base === base);
+    const device = v === undefined
+      ? new EmptyVirtioSlot()
+      : new VirtioMmioTransport(v.state, new KvmIrqLine(board.vmFd, v.gsi), (q) => signalEventfd(v.notifyFds[q]!));
+    mmio.register(base, VIRTIO_MMIO_SLOT_SIZE, device, v?.name ?? `virtio-mmio slot ${slot} (empty)`);
+  }
   return { pio, mmio };
 }

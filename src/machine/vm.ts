@@ -16,7 +16,8 @@ import { multibootEntryState } from '../vcpu/boot-state.js';
 import { cpuidForVcpu } from '../vcpu/cpuid.js';
 import type { VcpuStop } from '../vcpu/exit-handler.js';
 import { VcpuThreads } from '../vcpu/vcpu-threads.js';
-import { BOARD_DEVICES, comPortUart, fdTransmitter, type BoardDescription } from './board.js';
+import { boardDevices, comPortUart, fdTransmitter, type BoardDescription } from './board.js';
+import { VirtioDevices, type VirtioDeviceSpec } from './virtio-devices.js';
 import { captureVmKernelState, restoreVmKernelState, type VmKernelState } from './vm-state.js';
 import { captureVcpuState, msrIndexList, restoreVcpuState, type VcpuState } from '../vcpu/vcpu-state.js';
 import type { UartState } from '../devices/uart8250.js';
@@ -32,6 +33,8 @@ export interface VmConfig {
   /** Where the serial console's output goes (1 = stdout). */
   readonly serialOutputFd: number;
   readonly kvmPath?: string;
+  /** virtio devices with their backends open, in slot order (the first lands where QEMU puts the first). */
+  readonly virtio?: readonly VirtioDeviceSpec[];
   /**
    * Use KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 where KVM has it (default true): KVM_GET_DIRTY_LOG then only
    * reads, and KVM_CLEAR_DIRTY_LOG re-protects just the pages taken. False forces the older protocol,
@@ -95,7 +98,12 @@ export class Vm {
     readonly dirty: DirtyTracker,
     /** The MSRs KVM saves for a guest (KVM_GET_MSR_INDEX_LIST), captured with each vCPU. */
     private readonly msrIndices: readonly number[],
+    /** virtio-blk and virtio-net, served on this (the main) thread. */
+    readonly virtio: VirtioDevices,
   ) {}
+
+  /** Nesting depth of pause(), mirrored from the vCPUs so devices resume with them. */
+  private pauseDepth = 0;
 
   /** What a migration peer must match: RAM layout, vCPU count, devices. */
   shape(): MachineShape {
@@ -103,7 +111,7 @@ export class Vm {
       memBytes: this.memory.sizeBytes,
       cpus: this.vcpuFds.length,
       regions: this.memory.regions.map((r) => ({ start: r.start, sizeBytes: r.sizeBytes })),
-      devices: [...BOARD_DEVICES],
+      devices: boardDevices(this.board),
     };
   }
 
@@ -118,6 +126,7 @@ export class Vm {
       { name: 'vm', state: captureVmKernelState(native, this.vmFd) },
       ...this.vcpuFds.map((fd, i) => ({ name: `vcpu${i}`, state: captureVcpuState(native, fd, this.msrIndices) })),
       { name: 'uart', state: this.uart.state() },
+      ...this.virtio.captureState(),
     ];
   }
 
@@ -132,6 +141,7 @@ export class Vm {
     restoreVmKernelState(native, this.vmFd, need('vm') as VmKernelState);
     this.vcpuFds.forEach((fd, i) => restoreVcpuState(native, fd, need(`vcpu${i}`) as VcpuState));
     this.uart.restore(need('uart') as UartState);
+    this.virtio.restoreState(need);
   }
 
   /** The KVM fd of vCPU `index` (for benchmarks and state capture; the vCPU threads own KVM_RUN). */
@@ -157,6 +167,7 @@ export class Vm {
     const kvm = Kvm.open(config.kvmPath);
     const opened: number[] = [];
     let memory: GuestMemory | undefined;
+    let virtio: VirtioDevices | undefined;
     try {
       const vmFd = retryOnEintr(() => native.kvmCreateVm(kvm.fd, 0));
       opened.push(vmFd);
@@ -189,7 +200,8 @@ export class Vm {
       native.kvmSetSregs(vcpuFds[0]!, encodeSregs(boot.sregs));
       native.kvmSetRegs(vcpuFds[0]!, encodeRegs(boot.regs));
 
-      const board: BoardDescription = { vmFd, uartState: createUartState(), serialOutputFd: config.serialOutputFd };
+      virtio = VirtioDevices.create(vmFd, memory, config.virtio ?? []);
+      const board: BoardDescription = { vmFd, uartState: createUartState(), serialOutputFd: config.serialOutputFd, virtio: virtio.slots };
       const uart = comPortUart(board, fdTransmitter(config.serialOutputFd));
       const runMmapSize = kvm.vcpuMmapSize();
       const vcpus = new VcpuThreads(vcpuFds, runMmapSize, board);
@@ -200,8 +212,9 @@ export class Vm {
       });
       // INVARIANT: the RAM mappings outlive every slot; dispose() unmaps only after closing the VM.
       memslots.mapAllRam();
-      return new Vm(kvm, vmFd, memory, vcpuFds, vcpus, uart, board, runMmapSize, memslots, new DirtyTracker(memory, memslots), msrIndexList(native, kvm.fd));
+      return new Vm(kvm, vmFd, memory, vcpuFds, vcpus, uart, board, runMmapSize, memslots, new DirtyTracker(memory, memslots), msrIndexList(native, kvm.fd), virtio);
     } catch (e) {
+      void virtio?.close();
       for (const fd of opened.reverse()) native.close(fd);
       memory?.dispose();
       kvm.close();
@@ -210,6 +223,7 @@ export class Vm {
   }
 
   start(): void {
+    this.virtio.start();
     this.vcpus.start();
   }
 
@@ -218,11 +232,19 @@ export class Vm {
     return this.vcpus.stopped;
   }
 
-  pause(): Promise<void> {
-    return this.vcpus.pause();
+  /**
+   * Parks every vCPU, then stops the devices popping requests and waits for those in flight: once this
+   * resolves nothing writes guest memory or device state, so a migration's final capture is complete
+   * and each request completes exactly once, here (those still in the avail ring go with the guest).
+   */
+  async pause(): Promise<void> {
+    this.pauseDepth++;
+    await this.vcpus.pause();
+    await this.virtio.quiesce();
   }
 
   resume(): void {
+    if (this.pauseDepth > 0 && --this.pauseDepth === 0) this.virtio.resume();
     this.vcpus.resume();
   }
 
@@ -233,6 +255,11 @@ export class Vm {
   /** Feeds bytes to the serial port's receiver, as typed on the console; returns how many fitted. */
   serialInput(bytes: Uint8Array): number {
     return this.uart.receive(bytes);
+  }
+
+  /** Closes the devices' backends and their notification thread. Call after stop(), before dispose(). */
+  closeDevices(): Promise<void> {
+    return this.virtio.close();
   }
 
   /** Closes every vCPU and the VM, then unmaps guest memory (in that order: slots before mappings). */

@@ -192,6 +192,33 @@ export class GuestMemory {
     return ranges;
   }
 
+  /** Little-endian scalar reads and writes (virtqueue rings, request headers); writes are marked. */
+  readU16(address: Gpa): number {
+    const b = this.bytesAt(address, 2);
+    return b[0]! | (b[1]! << 8);
+  }
+
+  readU32(address: Gpa): number {
+    const b = this.bytesAt(address, 4);
+    return (b[0]! | (b[1]! << 8) | (b[2]! << 16) | (b[3]! << 24)) >>> 0;
+  }
+
+  writeU16(address: Gpa, value: number): void {
+    const b = this.bytesAt(address, 2);
+    b[0] = value & 0xff;
+    b[1] = (value >>> 8) & 0xff;
+    this.markWritten(address, 2);
+  }
+
+  writeU32(address: Gpa, value: number): void {
+    const b = this.bytesAt(address, 4);
+    b[0] = value & 0xff;
+    b[1] = (value >>> 8) & 0xff;
+    b[2] = (value >>> 16) & 0xff;
+    b[3] = (value >>> 24) & 0xff;
+    this.markWritten(address, 4);
+  }
+
   readU64(address: Gpa): bigint {
     const b = this.bytesAt(address, 8);
     return new DataView(b.buffer, b.byteOffset, 8).getBigUint64(0, true);

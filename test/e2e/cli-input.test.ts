@@ -21,6 +21,40 @@ describe('tsvmm CLI: bad input gets one clear line on stderr and a non-zero stat
     expect(none.stderr).toMatch(/Usage: tsvmm/);
   });
 
+  it('a missing disk image is refused before the VM starts, naming the file', async () => {
+    const r = await runCli(['run', guest('hello'), '--disk', '/nonexistent/disk.img']);
+    expect(r.status).toBe(2);
+    expect(r.stderr).toBe('tsvmm: --disk /nonexistent/disk.img: the image file does not exist (create it, e.g. with truncate -s 64M /nonexistent/disk.img)\n');
+  });
+
+  it('bad --disk and --net values get one line and a pointer to --help', async () => {
+    for (const [args, message] of [
+      [['--disk', 'x.img,rw'], "tsvmm: --disk x.img,rw: unknown option 'rw' (only 'readonly' is known)"],
+      [['--net', 'udp,local=127.0.0.1:5000'], 'tsvmm: --net udp,local=127.0.0.1:5000: udp needs local=HOST:PORT and remote=HOST:PORT'],
+      [['--net', 'udp,local=localhost:5000,remote=127.0.0.1:5001'], 'tsvmm: --net: local=localhost:5000 is not IP:PORT (e.g. 127.0.0.1:5555)'],
+      [['--net', 'user'], "tsvmm: --net user: unknown backend 'user' (use udp,local=HOST:PORT,remote=HOST:PORT or tap,ifname=NAME)"],
+      [['--net', 'tap,ifname=t0,mac=01:00:00:00:00:01'], 'tsvmm: --net: mac=01:00:00:00:00:01 is a multicast address; a NIC needs a unicast one'],
+    ] as const) {
+      const r = await runCli(['run', guest('hello'), ...args]);
+      expect(r.status).toBe(2);
+      expect(r.stderr).toBe(`${message}\nTry 'tsvmm --help' for more information.\n`);
+    }
+  });
+
+  it('a udp --net whose local port is taken is refused before the VM starts', async () => {
+    const { createSocket } = await import('node:dgram');
+    const taken = createSocket('udp4');
+    await new Promise<void>((resolve) => taken.bind(0, '127.0.0.1', () => resolve()));
+    const port = taken.address().port;
+    try {
+      const r = await runCli(['run', guest('hello'), '--net', `udp,local=127.0.0.1:${port},remote=127.0.0.1:9`]);
+      expect(r.status).toBe(2);
+      expect(r.stderr).toBe(`tsvmm: --net udp: cannot bind 127.0.0.1:${port}: EADDRINUSE\n`);
+    } finally {
+      taken.close();
+    }
+  });
+
   it('missing kernel file', async () => {
     const r = await runCli(['run', '/nonexistent/kernel.elf']);
     expect(r.status).toBe(2);

@@ -57,6 +57,9 @@ const fdCalls = {
   lseek: { syscall: 'lseek', call: (fd) => native.lseek(fd, 0, 3) },
   fallocate: { syscall: 'fallocate', call: (fd) => native.fallocate(fd, 3, 0, 4096) },
   mmapShared: { syscall: 'mmap', call: (fd) => native.mmapShared(fd, PAGE, 0) },
+  read: { syscall: 'read', call: (fd) => native.read(fd, new Uint8Array(8)) },
+  write: { syscall: 'write', call: (fd) => native.write(fd, new Uint8Array(8)) },
+  tunSetIff: { syscall: 'TUNSETIFF', call: (fd) => native.tunSetIff(fd, 'tsvmm0', 0x1002) },
 
   kvmGetApiVersion: { syscall: 'KVM_GET_API_VERSION', call: (fd) => native.kvmGetApiVersion(fd) },
   kvmCheckExtension: { syscall: 'KVM_CHECK_EXTENSION', call: (fd) => native.kvmCheckExtension(fd, 1) },
@@ -135,7 +138,7 @@ const fdCalls = {
 /** The wrappers that take no fd first; each has its own tests below. */
 const otherFunctions = [
   'setErrorConstructor', 'open', 'eventfd', 'memfdCreate', 'mmapAnonymous', 'munmap', 'bufferAddress',
-  'gettid', 'tgkill', 'sigrtmin', 'installEmptySignalHandler',
+  'gettid', 'tgkill', 'sigrtmin', 'installEmptySignalHandler', 'poll',
 ] as const;
 
 // Fails to type-check if NativeAddon gains a function that neither list covers.
@@ -439,6 +442,50 @@ describe('memory mappings', () => {
     const error = thrown(() => native.mmapAnonymous(2 ** 32 + PAGE));
     expect(error).toBeInstanceOf(Error);
     expect(error).not.toBeInstanceOf(KvmError);
+  });
+
+  it('read and write move an eventfd counter; poll reports it readable, and times out when it is not', () => {
+    const fd = native.eventfd(0, 0);
+    try {
+      const pollfd = new Uint8Array(8);
+      const v = new DataView(pollfd.buffer);
+      v.setInt32(0, fd, true);
+      v.setInt16(4, 1 /* POLLIN */, true);
+      expect(native.poll(pollfd, 0)).toBe(0);
+      const value = new Uint8Array(new BigUint64Array([3n]).buffer);
+      expect(native.write(fd, value)).toBe(8);
+      expect(native.poll(pollfd, 0)).toBe(1);
+      expect(v.getInt16(6, true) & 1).toBe(1);
+      const back = new Uint8Array(8);
+      expect(native.read(fd, back)).toBe(8);
+      expect(new BigUint64Array(back.buffer)[0]).toBe(3n);
+      // An eventfd only takes 8-byte writes.
+      expectKvmError(() => native.write(fd, new Uint8Array(4)), 'write', EINVAL);
+    } finally {
+      native.close(fd);
+    }
+  });
+
+  it('poll of a closed fd reports POLLNVAL, and a negative count of entries is refused', () => {
+    const pollfd = new Uint8Array(8);
+    const v = new DataView(pollfd.buffer);
+    v.setInt32(0, NEVER_OPEN_FD, true);
+    v.setInt16(4, 1, true);
+    expect(native.poll(pollfd, 0)).toBe(1);
+    expect(v.getInt16(6, true) & 0x20 /* POLLNVAL */).toBe(0x20);
+    expect(() => native.poll(new Uint8Array(4), 0)).toThrow(RangeError);
+  });
+
+  it('TUNSETIFF on an eventfd throws EINVAL-or-ENOTTY under its own name, and long names are refused', () => {
+    const fd = native.eventfd(0, 0);
+    try {
+      const error = thrown(() => native.tunSetIff(fd, 'tsvmm0', 0x1002)) as KvmError;
+      expect(error.syscall).toBe('TUNSETIFF');
+      expect([EINVAL, ENOTTY]).toContain(error.errno);
+      expect(() => native.tunSetIff(fd, 'x'.repeat(16), 0x1002)).toThrow(RangeError);
+    } finally {
+      native.close(fd);
+    }
   });
 
   it('eventfd returns a new fd', () => {

@@ -53,6 +53,25 @@ export const GED_REGS_ADDR = gpa(0xfea0_0200);
 export const GED_REGS_SIZE = 3;
 /** microvm's virtio-mmio window (VIRTIO_MMIO_BASE); slots of 512 bytes. */
 export const VIRTIO_MMIO_BASE = gpa(0xfeb0_0000);
+/** Bytes per virtio-mmio transport (hw/i386/microvm.c: `VIRTIO_MMIO_BASE + i * 512`). */
+export const VIRTIO_MMIO_SLOT_SIZE = 512;
+/**
+ * Transports microvm creates with one IOAPIC (hw/i386/microvm.c microvm_devices_init:
+ * `virtio_num_transports = 8`). QEMU 7.2's default (ACPI on, ioapic2=auto) adds a second, userspace
+ * IOAPIC and 24 transports on GSIs 24..47; KVM's in-kernel irqchip, which tsvmm uses, has one IOAPIC
+ * of 24 pins, so tsvmm's board is `-M microvm,ioapic2=off`: 8 transports on GSIs 16..23.
+ */
+export const VIRTIO_MMIO_SLOTS = 8;
+/** GSI of transport 0 with ACPI on and one IOAPIC (microvm.c: `virtio_irq_base = 16`); slot i is base + i. */
+export const VIRTIO_MMIO_GSI_BASE = 16;
+/**
+ * The slot the n-th virtio device (in command-line order) lands in: QEMU creates the transports in
+ * increasing address order and qbus_realize prepends each new bus, so `-device` fills the highest
+ * slot first (`info qtree` under QEMU 7.2 shows the first device on virtio-mmio-bus.<last>).
+ */
+export function virtioMmioSlot(deviceIndex: number): number {
+  return VIRTIO_MMIO_SLOTS - 1 - deviceIndex;
+}
 /** In-kernel IOAPIC (KVM places it here). */
 export const IOAPIC_ADDR = gpa(0xfec0_0000);
 /** Local APIC (the architectural default). */

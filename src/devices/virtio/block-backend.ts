@@ -1,0 +1,86 @@
+import { constants } from 'node:fs';
+import { open, type FileHandle } from 'node:fs/promises';
+import path from 'node:path';
+import { BLK_ID_BYTES } from './constants.js';
+
+/** A disk option the user gave that cannot be used (missing, unreadable, not a regular file). */
+export class DiskError extends Error {
+  override name = 'DiskError';
+}
+
+/** Where a virtio-blk device's bytes live. Asynchronous: the main thread's event loop never blocks. */
+export interface BlockBackend {
+  readonly sizeBytes: number;
+  readonly readOnly: boolean;
+  /** The GET_ID answer (at most 20 bytes). */
+  readonly id: string;
+  /** Reads exactly `buf.length` bytes at `offset`. */
+  read(buf: Uint8Array, offset: number): Promise<void>;
+  /** Writes all of `buf` at `offset`. */
+  write(buf: Uint8Array, offset: number): Promise<void>;
+  /** Puts every completed write on stable storage (fdatasync). */
+  flush(): Promise<void>;
+  close(): Promise<void>;
+}
+
+/**
+ * A raw image file, through fs/promises: each request is one positioned read or write on libuv's
+ * threadpool, so requests overlap and the event loop stays free.
+ */
+export class FileBlockBackend implements BlockBackend {
+  private constructor(
+    private readonly handle: FileHandle,
+    readonly sizeBytes: number,
+    readonly readOnly: boolean,
+    readonly id: string,
+  ) {}
+
+  /** Opens `file`; every problem is a DiskError naming the file and what to do. */
+  static async open(file: string, readOnly: boolean): Promise<FileBlockBackend> {
+    let handle: FileHandle;
+    try {
+      handle = await open(file, readOnly ? constants.O_RDONLY : constants.O_RDWR);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT') throw new DiskError(`--disk ${file}: the image file does not exist (create it, e.g. with truncate -s 64M ${file})`);
+      if (code === 'EACCES' || code === 'EPERM' || code === 'EROFS') {
+        throw new DiskError(`--disk ${file}: the image file is not ${readOnly ? 'readable' : 'writable'} (${code}); fix its permissions${readOnly ? '' : ' or add ,readonly'}`);
+      }
+      if (code === 'EISDIR') throw new DiskError(`--disk ${file}: is a directory, not a raw image file`);
+      throw new DiskError(`--disk ${file}: cannot open the image: ${(e as Error).message}`);
+    }
+    try {
+      const st = await handle.stat();
+      if (!st.isFile() && !st.isBlockDevice()) throw new DiskError(`--disk ${file}: is not a regular file or block device`);
+      if (st.size < 512) throw new DiskError(`--disk ${file}: the image is ${st.size} bytes; a disk needs at least one 512-byte sector`);
+      const id = path.basename(file).slice(0, BLK_ID_BYTES);
+      return new FileBlockBackend(handle, st.size, readOnly, id);
+    } catch (e) {
+      await handle.close();
+      throw e;
+    }
+  }
+
+  async read(buf: Uint8Array, offset: number): Promise<void> {
+    for (let done = 0; done < buf.length;) {
+      const { bytesRead } = await this.handle.read(buf, done, buf.length - done, offset + done);
+      if (bytesRead === 0) throw new Error(`short read at ${offset + done}: the image ended`);
+      done += bytesRead;
+    }
+  }
+
+  async write(buf: Uint8Array, offset: number): Promise<void> {
+    for (let done = 0; done < buf.length;) {
+      const { bytesWritten } = await this.handle.write(buf, done, buf.length - done, offset + done);
+      done += bytesWritten;
+    }
+  }
+
+  flush(): Promise<void> {
+    return this.handle.datasync();
+  }
+
+  close(): Promise<void> {
+    return this.handle.close();
+  }
+}

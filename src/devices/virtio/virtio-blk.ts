@@ -1,0 +1,117 @@
+import { gpa } from '../../arch/x86/layout.js';
+import type { GuestMemory } from '../../memory/guest-memory.js';
+import type { BlockBackend } from './block-backend.js';
+import { BLK_ID_BYTES, BLK_SECTOR_SIZE, BlkFeature, BlkStatus, BlkType, DeviceId, Feature } from './constants.js';
+import type { TransportIdentity, VirtioMmioTransport } from './mmio-transport.js';
+import { VirtioDevice } from './virtio-device.js';
+import { VirtqueueError, gatherReadable, scatterWritable, type DescriptorChain } from './virtqueue.js';
+
+/** Entries in the request queue (QEMU's virtio-blk default queue-size). */
+export const BLK_QUEUE_SIZE = 256;
+/** seg_max: data segments per request (queue size minus header and status, as QEMU reports). */
+export const BLK_SEG_MAX = BLK_QUEUE_SIZE - 2;
+/** struct virtio_blk_req header: type u32, reserved u32, sector u64. */
+const REQ_HEADER_BYTES = 16;
+
+/** What the transport offers for a disk of `backend`'s size (5.2.4 struct virtio_blk_config). */
+export function blkIdentity(backend: Pick<BlockBackend, 'sizeBytes' | 'readOnly'>): TransportIdentity {
+  const config = new Uint8Array(24);
+  const v = new DataView(config.buffer);
+  v.setBigUint64(0, BigInt(Math.floor(backend.sizeBytes / BLK_SECTOR_SIZE)), true); // capacity
+  v.setUint32(12, BLK_SEG_MAX, true); // seg_max
+  v.setUint32(20, BLK_SECTOR_SIZE, true); // blk_size
+  let features = (1n << BigInt(BlkFeature.SEG_MAX)) | (1n << BigInt(BlkFeature.BLK_SIZE)) |
+    (1n << BigInt(BlkFeature.FLUSH)) | (1n << BigInt(Feature.RING_INDIRECT_DESC));
+  if (backend.readOnly) features |= 1n << BigInt(BlkFeature.RO);
+  return { deviceId: DeviceId.BLOCK, numQueues: 1, queueNumMax: BLK_QUEUE_SIZE, features, config };
+}
+
+/**
+ * virtio-blk (5.2) over a BlockBackend. Requests are popped on notification and run concurrently on
+ * the backend; each completes into the used ring when its I/O ends. A failed read or write answers
+ * VIRTIO_BLK_S_IOERR; a write to a read-only disk answers VIRTIO_BLK_S_IOERR too (5.2.6.2); FLUSH
+ * waits for the writes before it and then fdatasyncs.
+ */
+export class VirtioBlk extends VirtioDevice {
+  private readonly capacityBytes: number;
+  /** Writes submitted and not yet finished, which a FLUSH must wait for. */
+  private readonly writes = new Set<Promise<unknown>>();
+
+  constructor(name: string, transport: VirtioMmioTransport, mem: GuestMemory, private readonly backend: BlockBackend) {
+    super(name, transport, mem);
+    this.capacityBytes = Math.floor(backend.sizeBytes / BLK_SECTOR_SIZE) * BLK_SECTOR_SIZE;
+  }
+
+  protected processQueue(q: number): void {
+    const queue = this.queue(q);
+    if (queue === undefined) return;
+    const epoch = this.currentEpoch();
+    this.guarded(() => {
+      for (let chain = queue.pop(); chain !== undefined; chain = this.active ? queue.pop() : undefined) {
+        const c = chain;
+        this.track(this.serve(c, epoch).then((len) => this.complete(q, c.head, len, epoch)));
+      }
+    });
+  }
+
+  /** Runs one request; resolves with the bytes written into the chain (data + status). */
+  private async serve(chain: DescriptorChain, epoch: number): Promise<number> {
+    const last = chain.writable[chain.writable.length - 1];
+    if (chain.readableBytes < REQ_HEADER_BYTES || last === undefined || last.len < 1) {
+      this.guarded(() => { throw new VirtqueueError(`request ${chain.head} has no ${chain.readableBytes < REQ_HEADER_BYTES ? 'header' : 'status byte'}`); });
+      return 0;
+    }
+    const header = new DataView(gatherReadable(this.mem, chain, 0, REQ_HEADER_BYTES).buffer);
+    const type = header.getUint32(0, true);
+    const offset = Number(header.getBigUint64(8, true)) * BLK_SECTOR_SIZE;
+    const dataIn = chain.writableBytes - 1;
+    let status: number = BlkStatus.OK;
+    let written = 0;
+    try {
+      switch (type) {
+        case BlkType.IN: {
+          if (!this.inRange(offset, dataIn)) { status = BlkStatus.IOERR; break; }
+          const data = new Uint8Array(dataIn);
+          await this.backend.read(data, offset);
+          if (!this.isCurrent(epoch)) return 0;
+          written = scatterWritable(this.mem, chain, data);
+          break;
+        }
+        case BlkType.OUT: {
+          const data = gatherReadable(this.mem, chain, REQ_HEADER_BYTES);
+          if (this.backend.readOnly || !this.inRange(offset, data.length)) { status = BlkStatus.IOERR; break; }
+          const w = this.backend.write(data, offset);
+          this.writes.add(w);
+          try {
+            await w;
+          } finally {
+            this.writes.delete(w);
+          }
+          break;
+        }
+        case BlkType.FLUSH:
+          await Promise.allSettled([...this.writes]);
+          if (!this.backend.readOnly) await this.backend.flush();
+          break;
+        case BlkType.GET_ID: {
+          const id = new Uint8Array(BLK_ID_BYTES);
+          id.set(new TextEncoder().encode(this.backend.id).subarray(0, BLK_ID_BYTES));
+          written = scatterWritable(this.mem, chain, id.subarray(0, Math.min(BLK_ID_BYTES, dataIn)));
+          break;
+        }
+        default:
+          status = BlkStatus.UNSUPP;
+      }
+    } catch {
+      // The host's I/O failed (EIO, ENOSPC, a vanished file): the guest sees an I/O error, tsvmm lives on.
+      status = BlkStatus.IOERR;
+    }
+    if (!this.isCurrent(epoch)) return 0;
+    this.guarded(() => this.mem.write(gpa(last.addr + last.len - 1), Uint8Array.of(status)));
+    return this.isCurrent(epoch) ? written + 1 : 0;
+  }
+
+  private inRange(offset: number, len: number): boolean {
+    return Number.isSafeInteger(offset) && offset + len <= this.capacityBytes;
+  }
+}

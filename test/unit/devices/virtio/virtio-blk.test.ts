@@ -1,0 +1,203 @@
+import { mkdtempSync, readFileSync, writeFileSync, chmodSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { gpa, MiB } from '../../../../src/arch/x86/layout.js';
+import { GuestMemory } from '../../../../src/memory/guest-memory.js';
+import { DiskError, FileBlockBackend, type BlockBackend } from '../../../../src/devices/virtio/block-backend.js';
+import { BlkStatus, BlkType, MmioReg, Status } from '../../../../src/devices/virtio/constants.js';
+import { VirtioMmioTransport, createTransportState } from '../../../../src/devices/virtio/mmio-transport.js';
+import { VirtioBlk, blkIdentity } from '../../../../src/devices/virtio/virtio-blk.js';
+import { TestDriver, bringUp, until } from './test-driver.js';
+
+const HDR = 0x50000;
+const DATA = 0x60000;
+const STATUS_AT = 0x70000;
+const VERSION_1 = 1n << 32n;
+
+describe('virtio-blk over a raw image file', () => {
+  let mem: GuestMemory;
+  let dir: string;
+  let image: string;
+  let backend: BlockBackend | undefined;
+  beforeEach(() => {
+    mem = GuestMemory.create(4 * MiB);
+    dir = mkdtempSync(path.join(tmpdir(), 'tsvmm-blk-'));
+    image = path.join(dir, 'disk.img');
+    const content = new Uint8Array(64 * 1024);
+    for (let i = 0; i < content.length; i++) content[i] = (i * 7) & 0xff;
+    writeFileSync(image, content);
+  });
+  afterEach(async () => {
+    await backend?.close();
+    backend = undefined;
+    mem.dispose();
+  });
+
+  async function device(readOnly = false) {
+    backend = await FileBlockBackend.open(image, readOnly);
+    const levels: boolean[] = [];
+    const t = new VirtioMmioTransport(createTransportState(blkIdentity(backend)), { setLevel: (h) => levels.push(h) }, () => {});
+    const blk = new VirtioBlk('virtio-blk@test', t, mem, backend);
+    const d = new TestDriver(mem, 16, 0x10000);
+    expect(bringUp(t, VERSION_1, [d]) & Status.DRIVER_OK).toBe(Status.DRIVER_OK);
+    return { t, blk, d, levels };
+  }
+
+  /** Submits one request and resolves with (status byte, used len). */
+  async function request(env: Awaited<ReturnType<typeof device>>, type: number, sector: number, data: { len: number; write?: boolean } | undefined): Promise<{ status: number; len: number }> {
+    const header = new DataView(new ArrayBuffer(16));
+    header.setUint32(0, type, true);
+    header.setBigUint64(8, BigInt(sector), true);
+    mem.write(gpa(HDR), new Uint8Array(header.buffer));
+    mem.write(gpa(STATUS_AT), Uint8Array.of(0xff));
+    const buffers = [{ addr: HDR, len: 16 }];
+    if (data !== undefined) buffers.push({ addr: DATA, len: data.len, write: data.write });
+    buffers.push({ addr: STATUS_AT, len: 1, write: true } as never);
+    const before = env.d.usedIdx();
+    env.d.publish(env.d.chain(buffers));
+    env.blk.notify(0);
+    await until(() => env.d.usedIdx() !== before);
+    const [used] = env.d.takeUsed();
+    return { status: mem.read(gpa(STATUS_AT), 1)[0]!, len: used!.len };
+  }
+
+  it('offers capacity, seg_max and blk_size in its config space', async () => {
+    const { t } = await device();
+    expect(t.read(MmioReg.CONFIG, 4)).toBe(128); // 64 KiB / 512
+    expect(t.read(MmioReg.CONFIG + 4, 4)).toBe(0);
+    expect(t.read(MmioReg.CONFIG + 12, 4)).toBe(254);
+    expect(t.read(MmioReg.CONFIG + 20, 4)).toBe(512);
+  });
+
+  it('reads sectors into guest memory (marked dirty), writes them to the image, and flushes', async () => {
+    const env = await device();
+    mem.setLogging(true);
+    mem.regions[0]!.dirty.getAndReset();
+    expect(await request(env, BlkType.IN, 2, { len: 1024, write: true })).toEqual({ status: BlkStatus.OK, len: 1025 });
+    const expected = readFileSync(image).subarray(1024, 2048);
+    expect(mem.read(gpa(DATA), 1024)).toEqual(new Uint8Array(expected));
+    expect(mem.regions[0]!.dirty.dirtyAt(DATA / 4096)).toBe(true);
+    expect(env.levels).toEqual([true]);
+
+    mem.write(gpa(DATA), new Uint8Array(512).fill(0xab));
+    expect(await request(env, BlkType.OUT, 5, { len: 512 })).toEqual({ status: BlkStatus.OK, len: 1 });
+    expect(await request(env, BlkType.FLUSH, 0, undefined)).toEqual({ status: BlkStatus.OK, len: 1 });
+    expect(readFileSync(image).subarray(5 * 512, 6 * 512)).toEqual(Buffer.alloc(512, 0xab));
+  });
+
+  it('answers GET_ID with the image name, and an unknown type with UNSUPP', async () => {
+    const env = await device();
+    expect(await request(env, BlkType.GET_ID, 0, { len: 20, write: true })).toEqual({ status: BlkStatus.OK, len: 21 });
+    expect(new TextDecoder().decode(mem.read(gpa(DATA), 8))).toBe('disk.img');
+    expect((await request(env, 99, 0, undefined)).status).toBe(BlkStatus.UNSUPP);
+  });
+
+  it('answers IOERR for a request past the end of the disk, and the image is untouched', async () => {
+    const env = await device();
+    const before = readFileSync(image);
+    expect((await request(env, BlkType.IN, 127, { len: 1024, write: true })).status).toBe(BlkStatus.IOERR);
+    expect((await request(env, BlkType.OUT, 128, { len: 512 })).status).toBe(BlkStatus.IOERR);
+    expect((await request(env, BlkType.OUT, 2 ** 60, { len: 512 })).status).toBe(BlkStatus.IOERR);
+    expect(readFileSync(image)).toEqual(before);
+  });
+
+  it('a read-only disk offers VIRTIO_BLK_F_RO and rejects writes with IOERR', async () => {
+    const env = await device(true);
+    env.t.write(MmioReg.DEVICE_FEATURES_SEL, 4, 0);
+    expect(env.t.read(MmioReg.DEVICE_FEATURES, 4) & (1 << 5)).toBe(1 << 5);
+    const before = readFileSync(image);
+    mem.write(gpa(DATA), new Uint8Array(512).fill(0xcd));
+    expect((await request(env, BlkType.OUT, 0, { len: 512 })).status).toBe(BlkStatus.IOERR);
+    expect((await request(env, BlkType.IN, 0, { len: 512, write: true })).status).toBe(BlkStatus.OK);
+    expect(readFileSync(image)).toEqual(before);
+  });
+
+  it('a failing host I/O becomes IOERR, never an exception', async () => {
+    const env = await device();
+    const failing = backend!;
+    (failing as { read: BlockBackend['read'] }).read = () => Promise.reject(new Error('EIO'));
+    expect((await request(env, BlkType.IN, 0, { len: 512, write: true })).status).toBe(BlkStatus.IOERR);
+  });
+
+  it('a request without a status byte breaks the device (DEVICE_NEEDS_RESET), not tsvmm', async () => {
+    const env = await device();
+    env.d.publish(env.d.chain([{ addr: HDR, len: 16 }]));
+    env.blk.notify(0);
+    await until(() => (env.t.status & Status.DEVICE_NEEDS_RESET) !== 0);
+    expect(env.d.usedIdx()).toBe(0);
+  });
+
+  it('quiesce() waits for requests in flight; after a reset a late completion writes nothing', async () => {
+    const env = await device();
+    let release!: () => void;
+    const gate = new Promise<void>((r) => { release = r; });
+    const real = backend!.read.bind(backend);
+    (backend as { read: BlockBackend['read'] }).read = async (buf, off) => { await gate; return real(buf, off); };
+    const header = new DataView(new ArrayBuffer(16));
+    mem.write(gpa(HDR), new Uint8Array(header.buffer));
+    env.d.publish(env.d.chain([{ addr: HDR, len: 16 }, { addr: DATA, len: 512, write: true }, { addr: STATUS_AT, len: 1, write: true }]));
+    env.blk.notify(0);
+    expect(env.blk.requestsInFlight).toBe(1);
+    let drained = false;
+    const q = env.blk.quiesce().then(() => { drained = true; });
+    await new Promise((r) => setTimeout(r, 10));
+    expect(drained).toBe(false);
+    env.t.write(MmioReg.STATUS, 4, 0); // the driver resets the device meanwhile
+    mem.fill(gpa(DATA), 512, 0x55);
+    release();
+    await q;
+    expect(mem.read(gpa(DATA), 4)).toEqual(Uint8Array.of(0x55, 0x55, 0x55, 0x55));
+    expect(env.d.usedIdx()).toBe(0);
+  });
+
+  it('migration: a pause drains the request in flight, the one still in the avail ring completes on the destination; each exactly once', async () => {
+    const env = await device();
+    let release!: () => void;
+    const gate = new Promise<void>((r) => { release = r; });
+    const real = backend!.read.bind(backend);
+    (backend as { read: BlockBackend['read'] }).read = async (buf, off) => { await gate; return real(buf, off); };
+    const submit = (sector: number, data: number, status: number) => {
+      const header = new DataView(new ArrayBuffer(16));
+      header.setBigUint64(8, BigInt(sector), true);
+      mem.write(gpa(HDR + sector * 16), new Uint8Array(header.buffer));
+      return env.d.chain([{ addr: HDR + sector * 16, len: 16 }, { addr: data, len: 512, write: true }, { addr: status, len: 1, write: true }]);
+    };
+    const first = submit(1, DATA, STATUS_AT);
+    env.d.publish(first);
+    env.blk.notify(0); // popped: in flight on the source
+    const drained = env.blk.quiesce(); // the migration's final pause
+    const second = submit(2, DATA + 0x1000, STATUS_AT + 1);
+    env.d.publish(second);
+    env.blk.notify(0); // quiesced: stays in the avail ring
+    release();
+    await drained;
+    expect(env.blk.requestsInFlight).toBe(0);
+    const saved = JSON.parse(JSON.stringify(env.blk.state(), (_k, v: unknown) => (v instanceof Uint8Array ? [...v] : v)));
+    saved.transport.config = Uint8Array.from(saved.transport.config);
+    expect(saved.queues).toEqual([{ lastAvailIdx: 1, usedIdx: 1 }]);
+
+    // The destination: the same guest memory (as migrated), a fresh device restored from the state.
+    const t2 = new VirtioMmioTransport(createTransportState(blkIdentity(backend!)), { setLevel: () => {} }, () => {});
+    (backend as { read: BlockBackend['read'] }).read = real;
+    const dst = new VirtioBlk('virtio-blk@test', t2, mem, backend!);
+    dst.restore(saved);
+    dst.resume(); // the destination starts: serves what the avail ring still holds
+    await until(() => env.d.usedIdx() === 2);
+    expect(env.d.takeUsed()).toEqual([{ id: first, len: 513 }, { id: second, len: 513 }]);
+    expect(mem.read(gpa(DATA + 0x1000), 512)).toEqual(new Uint8Array(readFileSync(image).subarray(1024, 1536)));
+    expect(mem.read(gpa(STATUS_AT), 2)).toEqual(Uint8Array.of(BlkStatus.OK, BlkStatus.OK));
+  });
+
+  it('refuses a missing, unreadable or empty image with a DiskError naming it', async () => {
+    await expect(FileBlockBackend.open(path.join(dir, 'nope.img'), false)).rejects.toThrow(/nope\.img: the image file does not exist/);
+    await expect(FileBlockBackend.open(dir, false)).rejects.toBeInstanceOf(DiskError);
+    const empty = path.join(dir, 'empty.img');
+    writeFileSync(empty, '');
+    await expect(FileBlockBackend.open(empty, false)).rejects.toThrow(/at least one 512-byte sector/);
+    if (process.getuid?.() !== 0) {
+      chmodSync(image, 0o400);
+      await expect(FileBlockBackend.open(image, false)).rejects.toThrow(/not writable/);
+    }
+  });
+});
