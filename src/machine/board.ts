@@ -1,13 +1,16 @@
 import {
-  COM1_IRQ, COM1_PORT, DEBUG_EXIT_PORT, DEBUG_EXIT_SIZE, GED_REGS_ADDR, GED_REGS_SIZE,
+  COM1_IRQ, COM1_PORT, DEBUG_EXIT_PORT, DEBUG_EXIT_SIZE, GED_REGS_ADDR, GED_REGS_SIZE, I8042_DATA_PORT, I8042_IRQ,
+  I8042_WINDOW_SIZE, RTC_PORT, RTC_PORT_COUNT,
 } from '../arch/x86/layout.js';
 import { writeSync } from 'node:fs';
 import { addon } from '../kvm/addon.js';
 import { AcpiGedRegs } from '../devices/acpi-ged.js';
 import type { IrqLine } from '../devices/bus-device.js';
 import { DebugExit } from '../devices/debug-exit.js';
+import { I8042, createI8042State } from '../devices/i8042.js';
+import { RtcCmos, createRtcState } from '../devices/rtc-cmos.js';
 import { IoBus } from '../devices/io-bus.js';
-import { Uart8250 } from '../devices/uart8250.js';
+import { Uart8250, createUartState } from '../devices/uart8250.js';
 import type { ExitBuses, VcpuStop } from '../vcpu/exit-handler.js';
 
 /**
@@ -21,6 +24,15 @@ export interface BoardDescription {
   readonly uartState: Int32Array;
   /** File descriptor the UART transmits to (1 for stdio, or an opened file). */
   readonly serialOutputFd: number;
+  /** The i8042's registers and output queue (see I8042), shared like the UART's. */
+  readonly i8042State: Int32Array;
+  /** The RTC's CMOS RAM and clock offset (see RtcCmos), shared like the UART's. */
+  readonly rtcState: Int32Array;
+}
+
+/** A board description with every device at its power-on state. */
+export function newBoard(vmFd: number, serialOutputFd: number): BoardDescription {
+  return { vmFd, uartState: createUartState(), serialOutputFd, i8042State: createI8042State(), rtcState: createRtcState() };
 }
 
 /** An interrupt line into KVM's in-kernel PIC/IOAPIC, by GSI. */
@@ -51,11 +63,22 @@ export function comPortUart(board: BoardDescription, transmit: (byte: number) =>
   return new Uart8250(board.uartState, new KvmIrqLine(board.vmFd, COM1_IRQ), transmit);
 }
 
+/** The i8042; `onReset` runs when the guest pulses the CPU reset line (Linux `reboot`). */
+export function keyboardController(board: BoardDescription, onReset: () => void): I8042 {
+  return new I8042(board.i8042State, new KvmIrqLine(board.vmFd, I8042_IRQ), onReset);
+}
+
+export function cmosRtc(board: BoardDescription): RtcCmos {
+  return new RtcCmos(board.rtcState);
+}
+
 /** The devices buildBuses places, as a migration peer compares them (name@address). */
 export const BOARD_DEVICES: readonly string[] = [
   `uart8250@0x${COM1_PORT.toString(16)}`,
   `isa-debug-exit@0x${DEBUG_EXIT_PORT.toString(16)}`,
   `acpi-ged@0x${GED_REGS_ADDR.toString(16)}`,
+  `i8042@0x${I8042_DATA_PORT.toString(16)}`,
+  `mc146818-rtc@0x${RTC_PORT.toString(16)}`,
 ];
 
 /** Builds this thread's buses for `board`. */
@@ -64,6 +87,8 @@ export function buildBuses(board: BoardDescription, hooks: BoardHooks): ExitBuse
   const mmio = new IoBus('MMIO');
   pio.register(COM1_PORT, 8, comPortUart(board, hooks.transmit), 'serial (COM1)');
   pio.register(DEBUG_EXIT_PORT, DEBUG_EXIT_SIZE, new DebugExit((status) => hooks.requestStop({ kind: 'guest-exit', status })), 'isa-debug-exit');
+  pio.register(I8042_DATA_PORT, I8042_WINDOW_SIZE, keyboardController(board, () => hooks.requestStop({ kind: 'reset' })), 'i8042');
+  pio.register(RTC_PORT, RTC_PORT_COUNT, cmosRtc(board), 'rtc (MC146818)');
   mmio.register(GED_REGS_ADDR, GED_REGS_SIZE, new AcpiGedRegs({
     powerOff: () => hooks.requestStop({ kind: 'poweroff' }),
     reset: () => hooks.requestStop({ kind: 'reset' }),

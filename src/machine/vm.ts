@@ -21,12 +21,16 @@ import { coldBootVcpu } from '../vcpu/cold-boot-vcpu.js';
 import { linuxEntryState } from '../vcpu/linux-boot-state.js';
 import type { VcpuStop } from '../vcpu/exit-handler.js';
 import { VcpuThreads } from '../vcpu/vcpu-threads.js';
-import { BOARD_DEVICES, comPortUart, fdTransmitter, type BoardDescription } from './board.js';
+import {
+  BOARD_DEVICES, cmosRtc, comPortUart, fdTransmitter, keyboardController, newBoard, type BoardDescription,
+} from './board.js';
+import type { I8042, I8042State } from '../devices/i8042.js';
+import type { RtcCmos, RtcState } from '../devices/rtc-cmos.js';
 import { captureVmKernelState, restoreVmKernelState, type VmKernelState } from './vm-state.js';
 import { captureVcpuState, msrIndexList, restoreVcpuState, type VcpuState } from '../vcpu/vcpu-state.js';
 import type { UartState } from '../devices/uart8250.js';
 import type { MachineShape } from '../migration/protocol.js';
-import { createUartState, type Uart8250 } from '../devices/uart8250.js';
+import type { Uart8250 } from '../devices/uart8250.js';
 
 /** What a VM is built from. */
 export interface VmConfig {
@@ -107,7 +111,7 @@ export class Vm {
     readonly memory: GuestMemory,
     private readonly vcpuFds: readonly number[],
     readonly vcpus: VcpuThreads,
-    private readonly uart: Uart8250,
+    private readonly devices: { readonly uart: Uart8250; readonly i8042: I8042; readonly rtc: RtcCmos },
     /** The board description every vCPU thread builds its buses from. */
     readonly board: BoardDescription,
     /** KVM's size of each vCPU's kvm_run mapping. */
@@ -132,7 +136,7 @@ export class Vm {
 
   /**
    * Every piece of VM state outside RAM, by name: the in-kernel irqchips, PIT and clock ("vm"), each
-   * vCPU ("vcpu0", ...) and each device ("uart"). Only while paused.
+   * vCPU ("vcpu0", ...) and each device ("uart", "i8042", "rtc"). Only while paused.
    */
   captureState(): { name: string; state: unknown }[] {
     if (!this.vcpus.isPaused() && this.vcpus.isStarted) throw new Error('VM state can only be captured while the VM is paused');
@@ -140,7 +144,9 @@ export class Vm {
     return [
       { name: 'vm', state: captureVmKernelState(native, this.vmFd) },
       ...this.vcpuFds.map((fd, i) => ({ name: `vcpu${i}`, state: captureVcpuState(native, fd, this.msrIndices) })),
-      { name: 'uart', state: this.uart.state() },
+      { name: 'uart', state: this.devices.uart.state() },
+      { name: 'i8042', state: this.devices.i8042.state() },
+      { name: 'rtc', state: this.devices.rtc.state() },
     ];
   }
 
@@ -154,7 +160,9 @@ export class Vm {
     // Kernel irqchip state before the vCPUs' LAPICs, as KVM's own selftests order it.
     restoreVmKernelState(native, this.vmFd, need('vm') as VmKernelState);
     this.vcpuFds.forEach((fd, i) => restoreVcpuState(native, fd, need(`vcpu${i}`) as VcpuState));
-    this.uart.restore(need('uart') as UartState);
+    this.devices.uart.restore(need('uart') as UartState);
+    this.devices.i8042.restore(need('i8042') as I8042State);
+    this.devices.rtc.restore(need('rtc') as RtcState);
   }
 
   /** The KVM fd of vCPU `index` (for benchmarks and state capture; the vCPU threads own KVM_RUN). */
@@ -210,7 +218,7 @@ export class Vm {
       native.kvmSetSregs(vcpuFds[0]!, encodeSregs(boot.sregs));
       native.kvmSetRegs(vcpuFds[0]!, encodeRegs(boot.regs));
 
-      const board: BoardDescription = { vmFd, uartState: createUartState(), serialOutputFd: config.serialOutputFd };
+      const board = newBoard(vmFd, config.serialOutputFd);
       const uart = comPortUart(board, fdTransmitter(config.serialOutputFd));
       const runMmapSize = kvm.vcpuMmapSize();
       const vcpus = new VcpuThreads(vcpuFds, runMmapSize, board);
@@ -221,7 +229,10 @@ export class Vm {
       });
       // INVARIANT: the RAM mappings outlive every slot; dispose() unmaps only after closing the VM.
       memslots.mapAllRam();
-      return new Vm(kvm, vmFd, memory, vcpuFds, vcpus, uart, board, runMmapSize, memslots, new DirtyTracker(memory, memslots), msrIndexList(native, kvm.fd));
+      // The main thread's views of the shared device state, for capture and restore (never for I/O:
+      // a reset pulsed here would have no vCPU to stop).
+      const devices = { uart, i8042: keyboardController(board, () => {}), rtc: cmosRtc(board) };
+      return new Vm(kvm, vmFd, memory, vcpuFds, vcpus, devices, board, runMmapSize, memslots, new DirtyTracker(memory, memslots), msrIndexList(native, kvm.fd));
     } catch (e) {
       for (const fd of opened.reverse()) native.close(fd);
       memory?.dispose();
@@ -253,7 +264,7 @@ export class Vm {
 
   /** Feeds bytes to the serial port's receiver, as typed on the console; returns how many fitted. */
   serialInput(bytes: Uint8Array): number {
-    return this.uart.receive(bytes);
+    return this.devices.uart.receive(bytes);
   }
 
   /** Closes every vCPU and the VM, then unmaps guest memory (in that order: slots before mappings). */

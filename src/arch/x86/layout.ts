@@ -95,9 +95,10 @@ export const DEBUG_EXIT_SIZE = 4;
 /** i8042 keyboard controller: data port 0x60 and command/status port 0x64 (its reset line is what matters). */
 export const I8042_DATA_PORT = 0x60;
 export const I8042_COMMAND_PORT = 0x64;
-/** The i8042's two ports are 4 apart: one window of five ports, 0x61-0x63 are other devices' (unmapped). */
+/** The i8042's two ports are 4 apart: one window of five; 0x61 (KVM's in-kernel speaker port) never exits to us. */
 export const I8042_WINDOW_SIZE = 5;
+/** The keyboard's ISA interrupt. */
+export const I8042_IRQ = 1;
 /** MC146818 CMOS RTC: index port 0x70, data port 0x71. */
 export const RTC_PORT = 0x70;
 export const RTC_PORT_COUNT = 2;
-export const RTC_IRQ = 8;
