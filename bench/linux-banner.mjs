@@ -37,6 +37,12 @@ const qemu = ['qemu-system-x86_64', [
   '-enable-kvm', '-cpu', 'host', '-M', 'microvm,isa-serial=on', '-nodefaults', '-no-user-config', '-display', 'none',
   '-serial', 'stdio', '-m', values.mem, '-kernel', kernel, '-append', cmdline,
 ]];
+// The same QEMU with guest RAM as tsvmm allocates it (a shared memfd, which gets no transparent huge
+// pages by default), to show how much of the gap is the memory backing rather than the VMM.
+const qemuMemfd = ['qemu-system-x86_64', [
+  ...qemu[1].map((a) => (a === 'microvm,isa-serial=on' ? 'microvm,isa-serial=on,memory-backend=ram' : a)),
+  '-object', `memory-backend-memfd,id=ram,size=${values.mem},share=on`,
+]];
 const haveQemu = spawnSync('qemu-system-x86_64', ['--version']).status === 0;
 
 /** Milliseconds from exec until "Linux version" appears on the child's stdout; the child is then killed. */
@@ -73,9 +79,11 @@ function timeSync([cmd, args]) {
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const ours = [];
 const theirs = [];
+const theirsMemfd = [];
 for (let i = 0; i < runs; i++) {
   ours.push(await timeToBanner(tsvmm));
   if (haveQemu) theirs.push(await timeToBanner(qemu));
+  if (haveQemu) theirsMemfd.push(await timeToBanner(qemuMemfd));
 }
 const nodeStart = median(Array.from({ length: 3 }, () => timeSync([process.execPath, [path.join(root, 'bin', 'tsvmm.js'), '--version']])));
 const r0 = process.hrtime.bigint();
@@ -88,6 +96,7 @@ console.log(`          of which: node + tsvmm modules ${(nodeStart / 1000).toFix
 console.log(`          the rest (VM build, load, guest to its banner) ${((median(ours) - nodeStart - readMs) / 1000).toFixed(2)} s`);
 if (haveQemu) {
   console.log(`  QEMU  : ${(median(theirs) / 1000).toFixed(2)} s   (runs: ${theirs.map((x) => (x / 1000).toFixed(2)).join(', ')}; baseline: qemu-system-x86_64 -enable-kvm -cpu host -M microvm)`);
+  console.log(`  QEMU, RAM in a shared memfd as tsvmm's: ${(median(theirsMemfd) / 1000).toFixed(2)} s   (runs: ${theirsMemfd.map((x) => (x / 1000).toFixed(2)).join(', ')})`);
   console.log(`  ratio tsvmm / QEMU: ${(median(ours) / median(theirs)).toFixed(2)}  (target <= 0.5)`);
 } else {
   console.log('  QEMU  : skipped: qemu-system-x86_64 is not installed (apt install qemu-system-x86)');

@@ -31,23 +31,33 @@ describeKvm('Linux boots on tsvmm', () => {
     const kernel = linuxKernel();
     const t0 = Date.now();
     const vm = new TsvmmProcess(['--kernel', kernel, '--mem', '512M', '--cpus', '2', '--cmdline', 'console=ttyS0 earlyprintk=ttyS0'], 'linux');
+    let exitStatus: number | null | undefined;
+    void vm.exited.then((s) => { exitStatus = s; });
+    // A wait fails at once, saying why, if tsvmm ends before the console shows what is awaited.
+    const waitForConsole = async (pattern: RegExp) => {
+      await vm.waitFor(() => exitStatus !== undefined || pattern.test(vm.console()), `console ${pattern}`, BOOT_TIMEOUT_MS);
+      if (!pattern.test(vm.console())) {
+        throw new Error(`tsvmm exited with ${exitStatus} before ${pattern}: ${vm.stderr.trim()}; console ends: ${vm.console().slice(-600)}`);
+      }
+    };
     try {
-      await vm.waitForConsole(/Linux version \d+\.\d+/, BOOT_TIMEOUT_MS);
+      await waitForConsole(/Linux version \d+\.\d+/);
       const bannerMs = Date.now() - t0;
       const expected = e820Entries(memoryMap(ramLayout(MEM))).map((e) =>
         `BIOS-e820: [mem ${hex16(e.addr)}-${hex16(e.addr + e.size - 1)}] ${e.type === 1 ? 'usable' : 'reserved'}`);
       // Linux prints the whole table before its next line ("printk: bootconsole ..." or "NX ..."); the
       // serial console ends lines with \r\n.
-      await vm.waitForConsole(/BIOS-e820: .*\r?\n(?!.*BIOS-e820)[^\n]*\n/, BOOT_TIMEOUT_MS);
+      await waitForConsole(/BIOS-e820: .*\r?\n(?!.*BIOS-e820)[^\n]*\n/);
       const printed = [...vm.console().matchAll(/BIOS-e820: \[mem [^\]]+\] \w+/g)].map((m) => m[0]);
       expect(printed).toEqual(expected);
       expect(vm.console()).toContain('Command line: console=ttyS0 earlyprintk=ttyS0');
       // The MP table lists both vCPUs, as Linux reports when it parses it.
-      await vm.waitForConsole(/Processors: 2\r?\n/, BOOT_TIMEOUT_MS);
+      await waitForConsole(/Processors: 2\r?\n/);
       process.stderr.write(`linux-boot: "Linux version" after ${(bannerMs / 1000).toFixed(1)} s, "Processors: 2" after ${((Date.now() - t0) / 1000).toFixed(1)} s (${kernel})\n`);
-    } finally {
       vm.kill('SIGTERM');
       expect(await vm.exited).toBe(143);
+    } finally {
+      vm.kill();
     }
   }, BOOT_TIMEOUT_MS + 60_000);
 });

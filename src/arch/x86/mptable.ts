@@ -5,7 +5,14 @@ import { IOAPIC_ADDR, LAPIC_ADDR, type Gpa } from './layout.js';
  * way Firecracker's arch/x86_64/mptable.rs builds it, with Linux's struct layouts
  * (arch/x86/include/asm/mpspec_def.h): one processor entry per vCPU, an ISA bus, the IOAPIC, every
  * IOAPIC pin routed 1:1 from the ISA IRQ of the same number, and LINT0 = ExtINT, LINT1 = NMI.
- * Linux finds it by scanning the EBDA (find_smp_config) and then starts every listed CPU.
+ * Linux finds it by scanning the BIOS area (find_smp_config) and then starts every listed CPU.
+ *
+ * No ACPI tables (RSDP/XSDT/MADT) are built: without an RSDP Linux falls back to this table for the
+ * CPUs and the IOAPIC (as Firecracker guests did before Firecracker 1.5 added ACPI), and nothing else
+ * in this board needs ACPI — the console, the RTC and the i8042 are ISA devices at fixed ports, and
+ * `reboot` falls back to the i8042 reset line. What ACPI would add is power-off through the GED
+ * (microvm's sleep register, which our multiboot guests use directly); until then a Linux `poweroff`
+ * halts. Linux logs "A valid RSDP was not found" once at boot; `acpi=off` silences it.
  */
 
 const MPF_SIZE = 16;
