@@ -50,12 +50,26 @@ export interface BoardHooks {
   transmit(byte: number): void;
 }
 
-/** A UART transmit callback that writes each byte to `fd` as it is sent (no buffering: the guest may prompt). */
+/**
+ * A UART transmit callback that writes each byte to `fd` as it is sent (no buffering: the guest may
+ * prompt). Node makes a stdout pipe non-blocking, so a reader slower than the guest (a test harness, a
+ * pager) fills the pipe and the write fails with EAGAIN: the byte is then retried after a millisecond's
+ * nap, so the guest's transmitter waits for the reader as a real line would, and nothing is lost.
+ */
 export function fdTransmitter(fd: number): (byte: number) => void {
   const one = new Uint8Array(1);
+  const nap = new Int32Array(new SharedArrayBuffer(4));
   return (b) => {
     one[0] = b;
-    writeSync(fd, one);
+    for (;;) {
+      try {
+        writeSync(fd, one);
+        return;
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'EAGAIN') throw e;
+        Atomics.wait(nap, 0, 0, 1);
+      }
+    }
   };
 }
 
