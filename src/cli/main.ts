@@ -3,9 +3,10 @@ import { totalmem } from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { BootError } from '../boot/boot-error.js';
+import { readKernelFile } from '../boot/kernel-file.js';
 import { packageRoot } from '../kvm/addon.js';
 import { KvmUnavailableError } from '../kvm/kvm.js';
-import { Vm, VmConfigError, readKernel } from '../machine/vm.js';
+import { Vm, VmConfigError, planBoot, type BootPlan } from '../machine/vm.js';
 import type { VirtioDeviceSpec } from '../machine/virtio-devices.js';
 import { VmController } from '../machine/vm-controller.js';
 import { QmpListenError, QmpServer } from '../control/qmp-server.js';
@@ -31,6 +32,7 @@ function version(): string {
 
 interface RunOptions {
   kernel: string;
+  initrd: string | undefined;
   memBytes: number;
   cpus: number;
   cmdline: string;
@@ -55,6 +57,8 @@ function parseRun(args: string[]): RunOptions | 'help' {
       options: {
         mem: { type: 'string', default: '256M' },
         cpus: { type: 'string', default: '1' },
+        kernel: { type: 'string' },
+        initrd: { type: 'string' },
         cmdline: { type: 'string', default: '' },
         serial: { type: 'string', default: 'stdio' },
         kvm: { type: 'string', default: '/dev/kvm' },
@@ -72,7 +76,13 @@ function parseRun(args: string[]): RunOptions | 'help' {
   }
   const { values, positionals, tokens } = parsed;
   if (values.help) return 'help';
-  if (positionals.length === 0) throw new UsageError('run: missing KERNEL (a multiboot kernel file, e.g. guests/build/hello.elf)');
+  if (values.kernel !== undefined && positionals.length > 0) {
+    throw new UsageError(`run: both --kernel and KERNEL '${positionals[0]}' given: name the kernel once`);
+  }
+  const kernel = values.kernel ?? positionals[0];
+  if (kernel === undefined || kernel === '') {
+    throw new UsageError('run: missing kernel: --kernel PATH (a bzImage, vmlinux or multiboot kernel, e.g. guests/build/hello.elf)');
+  }
   if (positionals.length > 1) throw new UsageError(`run: unexpected argument '${positionals[1]}'`);
   let memBytes: number;
   try {
@@ -119,7 +129,7 @@ function parseRun(args: string[]): RunOptions | 'help' {
     }
   }
   return {
-    kernel: positionals[0]!, memBytes, cpus: Number(values.cpus), cmdline: values.cmdline, serial, kvmPath: values.kvm,
+    kernel, initrd: values.initrd, memBytes, cpus: Number(values.cpus), cmdline: values.cmdline, serial, kvmPath: values.kvm,
     qmp: values.qmp, incoming: values.incoming, tlsCreds, devices,
   };
 }
@@ -141,13 +151,21 @@ export function stopStatus(stop: VcpuStop | undefined): { status: number; note?:
   }
 }
 
-function createVm(options: RunOptions, serialOutputFd: number, skipSyncBeforeDelete: boolean, virtio: VirtioDeviceSpec[]): Vm {
+/** What the kernel file and its options say to boot, checked before any VM exists. */
+interface CheckedBoot {
+  readonly cmdline: string;
+  readonly plan: BootPlan;
+}
+
+function createVm(options: RunOptions, boot: CheckedBoot, serialOutputFd: number, skipSyncBeforeDelete: boolean, virtio: VirtioDeviceSpec[]): Vm {
+  const { cmdline, plan } = boot;
   return Vm.create({
     kernelPath: options.kernel,
+    initrdPath: options.initrd,
     memBytes: options.memBytes,
     cpus: options.cpus,
-    // The kernel path comes first, as QEMU and GRUB pass it.
-    cmdline: options.cmdline === '' ? options.kernel : `${options.kernel} ${options.cmdline}`,
+    cmdline,
+    plan,
     serialOutputFd,
     kvmPath: options.kvmPath,
     testOnly: { skipSyncBeforeDelete },
@@ -156,8 +174,16 @@ function createVm(options: RunOptions, serialOutputFd: number, skipSyncBeforeDel
 }
 
 async function run(options: RunOptions): Promise<number> {
-  // Validate the kernel before opening KVM, so bad input is reported the same on hosts without KVM.
-  readKernel(options.kernel);
+  // Validate kernel, initrd and command line before opening KVM, so bad input is reported the same on
+  // hosts without KVM. A multiboot kernel's command line starts with its path, as QEMU and GRUB pass
+  // it; a Linux kernel gets exactly --cmdline, as QEMU's -append.
+  const image = readKernelFile(options.kernel);
+  const cmdline = image.kind === 'linux' ? options.cmdline
+    : options.cmdline === '' ? options.kernel : `${options.kernel} ${options.cmdline}`;
+  const boot: CheckedBoot = {
+    cmdline,
+    plan: planBoot({ kernelPath: options.kernel, initrdPath: options.initrd, cmdline, memBytes: options.memBytes, cpus: options.cpus }, image),
+  };
   // Disks and NICs too: a missing image or a taken port is a usage error before any VM exists.
   const virtio = await openDevices(options.devices);
   const closeDevices = () => Promise.allSettled(virtio.map((d) => d.backend.close()));
@@ -171,18 +197,18 @@ async function run(options: RunOptions): Promise<number> {
     throw e;
   }
   try {
-    return await runWith(options, listener, virtio, closeDevices);
+    return await runWith(options, boot, listener, virtio, closeDevices);
   } finally {
     listener?.close();
   }
 }
 
-async function runWith(options: RunOptions, listener: IncomingListener | undefined, virtio: VirtioDeviceSpec[], closeDevices: () => Promise<unknown>): Promise<number> {
+async function runWith(options: RunOptions, boot: CheckedBoot, listener: IncomingListener | undefined, virtio: VirtioDeviceSpec[], closeDevices: () => Promise<unknown>): Promise<number> {
   const serialOutputFd = options.serial.kind === 'stdio' ? 1 : openSerialFile(options.serial.path);
   const testOnly = testOnlySwitches();
   let vm: Vm;
   try {
-    vm = createVm(options, serialOutputFd, testOnly.skipSyncBeforeDelete, virtio);
+    vm = createVm(options, boot, serialOutputFd, testOnly.skipSyncBeforeDelete, virtio);
   } catch (e) {
     await closeDevices();
     throw e;

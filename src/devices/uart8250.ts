@@ -1,4 +1,5 @@
 import type { BusDevice, IrqLine } from './bus-device.js';
+import { withSharedLock } from './shared-lock.js';
 
 /**
  * An 8250/16550A UART (COM1), register-compatible with QEMU's hw/char/serial.c so guest drivers that
@@ -115,27 +116,20 @@ export class Uart8250 implements BusDevice {
   }
 
   read(offset: number, _size: number): number {
-    this.lock();
-    try {
+    return withSharedLock(this.s, S.LOCK, () => {
       return this.readLocked(offset);
-    } finally {
-      this.unlock();
-    }
+    });
   }
 
   write(offset: number, _size: number, value: number): void {
-    this.lock();
-    try {
+    withSharedLock(this.s, S.LOCK, () => {
       this.writeLocked(offset, value & 0xff);
-    } finally {
-      this.unlock();
-    }
+    });
   }
 
   /** Accepts bytes from the backend (stdin); returns how many fitted. */
   receive(bytes: Uint8Array): number {
-    this.lock();
-    try {
+    return withSharedLock(this.s, S.LOCK, () => {
       if (this.s[S.MCR]! & MCR_LOOP) return bytes.length; // the line is disconnected in loopback
       let accepted = 0;
       for (const b of bytes) {
@@ -144,14 +138,11 @@ export class Uart8250 implements BusDevice {
       }
       this.updateIrq();
       return accepted;
-    } finally {
-      this.unlock();
-    }
+    });
   }
 
   state(): UartState {
-    this.lock();
-    try {
+    return withSharedLock(this.s, S.LOCK, () => {
       const s = this.s;
       const rx: number[] = [];
       for (let i = 0; i < s[S.RX_COUNT]!; i++) rx.push(s[S.RX_DATA + ((s[S.RX_HEAD]! + i) % UART_RX_CAPACITY)]!);
@@ -159,16 +150,13 @@ export class Uart8250 implements BusDevice {
         version: 1, ier: s[S.IER]!, lcr: s[S.LCR]!, mcr: s[S.MCR]!, lsr: s[S.LSR]!, msr: s[S.MSR]!,
         scr: s[S.SCR]!, dll: s[S.DLL]!, dlm: s[S.DLM]!, fcr: s[S.FCR]!, thrInterruptPending: s[S.THR_IPENDING] === 1, rx,
       };
-    } finally {
-      this.unlock();
-    }
+    });
   }
 
   /** Loads a saved state (the receive buffer included), as on a migration's destination. */
   restore(state: UartState): void {
     if (state.version !== 1) throw new Error(`UART state version ${state.version} is not supported (this tsvmm reads version 1)`);
-    this.lock();
-    try {
+    return withSharedLock(this.s, S.LOCK, () => {
       const s = this.s;
       s[S.IER] = state.ier; s[S.LCR] = state.lcr; s[S.MCR] = state.mcr; s[S.LSR] = state.lsr; s[S.MSR] = state.msr;
       s[S.SCR] = state.scr; s[S.DLL] = state.dll; s[S.DLM] = state.dlm; s[S.FCR] = state.fcr;
@@ -178,9 +166,7 @@ export class Uart8250 implements BusDevice {
       for (const b of state.rx.slice(0, UART_RX_CAPACITY)) this.pushRx(b);
       // The line level lives in the irqchip state, restored with it; recompute ours to match.
       s[S.IRQ_LEVEL] = this.pendingIir() !== IIR_NO_INT ? 1 : 0;
-    } finally {
-      this.unlock();
-    }
+    });
   }
 
   private readLocked(offset: number): number {
@@ -347,12 +333,4 @@ export class Uart8250 implements BusDevice {
     return byte;
   }
 
-  private lock(): void {
-    // Critical sections are a few dozen instructions, so spinning beats sleeping.
-    while (Atomics.compareExchange(this.s, S.LOCK, 0, 1) !== 0) { /* spin */ }
-  }
-
-  private unlock(): void {
-    Atomics.store(this.s, S.LOCK, 0);
-  }
 }

@@ -1,32 +1,46 @@
-import { readFileSync } from 'node:fs';
 import { KVM_IDENTITY_MAP_ADDR, KVM_TSS_ADDR, MiB } from '../arch/x86/layout.js';
 import { BootError } from '../boot/boot-error.js';
-import { loadMultiboot, parseMultibootKernel, type MultibootKernel } from '../boot/multiboot.js';
+import { readBootFile, readKernelFile } from '../boot/kernel-file.js';
+import type { KernelImage } from '../boot/kernel-image.js';
+import { loadLinux, planLinuxBoot, type LinuxKernel } from '../boot/linux.js';
+import { memoryMap } from '../boot/memory-map.js';
+import { loadMultiboot, type MultibootKernel } from '../boot/multiboot.js';
 import { addon } from '../kvm/addon.js';
 import { KVM_PIT_SPEAKER_DUMMY } from '../kvm/constants.js';
 import { Kvm } from '../kvm/kvm.js';
 import {
   KVM_SREGS_SIZE, decodeSregs, encodeCpuid2, encodeRegs, encodeSregs,
 } from '../kvm/structs.js';
-import { GuestMemory, type GuestMemoryTestOptions } from '../memory/guest-memory.js';
+import { GuestMemory, ramLayout, type GuestMemoryTestOptions } from '../memory/guest-memory.js';
 import { DirtyTracker } from '../memory/dirty-tracker.js';
 import { MemslotMap } from '../memory/memslot-map.js';
 import { Cap } from '../kvm/constants.js';
 import { multibootEntryState } from '../vcpu/boot-state.js';
 import { cpuidForVcpu } from '../vcpu/cpuid.js';
+import { coldBootVcpu } from '../vcpu/cold-boot-vcpu.js';
+import { linuxEntryState } from '../vcpu/linux-boot-state.js';
 import type { VcpuStop } from '../vcpu/exit-handler.js';
 import { VcpuThreads } from '../vcpu/vcpu-threads.js';
-import { boardDevices, comPortUart, fdTransmitter, type BoardDescription } from './board.js';
+import {
+  boardDevices, cmosRtc, comPortUart, fdTransmitter, keyboardController, newBoard, type BoardDescription,
+} from './board.js';
 import { VirtioDevices, type VirtioDeviceSpec } from './virtio-devices.js';
+import type { I8042, I8042State } from '../devices/i8042.js';
+import type { RtcCmos, RtcState } from '../devices/rtc-cmos.js';
 import { captureVmKernelState, restoreVmKernelState, type VmKernelState } from './vm-state.js';
 import { captureVcpuState, msrIndexList, restoreVcpuState, type VcpuState } from '../vcpu/vcpu-state.js';
 import type { UartState } from '../devices/uart8250.js';
 import type { MachineShape } from '../migration/protocol.js';
-import { createUartState, type Uart8250 } from '../devices/uart8250.js';
+import type { Uart8250 } from '../devices/uart8250.js';
 
 /** What a VM is built from. */
 export interface VmConfig {
+  /** A multiboot kernel, a Linux bzImage or an ELF64 vmlinux (see boot/kernel-image.ts). */
   readonly kernelPath: string;
+  /** An initrd/initramfs for a Linux kernel. */
+  readonly initrdPath?: string;
+  /** The kernel already read and checked by planBoot (the CLI does so before opening KVM). */
+  readonly plan?: BootPlan;
   readonly memBytes: number;
   readonly cpus: number;
   readonly cmdline: string;
@@ -54,24 +68,37 @@ export class VmConfigError extends Error {
   override name = 'VmConfigError';
 }
 
-/** Reads and validates a multiboot kernel file; every failure names the file and the problem. */
-export function readKernel(kernelPath: string): MultibootKernel {
-  let image: Uint8Array;
-  try {
-    image = readFileSync(kernelPath);
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT') throw new BootError(`kernel file ${kernelPath} does not exist`);
-    if (code === 'EISDIR') throw new BootError(`kernel file ${kernelPath} is a directory`);
-    if (code === 'EACCES') throw new BootError(`kernel file ${kernelPath} is not readable (permission denied)`);
-    throw new BootError(`cannot read kernel file ${kernelPath}: ${(e as Error).message}`);
+/** A validated kernel with everything it boots with, read before any KVM object exists. */
+export type BootPlan =
+  | { readonly kind: 'multiboot'; readonly kernel: MultibootKernel; readonly cmdline: string }
+  | { readonly kind: 'linux'; readonly kernel: LinuxKernel; readonly cmdline: string; readonly initrd?: Uint8Array };
+
+/**
+ * Reads the kernel (and initrd) and checks that they boot in a VM of this shape: format, command-line
+ * limits, the kernel and initrd fitting in RAM. Pure apart from reading the files, so the CLI reports
+ * bad input before opening /dev/kvm; every error names the file and what to do.
+ */
+export function planBoot(
+  config: Pick<VmConfig, 'kernelPath' | 'initrdPath' | 'cmdline' | 'memBytes' | 'cpus'>,
+  image: KernelImage = readKernelFile(config.kernelPath),
+): BootPlan {
+  if (image.kind === 'multiboot') {
+    if (config.initrdPath !== undefined) {
+      throw new BootError(`${config.kernelPath} is a multiboot kernel: --initrd is for Linux kernels (bzImage or vmlinux)`);
+    }
+    if (image.kernel.end > config.memBytes) {
+      throw new VmConfigError(`${config.kernelPath} needs RAM up to 0x${image.kernel.end.toString(16)}: give the VM more memory (--mem)`);
+    }
+    return { kind: 'multiboot', kernel: image.kernel, cmdline: config.cmdline };
   }
+  const initrd = config.initrdPath === undefined ? undefined : readBootFile('initrd', config.initrdPath);
   try {
-    return parseMultibootKernel(image);
+    planLinuxBoot(image.kernel, memoryMap(ramLayout(config.memBytes)), { cmdline: config.cmdline, initrd, cpus: config.cpus });
   } catch (e) {
-    if (e instanceof BootError) throw new BootError(`${kernelPath}: ${e.message}`);
+    if (e instanceof BootError) throw new BootError(`${config.kernelPath}: ${e.message}`);
     throw e;
   }
+  return { kind: 'linux', kernel: image.kernel, cmdline: config.cmdline, initrd };
 }
 
 /**
@@ -87,7 +114,7 @@ export class Vm {
     readonly memory: GuestMemory,
     private readonly vcpuFds: readonly number[],
     readonly vcpus: VcpuThreads,
-    private readonly uart: Uart8250,
+    private readonly devices: { readonly uart: Uart8250; readonly i8042: I8042; readonly rtc: RtcCmos },
     /** The board description every vCPU thread builds its buses from. */
     readonly board: BoardDescription,
     /** KVM's size of each vCPU's kvm_run mapping. */
@@ -117,7 +144,7 @@ export class Vm {
 
   /**
    * Every piece of VM state outside RAM, by name: the in-kernel irqchips, PIT and clock ("vm"), each
-   * vCPU ("vcpu0", ...) and each device ("uart"). Only while paused.
+   * vCPU ("vcpu0", ...) and each device ("uart", "i8042", "rtc"). Only while paused.
    */
   captureState(): { name: string; state: unknown }[] {
     if (!this.vcpus.isPaused() && this.vcpus.isStarted) throw new Error('VM state can only be captured while the VM is paused');
@@ -125,7 +152,9 @@ export class Vm {
     return [
       { name: 'vm', state: captureVmKernelState(native, this.vmFd) },
       ...this.vcpuFds.map((fd, i) => ({ name: `vcpu${i}`, state: captureVcpuState(native, fd, this.msrIndices) })),
-      { name: 'uart', state: this.uart.state() },
+      { name: 'uart', state: this.devices.uart.state() },
+      { name: 'i8042', state: this.devices.i8042.state() },
+      { name: 'rtc', state: this.devices.rtc.state() },
       ...this.virtio.captureState(),
     ];
   }
@@ -140,7 +169,9 @@ export class Vm {
     // Kernel irqchip state before the vCPUs' LAPICs, as KVM's own selftests order it.
     restoreVmKernelState(native, this.vmFd, need('vm') as VmKernelState);
     this.vcpuFds.forEach((fd, i) => restoreVcpuState(native, fd, need(`vcpu${i}`) as VcpuState));
-    this.uart.restore(need('uart') as UartState);
+    this.devices.uart.restore(need('uart') as UartState);
+    this.devices.i8042.restore(need('i8042') as I8042State);
+    this.devices.rtc.restore(need('rtc') as RtcState);
     this.virtio.restoreState(need);
   }
 
@@ -158,10 +189,7 @@ export class Vm {
     if (config.memBytes < MIN_MEM_BYTES) {
       throw new VmConfigError(`guest memory of ${config.memBytes} bytes is too small: give at least ${MIN_MEM_BYTES / MiB} MiB`);
     }
-    const kernel = readKernel(config.kernelPath);
-    if (kernel.end > config.memBytes) {
-      throw new VmConfigError(`${config.kernelPath} needs RAM up to 0x${kernel.end.toString(16)}: give the VM more memory (--mem)`);
-    }
+    const plan = config.plan ?? planBoot(config);
 
     const native = addon();
     const kvm = Kvm.open(config.kvmPath);
@@ -183,8 +211,6 @@ export class Vm {
       if (manualProtect) native.kvmEnableCap(vmFd, Cap.MANUAL_DIRTY_LOG_PROTECT2, 0, new BigUint64Array([1n, 0n, 0n, 0n]));
 
       memory = GuestMemory.create(config.memBytes, config.testOnly ?? {});
-      const entry = loadMultiboot(kernel, memory, config.cmdline);
-
       const supported = kvm.supportedCpuid();
       const vcpuFds: number[] = [];
       for (let i = 0; i < config.cpus; i++) {
@@ -192,16 +218,19 @@ export class Vm {
         opened.push(fd);
         vcpuFds.push(fd);
         native.kvmSetCpuid2(fd, encodeCpuid2(cpuidForVcpu(supported, i, config.cpus)));
+        if (plan.kind === 'linux') coldBootVcpu(native, fd);
       }
       // The BSP enters the kernel; APs wait for INIT/SIPI in the in-kernel LAPIC, as on hardware.
       const sregsBuf = new Uint8Array(KVM_SREGS_SIZE);
       native.kvmGetSregs(vcpuFds[0]!, sregsBuf);
-      const boot = multibootEntryState(entry, decodeSregs(sregsBuf));
+      const boot = plan.kind === 'multiboot'
+        ? multibootEntryState(loadMultiboot(plan.kernel, memory, plan.cmdline), decodeSregs(sregsBuf))
+        : linuxEntryState(loadLinux(plan.kernel, memory, { cmdline: plan.cmdline, initrd: plan.initrd, cpus: config.cpus }), decodeSregs(sregsBuf));
       native.kvmSetSregs(vcpuFds[0]!, encodeSregs(boot.sregs));
       native.kvmSetRegs(vcpuFds[0]!, encodeRegs(boot.regs));
 
       virtio = VirtioDevices.create(vmFd, memory, config.virtio ?? []);
-      const board: BoardDescription = { vmFd, uartState: createUartState(), serialOutputFd: config.serialOutputFd, virtio: virtio.slots };
+      const board = newBoard(vmFd, config.serialOutputFd, virtio.slots);
       const uart = comPortUart(board, fdTransmitter(config.serialOutputFd));
       const runMmapSize = kvm.vcpuMmapSize();
       const vcpus = new VcpuThreads(vcpuFds, runMmapSize, board);
@@ -212,7 +241,10 @@ export class Vm {
       });
       // INVARIANT: the RAM mappings outlive every slot; dispose() unmaps only after closing the VM.
       memslots.mapAllRam();
-      return new Vm(kvm, vmFd, memory, vcpuFds, vcpus, uart, board, runMmapSize, memslots, new DirtyTracker(memory, memslots), msrIndexList(native, kvm.fd), virtio);
+      // The main thread's views of the shared device state, for capture and restore (never for I/O:
+      // a reset pulsed here would have no vCPU to stop).
+      const devices = { uart, i8042: keyboardController(board, () => {}), rtc: cmosRtc(board) };
+      return new Vm(kvm, vmFd, memory, vcpuFds, vcpus, devices, board, runMmapSize, memslots, new DirtyTracker(memory, memslots), msrIndexList(native, kvm.fd), virtio);
     } catch (e) {
       void virtio?.close();
       for (const fd of opened.reverse()) native.close(fd);
@@ -254,7 +286,7 @@ export class Vm {
 
   /** Feeds bytes to the serial port's receiver, as typed on the console; returns how many fitted. */
   serialInput(bytes: Uint8Array): number {
-    return this.uart.receive(bytes);
+    return this.devices.uart.receive(bytes);
   }
 
   /** Closes the devices' backends and their notification thread. Call after stop(), before dispose(). */

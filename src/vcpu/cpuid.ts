@@ -8,6 +8,15 @@ const CPUID1_EBX_COUNT_SHIFT = 16;
 /** CPUID.1:EDX bit 28: HTT, meaning EBX[23:16] is valid. */
 const CPUID1_EDX_HTT = 1 << 28;
 
+/** CPUID.0BH:ECX[15:8] level types. */
+const TOPOLOGY_LEVEL_SMT = 1;
+const TOPOLOGY_LEVEL_CORE = 2;
+
+/** Bits of APIC ID that select among `count` processors (CPUID.0BH:EAX[4:0] of the core level). */
+function apicIdBits(count: number): number {
+  return count <= 1 ? 0 : Math.ceil(Math.log2(count));
+}
+
 /**
  * The CPUID table for vCPU `index` of `count`: what KVM supports, with the per-CPU APIC ID and the
  * package's logical processor count filled in (leaf 1 and the x2APIC topology leaf 0xB), and the
@@ -21,7 +30,22 @@ export function cpuidForVcpu(supported: readonly CpuidEntry[], index: number, co
       entry.ecx = (entry.ecx | CPUID1_ECX_HYPERVISOR) >>> 0;
       entry.edx = (count > 1 ? entry.edx | CPUID1_EDX_HTT : entry.edx & ~CPUID1_EDX_HTT) >>> 0;
     } else if (entry.function === 0xb) {
+      // The extended topology leaf, as Firecracker fills it: one thread per core (SMT level 0) and
+      // `count` cores in the package (core level 1); levels above are invalid.
       entry.edx = index >>> 0; // x2APIC ID of this logical processor, at every level
+      if (entry.index === 0) {
+        entry.eax = 0;
+        entry.ebx = 1;
+        entry.ecx = TOPOLOGY_LEVEL_SMT << 8;
+      } else if (entry.index === 1) {
+        entry.eax = apicIdBits(count);
+        entry.ebx = count;
+        entry.ecx = 1 | (TOPOLOGY_LEVEL_CORE << 8);
+      } else {
+        entry.eax = 0;
+        entry.ebx = 0;
+        entry.ecx = entry.index & 0xff;
+      }
     }
     return entry;
   });

@@ -3,6 +3,7 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { makeBzImage } from '../helpers/linux-images.js';
 import { guest } from '../helpers/paths.js';
 import { runCli } from '../helpers/run-cli.js';
 
@@ -61,14 +62,41 @@ describe('tsvmm CLI: bad input gets one clear line on stderr and a non-zero stat
     expect(r.stderr).toBe('tsvmm: kernel file /nonexistent/kernel.elf does not exist\n');
   });
 
-  it('a file that is not a multiboot kernel', async () => {
+  it('a file that is not a kernel', async () => {
     const dir = mkdtempSync(path.join(tmpdir(), 'tsvmm-'));
     const file = path.join(dir, 'not-a-kernel');
     writeFileSync(file, 'hello world\n'.repeat(100));
     const r = await runCli(['run', file]);
     expect(r.status).toBe(2);
-    expect(r.stderr).toMatch(/not a multiboot kernel: no valid multiboot header/);
+    expect(r.stderr).toMatch(/not a kernel tsvmm can boot: neither a Linux bzImage \("HdrS" at 0x202\), an ELF64 vmlinux, nor a multiboot kernel/);
     expect(r.stderr.trim().split('\n')).toHaveLength(1);
+  });
+
+  it('Linux kernels it cannot boot, initrds that do not fit, and options that do not go together', async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'tsvmm-'));
+    const file = (name: string, bytes: Uint8Array) => {
+      writeFileSync(path.join(dir, name), bytes);
+      return path.join(dir, name);
+    };
+    const old = file('old-bzImage', makeBzImage({ version: 0x0204 }));
+    const bz = file('bzImage', makeBzImage({ cmdlineSize: 32 }));
+    const big = file('big-initrd', new Uint8Array(300 * 1024 * 1024 / 8));
+    const cases: [string[], RegExp][] = [
+      [['--kernel', old], /old-bzImage: boot protocol 2.04 is too old: tsvmm needs 2.06 or newer/],
+      [['--kernel', file('no-64', makeBzImage({ xloadflags: 0 }))], /no 64-bit entry point \(XLF_KERNEL_64\)/],
+      [['--kernel', bz, '--initrd', big, '--mem', '32M'], /bzImage: initrd of 39321600 bytes does not fit .* give the VM more memory \(--mem\) or use a smaller initrd/],
+      [['--kernel', bz, '--initrd', path.join(dir, 'nope')], /initrd file .*nope does not exist/],
+      [['--kernel', bz, '--cmdline', 'x'.repeat(33)], /command line is 33 bytes; this kernel accepts at most 32/],
+      [['--kernel', guest('hello'), '--initrd', bz], /is a multiboot kernel: --initrd is for Linux kernels/],
+      [['--kernel', bz, guest('hello')], /both --kernel and KERNEL/],
+      [['--cmdline', 'x'], /missing kernel: --kernel PATH/],
+    ];
+    for (const [args, message] of cases) {
+      const r = await runCli(['run', ...args, '--kvm', '/nonexistent/kvm']);
+      expect(r.stderr).toMatch(message);
+      expect(r.status).toBe(2);
+      expect(r.stderr.trim().split('\n').filter((l) => !l.startsWith('Try '))).toHaveLength(1);
+    }
   });
 
   it('a kernel path that is a directory', async () => {

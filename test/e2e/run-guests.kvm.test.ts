@@ -45,6 +45,17 @@ describeKvm('tsvmm run: real guests on real KVM, as a user runs them', () => {
     expect(readFileSync(file, 'utf8')).toContain('Hello from a tsvmm guest!\n');
   });
 
+  it("the CMOS RTC tells the host's date, and an i8042 reset (Linux reboot=k) ends the VM with status 0", async () => {
+    const r = await runCli(['run', guest('reboot')]);
+    const d = new Date();
+    const today = `${d.getUTCFullYear()}-${d.getUTCMonth() + 1}-${d.getUTCDate()}`;
+    expect(r.stdout).toContain(`rtc date=${today}\n`);
+    expect(r.stdout).toContain('rebooting through the i8042\n');
+    expect(r.stdout).not.toContain('still running');
+    expect(r.stderr).toBe('tsvmm: guest requested a reset; tsvmm does not reboot guests (like qemu -no-reboot)\n');
+    expect(r.status).toBe(0);
+  });
+
   it('runs with several vCPUs (APs wait for INIT/SIPI; the BSP runs the guest)', async () => {
     const r = await runCli(['run', guest('hello'), '--cpus', '2']);
     expect(r.stdout).toContain('Hello from a tsvmm guest!\n');

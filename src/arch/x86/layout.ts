@@ -35,6 +35,34 @@ export const MULTIBOOT_CMDLINE_MAX = 0xa000 - 0x9800;
 /** Bootloader name string (boot_loader_name). */
 export const MULTIBOOT_LOADER_NAME_ADDR = gpa(0x9700);
 
+/**
+ * The Linux 64-bit boot protocol's fixed places (Documentation/arch/x86/boot.rst, "64-bit Boot
+ * Protocol"), at the addresses Firecracker uses (src/vmm/src/arch/x86_64/layout.rs): all below the EBDA,
+ * in RAM the e820 map reports as usable, which the kernel reclaims once it has copied what it needs.
+ */
+/** IDT placeholder (one zero descriptor) right after the five-entry Linux boot GDT at BOOT_GDT_ADDR. */
+export const BOOT_IDT_ADDR = gpa(0x530);
+/** boot_params, "the zero page": RSI points here at the 64-bit entry. */
+export const ZERO_PAGE_ADDR = gpa(0x7000);
+/** Initial stack pointer at the 64-bit entry (grows down below the page tables). */
+export const BOOT_STACK_POINTER = gpa(0x8ff0);
+/** Identity-mapping page tables: one PML4 page, then one PDPT page, then PD pages (2 MiB pages). */
+export const BOOT_PML4_ADDR = gpa(0x9000);
+export const BOOT_PDPT_ADDR = gpa(0xa000);
+export const BOOT_PD_ADDR = gpa(0xb000);
+/** How much the boot page tables identity-map: all of the 32-bit space (four PD pages). */
+export const BOOT_IDENTITY_MAP_BYTES = 4 * 1024 * 1024 * 1024;
+/** The kernel command line (cmd_line_ptr); room up to LINUX_CMDLINE_MAX bytes including the NUL. */
+export const LINUX_CMDLINE_ADDR = gpa(0x20000);
+/** Room for the command line; the kernel's own cmdline_size limit applies first when it is smaller. */
+export const LINUX_CMDLINE_MAX = 0x10000;
+/**
+ * The MP floating pointer and configuration table: at the start of the BIOS area, which Linux's
+ * find_smp_config scans (0xF0000-0xFFFFF) and e820 reports reserved. Firecracker uses the EBDA, whose
+ * 1 KiB holds ~37 CPUs; the BIOS area's 64 KiB holds MAX_CPUS.
+ */
+export const MPTABLE_ADDR = gpa(0xf0000);
+
 /** RAM below 4 GiB ends here at most; the rest of RAM is mapped from 4 GiB up. */
 export const LOW_RAM_MAX_END = gpa(0xc000_0000);
 /** Start of RAM above the MMIO hole. */
@@ -83,3 +111,13 @@ export const COM1_IRQ = 4;
 /** isa-debug-exit,iobase=0xf4,iosize=4: a write of V ends the VM with status (V << 1) | 1. */
 export const DEBUG_EXIT_PORT = 0xf4;
 export const DEBUG_EXIT_SIZE = 4;
+/** i8042 keyboard controller: data port 0x60 and command/status port 0x64 (its reset line is what matters). */
+export const I8042_DATA_PORT = 0x60;
+export const I8042_COMMAND_PORT = 0x64;
+/** The i8042's two ports are 4 apart: one window of five; 0x61 (KVM's in-kernel speaker port) never exits to us. */
+export const I8042_WINDOW_SIZE = 5;
+/** The keyboard's ISA interrupt. */
+export const I8042_IRQ = 1;
+/** MC146818 CMOS RTC: index port 0x70, data port 0x71. */
+export const RTC_PORT = 0x70;
+export const RTC_PORT_COUNT = 2;

@@ -1,0 +1,104 @@
+#!/usr/bin/env node
+// bench/linux-banner: wall time from exec to the kernel's "Linux version" banner on the serial console,
+// booting the same kernel with the same command line under tsvmm and under QEMU's microvm with KVM,
+// alternately in one run (median of N each), and the ratio. Also splits tsvmm's time into Node's own
+// start, reading the kernel file, and the rest (building the VM and the guest running to its banner).
+//
+// Reproduce: node bench/linux-banner.mjs [--kernel /boot/vmlinuz-...|vmlinux] [--runs N]
+//   (no /dev/kvm here? scripts/nested-kvm/run.sh -- node bench/linux-banner.mjs ...)
+import { spawn, spawnSync } from 'node:child_process';
+import { readFileSync, readdirSync } from 'node:fs';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { fileURLToPath } from 'node:url';
+import { kvmAvailable } from './kvm-available.mjs';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const { values } = parseArgs({ options: { runs: { type: 'string', default: '3' }, kernel: { type: 'string' }, mem: { type: 'string', default: '512M' } } });
+const runs = Number(values.runs);
+const kernel = values.kernel ?? (() => {
+  const found = readdirSync('/boot').filter((f) => /^vmlinuz-.*-amd64$/.test(f)).sort();
+  if (found.length === 0) {
+    console.error('bench/linux-banner: no /boot/vmlinuz-*-amd64: apt-get install linux-image-amd64, or pass --kernel');
+    process.exit(2);
+  }
+  return `/boot/${found.at(-1)}`;
+})();
+const cmdline = 'console=ttyS0 earlyprintk=ttyS0';
+const TIMEOUT_MS = 15 * 60_000;
+
+if (!kvmAvailable()) {
+  console.error('bench/linux-banner: cannot run: /dev/kvm is missing or not read-writable on this host (try scripts/nested-kvm/run.sh -- node bench/linux-banner.mjs)');
+  process.exit(4);
+}
+
+const tsvmm = [process.execPath, [path.join(root, 'bin', 'tsvmm.js'), 'run', '--kernel', kernel, '--mem', values.mem, '--cmdline', cmdline]];
+const qemu = ['qemu-system-x86_64', [
+  '-enable-kvm', '-cpu', 'host', '-M', 'microvm,isa-serial=on', '-nodefaults', '-no-user-config', '-display', 'none',
+  '-serial', 'stdio', '-m', values.mem, '-kernel', kernel, '-append', cmdline,
+]];
+// The same QEMU with guest RAM as tsvmm allocates it (a shared memfd, which gets no transparent huge
+// pages by default), to show how much of the gap is the memory backing rather than the VMM.
+const qemuMemfd = ['qemu-system-x86_64', [
+  ...qemu[1].map((a) => (a === 'microvm,isa-serial=on' ? 'microvm,isa-serial=on,memory-backend=ram' : a)),
+  '-object', `memory-backend-memfd,id=ram,size=${values.mem},share=on`,
+]];
+const haveQemu = spawnSync('qemu-system-x86_64', ['--version']).status === 0;
+
+/** Milliseconds from exec until "Linux version" appears on the child's stdout; the child is then killed. */
+function timeToBanner([cmd, args]) {
+  return new Promise((resolve, reject) => {
+    const t0 = process.hrtime.bigint();
+    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    const timer = setTimeout(() => child.kill('SIGKILL'), TIMEOUT_MS);
+    child.stdout.on('data', (d) => {
+      out += d.toString();
+      if (out.includes('Linux version')) {
+        const ms = Number(process.hrtime.bigint() - t0) / 1e6;
+        clearTimeout(timer);
+        child.kill('SIGKILL');
+        resolve(ms);
+      }
+    });
+    child.stderr.on('data', (d) => { err += d.toString(); });
+    child.on('close', (status) => {
+      clearTimeout(timer);
+      if (!out.includes('Linux version')) reject(new Error(`${cmd} ended (status ${status}) before the banner: ${err.trim().slice(-400)}`));
+    });
+  });
+}
+
+function timeSync([cmd, args]) {
+  const t0 = process.hrtime.bigint();
+  spawnSync(cmd, args);
+  return Number(process.hrtime.bigint() - t0) / 1e6;
+}
+
+const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+const ours = [];
+const theirs = [];
+const theirsMemfd = [];
+for (let i = 0; i < runs; i++) {
+  ours.push(await timeToBanner(tsvmm));
+  if (haveQemu) theirs.push(await timeToBanner(qemu));
+  if (haveQemu) theirsMemfd.push(await timeToBanner(qemuMemfd));
+}
+const nodeStart = median(Array.from({ length: 3 }, () => timeSync([process.execPath, [path.join(root, 'bin', 'tsvmm.js'), '--version']])));
+const r0 = process.hrtime.bigint();
+const kernelBytes = readFileSync(kernel).length;
+const readMs = Number(process.hrtime.bigint() - r0) / 1e6;
+
+console.log(`linux-banner: exec to "Linux version" on ttyS0, ${path.basename(kernel)} (${(kernelBytes / 2 ** 20).toFixed(1)} MiB), median of ${runs}`);
+console.log(`  tsvmm : ${(median(ours) / 1000).toFixed(2)} s   (runs: ${ours.map((x) => (x / 1000).toFixed(2)).join(', ')})`);
+console.log(`          of which: node + tsvmm modules ${(nodeStart / 1000).toFixed(2)} s, reading the kernel file ${(readMs / 1000).toFixed(2)} s (warm cache),`);
+console.log(`          the rest (VM build, load, guest to its banner) ${((median(ours) - nodeStart - readMs) / 1000).toFixed(2)} s`);
+if (haveQemu) {
+  console.log(`  QEMU  : ${(median(theirs) / 1000).toFixed(2)} s   (runs: ${theirs.map((x) => (x / 1000).toFixed(2)).join(', ')}; baseline: qemu-system-x86_64 -enable-kvm -cpu host -M microvm)`);
+  console.log(`  QEMU, RAM in a shared memfd as tsvmm's: ${(median(theirsMemfd) / 1000).toFixed(2)} s   (runs: ${theirsMemfd.map((x) => (x / 1000).toFixed(2)).join(', ')})`);
+  console.log(`  ratio tsvmm / QEMU: ${(median(ours) / median(theirs)).toFixed(2)}  (target <= 0.5)`);
+} else {
+  console.log('  QEMU  : skipped: qemu-system-x86_64 is not installed (apt install qemu-system-x86)');
+}
+console.log(`  reproduce: node bench/linux-banner.mjs --kernel ${kernel} --runs ${runs}`);

@@ -1,0 +1,47 @@
+/** Synthetic Linux kernel images for the loader's tests: just enough header for each rule. */
+
+/** A synthetic bzImage: boot sector + `setupSects` sectors of setup, then `payload` bytes of kernel. */
+export function makeBzImage(o: {
+  version?: number; xloadflags?: number; loadflags?: number; setupSects?: number; payload?: number; magic?: number;
+  cmdlineSize?: number; initrdAddrMax?: number; prefAddress?: number; initSize?: number; relocatable?: number;
+} = {}): Uint8Array {
+  const setupSects = o.setupSects ?? 4;
+  const img = new Uint8Array((setupSects + 1) * 512 + (o.payload ?? 0x1000));
+  const v = new DataView(img.buffer);
+  v.setUint8(0x1f1, setupSects);
+  v.setUint16(0x1fe, 0xaa55, true);
+  v.setUint8(0x200, 0xeb);
+  v.setInt8(0x201, 0x6a); // header ends at 0x26c, like Linux 6.1's
+  v.setUint32(0x202, o.magic ?? 0x53726448, true);
+  v.setUint16(0x206, o.version ?? 0x020f, true);
+  v.setUint8(0x211, o.loadflags ?? 0x01);
+  v.setUint32(0x214, 0x100000, true);
+  v.setUint32(0x22c, o.initrdAddrMax ?? 0x7fffffff, true);
+  v.setUint32(0x230, 0x200000, true);
+  v.setUint8(0x234, o.relocatable ?? 1);
+  v.setUint16(0x236, o.xloadflags ?? 0x7f, true);
+  v.setUint32(0x238, o.cmdlineSize ?? 0x7ff, true);
+  v.setBigUint64(0x258, BigInt(o.prefAddress ?? 0x1000000), true);
+  v.setUint32(0x260, o.initSize ?? 0x400000, true);
+  return img;
+}
+
+/** A minimal ELF64 vmlinux: one PT_LOAD segment at physical `paddr`, entry at its start. */
+export function makeVmlinux(paddr = 0x1000000, entry = paddr): Uint8Array {
+  const img = new Uint8Array(0x1000);
+  const v = new DataView(img.buffer);
+  img.set([0x7f, 0x45, 0x4c, 0x46, 2, 1, 1]);
+  v.setUint16(16, 2, true);
+  v.setUint16(18, 62, true);
+  v.setBigUint64(24, BigInt(entry), true);
+  v.setBigUint64(32, 64n, true);
+  v.setUint16(54, 56, true);
+  v.setUint16(56, 1, true);
+  v.setUint32(64, 1, true); // PT_LOAD
+  v.setBigUint64(64 + 8, 0x200n, true); // offset
+  v.setBigUint64(64 + 16, 0xffffffff81000000n, true); // vaddr
+  v.setBigUint64(64 + 24, BigInt(paddr), true);
+  v.setBigUint64(64 + 32, 0x800n, true); // filesz
+  v.setBigUint64(64 + 40, 0x10000n, true); // memsz
+  return img;
+}
