@@ -108,7 +108,9 @@ export class VmController implements VmControl {
     try {
       const tcp = await connectForMigration(uri);
       const creds = this.tlsCredsInUse();
-      const socket = creds === undefined ? tcp : await secureClient(tcp, creds, this.params['tls-hostname'] || parseTcpUri(uri).host);
+      // The name the destination's certificate must carry: tls-hostname, else the URI's host.
+      const hostname = this.params['tls-hostname'] || parseTcpUri(uri).host;
+      const socket = creds === undefined ? tcp : await secureClient(tcp, creds, hostname);
       const churn = this.testOnlyChurnMemslots;
       sender = new PrecopySender(this.vm, socket, () => this.params, () => this.caps.get('auto-converge') === true, (status) => {
         if (status === 'device') this.state = 'finish-migrate';
@@ -120,7 +122,7 @@ export class VmController implements VmControl {
           open: (session) => MultifdChannels.open({
             uri, session, count: this.params['multifd-channels'],
             regions: this.vm.memory.regions.map((r) => ({ fd: r.fd, sizeBytes: r.sizeBytes })),
-            tls: creds === undefined ? undefined : { creds, hostname: this.params['tls-hostname'] || parseTcpUri(uri).host },
+            tls: creds === undefined ? undefined : { creds, hostname },
           }),
         } : undefined,
       });
@@ -197,7 +199,10 @@ export class VmController implements VmControl {
   /** The credentials migrate-set-parameters tls-creds names, or undefined for plain TCP. */
   private tlsCredsInUse(): TlsCredsX509 | undefined {
     const id = this.params['tls-creds'];
-    if (id === '') return undefined;
+    return id === '' ? undefined : this.tlsCredsNamed(id);
+  }
+
+  private tlsCredsNamed(id: string): TlsCredsX509 {
     const creds = this.tlsCreds.get(id);
     if (creds === undefined) throw new VmControlError(`No TLS credentials with id '${id}': start tsvmm with --object tls-creds-x509,id=${id},dir=PATH,endpoint=...`);
     return creds;
@@ -225,9 +230,7 @@ export class VmController implements VmControl {
     if (p['multifd-channels'] !== undefined && !(p['multifd-channels'] >= 1 && p['multifd-channels'] <= 255)) {
       throw new VmControlError("Parameter 'multifd-channels' expects a value between 1 and 255");
     }
-    if (p['tls-creds'] !== undefined && p['tls-creds'] !== '' && !this.tlsCreds.has(p['tls-creds'])) {
-      throw new VmControlError(`No TLS credentials with id '${p['tls-creds']}': start tsvmm with --object tls-creds-x509,id=${p['tls-creds']},dir=PATH,endpoint=...`);
-    }
+    if (p['tls-creds'] !== undefined && p['tls-creds'] !== '') this.tlsCredsNamed(p['tls-creds']);
     this.params = { ...this.params, ...p };
     // x-verify is both a parameter and a capability (QEMU scripts use either): one switch.
     if (p['x-verify'] !== undefined) this.caps.set('x-verify', p['x-verify']);

@@ -62,7 +62,7 @@ export async function receiveMigration(vm: MigrationDestination, socket: Socket,
   let verify: string[][] | undefined;
   const regions = vm.memory.regions;
   /** Multifd: the session and its channels (empty until they have connected). */
-  let multifd: { session: Buffer; channels: ChannelIn[]; announced: Set<number>; ready: boolean } | undefined;
+  let multifd: { session: Buffer; count: number; channels: ChannelIn[]; announced: Set<number>; ready: boolean } | undefined;
   /** Multifd: the main connection applies nothing after PASS_END n until every channel has SYNC n. */
   let mainHeldAt: number | undefined;
 
@@ -89,7 +89,7 @@ export async function receiveMigration(vm: MigrationDestination, socket: Socket,
         if (state !== 'ram' || sawRam || multifd !== undefined) unexpected(type);
         if (acceptChannels === undefined) refuse('this destination cannot take multifd channels here');
         const { channels, session } = parseMultifd(payload);
-        multifd = { session: Buffer.from(session), channels: [], announced: new Set(), ready: false };
+        multifd = { session: Buffer.from(session), count: channels, channels: [], announced: new Set(), ready: false };
         return;
       }
       case RecordType.RAM:
@@ -248,13 +248,12 @@ export async function receiveMigration(vm: MigrationDestination, socket: Socket,
         bytes += r.raw.length;
         const hadMultifd = multifd !== undefined;
         handle(r.type, r.payload);
-        if (!hadMultifd && multifd !== undefined) connectChannels(r.payload);
+        if (!hadMultifd && multifd !== undefined) connectChannels(multifd.count);
         if (mainHeldAt !== undefined) socket.pause();
       }
     };
 
-    const connectChannels = (payload: Buffer) => {
-      const { channels } = parseMultifd(payload);
+    const connectChannels = (channels: number) => {
       socket.pause();
       acceptChannels!(channels, CHANNELS_TIMEOUT_MS).then((sockets) => {
         if (failed) {

@@ -82,7 +82,7 @@ export function secureClient(socket: net.Socket, creds: TlsCredsX509, hostname: 
     // SNI carries names only; the identity check still uses `host`, IP or name.
     servername: net.isIP(hostname) === 0 ? hostname : undefined,
   });
-  return handshake(secure, 'secureConnect', `TLS handshake with the destination failed`, timeoutMs);
+  return handshake(secure, 'TLS handshake with the destination failed', timeoutMs);
 }
 
 /** The destination's side: TLS over an accepted socket; resolves once the handshake (and peer check) is done. */
@@ -110,7 +110,8 @@ export function secureServer(socket: net.Socket, creds: TlsCredsX509, timeoutMs 
   });
 }
 
-function handshake(secure: tls.TLSSocket, readyEvent: 'secureConnect', what: string, timeoutMs: number): Promise<tls.TLSSocket> {
+/** Resolves with `secure` once the client handshake (and the server's certificate check) is done. */
+function handshake(secure: tls.TLSSocket, what: string, timeoutMs: number): Promise<tls.TLSSocket> {
   return new Promise((resolve, reject) => {
     const fail = (reason: string) => {
       clearTimeout(timer);
@@ -120,7 +121,7 @@ function handshake(secure: tls.TLSSocket, readyEvent: 'secureConnect', what: str
     const timer = setTimeout(() => fail(`no handshake within ${timeoutMs} ms`), timeoutMs);
     secure.once('error', (e) => fail(e.message));
     secure.once('close', () => fail('the peer closed the connection'));
-    secure.once(readyEvent, () => {
+    secure.once('secureConnect', () => {
       clearTimeout(timer);
       secure.removeAllListeners('error');
       secure.removeAllListeners('close');
