@@ -8,6 +8,8 @@
         "native/ioctl.cc",
         "native/fds.cc",
         "native/memory.cc",
+        "native/bitmap.cc",
+        "native/pages.cc",
         "native/threads.cc",
         "native/kvm_system.cc",
         "native/kvm_vm.cc",

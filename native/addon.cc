@@ -11,6 +11,8 @@ AddonInstance::AddonInstance(Napi::Env env, Napi::Object exports) {
                                                                            napi_default_jsproperty)});
   RegisterFds(env, exports);
   RegisterMemory(env, exports);
+  RegisterBitmap(env, exports);
+  RegisterPages(env, exports);
   RegisterThreads(env, exports);
   RegisterKvmSystem(env, exports);
   RegisterKvmVm(env, exports);

@@ -29,6 +29,8 @@ Napi::Value ThrowSyscallError(Napi::Env env, const char* syscall, int err);
 // One per concept file.
 void RegisterFds(Napi::Env env, Napi::Object exports);
 void RegisterMemory(Napi::Env env, Napi::Object exports);
+void RegisterBitmap(Napi::Env env, Napi::Object exports);
+void RegisterPages(Napi::Env env, Napi::Object exports);
 void RegisterThreads(Napi::Env env, Napi::Object exports);
 void RegisterKvmSystem(Napi::Env env, Napi::Object exports);
 void RegisterKvmVm(Napi::Env env, Napi::Object exports);

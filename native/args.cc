@@ -89,6 +89,26 @@ bool Args::Uint8Array(size_t index, const char* name, size_t min_length, Bytes* 
   return true;
 }
 
+bool Args::Words32(size_t index, const char* name, uint32_t** out, size_t* count) const {
+  Napi::Value value = At(index);
+  if (!value.IsTypedArray()) return TypeError(name, "an Int32Array or Uint32Array");
+  Napi::TypedArray array = value.As<Napi::TypedArray>();
+  if (array.TypedArrayType() != napi_int32_array && array.TypedArrayType() != napi_uint32_array) {
+    return TypeError(name, "an Int32Array or Uint32Array");
+  }
+  // napi_get_typedarray_info gives the data pointer for SharedArrayBuffer views too (ArrayBuffer()
+  // does not: a SharedArrayBuffer is not an ArrayBuffer to N-API). Element views are element-aligned.
+  void* data = nullptr;
+  size_t length = 0;
+  if (napi_get_typedarray_info(Env(), array, nullptr, &length, &data, nullptr, nullptr) != napi_ok ||
+      (data == nullptr && length != 0)) {
+    return TypeError(name, "a typed array over readable memory");
+  }
+  *out = static_cast<uint32_t*>(data);
+  *count = length;
+  return true;
+}
+
 bool Args::CountedStruct(size_t index, const char* name, size_t header_size, size_t entry_size,
                          Bytes* out) const {
   if (!Uint8Array(index, name, header_size, out)) return false;

@@ -37,6 +37,8 @@ class Args {
   }
   bool String(size_t index, const char* name, std::string* out) const;
   bool Uint8Array(size_t index, const char* name, size_t min_length, Bytes* out) const;
+  // An Int32Array or Uint32Array (a bitmap's words, possibly over a SharedArrayBuffer).
+  bool Words32(size_t index, const char* name, uint32_t** out, size_t* count) const;
   // A struct starting with a u32 entry count (kvm_cpuid2, kvm_msrs, kvm_msr_list): the kernel
   // trusts that count, so the buffer must hold the header plus that many entries.
   bool CountedStruct(size_t index, const char* name, size_t header_size, size_t entry_size,

@@ -129,6 +129,27 @@ export interface NativeAddon {
   /** struct kvm_cpuid2 with nent and entries filled. */
   kvmSetCpuid2(vcpuFd: number, buf: Uint8Array): void;
 
+  // --- bulk helpers over bitmaps (no system call; see native/bitmap.cc) -------------------------
+  /**
+   * ORs the first `pages` bits of the KVM dirty log `log` into `dst` from page `firstPage`, atomically
+   * per word; returns whether any of those bits was set.
+   */
+  bitmapOrLog(dst: Int32Array | Uint32Array, firstPage: number, log: Uint8Array, pages: number): boolean;
+  /**
+   * Moves every set bit of `src` into `dst` (every word of `dst` up to src's length is written, zero
+   * where `src` is clear), clearing `src` atomically per word; returns the number of bits moved.
+   */
+  bitmapTake(src: Int32Array | Uint32Array, dst: Int32Array | Uint32Array): number;
+
+  // --- bulk helpers over pages and stream bytes (no system call; see native/pages.cc) ----------
+  /**
+   * For each i < pages.length: out[i] = 1 when page pages[i] of `bytes` (pageBytes each) is all zero,
+   * else 0. Returns how many were zero. Throws RangeError for a page outside `bytes`.
+   */
+  findZeroPages(bytes: Uint8Array, pageBytes: number, pages: Uint32Array, out: Uint8Array): number;
+  /** CRC-32C of the bytes behind `crc` (0 to begin) followed by `bytes`, chained as zlib's crc32(). */
+  crc32c(crc: number, bytes: Uint8Array): number;
+
   // --- benchmark baseline (bench/ only) ---------------------------------------------------------
   /**
    * The C baseline for bench/exit-latency: calls KVM_RUN on `vcpuFd` in a loop, counting exits that

@@ -1,4 +1,11 @@
 import { PAGE_SIZE } from '../arch/x86/layout.js';
+import { addon } from '../kvm/addon.js';
+
+/** Bits taken from a DirtyBitmap: one per page, in its layout, and how many are set. */
+export interface TakenPages {
+  readonly bitmap: Uint32Array;
+  readonly pages: number;
+}
 
 /**
  * One bit per 4 KiB page of a RAM region: the pages written since the last getAndReset, by the guest
@@ -49,41 +56,25 @@ export class DirtyBitmap {
 
   /**
    * ORs a KVM dirty log (u64 words, page 0 = the slot's first page) into this bitmap at `firstPage`.
-   * Only non-zero words cost an atomic operation, so a clean log costs a scan. Returns whether the
-   * log had any page set.
+   * Only non-zero words cost an atomic operation, so a clean log costs a scan (in the addon: the JS
+   * loop was most of a sync's time, bench/dirty-sync). Returns whether the log had any page set.
    */
-  orLog(log: Uint32Array, logPages: number, firstPage: number): boolean {
+  orLog(log: Uint8Array, logPages: number, firstPage: number): boolean {
     if (firstPage < 0 || firstPage + logPages > this.pageCount) {
       throw new RangeError(`DirtyBitmap: log of ${logPages} pages at ${firstPage} outside 0..${this.pageCount}`);
     }
-    const words = Math.ceil(logPages / 32);
-    const shift = firstPage & 31;
-    const base = firstPage >>> 5;
-    let any = false;
-    for (let i = 0; i < words; i++) {
-      let w = log[i]!;
-      if (w === 0) continue;
-      any = true;
-      if (i === words - 1 && logPages % 32 !== 0) w &= (1 << (logPages % 32)) - 1; // bits past the slot's end
-      if (shift === 0) {
-        Atomics.or(this.words, base + i, w);
-      } else {
-        Atomics.or(this.words, base + i, w << shift);
-        const high = w >>> (32 - shift);
-        if (high !== 0) Atomics.or(this.words, base + i + 1, high);
-      }
-    }
-    return any;
+    return addon().bitmapOrLog(this.words, firstPage, log, logPages);
   }
 
-  /** Takes every set bit and clears it, atomically per word; returns the taken bits. */
-  getAndReset(): Uint32Array {
-    const snapshot = new Uint32Array(this.words.length);
-    const words = this.words;
-    for (let i = 0; i < words.length; i++) {
-      if (words[i] !== 0) snapshot[i] = Atomics.exchange(words, i, 0);
-    }
-    return snapshot;
+  /**
+   * Takes every set bit and clears it, atomically per word. `into` (overwritten whole) saves an
+   * allocation per sync: a fresh bitmap costs page faults, which dominated a clean sync.
+   */
+  getAndReset(into: Uint32Array = new Uint32Array(this.words.length)): TakenPages {
+    if (into.length < this.words.length) throw new RangeError(`DirtyBitmap: ${into.length} words cannot take ${this.words.length}`);
+    const bitmap = into.length === this.words.length ? into : into.subarray(0, this.words.length);
+    const pages = addon().bitmapTake(this.words, bitmap);
+    return { bitmap, pages };
   }
 
   /** Sets every bit (the start of dirty tracking: every page is yet to be sent). */

@@ -1,11 +1,17 @@
 import type { GuestMemory, RamRegion } from './guest-memory.js';
 import type { MemslotMap } from './memslot-map.js';
 
-/** The pages of one region found dirty by a sync. */
+/**
+ * The pages of one region found dirty by a sync. INVARIANT: `bitmap` stays as it is until the second
+ * sync after the one that returned it (the tracker alternates two buffers per region), so a caller may
+ * hold one result while taking the next, as pre-copy's switch-over does, but no longer.
+ */
 export interface RegionDirtyPages {
   readonly region: RamRegion;
   /** One bit per page of the region (DirtyBitmap layout). */
   readonly bitmap: Uint32Array;
+  /** How many bits of `bitmap` are set. */
+  readonly pages: number;
 }
 
 /**
@@ -14,7 +20,13 @@ export interface RegionDirtyPages {
  * lands in exactly one sync's result, provided the caller reads the pages after sync() returns.
  */
 export class DirtyTracker {
-  constructor(private readonly memory: GuestMemory, private readonly memslots: MemslotMap) {}
+  /** Two result buffers per region, used in turn. */
+  private readonly buffers: [Uint32Array, Uint32Array][];
+  private turn = 0;
+
+  constructor(private readonly memory: GuestMemory, private readonly memslots: MemslotMap) {
+    this.buffers = memory.regions.map((r) => [0, 1].map(() => new Uint32Array(r.dirty.words.length)) as [Uint32Array, Uint32Array]);
+  }
 
   get isTracking(): boolean {
     return this.memslots.isLogging;
@@ -33,7 +45,8 @@ export class DirtyTracker {
 
   sync(): RegionDirtyPages[] {
     this.memslots.fetchAllLogs();
-    return this.memory.regions.map((region) => ({ region, bitmap: region.dirty.getAndReset() }));
+    this.turn ^= 1;
+    return this.memory.regions.map((region, i) => ({ region, ...region.dirty.getAndReset(this.buffers[i]![this.turn]) }));
   }
 
   async stop(): Promise<void> {

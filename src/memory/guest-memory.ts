@@ -240,14 +240,3 @@ export class GuestMemory {
     native.close(r.fd);
   }
 }
-
-/** Whether every byte is zero. Whole 32-bit words where aligned (a float view would call -0 zero). */
-export function isZeroBytes(bytes: Uint8Array): boolean {
-  const whole = bytes.byteOffset % 4 === 0 ? bytes.length & ~3 : 0;
-  if (whole > 0) {
-    const words = new Int32Array(bytes.buffer, bytes.byteOffset, whole / 4);
-    for (let i = 0; i < words.length; i++) if (words[i] !== 0) return false;
-  }
-  for (let i = whole; i < bytes.length; i++) if (bytes[i] !== 0) return false;
-  return true;
-}

@@ -12,7 +12,6 @@ export interface Memslot extends SlotSpec {
   readonly slot: number;
   /** KVM_GET_DIRTY_LOG's buffer for this slot: one bit per page, whole u64 words. */
   readonly log: Uint8Array;
-  readonly logWords: Uint32Array;
 }
 
 /** Stops every vCPU outside KVM_RUN and lets them go again; nests (only the outermost resumes). */
@@ -203,7 +202,7 @@ export class MemslotMap {
     const n = this.native;
     n.kvmGetDirtyLog(this.vmFd, m.slot, m.log);
     const pages = m.sizeBytes / PAGE_SIZE;
-    const any = this.region(m).dirty.orLog(m.logWords, pages, m.regionOffset / PAGE_SIZE);
+    const any = this.region(m).dirty.orLog(m.log, pages, m.regionOffset / PAGE_SIZE);
     if (any && this.options.manualProtect) n.kvmClearDirtyLog(this.vmFd, m.slot, 0n, pages, m.log);
   }
 
@@ -240,7 +239,7 @@ export class MemslotMap {
     this.refuseOverlap('memslot', spec.gpa, spec.sizeBytes);
     const slot = lowestFreeSlot(new Set(this.bySlot.keys()), this.options.maxSlots);
     const log = new Uint8Array(Math.ceil(spec.sizeBytes / PAGE_SIZE / 64) * 8);
-    const m: Memslot = { ...spec, slot, log, logWords: new Uint32Array(log.buffer) };
+    const m: Memslot = { ...spec, slot, log };
     this.register(m);
     this.bySlot.set(slot, m);
     this.stats.changes++;

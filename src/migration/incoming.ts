@@ -1,10 +1,10 @@
-import { createHash, type Hash } from 'node:crypto';
 import type { Socket } from 'node:net';
 import type { GuestMemory } from '../memory/guest-memory.js';
 import { CHANNELS_TIMEOUT_MS, parseChannel, parseMultifd, parseSync } from './multifd.js';
 import { applyRamRecord } from './ram-record.js';
+import { StreamChecksum } from './stream-checksum.js';
 import {
-  STREAM_START_BYTES, checkStreamStart, RecordReader, RecordType, hashRegions, parseHeader, parseState, record,
+  STREAM_START_BYTES, checkStreamStart, RecordReader, RecordType, hashRegions, parseEnd, parseHeader, parseState, record,
   recordName, shapeMismatch, verifyMismatches, MigrationStreamError, type MachineShape,
 } from './protocol.js';
 
@@ -34,8 +34,7 @@ interface ChannelIn {
   readonly index: number;
   readonly socket: Socket;
   readonly reader: RecordReader;
-  readonly hash: Hash;
-  bytes: number;
+  readonly checksum: StreamChecksum;
   named: boolean;
   /** The last pass this channel has delivered SYNC for. */
   synced: number;
@@ -53,8 +52,7 @@ interface ChannelIn {
  */
 export async function receiveMigration(vm: MigrationDestination, socket: Socket, acceptChannels?: AcceptChannels): Promise<{ passes: number; bytes: number }> {
   const reader = new RecordReader();
-  const hash = createHash('sha1');
-  let bytes = 0;
+  const checksum = new StreamChecksum();
   let state: ReceiverState = 'header';
   let passes = 0;
   let sawRam = false;
@@ -132,14 +130,13 @@ export async function receiveMigration(vm: MigrationDestination, socket: Socket,
       if (state !== 'ram') unexpected(r.type, ` on multifd channel ${ch.index}`);
       applyRamRecord(vm.memory, r.payload);
     } else if (r.type === RecordType.SYNC) {
-      const { pass, bytesBefore, sha1 } = parseSync(r.payload);
-      if (bytesBefore !== ch.bytes || !sha1.equals(ch.hash.copy().digest())) refuse(`multifd channel ${ch.index} is corrupt: its SYNC ${pass} checksum does not match what arrived`);
+      const { pass, bytesBefore, crc } = parseSync(r.payload);
+      if (!ch.checksum.matches(bytesBefore, crc)) refuse(`multifd channel ${ch.index} is corrupt: its SYNC ${pass} checksum does not match what arrived`);
       if (pass !== ch.synced + 1) refuse(`multifd channel ${ch.index} sent SYNC ${pass} after SYNC ${ch.synced}`);
       ch.synced = pass;
       ch.heldAt = pass;
     } else unexpected(r.type, ` on multifd channel ${ch.index}`);
-    ch.hash.update(r.raw);
-    ch.bytes += r.raw.length;
+    ch.checksum.update(r.raw);
   };
 
   return await new Promise((resolve, reject) => {
@@ -224,9 +221,8 @@ export async function receiveMigration(vm: MigrationDestination, socket: Socket,
         if (r === undefined) return;
         if (r.type === RecordType.END) {
           if (state !== 'device') unexpected(r.type);
-          const count = Number(r.payload.readBigUInt64LE(0));
-          const digest = r.payload.subarray(8, 28);
-          if (count !== bytes || !digest.equals(hash.digest())) refuse('the migration stream is corrupt: its END checksum does not match what arrived');
+          const { bytesBefore, crc } = parseEnd(r.payload);
+          if (!checksum.matches(bytesBefore, crc)) refuse('the migration stream is corrupt: its END checksum does not match what arrived');
           state = 'end';
           vm.restoreState(pieces);
           // Hashing RAM takes a while: the event loop keeps running, and nothing more is read meanwhile.
@@ -240,12 +236,11 @@ export async function receiveMigration(vm: MigrationDestination, socket: Socket,
               state = 'loaded';
               socket.resume();
               socket.write(record(RecordType.LOADED, new Uint8Array(0)));
-              resolve({ passes, bytes });
+              resolve({ passes, bytes: checksum.bytes });
             }));
           return;
         }
-        hash.update(r.raw);
-        bytes += r.raw.length;
+        checksum.update(r.raw);
         const hadMultifd = multifd !== undefined;
         handle(r.type, r.payload);
         if (!hadMultifd && multifd !== undefined) connectChannels(multifd.count);
@@ -261,7 +256,7 @@ export async function receiveMigration(vm: MigrationDestination, socket: Socket,
           return;
         }
         multifd!.channels = sockets.map((s, index) => ({
-          index, socket: s, reader: new RecordReader(), hash: createHash('sha1'), bytes: 0, named: false, synced: 0, heldAt: undefined,
+          index, socket: s, reader: new RecordReader(), checksum: new StreamChecksum(), named: false, synced: 0, heldAt: undefined,
         }));
         for (const ch of multifd!.channels) {
           ch.socket.on('data', (chunk: Buffer) => guard(() => {

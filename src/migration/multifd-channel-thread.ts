@@ -4,11 +4,11 @@
  * lists from the main thread into RAM records, so that zero-page checks, copies, hashing and socket
  * writes of several channels run on several cores.
  */
-import { createHash } from 'node:crypto';
 import { parentPort, workerData } from 'node:worker_threads';
 import { addon } from '../kvm/addon.js';
 import { channelRecord, syncRecord } from './multifd.js';
 import { encodeRamRecord } from './ram-record.js';
+import { StreamChecksum } from './stream-checksum.js';
 import { secureClient, type TlsCredsX509 } from './tls.js';
 import { connectForMigration } from './transport.js';
 
@@ -43,11 +43,9 @@ async function main(data: ChannelThreadData): Promise<void> {
   const socket = data.tls === undefined ? tcp : await secureClient(tcp, reviveCreds(data.tls.creds), data.tls.hostname);
   socket.on('error', (e) => post({ type: 'error', message: `multifd channel ${data.index}: ${e.message}` }));
   socket.on('close', () => post({ type: 'error', message: `multifd channel ${data.index}: the destination closed the connection` }));
-  const hash = createHash('sha1');
-  let bytes = 0;
+  const checksum = new StreamChecksum();
   const write = (buf: Buffer): Promise<void> => {
-    hash.update(buf);
-    bytes += buf.length;
+    checksum.update(buf);
     return socket.write(buf) ? Promise.resolve() : new Promise((resolve) => socket.once('drain', resolve));
   };
   await write(channelRecord(data.session, data.index));
@@ -61,7 +59,7 @@ async function main(data: ChannelThreadData): Promise<void> {
         return;
       }
       case 'sync':
-        void write(syncRecord(m.pass, bytes, hash.copy().digest())).then(() => post({ type: 'synced', pass: m.pass }));
+        void write(syncRecord(m.pass, checksum.bytes, checksum.value)).then(() => post({ type: 'synced', pass: m.pass }));
         return;
       case 'end':
         socket.removeAllListeners('close');

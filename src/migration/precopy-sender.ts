@@ -1,11 +1,11 @@
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import type { Socket } from 'node:net';
 import type { GuestMemory } from '../memory/guest-memory.js';
 import { BATCH_PAGES, encodeRamRecord } from './ram-record.js';
+import { StreamChecksum } from './stream-checksum.js';
 import { SESSION_BYTES, multifdRecord } from './multifd.js';
 import type { MultifdChannels } from './multifd-channels.js';
 import type { DirtyTracker, RegionDirtyPages } from '../memory/dirty-tracker.js';
-import { countPages } from '../memory/dirty-bitmap.js';
 import type { MigrationInfo, MigrationParameters, MigrationStatusName } from '../control/vm-control.js';
 import {
   PAGE_BYTES, RecordReader, RecordType, endRecord, hashRegions, headerRecord, record,
@@ -39,7 +39,7 @@ const THROTTLE_PERIOD_MS = 20;
  */
 export class PrecopySender {
   private state: MigrationStatusName = 'setup';
-  private readonly hash = createHash('sha1');
+  private readonly checksum = new StreamChecksum();
   private sentBytes = 0;
   private readonly startMs = Date.now();
   private endMs: number | undefined;
@@ -172,7 +172,7 @@ export class PrecopySender {
       await this.send(record(RecordType.VERIFY, Buffer.from(JSON.stringify(await hashRegions(this.vm.memory.regions)))));
     }
     const before = this.sentBytes;
-    await this.send(endRecord(before, this.hash.copy().digest()));
+    await this.send(endRecord(before, this.checksum.value));
     const answer = await this.awaitAnswer();
     if (answer.type === RecordType.REFUSED) throw new MigrationFailed(`the destination refused the VM: ${answer.payload.toString()}`);
     if (answer.type !== RecordType.LOADED) throw new MigrationFailed(`unexpected ${recordName(answer.type)} from the destination in state device`);
@@ -296,7 +296,7 @@ export class PrecopySender {
   /** Writes to the main connection with backpressure; every byte goes into the END checksum. */
   private async send(buf: Buffer): Promise<void> {
     this.check();
-    this.hash.update(buf);
+    this.checksum.update(buf);
     this.sentBytes += buf.length;
     if (!this.socket.write(buf)) {
       while (this.socket.writableNeedDrain) {
@@ -348,7 +348,7 @@ export class PrecopySender {
 }
 
 function countDirty(dirty: RegionDirtyPages[]): number {
-  return dirty.reduce((n, d) => n + countPages(d.bitmap), 0);
+  return dirty.reduce((n, d) => n + d.pages, 0);
 }
 
 

@@ -1,5 +1,6 @@
 import { gpa } from '../arch/x86/layout.js';
-import { isZeroBytes, type GuestMemory } from '../memory/guest-memory.js';
+import type { GuestMemory } from '../memory/guest-memory.js';
+import { addon } from '../kvm/addon.js';
 import { MigrationStreamError, PAGE_BYTES, PageKind, RECORD_HEADER_BYTES, RecordType } from './protocol.js';
 
 /** Pages per RAM record: 1 MiB of data, few enough syscalls, small enough to interleave. */
@@ -21,6 +22,7 @@ export function encodeRamRecord(
   /** Non-zero where a page is known to be zero without reading it (never written: a memfd hole). */
   knownZero?: ArrayLike<number>,
 ): Buffer {
+  const zero = zeroPages(regionBytes, pages, knownZero);
   const out = Buffer.allocUnsafe(RECORD_HEADER_BYTES + 8 + pages.length * (5 + PAGE_BYTES));
   out.writeUInt8(RecordType.RAM, 0);
   out.writeUInt32LE(regionIndex, RECORD_HEADER_BYTES);
@@ -29,8 +31,7 @@ export function encodeRamRecord(
   for (let i = 0; i < pages.length; i++) {
     const p = pages[i]!;
     out.writeUInt32LE(p, at);
-    // Never-written pages are not read: reading one would allocate (and zero) it for nothing.
-    if (knownZero?.[i] || isZeroBytes(regionBytes.subarray(p * PAGE_BYTES, (p + 1) * PAGE_BYTES))) {
+    if (zero[i]) {
       out.writeUInt8(PageKind.ZERO, at + 4);
       at += 5;
       counts.zero++;
@@ -43,6 +44,30 @@ export function encodeRamRecord(
   }
   out.writeUInt32LE(at - RECORD_HEADER_BYTES, 1);
   return out.subarray(0, at);
+}
+
+/**
+ * Which of `pages` are zero: 1 where knownZero says so, without reading the page (reading a
+ * never-written memfd page would allocate and zero it for nothing), and for the rest as the addon's
+ * scan finds them.
+ */
+function zeroPages(regionBytes: Uint8Array, pages: ArrayLike<number>, knownZero?: ArrayLike<number>): Uint8Array {
+  const n = pages.length;
+  const zero = new Uint8Array(n);
+  const scan = new Uint32Array(n);
+  const scanAt = new Uint32Array(n);
+  let m = 0;
+  for (let i = 0; i < n; i++) {
+    if (knownZero?.[i]) zero[i] = 1;
+    else {
+      scan[m] = pages[i]!;
+      scanAt[m++] = i;
+    }
+  }
+  const found = new Uint8Array(m);
+  addon().findZeroPages(regionBytes, PAGE_BYTES, scan.subarray(0, m), found);
+  for (let j = 0; j < m; j++) zero[scanAt[j]!] = found[j]!;
+  return zero;
 }
 
 /**

@@ -138,7 +138,7 @@ const fdCalls = {
 /** The wrappers that take no fd first; each has its own tests below. */
 const otherFunctions = [
   'setErrorConstructor', 'open', 'eventfd', 'memfdCreate', 'mmapAnonymous', 'munmap', 'bufferAddress',
-  'gettid', 'tgkill', 'sigrtmin', 'installEmptySignalHandler', 'poll',
+  'gettid', 'tgkill', 'sigrtmin', 'installEmptySignalHandler', 'poll', 'bitmapOrLog', 'bitmapTake', 'findZeroPages', 'crc32c',
 ] as const;
 
 // Fails to type-check if NativeAddon gains a function that neither list covers.
@@ -296,6 +296,28 @@ describe('argument checks', () => {
       expect(thrown(() => call(-1, counted(header, entry, 3)))).toBeInstanceOf(KvmError);
       expect(thrown(() => call(-1, counted(header, entry, 0)))).toBeInstanceOf(KvmError);
     });
+
+  it('the bitmap helpers name a wrong-typed argument and refuse ranges outside their bitmaps', () => {
+    const words = new Int32Array(2); // 64 pages
+    expect((thrown(() => native.bitmapOrLog(new Float64Array(2) as never, 0, new Uint8Array(8), 1)) as Error).message)
+      .toBe('bitmapOrLog: argument dst must be an Int32Array or Uint32Array');
+    expect(thrown(() => native.bitmapOrLog(words, 1, new Uint8Array(8), 64))).toBeInstanceOf(RangeError);
+    expect(thrown(() => native.bitmapOrLog(words, 0, new Uint8Array(4), 64))).toBeInstanceOf(RangeError);
+    expect(native.bitmapOrLog(words, 0, new Uint8Array(8), 64)).toBe(false);
+    expect((thrown(() => native.bitmapTake(words, new Uint8Array(8) as never)) as Error).message)
+      .toBe('bitmapTake: argument dst must be an Int32Array or Uint32Array');
+    expect(thrown(() => native.bitmapTake(words, new Uint32Array(1)))).toBeInstanceOf(RangeError);
+  });
+
+  it('the bitmap helpers read a log at any byte offset', () => {
+    const words = new Int32Array(4);
+    const bytes = new Uint8Array(17);
+    bytes[1 + 4] = 0x80; // bit 39 of a log that starts at byte 1
+    expect(native.bitmapOrLog(words, 3, bytes.subarray(1), 120)).toBe(true);
+    const out = new Uint32Array(4);
+    expect(native.bitmapTake(words, out)).toBe(1);
+    expect(out[1]).toBe(1 << 10); // page 42
+  });
 
   it('counted structs may sit at an unaligned offset', () => {
     const backing = new Uint8Array(1 + 8 + 16);

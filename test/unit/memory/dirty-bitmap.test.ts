@@ -9,7 +9,7 @@ describe('DirtyBitmap', () => {
     b.markDirty(4095, 2); // straddles pages 0 and 1
     b.markDirty(10 * 4096, 4096); // exactly page 10
     b.markDirty(20 * 4096 + 5, 1);
-    expect(setBits(b.getAndReset(), 100)).toEqual([0, 1, 10, 20]);
+    expect(setBits(b.getAndReset().bitmap, 100)).toEqual([0, 1, 10, 20]);
     b.markDirty(0, 0);
     expect(b.count()).toBe(0);
   });
@@ -17,15 +17,15 @@ describe('DirtyBitmap', () => {
   it('marks long runs across word boundaries', () => {
     const b = new DirtyBitmap(200);
     b.markPages(30, 70);
-    expect(pageRanges(b.getAndReset(), 200)).toEqual([{ firstPage: 30, count: 70 }]);
+    expect(pageRanges(b.getAndReset().bitmap, 200)).toEqual([{ firstPage: 30, count: 70 }]);
     expect(() => b.markPages(190, 11)).toThrow(RangeError);
   });
 
   it('getAndReset takes each bit exactly once', () => {
     const b = new DirtyBitmap(64);
     b.markPages(3, 1);
-    expect(countPages(b.getAndReset())).toBe(1);
-    expect(countPages(b.getAndReset())).toBe(0);
+    expect(countPages(b.getAndReset().bitmap)).toBe(1);
+    expect(countPages(b.getAndReset().bitmap)).toBe(0);
     b.markPages(3, 1);
     expect(b.dirtyAt(3)).toBe(true);
   });
@@ -38,13 +38,52 @@ describe('DirtyBitmap', () => {
       log[0] = 0x8000_0001; // pages 0, 31
       log[1] = 0x0000_0001; // page 32
       log[2] = 0xffff_ffff; // pages 64..69 are in the slot; 70..95 must be ignored
-      b.orLog(log, logPages, first);
-      expect(setBits(b.getAndReset(), 400)).toEqual([0, 31, 32, 64, 65, 66, 67, 68, 69].map((p) => p + first));
+      b.orLog(new Uint8Array(log.buffer), logPages, first);
+      expect(setBits(b.getAndReset().bitmap, 400)).toEqual([0, 31, 32, 64, 65, 66, 67, 68, 69].map((p) => p + first));
     }
   });
 
+  it('folds and takes random logs at random offsets exactly as a bit-by-bit reference does', () => {
+    let seed = 12345;
+    const rand = () => ((seed = (seed * 1103515245 + 12345) >>> 0) / 2 ** 32);
+    for (let round = 0; round < 50; round++) {
+      const pageCount = 1 + Math.floor(rand() * 20000);
+      const b = new DirtyBitmap(pageCount);
+      const expected = new Set<number>();
+      for (let k = 0; k < 3; k++) {
+        const logPages = 1 + Math.floor(rand() * pageCount);
+        const first = Math.floor(rand() * (pageCount - logPages + 1));
+        const log = new Uint8Array(Math.ceil(logPages / 64) * 8);
+        const density = rand() < 0.3 ? 0.9 : 0.01;
+        // Set bits past the slot too: they must be ignored.
+        for (let p = 0; p < log.length * 8; p++) {
+          if (rand() < density) {
+            log[p >>> 3]! |= 1 << (p & 7);
+            if (p < logPages) expected.add(first + p);
+          }
+        }
+        b.orLog(log, logPages, first);
+      }
+      const taken = b.getAndReset();
+      expect(taken.pages).toBe(expected.size);
+      expect(setBits(taken.bitmap, pageCount)).toEqual([...expected].sort((x, y) => x - y));
+      expect(b.getAndReset().pages).toBe(0);
+    }
+  });
+
+  it('takes into a reused buffer, overwriting whatever it held', () => {
+    const b = new DirtyBitmap(5000);
+    const into = new Uint32Array(b.words.length + 3).fill(0xffffffff);
+    b.markPages(4000, 2);
+    const taken = b.getAndReset(into);
+    expect(taken.bitmap.length).toBe(b.words.length);
+    expect(taken.pages).toBe(2);
+    expect(setBits(taken.bitmap, 5000)).toEqual([4000, 4001]);
+    expect(() => b.getAndReset(new Uint32Array(b.words.length - 1))).toThrow(RangeError);
+  });
+
   it('refuses a log that does not fit', () => {
-    expect(() => new DirtyBitmap(64).orLog(new Uint32Array(2), 64, 1)).toThrow(RangeError);
+    expect(() => new DirtyBitmap(64).orLog(new Uint8Array(8), 64, 1)).toThrow(RangeError);
   });
 
   it('is shared across views of the same words (threads mark into one bitmap)', () => {

@@ -1,6 +1,6 @@
 // Multifd without KVM: real loopback TCP, real channel worker threads, real guest-memory mappings
 // (memfd), and the receiver's state machine; only the vCPUs are absent.
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import net from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { gpa, MiB } from '../../../src/arch/x86/layout.js';
@@ -8,6 +8,7 @@ import { GuestMemory } from '../../../src/memory/guest-memory.js';
 import { receiveMigration, type MigrationDestination } from '../../../src/migration/incoming.js';
 import { MultifdChannels } from '../../../src/migration/multifd-channels.js';
 import { channelRecord, multifdRecord, syncRecord } from '../../../src/migration/multifd.js';
+import { StreamChecksum } from '../../../src/migration/stream-checksum.js';
 import { endRecord, headerRecord, stateRecord, u32Record, RecordType, type MachineShape } from '../../../src/migration/protocol.js';
 import { encodeRamRecord } from '../../../src/migration/ram-record.js';
 import { parseTlsCredsObject, secureClient, secureServer } from '../../../src/migration/tls.js';
@@ -29,34 +30,30 @@ function destination(mem: GuestMemory): MigrationDestination {
   return { memory: mem, shape: () => shape, restoreState: () => {} };
 }
 
-/** The main connection's records, with END's count and SHA-1 over everything before it. */
+/** The main connection's records, with END's count and CRC-32C over everything before it. */
 class MainStream {
-  private readonly hash = createHash('sha1');
-  private bytes = 0;
+  private readonly checksum = new StreamChecksum();
   constructor(private readonly socket: net.Socket) {}
   send(buf: Buffer): void {
-    this.hash.update(buf);
-    this.bytes += buf.length;
+    this.checksum.update(buf);
     this.socket.write(buf);
   }
   end(): void {
-    this.socket.write(endRecord(this.bytes, this.hash.digest()));
+    this.socket.write(endRecord(this.checksum.bytes, this.checksum.value));
   }
 }
 
 /** A channel connection written by hand, so a test can choose what arrives when. */
 class HandChannel {
-  private readonly hash = createHash('sha1');
-  private bytes = 0;
+  private readonly checksum = new StreamChecksum();
   readonly chunks: Buffer[] = [];
   add(buf: Buffer): this {
-    this.hash.update(buf);
-    this.bytes += buf.length;
+    this.checksum.update(buf);
     this.chunks.push(buf);
     return this;
   }
   sync(pass: number): this {
-    return this.add(syncRecord(pass, this.bytes, this.hash.copy().digest()));
+    return this.add(syncRecord(pass, this.checksum.bytes, this.checksum.value));
   }
 }
 
