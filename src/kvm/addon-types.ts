@@ -50,6 +50,8 @@ export interface NativeAddon {
   munmap(buffer: ArrayBuffer): void;
   /** The host virtual address of a mapped buffer (what KVM_SET_USER_MEMORY_REGION takes). */
   bufferAddress(buffer: ArrayBuffer): bigint;
+  /** madvise() over [offset, offset + length) of a mapping from mmapAnonymous/mmapShared. */
+  madvise(buffer: ArrayBuffer, offset: number, length: number, advice: number): void;
 
   // --- threads and signals --------------------------------------------------------------------
   /** gettid() of the calling thread. */

@@ -81,4 +81,6 @@ export const SEEK_HOLE = 4;
 /** fallocate modes: release a range's pages (it then reads as zero) without changing the file size. */
 export const FALLOC_FL_KEEP_SIZE = 0x01;
 export const FALLOC_FL_PUNCH_HOLE = 0x02;
+/** madvise: fault a range in, writable, in one call (Linux 5.14, include/uapi/asm-generic/mman-common.h). */
+export const MADV_POPULATE_WRITE = 23;
 export const EFD_NONBLOCK = 0o4000;

@@ -47,6 +47,21 @@ export function encodeRamRecord(
 }
 
 /**
+ * How many DATA entries, from the one at byte `at` of a RAM payload (for `page`), name consecutive
+ * pages. Looks at entry headers only; a malformed entry just ends the run (the caller's own checks
+ * report it).
+ */
+function dataRun(payload: Buffer, at: number, page: number, pageCount: number): number {
+  let run = 0;
+  while (at + 5 + PAGE_BYTES <= payload.length && page + run < pageCount
+    && payload.readUInt32LE(at) === page + run && payload.readUInt8(at + 4) === PageKind.DATA) {
+    run++;
+    at += 5 + PAGE_BYTES;
+  }
+  return Math.max(run, 1);
+}
+
+/**
  * Which of `pages` are zero: 1 where knownZero says so, without reading the page (reading a
  * never-written memfd page would allocate and zero it for nothing), and for the rest as the addon's
  * scan finds them.
@@ -84,6 +99,9 @@ export function applyRamRecord(memory: GuestMemory, payload: Buffer): void {
   // Runs of consecutive zero pages are released in one call (see GuestMemory.zeroPages).
   let zeroStart = -1;
   let zeroCount = 0;
+  /** The run of data pages [runStart, runEnd) populated ahead of its copies (GuestMemory.populate). */
+  let runStart = 0;
+  let runEnd = 0;
   const flushZeros = () => {
     if (zeroCount > 0) memory.zeroPages(gpa(region.start + zeroStart * PAGE_BYTES), zeroCount * PAGE_BYTES);
     zeroCount = 0;
@@ -104,6 +122,11 @@ export function applyRamRecord(memory: GuestMemory, payload: Buffer): void {
     } else if (kind === PageKind.DATA) {
       flushZeros();
       if (at + PAGE_BYTES > payload.length) throw new MigrationStreamError('RAM record shorter than its pages');
+      if (page < runStart || page >= runEnd) {
+        runStart = page;
+        runEnd = page + dataRun(payload, at - 5, page, pageCount);
+        memory.populate(gpa(region.start + page * PAGE_BYTES), (runEnd - page) * PAGE_BYTES);
+      }
       memory.write(gpa(region.start + page * PAGE_BYTES), payload.subarray(at, at + PAGE_BYTES));
       at += PAGE_BYTES;
     } else throw new MigrationStreamError(`RAM record with page kind ${kind}`);

@@ -137,7 +137,7 @@ const fdCalls = {
 
 /** The wrappers that take no fd first; each has its own tests below. */
 const otherFunctions = [
-  'setErrorConstructor', 'open', 'eventfd', 'memfdCreate', 'mmapAnonymous', 'munmap', 'bufferAddress',
+  'setErrorConstructor', 'open', 'eventfd', 'memfdCreate', 'mmapAnonymous', 'munmap', 'bufferAddress', 'madvise',
   'gettid', 'tgkill', 'sigrtmin', 'installEmptySignalHandler', 'poll', 'bitmapOrLog', 'bitmapTake', 'findZeroPages', 'crc32c',
 ] as const;
 
@@ -412,6 +412,12 @@ describe('memory mappings', () => {
     expect(address).not.toBe(0n);
     expect(address % BigInt(PAGE)).toBe(0n);
     expect(native.bufferAddress(buffer)).toBe(address);
+
+    // MADV_POPULATE_WRITE (23) maps pages in without changing them; a range past the end is refused.
+    native.madvise(buffer, PAGE, 2 * PAGE, 23);
+    expect(view[PAGE + 3]).toBe(0xab);
+    expect(() => native.madvise(buffer, 3 * PAGE, 2 * PAGE, 23)).toThrow(/madvise: the range lies outside the buffer/);
+    expect(thrown(() => native.madvise(buffer, 1, PAGE, 23))).toMatchObject({ syscall: 'madvise', code: 'EINVAL' });
 
     native.munmap(buffer);
     expect(buffer.byteLength).toBe(0);
