@@ -27,8 +27,15 @@ function enterGuest(native: NativeAddon, vcpuFd: number): number {
  * thread runs exactly this; bench/exit-latency runs it too, against the C loop in the addon.
  *
  * Pausing: the main thread sets REQUEST = PAUSE, sets immediate_exit and signals the thread; KVM_RUN
- * returns EINTR (after completing any pending I/O, so the vCPU state is consistent), and the loop parks
- * in Atomics.wait with STATE = PAUSED until REQUEST changes.
+ * returns EINTR, and the loop parks in Atomics.wait with STATE = PAUSED until REQUEST changes.
+ *
+ * INVARIANT: the loop parks only after a KVM_RUN that returned EINTR, never straight after an exit it
+ * handled. An IN or OUT (or MMIO) exit is complete only once KVM_RUN is entered again: KVM then moves
+ * RIP past the instruction and, for an IN, loads the data into RAX (Documentation/virt/kvm/api.rst,
+ * KVM_RUN: "the corresponding operations are complete (and guest state is consistent) only after
+ * userspace has re-entered the kernel with KVM_RUN"; immediate_exit makes that entry return at once).
+ * State saved before then has RIP on the instruction, and a migrated guest would execute it twice,
+ * as QEMU's loop avoids by always re-entering before it stops.
  */
 export function runLoop(
   native: NativeAddon,
@@ -40,10 +47,15 @@ export function runLoop(
   deviceStop: () => VcpuStop | undefined,
 ): VcpuStop | undefined {
   const setState = (s: number) => { Atomics.store(ctl, Ctl.STATE, s); Atomics.notify(ctl, Ctl.STATE); };
+  /** The last KVM_RUN returned an exit, whose I/O KVM completes at the next entry. */
+  let exitPending = false;
   for (;;) {
     const request = Atomics.load(ctl, Ctl.REQUEST);
     if (request === Request.STOP) return undefined;
-    if (request === Request.PAUSE) {
+    if (request === Request.PAUSE && exitPending) {
+      // Complete the exit first: this entry finishes the instruction and returns EINTR at once.
+      run.bytes[KvmRunOffset.IMMEDIATE_EXIT] = 1;
+    } else if (request === Request.PAUSE) {
       run.bytes[KvmRunOffset.IMMEDIATE_EXIT] = 0;
       setState(State.PAUSED);
       while (Atomics.load(ctl, Ctl.REQUEST) === Request.PAUSE) {
@@ -59,12 +71,14 @@ export function runLoop(
       setState(State.RUNNING);
       continue;
     }
+    exitPending = false;
     if (enterGuest(native, vcpuFd) !== 0) {
       // EINTR (a kick) or EAGAIN (an AP just started). If a kick's request was withdrawn meanwhile, the
       // immediate_exit it left must not keep failing every entry.
       if (Atomics.load(ctl, Ctl.REQUEST) === Request.RUN) run.bytes[KvmRunOffset.IMMEDIATE_EXIT] = 0;
       continue;
     }
+    exitPending = true;
     ctl[Ctl.EXITS] = (ctl[Ctl.EXITS]! + 1) | 0;
     const stop = handleExit(run, buses) ?? deviceStop();
     if (stop !== undefined) return stop;

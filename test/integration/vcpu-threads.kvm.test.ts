@@ -3,6 +3,9 @@ import path from 'node:path';
 import { afterEach, expect, it } from 'vitest';
 import { gpa, MiB } from '../../src/arch/x86/layout.js';
 import { Vm } from '../../src/machine/vm.js';
+import { addon } from '../../src/kvm/addon.js';
+import { ExitReason } from '../../src/kvm/constants.js';
+import { KvmRunOffset } from '../../src/kvm/kvm-run.js';
 import { describeKvm } from '../helpers/kvm.js';
 import { ROOT, guest } from '../helpers/paths.js';
 
@@ -44,6 +47,40 @@ describeKvm('vCPU threads on real KVM', () => {
       }
     }
   });
+
+  it('a pause never leaves an I/O exit half done: the vCPU parks only after KVM_RUN completed it', async () => {
+    // pio-loop exits to us on every OUT (opcode 0xEF, out %eax,(%dx)). A pause that parked right after
+    // handling one would leave RIP on the OUT for the saved state, and a migrated guest would execute
+    // it twice (run-loop.ts). KVM_RUN with immediate_exit completes it without updating exit_reason,
+    // so a pause after an exit shows KVM_EXIT_IO with RIP past the OUT; one that interrupted the guest
+    // shows KVM_EXIT_INTR, wherever RIP is.
+    const ROUNDS = 30;
+    const OUT_DX_EAX = 0xef;
+    vm = Vm.create({ kernelPath: guest('pio-loop'), memBytes: 64 * MiB, cpus: 1, cmdline: 'pio-loop count=1000000000', serialOutputFd: 2 });
+    const native = addon();
+    const runBuffer = native.mmapShared(vm.vcpuFd(0), vm.runMmapSize, 0);
+    try {
+      const run = new DataView(runBuffer);
+      const regs = new Uint8Array(144); // struct kvm_regs; rip at byte 128
+      vm.start();
+      let afterExit = 0;
+      for (let round = 0; round < ROUNDS; round++) {
+        await sleep(2);
+        await vm.pause();
+        if (run.getUint32(KvmRunOffset.EXIT_REASON, true) === ExitReason.IO) {
+          afterExit++;
+          native.kvmGetRegs(vm.vcpuFd(0), regs);
+          const rip = Number(new DataView(regs.buffer).getBigUint64(128, true));
+          expect(vm.memory.read(gpa(rip), 1)[0], `round ${round}: paused with RIP 0x${rip.toString(16)} still on the OUT`).not.toBe(OUT_DX_EAX);
+        }
+        vm.resume();
+      }
+      expect(vm.vcpus.exitCount(0)).toBeGreaterThan(ROUNDS); // the guest was exiting all along
+      expect(afterExit).toBeGreaterThan(0); // and some pauses did land right after an exit
+    } finally {
+      native.munmap(runBuffer);
+    }
+  }, 300_000);
 
   it('the event loop stays free while the guest runs', async () => {
     vm = Vm.create({ kernelPath: guest('spin'), memBytes: 64 * MiB, cpus: 1, cmdline: 'spin', serialOutputFd: 2 });
