@@ -119,11 +119,11 @@ export class VmController implements VmControl {
         testOnlyBeforeFinalSync: churn ? () => this.churnOnce() : undefined,
         multifd: this.caps.get('multifd') === true ? {
           channels: this.params['multifd-channels'],
-          open: (session) => MultifdChannels.open({
+          open: (session, announce) => MultifdChannels.open({
             uri, session, count: this.params['multifd-channels'],
             regions: this.vm.memory.regions.map((r) => ({ fd: r.fd, sizeBytes: r.sizeBytes })),
             tls: creds === undefined ? undefined : { creds, hostname },
-          }),
+          }, announce),
         } : undefined,
       });
       this.sender = sender;

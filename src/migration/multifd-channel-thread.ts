@@ -22,12 +22,14 @@ export interface ChannelThreadData {
 
 /** Main thread -> channel. Messages are handled in order, so a sync follows every batch before it. */
 export type ToChannel =
+  | { type: 'connect' }
   | { type: 'batch'; region: number; pages: Uint32Array; knownZero?: Uint8Array }
   | { type: 'sync'; pass: number }
   | { type: 'end' };
 
 /** Channel -> main thread. 'sent' returns one batch's credit once its record is in the socket. */
 export type FromChannel =
+  | { type: 'ready' }
   | { type: 'connected' }
   | { type: 'sent'; bytes: number; zero: number; data: number }
   | { type: 'synced'; pass: number }
@@ -39,6 +41,10 @@ async function main(data: ChannelThreadData): Promise<void> {
   const native = addon();
   const buffers = data.regions.map((r) => native.mmapShared(r.fd, r.sizeBytes, 0));
   const regions = buffers.map((b) => new Uint8Array(b));
+  // Ready (modules loaded, RAM mapped) before connecting: a thread's start can take seconds on a slow
+  // host, and the destination gives the channels a limited time once it has seen MULTIFD.
+  post({ type: 'ready' });
+  await new Promise<void>((resolve) => port.once('message', (m: ToChannel) => { if (m.type === 'connect') resolve(); }));
   const tcp = await connectForMigration(data.uri);
   const socket = data.tls === undefined ? tcp : await secureClient(tcp, reviveCreds(data.tls.creds), data.tls.hostname);
   socket.on('error', (e) => post({ type: 'error', message: `multifd channel ${data.index}: ${e.message}` }));

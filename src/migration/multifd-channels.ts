@@ -39,30 +39,39 @@ export class MultifdChannels {
     }
   }
 
-  /** Starts `count` channel threads, each connecting to `uri`; resolves when all are connected. */
+  /**
+   * Starts `count` channel threads; once every one is ready (loaded, RAM mapped), runs `announce`
+   * (the sender's MULTIFD record: the destination starts waiting for the channels then), tells them
+   * to connect to `uri`, and resolves when all are connected.
+   */
   static async open(opts: {
     uri: string; count: number; session: Uint8Array;
     regions: readonly { fd: number; sizeBytes: number }[];
     tls?: { creds: TlsCredsX509; hostname: string };
-  }): Promise<MultifdChannels> {
+  }, announce: () => Promise<void> = async () => {}): Promise<MultifdChannels> {
     const channels: Channel[] = [];
-    const connected: Promise<void>[] = [];
+    const awaitMessage = (worker: Worker, type: 'ready' | 'connected') => new Promise<void>((resolve, reject) => {
+      const onMessage = (m: FromChannel) => {
+        if (m.type === type) resolve();
+        else if (m.type === 'error') reject(new MultifdChannelError(m.message));
+        else return;
+        worker.off('message', onMessage);
+      };
+      worker.on('message', onMessage);
+      worker.once('error', reject);
+    });
+    const ready: Promise<void>[] = [];
     for (let index = 0; index < opts.count; index++) {
       const data: ChannelThreadData = { uri: opts.uri, index, session: opts.session, regions: opts.regions, tls: opts.tls };
       const worker = new Worker(CHANNEL_THREAD_SCRIPT, { workerData: data });
       channels.push({ worker, credits: CREDITS_PER_CHANNEL });
-      connected.push(new Promise((resolve, reject) => {
-        const onMessage = (m: FromChannel) => {
-          if (m.type === 'connected') resolve();
-          else if (m.type === 'error') reject(new MultifdChannelError(m.message));
-          else return;
-          worker.off('message', onMessage);
-        };
-        worker.on('message', onMessage);
-        worker.once('error', reject);
-      }));
+      ready.push(awaitMessage(worker, 'ready'));
     }
     try {
+      await Promise.all(ready);
+      await announce();
+      const connected = channels.map((ch) => awaitMessage(ch.worker, 'connected'));
+      for (const ch of channels) ch.worker.postMessage({ type: 'connect' } satisfies ToChannel);
       await Promise.all(connected);
     } catch (e) {
       await Promise.all(channels.map((c) => c.worker.terminate()));

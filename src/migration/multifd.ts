@@ -2,8 +2,12 @@ import { MigrationStreamError, record, RecordType } from './protocol.js';
 
 /** Bytes of the random session id that ties channel connections to their main connection. */
 export const SESSION_BYTES = 16;
-/** How long a destination waits for every channel connection after MULTIFD. */
-export const CHANNELS_TIMEOUT_MS = 10_000;
+/**
+ * How long a destination waits for every channel connection after MULTIFD. The source starts its
+ * channel threads before it sends MULTIFD (MultifdChannels.open), so this covers connects and TLS
+ * handshakes only, on a host that may be slow (nested KVM).
+ */
+export const CHANNELS_TIMEOUT_MS = 30_000;
 
 export function multifdRecord(channels: number, session: Uint8Array): Buffer {
   const p = Buffer.alloc(4 + SESSION_BYTES);

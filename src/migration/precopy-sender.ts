@@ -70,7 +70,7 @@ export class PrecopySender {
     private readonly onStatus: (status: MigrationStatusName) => void = () => {},
     private readonly extras: {
       /** RAM over this many channel connections (see protocol.ts, multifd), opened with `open`. */
-      readonly multifd?: { readonly channels: number; open(session: Uint8Array): Promise<MultifdChannels> };
+      readonly multifd?: { readonly channels: number; open(session: Uint8Array, announce: () => Promise<void>): Promise<MultifdChannels> };
       /** Tests only: runs with the vCPUs stopped, just before the final sync (a slot change there is the 2015 case). */
       readonly testOnlyBeforeFinalSync?: () => Promise<void>;
     } = {},
@@ -125,8 +125,7 @@ export class PrecopySender {
       const multifd = this.extras.multifd;
       if (multifd !== undefined) {
         const session = randomBytes(SESSION_BYTES);
-        await this.send(multifdRecord(multifd.channels, session));
-        this.channels = await multifd.open(session);
+        this.channels = await multifd.open(session, () => this.send(multifdRecord(multifd.channels, session)));
       }
       this.setState('active');
       await this.vm.dirty.start();

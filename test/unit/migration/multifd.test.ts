@@ -138,11 +138,10 @@ describe('multifd', () => {
     const main = new MainStream(mainSocket);
     main.send(headerRecord(destination(dst).shape()));
     const session = randomBytes(16);
-    main.send(multifdRecord(3, session));
     const channels = await MultifdChannels.open({
       uri, count: 3, session, regions: src.regions.map((r) => ({ fd: r.fd, sizeBytes: r.sizeBytes })),
       tls: withTls ? { creds: clientCreds, hostname: '127.0.0.1' } : undefined,
-    });
+    }, async () => { main.send(multifdRecord(3, session)); });
     try {
       const pages = MEM / 4096;
       for (let first = 0; first < pages; first += 64) await channels.send(0, Array.from({ length: Math.min(64, pages - first) }, (_, i) => first + i));
