@@ -1,7 +1,7 @@
 /**
  * One multifd channel of an outgoing migration, in its own worker thread: it maps guest RAM itself
  * (the same memfds, read only by intent), connects its own TCP (or TLS) connection, and turns page
- * lists from the main thread into RAM records, so that zero-page checks, copies, hashing and socket
+ * lists from the main thread into RAM records, so that zero-page checks, copies, checksums and socket
  * writes of several channels run on several cores.
  */
 import { parentPort, workerData } from 'node:worker_threads';

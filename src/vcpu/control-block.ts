@@ -18,7 +18,9 @@ export const Ctl = {
    * is about to run again.
    */
   PAUSED_EPOCH: 5,
-  WORDS: 6,
+  /** 1 while the thread is inside KVM_RUN, else 0: for the report of a pause that takes too long. */
+  IN_KVM_RUN: 6,
+  WORDS: 7,
 } as const;
 
 export const Request = { RUN: 0, PAUSE: 1, STOP: 2 } as const;

@@ -72,7 +72,10 @@ export function runLoop(
       continue;
     }
     exitPending = false;
-    if (enterGuest(native, vcpuFd) !== 0) {
+    ctl[Ctl.IN_KVM_RUN] = 1;
+    const entered = enterGuest(native, vcpuFd);
+    ctl[Ctl.IN_KVM_RUN] = 0;
+    if (entered !== 0) {
       // EINTR (a kick) or EAGAIN (an AP just started). If a kick's request was withdrawn meanwhile, the
       // immediate_exit it left must not keep failing every entry.
       if (Atomics.load(ctl, Ctl.REQUEST) === Request.RUN) run.bytes[KvmRunOffset.IMMEDIATE_EXIT] = 0;

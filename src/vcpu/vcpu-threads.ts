@@ -98,12 +98,18 @@ export class VcpuThreads {
    * each pause() needs its resume(), and only the outermost resume() lets the vCPUs run, so a slot
    * change inside a migration's stopped phase does not restart the guest.
    */
+  /** Kicks sent again because a pause was not acknowledged within 50 ms (see waitForPauseAck). */
+  rekicks = 0;
+
   async pause(): Promise<void> {
     this.pauseDepth++;
     if (!this.started) return;
     const epochs = this.handles.map((h) => Atomics.add(h.control, Ctl.PAUSE_EPOCH, 1) + 1);
     this.kickAll(Request.PAUSE);
-    await Promise.all(this.handles.map((h, i) => waitForPauseAck(h.control, epochs[i]!)));
+    await Promise.all(this.handles.map((h, i) => waitForPauseAck(h.control, epochs[i]!, () => {
+      this.rekicks++;
+      this.signal(h.control);
+    }, i)));
   }
 
   resume(): void {
@@ -160,28 +166,45 @@ export class VcpuThreads {
       Atomics.store(c, Ctl.REQUEST, request);
       Atomics.notify(c, Ctl.REQUEST);
       if (h.run.byteLength > 0) h.run[KvmRunOffset.IMMEDIATE_EXIT] = 1;
-      const tid = Atomics.load(c, Ctl.TID);
-      if (tid === 0) continue; // not started: it reads REQUEST before its first KVM_RUN
-      try {
-        native.tgkill(tid, this.kickSignal);
-      } catch (e) {
-        if ((e as { errno?: number }).errno !== ESRCH) throw e; // the thread already ended
-      }
+      this.signal(c, native);
+    }
+  }
+
+  /** Sends the kick signal to a started vCPU thread (one inside KVM_RUN then returns EINTR). */
+  private signal(control: Int32Array, native = addon()): void {
+    const tid = Atomics.load(control, Ctl.TID);
+    if (tid === 0) return; // not started: it reads REQUEST before its first KVM_RUN
+    try {
+      native.tgkill(tid, this.kickSignal);
+    } catch (e) {
+      if ((e as { errno?: number }).errno !== ESRCH) throw e; // the thread already ended
     }
   }
 }
 
 /**
  * Waits (without blocking the event loop) until the vCPU thread has acknowledged pause `epoch`, or
- * has ended.
+ * has ended. Every 50 ms without an answer the thread is signalled again: one kick should do, but
+ * long memslot-churn runs in nested KVM (QEMU TCG running SVM) stalled on a pause whose cause is not
+ * known, and a lost kick must cost 50 ms, not a hang (VcpuThreads.rekicks counts them).
  */
-async function waitForPauseAck(control: Int32Array, epoch: number): Promise<void> {
+async function waitForPauseAck(control: Int32Array, epoch: number, rekick: () => void, index: number): Promise<void> {
+  const t0 = Date.now();
+  let warned = false;
   for (;;) {
     if (Atomics.load(control, Ctl.STATE) === State.STOPPED) return;
     const acked = Atomics.load(control, Ctl.PAUSED_EPOCH);
     if (acked - epoch >= 0) return;
     // Bounded: a thread that ends notifies STATE, not PAUSED_EPOCH.
     const r = Atomics.waitAsync(control, Ctl.PAUSED_EPOCH, acked, 50);
-    if (r.async) await r.value;
+    if (r.async && (await r.value) === 'timed-out') rekick();
+    if (!warned && Date.now() - t0 > PAUSE_WARN_MS) {
+      warned = true;
+      process.stderr.write(`tsvmm: vCPU ${index} has not paused after ${PAUSE_WARN_MS / 1000} s (state ${Atomics.load(control, Ctl.STATE)}, ` +
+        `request ${Atomics.load(control, Ctl.REQUEST)}, in KVM_RUN ${Atomics.load(control, Ctl.IN_KVM_RUN)}, pause ${Atomics.load(control, Ctl.PAUSED_EPOCH)}/${epoch}, exits ${Atomics.load(control, Ctl.EXITS) >>> 0}); still waiting\n`);
+    }
   }
 }
+
+/** A pause this slow is reported once on stderr (it is waited for all the same). */
+const PAUSE_WARN_MS = 10_000;
