@@ -1,14 +1,16 @@
 import { Worker } from 'node:worker_threads';
-import path from 'node:path';
-import { addon, packageRoot } from '../kvm/addon.js';
+import { addon } from '../kvm/addon.js';
+import { threadScript } from '../kvm/thread-script.js';
 import { KvmRunOffset } from '../kvm/kvm-run.js';
 import type { BoardDescription } from '../machine/board.js';
 import { Ctl, Request, State, createControlBlock } from './control-block.js';
 import type { VcpuStop } from './exit-handler.js';
 import type { VcpuThreadData, VcpuThreadExit } from './vcpu-thread.js';
+import { traceOrigin } from '../machine/phase-trace.js';
+import type { PrestartedThread } from './prestarted-thread.js';
 
 /** The compiled vCPU thread body; workers always run built JavaScript (`npm install` / `npm test` build it). */
-export const VCPU_THREAD_SCRIPT = path.join(packageRoot, 'dist', 'vcpu', 'vcpu-thread.js');
+export const VCPU_THREAD_SCRIPT = threadScript('vcpu-thread', 'vcpu/vcpu-thread.js');
 
 const ESRCH = 3;
 
@@ -38,7 +40,13 @@ export class VcpuThreads {
   private pauseDepth = 0;
   private readonly exitHook = () => this.kickAll(Request.STOP);
 
-  constructor(vcpuFds: readonly number[], private readonly runMmapSize: number, private readonly board: BoardDescription) {
+  constructor(
+    vcpuFds: readonly number[],
+    private readonly runMmapSize: number,
+    private readonly board: BoardDescription,
+    /** A thread already started for vCPU 0 (bin/tsvmm.js starts one before loading the CLI). */
+    private readonly prestarted?: PrestartedThread,
+  ) {
     const native = addon();
     this.kickSignal = native.sigrtmin() + 4;
     // The handler must exist before any kick, in every thread: sigaction is process-wide.
@@ -70,9 +78,9 @@ export class VcpuThreads {
       Atomics.store(h.control, Ctl.REQUEST, initialRequest);
       const data: VcpuThreadData = {
         index: h.index, vcpuFd: h.fd, runMmapSize: this.runMmapSize, kickSignal: this.kickSignal,
-        control: h.control, board: this.board,
+        control: h.control, board: this.board, traceOrigin: traceOrigin(),
       };
-      const worker = new Worker(VCPU_THREAD_SCRIPT, { workerData: data });
+      const worker = (h.index === 0 ? this.prestarted?.take(data) : undefined) ?? new Worker(VCPU_THREAD_SCRIPT, { workerData: data });
       h.worker = worker;
       h.exit = new Promise<VcpuThreadExit>((resolve) => {
         let result: VcpuThreadExit = { index: h.index, stop: { kind: 'error', message: `vCPU ${h.index} thread ended without a report` } };
