@@ -34,7 +34,10 @@ export class VcpuThreads {
   private readonly kickSignal: number;
   private firstStop: VcpuStop | undefined;
   private resolveStopped!: (stop: VcpuStop | undefined) => void;
-  /** Resolves once every vCPU thread has ended, with the guest's reason (undefined if stopped on request). */
+  /**
+   * Resolves once every vCPU thread has ended its run loop (reported, or failed), with the guest's
+   * reason (undefined if stopped on request).
+   */
   readonly stopped: Promise<VcpuStop | undefined>;
   private started = false;
   private pauseDepth = 0;
@@ -82,11 +85,14 @@ export class VcpuThreads {
       };
       const worker = (h.index === 0 ? this.prestarted?.take(data) : undefined) ?? new Worker(VCPU_THREAD_SCRIPT, { workerData: data });
       h.worker = worker;
+      // The thread's one message is its report, sent after its run loop returned and its kvm_run was
+      // unmapped (vcpu-thread.ts): the vCPU is finished with then. Its isolate still winds down after
+      // that (tens to hundreds of ms in nested KVM), which nothing needs to wait for: a process exit
+      // ends it.
       h.exit = new Promise<VcpuThreadExit>((resolve) => {
-        let result: VcpuThreadExit = { index: h.index, stop: { kind: 'error', message: `vCPU ${h.index} thread ended without a report` } };
-        worker.on('message', (m: VcpuThreadExit) => { result = m; });
-        worker.on('error', (e) => { result = { index: h.index, stop: { kind: 'error', message: `vCPU ${h.index} thread failed: ${e.message}` } }; });
-        worker.on('exit', () => resolve(result));
+        worker.on('message', (m: VcpuThreadExit) => resolve(m));
+        worker.on('error', (e) => resolve({ index: h.index, stop: { kind: 'error', message: `vCPU ${h.index} thread failed: ${e.message}` } }));
+        worker.on('exit', () => resolve({ index: h.index, stop: { kind: 'error', message: `vCPU ${h.index} thread ended without a report` } }));
       }).then((r) => {
         if (r.stop !== undefined && this.firstStop === undefined) {
           this.firstStop = r.stop;
@@ -124,7 +130,7 @@ export class VcpuThreads {
     }
   }
 
-  /** Stops every vCPU and resolves when every thread has ended. */
+  /** Stops every vCPU and resolves when every thread has ended its run loop. */
   async stop(): Promise<VcpuStop | undefined> {
     if (!this.started) {
       this.resolveStopped(undefined);
