@@ -8,6 +8,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { kvmAvailable } from './kvm-available.mjs';
+import { TRACE_ENV, milestones, parsePhases } from './phase-trace.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const { values } = parseArgs({ options: { runs: { type: 'string', default: '20' } } });
@@ -26,14 +27,14 @@ const qemu = ['qemu-system-x86_64', [
 ]];
 const haveQemu = spawnSync('qemu-system-x86_64', ['--version']).status === 0;
 
-function time([cmd, args]) {
+function time([cmd, args], env = process.env) {
   const t0 = process.hrtime.bigint();
-  const r = spawnSync(cmd, args, { encoding: 'utf8' });
+  const r = spawnSync(cmd, args, { encoding: 'utf8', env });
   const ms = Number(process.hrtime.bigint() - t0) / 1e6;
   if (r.status !== 0 || !r.stdout.includes('Hello from a tsvmm guest!')) {
     throw new Error(`${cmd} failed (status ${r.status}): ${r.stderr.trim()}`);
   }
-  return ms;
+  return { ms, stderr: r.stderr };
 }
 
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
@@ -42,12 +43,15 @@ const theirs = [];
 time(tsvmm); // warm the page cache
 if (haveQemu) time(qemu);
 for (let i = 0; i < runs; i++) {
-  ours.push(time(tsvmm));
-  if (haveQemu) theirs.push(time(qemu));
+  ours.push(time(tsvmm).ms);
+  if (haveQemu) theirs.push(time(qemu).ms);
 }
 console.log(`launch: hello.elf from exec to exit, median of ${runs}`);
 console.log(`  tsvmm run : ${median(ours).toFixed(1)} ms`);
-console.log(`  node -e 0 : ${median(Array.from({ length: 5 }, () => time([process.execPath, ['-e', "console.log('Hello from a tsvmm guest!')"]]))).toFixed(1)} ms  (Node's own start, included above)`);
+console.log(`  node -e 0 : ${median(Array.from({ length: 5 }, () => time([process.execPath, ['-e', "console.log('Hello from a tsvmm guest!')"]]).ms)).toFixed(1)} ms  (Node's own start, included above)`);
+// One more run, not in the median, with TSVMM_TRACE_PHASES=1: where tsvmm's time goes.
+const traced = time(tsvmm, TRACE_ENV);
+console.log(`  one traced tsvmm run (${traced.ms.toFixed(0)} ms), ms since its start: ${milestones(parsePhases(traced.stderr))}`);
 if (haveQemu) {
   console.log(`  QEMU      : ${median(theirs).toFixed(1)} ms  (baseline: qemu-system-x86_64 -enable-kvm -M microvm)`);
   console.log(`  ratio tsvmm / QEMU: ${(median(ours) / median(theirs)).toFixed(2)}  (target <= 1.0)`);

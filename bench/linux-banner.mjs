@@ -12,6 +12,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { kvmAvailable } from './kvm-available.mjs';
+import { TRACE_ENV, milestones, parsePhases, phaseMs } from './phase-trace.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const { values } = parseArgs({ options: { runs: { type: 'string', default: '3' }, kernel: { type: 'string' }, mem: { type: 'string', default: '512M' } } });
@@ -45,11 +46,14 @@ const qemuMemfd = ['qemu-system-x86_64', [
 ]];
 const haveQemu = spawnSync('qemu-system-x86_64', ['--version']).status === 0;
 
-/** Milliseconds from exec until "Linux version" appears on the child's stdout; the child is then killed. */
-function timeToBanner([cmd, args]) {
+/**
+ * Milliseconds from exec until "Linux version" appears on the child's stdout (the child is then
+ * killed), and what the child wrote to stderr by then.
+ */
+function timeToBanner([cmd, args], env = process.env) {
   return new Promise((resolve, reject) => {
     const t0 = process.hrtime.bigint();
-    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], env });
     let out = '';
     let err = '';
     const timer = setTimeout(() => child.kill('SIGKILL'), TIMEOUT_MS);
@@ -59,7 +63,7 @@ function timeToBanner([cmd, args]) {
         const ms = Number(process.hrtime.bigint() - t0) / 1e6;
         clearTimeout(timer);
         child.kill('SIGKILL');
-        resolve(ms);
+        resolve({ ms, stderr: err });
       }
     });
     child.stderr.on('data', (d) => { err += d.toString(); });
@@ -80,10 +84,15 @@ const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const ours = [];
 const theirs = [];
 const theirsMemfd = [];
+// tsvmm runs with TSVMM_TRACE_PHASES=1 (a dozen lines on stderr, none on the guest's path) to split
+// its time at the moment its vCPU thread first enters the guest.
+const oursPhases = [];
 for (let i = 0; i < runs; i++) {
-  ours.push(await timeToBanner(tsvmm));
-  if (haveQemu) theirs.push(await timeToBanner(qemu));
-  if (haveQemu) theirsMemfd.push(await timeToBanner(qemuMemfd));
+  const r = await timeToBanner(tsvmm, TRACE_ENV);
+  ours.push(r.ms);
+  oursPhases.push(parsePhases(r.stderr));
+  if (haveQemu) theirs.push((await timeToBanner(qemu)).ms);
+  if (haveQemu) theirsMemfd.push((await timeToBanner(qemuMemfd)).ms);
 }
 const nodeStart = median(Array.from({ length: 3 }, () => timeSync([process.execPath, [path.join(root, 'bin', 'tsvmm.js'), '--version']])));
 const r0 = process.hrtime.bigint();
@@ -94,6 +103,9 @@ console.log(`linux-banner: exec to "Linux version" on ttyS0, ${path.basename(ker
 console.log(`  tsvmm : ${(median(ours) / 1000).toFixed(2)} s   (runs: ${ours.map((x) => (x / 1000).toFixed(2)).join(', ')})`);
 console.log(`          of which: node + tsvmm modules ${(nodeStart / 1000).toFixed(2)} s, reading the kernel file ${(readMs / 1000).toFixed(2)} s (warm cache),`);
 console.log(`          the rest (VM build, load, guest to its banner) ${((median(ours) - nodeStart - readMs) / 1000).toFixed(2)} s`);
+const entered = oursPhases.map((p) => phaseMs(p, /^vcpu thread: entering the guest/));
+console.log(`          traced: exec to guest entry ${(median(entered) / 1000).toFixed(2)} s, guest entry to banner ${(median(ours.map((ms, i) => ms - entered[i])) / 1000).toFixed(2)} s (medians)`);
+console.log(`          median run's milestones, ms since its start: ${milestones(oursPhases[ours.indexOf(median(ours))])}`);
 if (haveQemu) {
   console.log(`  QEMU  : ${(median(theirs) / 1000).toFixed(2)} s   (runs: ${theirs.map((x) => (x / 1000).toFixed(2)).join(', ')}; baseline: qemu-system-x86_64 -enable-kvm -cpu host -M microvm)`);
   console.log(`  QEMU, RAM in a shared memfd as tsvmm's: ${(median(theirsMemfd) / 1000).toFixed(2)} s   (runs: ${theirsMemfd.map((x) => (x / 1000).toFixed(2)).join(', ')})`);

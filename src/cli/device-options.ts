@@ -92,8 +92,3 @@ export async function openDevices(options: readonly DeviceOption[]): Promise<Vir
   }
   return specs;
 }
-
-/** Whether `e` is a device option problem the user can fix (exit status 2). */
-export function isDeviceInputError(e: unknown): boolean {
-  return e instanceof DeviceOptionError || e instanceof DiskError || e instanceof NetError;
-}

@@ -8,17 +8,20 @@ import { packageRoot } from '../kvm/addon.js';
 import { KvmUnavailableError } from '../kvm/kvm.js';
 import { Vm, VmConfigError, planBoot, type BootPlan } from '../machine/vm.js';
 import type { VirtioDeviceSpec } from '../machine/virtio-devices.js';
-import { VmController } from '../machine/vm-controller.js';
-import { QmpListenError, QmpServer } from '../control/qmp-server.js';
-import { AddressError, parseSocketAddress } from '../control/qmp-address.js';
-import { migrateCommand } from './migrate-command.js';
-import { parseTlsCredsObject, TlsCredsError, type TlsCredsX509 } from '../migration/tls.js';
-import { listenForMigration, MigrationTransportError, parseTcpUri, type IncomingListener } from '../migration/transport.js';
+import type { VmController } from '../machine/vm-controller.js';
+import type { QmpServer } from '../control/qmp-server.js';
+import type { TlsCredsX509 } from '../migration/tls.js';
+import type { IncomingListener } from '../migration/transport.js';
 import type { VcpuStop } from '../vcpu/exit-handler.js';
 import { ExitStatus } from './exit-status.js';
 import { formatBytes, parseMemorySize } from './parse-size.js';
 import { USAGE } from './usage.js';
-import { isDeviceInputError, openDevices, parseDiskOption, parseNetOption, type DeviceOption } from './device-options.js';
+import { tracePhase } from '../machine/phase-trace.js';
+import type { PrestartedThread } from '../vcpu/prestarted-thread.js';
+import type { DeviceOption } from './device-options.js';
+// Migration, the control plane, TLS and the virtio backends are imported (import()) only when the
+// options name them: with Node's net, tls, crypto, dgram and fs/promises behind them they are about
+// half of the CLI's load time, which a plain `run` does not need (bench/launch).
 
 /** A command-line mistake: printed as one line on stderr with a pointer to --help. */
 class UsageError extends Error {
@@ -48,7 +51,7 @@ interface RunOptions {
   devices: DeviceOption[];
 }
 
-function parseRun(args: string[]): RunOptions | 'help' {
+async function parseRun(args: string[]): Promise<RunOptions | 'help'> {
   let parsed;
   try {
     parsed = parseArgs({
@@ -99,6 +102,7 @@ function parseRun(args: string[]): RunOptions | 'help' {
   else if (values.serial.startsWith('file:') && values.serial.length > 5) serial = { kind: 'file', path: values.serial.slice(5) };
   else throw new UsageError(`--serial: '${values.serial}' is neither 'stdio' nor 'file:PATH'`);
   if (values.incoming !== undefined && values.incoming !== 'defer') {
+    const { parseTcpUri } = await import('../migration/transport.js');
     try {
       parseTcpUri(values.incoming);
     } catch (e) {
@@ -106,6 +110,7 @@ function parseRun(args: string[]): RunOptions | 'help' {
     }
   }
   if (values.qmp !== undefined) {
+    const { parseSocketAddress } = await import('../control/qmp-address.js');
     try {
       parseSocketAddress(values.qmp, { listening: true });
     } catch (e) {
@@ -115,6 +120,7 @@ function parseRun(args: string[]): RunOptions | 'help' {
   if (values.incoming === 'defer' && values.qmp === undefined) throw new UsageError("--incoming defer needs --qmp, where migrate-incoming will name the address");
   const tlsCreds = new Map<string, TlsCredsX509>();
   for (const spec of values.object ?? []) {
+    const { parseTlsCredsObject } = await import('../migration/tls.js');
     const creds = parseTlsCredsObject(spec);
     if (tlsCreds.has(creds.id)) throw new UsageError(`--object: two objects with id '${creds.id}'`);
     tlsCreds.set(creds.id, creds);
@@ -122,6 +128,7 @@ function parseRun(args: string[]): RunOptions | 'help' {
   const devices: DeviceOption[] = [];
   for (const t of tokens ?? []) {
     if (t.kind !== 'option' || (t.name !== 'disk' && t.name !== 'net')) continue;
+    const { parseDiskOption, parseNetOption } = await import('./device-options.js');
     try {
       devices.push(t.name === 'disk' ? parseDiskOption(t.value ?? '') : parseNetOption(t.value ?? ''));
     } catch (e) {
@@ -157,7 +164,7 @@ interface CheckedBoot {
   readonly plan: BootPlan;
 }
 
-function createVm(options: RunOptions, boot: CheckedBoot, serialOutputFd: number, skipSyncBeforeDelete: boolean, virtio: VirtioDeviceSpec[]): Vm {
+function createVm(options: RunOptions, boot: CheckedBoot, serialOutputFd: number, skipSyncBeforeDelete: boolean, virtio: VirtioDeviceSpec[], launch: Launch): Vm {
   const { cmdline, plan } = boot;
   return Vm.create({
     kernelPath: options.kernel,
@@ -170,14 +177,17 @@ function createVm(options: RunOptions, boot: CheckedBoot, serialOutputFd: number
     kvmPath: options.kvmPath,
     testOnly: { skipSyncBeforeDelete },
     virtio,
+    prestartedVcpuThread: launch.prestartedVcpuThread,
   });
 }
 
-async function run(options: RunOptions): Promise<number> {
+async function run(options: RunOptions, launch: Launch): Promise<number> {
   // Validate kernel, initrd and command line before opening KVM, so bad input is reported the same on
   // hosts without KVM. A multiboot kernel's command line starts with its path, as QEMU and GRUB pass
   // it; a Linux kernel gets exactly --cmdline, as QEMU's -append.
+  tracePhase(`modules loaded (node started at +${performance.nodeTiming.nodeStart.toFixed(1)}, bootstrapped at +${performance.nodeTiming.bootstrapComplete.toFixed(1)})`);
   const image = readKernelFile(options.kernel);
+  tracePhase('kernel file read and parsed');
   const cmdline = image.kind === 'linux' ? options.cmdline
     : options.cmdline === '' ? options.kernel : `${options.kernel} ${options.cmdline}`;
   const boot: CheckedBoot = {
@@ -185,41 +195,58 @@ async function run(options: RunOptions): Promise<number> {
     plan: planBoot({ kernelPath: options.kernel, initrdPath: options.initrd, cmdline, memBytes: options.memBytes, cpus: options.cpus }, image),
   };
   // Disks and NICs too: a missing image or a taken port is a usage error before any VM exists.
-  const virtio = await openDevices(options.devices);
+  tracePhase('boot planned');
+  const virtio = options.devices.length === 0 ? [] : await (await import('./device-options.js')).openDevices(options.devices);
   const closeDevices = () => Promise.allSettled(virtio.map((d) => d.backend.close()));
   // Claim the incoming port before building the VM: a port in use is then an error at once, and a
   // source may connect (into the backlog) while the VM is still being built.
   let listener: IncomingListener | undefined;
   try {
-    listener = options.incoming !== undefined && options.incoming !== 'defer' ? await listenForMigration(options.incoming) : undefined;
+    if (options.incoming !== undefined && options.incoming !== 'defer') {
+      listener = await (await import('../migration/transport.js')).listenForMigration(options.incoming);
+    }
   } catch (e) {
     await closeDevices();
     throw e;
   }
   try {
-    return await runWith(options, boot, listener, virtio, closeDevices);
+    return await runWith(options, boot, listener, virtio, closeDevices, launch);
   } finally {
     listener?.close();
   }
 }
 
-async function runWith(options: RunOptions, boot: CheckedBoot, listener: IncomingListener | undefined, virtio: VirtioDeviceSpec[], closeDevices: () => Promise<unknown>): Promise<number> {
+async function runWith(
+  options: RunOptions, boot: CheckedBoot, listener: IncomingListener | undefined, virtio: VirtioDeviceSpec[], closeDevices: () => Promise<unknown>, launch: Launch,
+): Promise<number> {
   const serialOutputFd = options.serial.kind === 'stdio' ? 1 : openSerialFile(options.serial.path);
   const testOnly = testOnlySwitches();
   let vm: Vm;
   try {
-    vm = createVm(options, boot, serialOutputFd, testOnly.skipSyncBeforeDelete, virtio);
+    vm = createVm(options, boot, serialOutputFd, testOnly.skipSyncBeforeDelete, virtio, launch);
+    tracePhase('VM created');
   } catch (e) {
     await closeDevices();
     throw e;
   }
-  const controller = new VmController(vm, options.incoming !== undefined, testOnly.churnMemslots, options.tlsCreds);
+  // The controller serves QMP and migrations; a VM with neither just runs until its guest stops.
+  let controller: VmController | undefined;
+  try {
+    if (options.qmp !== undefined || options.incoming !== undefined) {
+      const { VmController } = await import('../machine/vm-controller.js');
+      controller = new VmController(vm, options.incoming !== undefined, testOnly.churnMemslots, options.tlsCreds);
+    }
+  } catch (e) {
+    vm.dispose();
+    await closeDevices();
+    throw e;
+  }
   let qmp: QmpServer | undefined;
   let signalStatus: number | undefined;
   const onSignal = (status: number) => () => {
     signalStatus ??= status;
     void vm.stop();
-    void controller.quit();
+    void controller?.quit();
   };
   const onInt = onSignal(ExitStatus.SIGINT);
   const onTerm = onSignal(ExitStatus.SIGTERM);
@@ -231,17 +258,19 @@ async function runWith(options: RunOptions, boot: CheckedBoot, listener: Incomin
     process.stdin.on('error', () => { /* no console input: the guest just sees none */ });
   }
   try {
-    if (options.qmp !== undefined) qmp = await QmpServer.listen(options.qmp, controller);
+    if (options.qmp !== undefined) qmp = await (await import('../control/qmp-server.js')).QmpServer.listen(options.qmp, controller!);
     if (options.incoming === undefined) {
       vm.start();
+      tracePhase('vCPU threads started');
     } else if (listener !== undefined) {
       process.stderr.write(`tsvmm: waiting for an incoming migration on ${options.incoming}\n`);
-      void controller.receive(listener);
+      void controller!.receive(listener);
     }
     const end = await Promise.race([
       vm.stopped.then((stop) => ({ kind: 'stopped' as const, stop })),
-      controller.ended,
+      controller?.ended ?? new Promise<never>(() => {}),
     ]);
+    tracePhase(`VM ended (${end.kind})`);
     if (signalStatus !== undefined) return signalStatus;
     switch (end.kind) {
       case 'stopped': {
@@ -270,6 +299,7 @@ async function runWith(options: RunOptions, boot: CheckedBoot, listener: Incomin
     await vm.stop();
     await vm.closeDevices();
     vm.dispose();
+    tracePhase('VM disposed');
   }
 }
 
@@ -299,8 +329,14 @@ function openSerialFile(file: string): number {
   }
 }
 
+/** What bin/tsvmm.js prepared before loading the CLI. */
+export interface Launch {
+  /** The first vCPU thread, already starting (only for `run`). */
+  readonly prestartedVcpuThread?: PrestartedThread;
+}
+
 /** Runs the command line; returns the exit status. Errors are one line on stderr. */
-export async function main(argv: string[]): Promise<number> {
+export async function main(argv: string[], launch: Launch = {}): Promise<number> {
   try {
     const [command, ...rest] = argv;
     if (command === undefined || command === 'help' || command === '--help' || command === '-h') {
@@ -311,33 +347,45 @@ export async function main(argv: string[]): Promise<number> {
       process.stdout.write(`tsvmm ${version()}\n`);
       return ExitStatus.OK;
     }
-    if (command === 'migrate') return await migrateCommand(rest);
+    if (command === 'migrate') return await (await import('./migrate-command.js')).migrateCommand(rest);
     if (command !== 'run') throw new UsageError(`unknown command '${command}'`);
-    const options = parseRun(rest);
+    const options = await parseRun(rest);
     if (options === 'help') {
       process.stdout.write(USAGE);
       return ExitStatus.OK;
     }
-    return await run(options);
+    return await run(options, launch);
   } catch (e) {
     process.stderr.write(`tsvmm: ${describe(e)}\n`);
     if (e instanceof UsageError) {
       process.stderr.write(`Try 'tsvmm --help' for more information.\n`);
       return ExitStatus.USAGE;
     }
-    if (e instanceof BootError || e instanceof VmConfigError || isDeviceInputError(e)) return ExitStatus.USAGE;
+    if (e instanceof BootError || e instanceof VmConfigError || isInputError(e)) return ExitStatus.USAGE;
     if (e instanceof KvmUnavailableError) return ExitStatus.HOST;
-    if (e instanceof MigrationTransportError || e instanceof QmpListenError || e instanceof AddressError || e instanceof TlsCredsError) return ExitStatus.USAGE;
     return ExitStatus.GUEST_CRASH;
   }
 }
 
 function describe(e: unknown): string {
   if (!(e instanceof Error)) return String(e);
-  if (isDeviceInputError(e)) return e.message;
-  if (e instanceof UsageError || e instanceof BootError || e instanceof VmConfigError || e instanceof KvmUnavailableError || e instanceof MigrationTransportError || e instanceof QmpListenError || e instanceof AddressError || e instanceof TlsCredsError) return e.message;
+  if (e instanceof UsageError || e instanceof BootError || e instanceof VmConfigError || e instanceof KvmUnavailableError || isInputError(e)) return e.message;
   // Unexpected: keep the cause chain, which says which system call failed.
   let text = e.message;
   for (let c = e.cause; c instanceof Error; c = c.cause) text += `: ${c.message}`;
   return text;
+}
+
+/**
+ * The errors of the lazily imported rooms that mean the user's input was wrong (a disk image, a
+ * network backend, an address, a port, TLS credentials): one line, usage status. Matched by name so
+ * that main does not import those rooms to test instanceof; test/unit/cli/input-errors.test.ts checks
+ * each name against its class.
+ */
+export const INPUT_ERROR_NAMES: ReadonlySet<string> = new Set([
+  'DeviceOptionError', 'DiskError', 'NetError', 'MigrationTransportError', 'QmpListenError', 'AddressError', 'TlsCredsError',
+]);
+
+function isInputError(e: unknown): boolean {
+  return e instanceof Error && INPUT_ERROR_NAMES.has(e.name);
 }

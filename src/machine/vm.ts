@@ -21,10 +21,12 @@ import { coldBootVcpu } from '../vcpu/cold-boot-vcpu.js';
 import { linuxEntryState } from '../vcpu/linux-boot-state.js';
 import type { VcpuStop } from '../vcpu/exit-handler.js';
 import { VcpuThreads } from '../vcpu/vcpu-threads.js';
+import type { PrestartedThread } from '../vcpu/prestarted-thread.js';
 import {
   boardDevices, cmosRtc, comPortUart, fdTransmitter, keyboardController, newBoard, type BoardDescription,
 } from './board.js';
 import { VirtioDevices, type VirtioDeviceSpec } from './virtio-devices.js';
+import { tracePhase } from './phase-trace.js';
 import type { I8042, I8042State } from '../devices/i8042.js';
 import type { RtcCmos, RtcState } from '../devices/rtc-cmos.js';
 import { captureVmKernelState, restoreVmKernelState, type VmKernelState } from './vm-state.js';
@@ -55,6 +57,8 @@ export interface VmConfig {
    * where KVM_GET_DIRTY_LOG clears and re-protects the whole slot (bench/dirty-sync compares both).
    */
   readonly manualDirtyLogProtect?: boolean;
+  /** A vCPU thread started early for vCPU 0 (see vcpu/prestarted-thread.ts); otherwise started by start(). */
+  readonly prestartedVcpuThread?: PrestartedThread;
   /** Switches that turn safety invariants off, so tests can show the failure is caught. Tests only. */
   readonly testOnly?: GuestMemoryTestOptions & { readonly skipSyncBeforeDelete?: boolean };
 }
@@ -210,7 +214,9 @@ export class Vm {
       const manualProtect = (config.manualDirtyLogProtect ?? true) && native.kvmCheckExtension(vmFd, Cap.MANUAL_DIRTY_LOG_PROTECT2) > 0;
       if (manualProtect) native.kvmEnableCap(vmFd, Cap.MANUAL_DIRTY_LOG_PROTECT2, 0, new BigUint64Array([1n, 0n, 0n, 0n]));
 
+      tracePhase('VM: KVM VM and irqchip created');
       memory = GuestMemory.create(config.memBytes, config.testOnly ?? {});
+      tracePhase('VM: guest memory mapped');
       const supported = kvm.supportedCpuid();
       const vcpuFds: number[] = [];
       for (let i = 0; i < config.cpus; i++) {
@@ -228,12 +234,13 @@ export class Vm {
         : linuxEntryState(loadLinux(plan.kernel, memory, { cmdline: plan.cmdline, initrd: plan.initrd, cpus: config.cpus }), decodeSregs(sregsBuf));
       native.kvmSetSregs(vcpuFds[0]!, encodeSregs(boot.sregs));
       native.kvmSetRegs(vcpuFds[0]!, encodeRegs(boot.regs));
+      tracePhase('VM: vCPUs created, kernel loaded');
 
       virtio = VirtioDevices.create(vmFd, memory, config.virtio ?? []);
       const board = newBoard(vmFd, config.serialOutputFd, virtio.slots);
       const uart = comPortUart(board, fdTransmitter(config.serialOutputFd));
       const runMmapSize = kvm.vcpuMmapSize();
-      const vcpus = new VcpuThreads(vcpuFds, runMmapSize, board);
+      const vcpus = new VcpuThreads(vcpuFds, runMmapSize, board, config.prestartedVcpuThread);
       const memslots = new MemslotMap(native, vmFd, memory, vcpus, {
         maxSlots: Math.max(32, kvm.checkExtension(Cap.NR_MEMSLOTS)),
         manualProtect,

@@ -1,3 +1,4 @@
+import { writeSync } from 'node:fs';
 import { addon } from '../kvm/addon.js';
 import { GiB, HIGH_RAM_START, LOW_RAM_MAX_END, PAGE_SIZE, gpa, type Gpa } from '../arch/x86/layout.js';
 import { FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, MADV_POPULATE_WRITE, SEEK_DATA, SEEK_HOLE } from '../kvm/constants.js';
@@ -18,6 +19,14 @@ export class GuestMemoryError extends Error {
  * indices below 2^31 stay small integers in V8, so RAM is cut into regions of at most 2 GiB.
  */
 export const MAX_REGION_BYTES = 2 * GiB;
+
+/**
+ * Writes at least this long go into the region's memfd with pwrite instead of through the mapping:
+ * the kernel then allocates and fills each fresh page inside one system call, where a copy through the
+ * mapping takes a page fault per 4 KiB. The loader's kernel and initrd are tens of MiB; under nested
+ * KVM a fault is dear, and a 57 MiB vmlinux took seconds to copy (bench/linux-banner).
+ */
+export const PWRITE_MIN_BYTES = 256 * 1024;
 
 /** A guest-physical range of RAM backed by one host mapping. */
 export interface RamRegion {
@@ -140,7 +149,16 @@ export class GuestMemory {
   }
 
   write(address: Gpa, data: Uint8Array): void {
-    this.bytesAt(address, data.length).set(data);
+    const target = this.bytesAt(address, data.length);
+    if (data.length < PWRITE_MIN_BYTES) {
+      target.set(data);
+    } else {
+      // The memfd's pages are the mapping's pages: the bytes land in guest RAM just the same.
+      const r = this.regionOf(address, data.length)!;
+      for (let done = 0; done < data.length;) {
+        done += writeSync(r.fd, data, done, data.length - done, address - r.start + done);
+      }
+    }
     this.markWritten(address, data.length);
   }
 

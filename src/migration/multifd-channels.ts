@@ -1,10 +1,9 @@
-import path from 'node:path';
 import { Worker } from 'node:worker_threads';
-import { packageRoot } from '../kvm/addon.js';
+import { threadScript } from '../kvm/thread-script.js';
 import type { ChannelThreadData, FromChannel, ToChannel } from './multifd-channel-thread.js';
 import type { TlsCredsX509 } from './tls.js';
 
-export const CHANNEL_THREAD_SCRIPT = path.join(packageRoot, 'dist', 'migration', 'multifd-channel-thread.js');
+export const CHANNEL_THREAD_SCRIPT = threadScript('multifd-channel-thread', 'migration/multifd-channel-thread.js');
 /** Batches a channel may hold unsent: enough to keep its socket busy, few enough to bound memory (~1 MiB each). */
 const CREDITS_PER_CHANNEL = 4;
 

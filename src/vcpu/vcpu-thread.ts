@@ -9,6 +9,11 @@ import { buildBuses, fdTransmitter, type BoardDescription } from '../machine/boa
 import { Ctl, State } from './control-block.js';
 import { kvmRunView, type VcpuStop } from './exit-handler.js';
 import { runLoop } from './run-loop.js';
+import { TRACE_PHASES, tracePhase } from '../machine/phase-trace.js';
+import { ExitCensus } from './exit-census.js';
+import { isPrestartData } from './prestarted-thread.js';
+
+tracePhase('vcpu thread: modules loaded');
 
 export interface VcpuThreadData {
   readonly index: number;
@@ -17,6 +22,8 @@ export interface VcpuThreadData {
   readonly kickSignal: number;
   readonly control: Int32Array;
   readonly board: BoardDescription;
+  /** The main thread's time origin, for TSVMM_TRACE_PHASES lines (see machine/phase-trace.ts). */
+  readonly traceOrigin: number;
 }
 
 /** What a vCPU thread posts when it ends. */
@@ -33,10 +40,14 @@ function main(data: VcpuThreadData): VcpuThreadExit {
 
   const runBuffer = native.mmapShared(data.vcpuFd, data.runMmapSize, 0);
   let deviceStop: VcpuStop | undefined;
+  const census = TRACE_PHASES ? new ExitCensus(ctl) : undefined;
+  const transmit = fdTransmitter(data.board.serialOutputFd);
   const buses = buildBuses(data.board, {
     requestStop: (stop) => { deviceStop ??= stop; },
-    transmit: fdTransmitter(data.board.serialOutputFd),
+    transmit: census?.wrapTransmit(transmit) ?? transmit,
   });
+  census?.attach(buses);
+  tracePhase('vcpu thread: entering the guest');
   Atomics.store(ctl, Ctl.STATE, State.RUNNING);
   Atomics.notify(ctl, Ctl.STATE);
   try {
@@ -51,5 +62,8 @@ function main(data: VcpuThreadData): VcpuThreadExit {
 }
 
 if (parentPort !== null) {
-  parentPort.postMessage(main(workerData as VcpuThreadData));
+  const port = parentPort;
+  // A prestarted thread (prestarted-thread.ts) gets its vCPU as its first message.
+  if (isPrestartData(workerData)) port.once('message', (data: VcpuThreadData) => port.postMessage(main(data)));
+  else port.postMessage(main(workerData as VcpuThreadData));
 }

@@ -1,14 +1,16 @@
 import { Worker } from 'node:worker_threads';
-import path from 'node:path';
-import { addon, packageRoot } from '../kvm/addon.js';
+import { addon } from '../kvm/addon.js';
+import { threadScript } from '../kvm/thread-script.js';
 import { KvmRunOffset } from '../kvm/kvm-run.js';
 import type { BoardDescription } from '../machine/board.js';
 import { Ctl, Request, State, createControlBlock } from './control-block.js';
 import type { VcpuStop } from './exit-handler.js';
 import type { VcpuThreadData, VcpuThreadExit } from './vcpu-thread.js';
+import { traceOrigin } from '../machine/phase-trace.js';
+import type { PrestartedThread } from './prestarted-thread.js';
 
 /** The compiled vCPU thread body; workers always run built JavaScript (`npm install` / `npm test` build it). */
-export const VCPU_THREAD_SCRIPT = path.join(packageRoot, 'dist', 'vcpu', 'vcpu-thread.js');
+export const VCPU_THREAD_SCRIPT = threadScript('vcpu-thread', 'vcpu/vcpu-thread.js');
 
 const ESRCH = 3;
 
@@ -32,13 +34,22 @@ export class VcpuThreads {
   private readonly kickSignal: number;
   private firstStop: VcpuStop | undefined;
   private resolveStopped!: (stop: VcpuStop | undefined) => void;
-  /** Resolves once every vCPU thread has ended, with the guest's reason (undefined if stopped on request). */
+  /**
+   * Resolves once every vCPU thread has ended its run loop (reported, or failed), with the guest's
+   * reason (undefined if stopped on request).
+   */
   readonly stopped: Promise<VcpuStop | undefined>;
   private started = false;
   private pauseDepth = 0;
   private readonly exitHook = () => this.kickAll(Request.STOP);
 
-  constructor(vcpuFds: readonly number[], private readonly runMmapSize: number, private readonly board: BoardDescription) {
+  constructor(
+    vcpuFds: readonly number[],
+    private readonly runMmapSize: number,
+    private readonly board: BoardDescription,
+    /** A thread already started for vCPU 0 (bin/tsvmm.js starts one before loading the CLI). */
+    private readonly prestarted?: PrestartedThread,
+  ) {
     const native = addon();
     this.kickSignal = native.sigrtmin() + 4;
     // The handler must exist before any kick, in every thread: sigaction is process-wide.
@@ -70,15 +81,18 @@ export class VcpuThreads {
       Atomics.store(h.control, Ctl.REQUEST, initialRequest);
       const data: VcpuThreadData = {
         index: h.index, vcpuFd: h.fd, runMmapSize: this.runMmapSize, kickSignal: this.kickSignal,
-        control: h.control, board: this.board,
+        control: h.control, board: this.board, traceOrigin: traceOrigin(),
       };
-      const worker = new Worker(VCPU_THREAD_SCRIPT, { workerData: data });
+      const worker = (h.index === 0 ? this.prestarted?.take(data) : undefined) ?? new Worker(VCPU_THREAD_SCRIPT, { workerData: data });
       h.worker = worker;
+      // The thread's one message is its report, sent after its run loop returned and its kvm_run was
+      // unmapped (vcpu-thread.ts): the vCPU is finished with then. Its isolate still winds down after
+      // that (tens to hundreds of ms in nested KVM), which nothing needs to wait for: a process exit
+      // ends it.
       h.exit = new Promise<VcpuThreadExit>((resolve) => {
-        let result: VcpuThreadExit = { index: h.index, stop: { kind: 'error', message: `vCPU ${h.index} thread ended without a report` } };
-        worker.on('message', (m: VcpuThreadExit) => { result = m; });
-        worker.on('error', (e) => { result = { index: h.index, stop: { kind: 'error', message: `vCPU ${h.index} thread failed: ${e.message}` } }; });
-        worker.on('exit', () => resolve(result));
+        worker.on('message', (m: VcpuThreadExit) => resolve(m));
+        worker.on('error', (e) => resolve({ index: h.index, stop: { kind: 'error', message: `vCPU ${h.index} thread failed: ${e.message}` } }));
+        worker.on('exit', () => resolve({ index: h.index, stop: { kind: 'error', message: `vCPU ${h.index} thread ended without a report` } }));
       }).then((r) => {
         if (r.stop !== undefined && this.firstStop === undefined) {
           this.firstStop = r.stop;
@@ -122,7 +136,7 @@ export class VcpuThreads {
     }
   }
 
-  /** Stops every vCPU and resolves when every thread has ended. */
+  /** Stops every vCPU and resolves when every thread has ended its run loop. */
   async stop(): Promise<VcpuStop | undefined> {
     if (!this.started) {
       this.resolveStopped(undefined);

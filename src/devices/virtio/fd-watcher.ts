@@ -1,11 +1,11 @@
-import path from 'node:path';
 import { Worker } from 'node:worker_threads';
-import { addon, packageRoot } from '../../kvm/addon.js';
+import { addon } from '../../kvm/addon.js';
+import { threadScript } from '../../kvm/thread-script.js';
 import { EFD_CLOEXEC } from '../../kvm/constants.js';
 import type { FdWatcherMessage, FdWatcherThreadData } from './fd-watcher-thread.js';
 
 /** The compiled watcher thread body (workers run built JavaScript, like the vCPU threads). */
-export const FD_WATCHER_SCRIPT = path.join(packageRoot, 'dist', 'devices', 'virtio', 'fd-watcher-thread.js');
+export const FD_WATCHER_SCRIPT = threadScript('fd-watcher-thread', 'devices/virtio/fd-watcher-thread.js');
 
 /**
  * Watches file descriptors Node cannot watch itself, and calls their handlers on the main thread:

@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { gpa, MiB } from '../../../src/arch/x86/layout.js';
 import { pageRanges } from '../../../src/memory/dirty-bitmap.js';
-import { GuestMemory, GuestMemoryError, ramLayout } from '../../../src/memory/guest-memory.js';
+import { GuestMemory, GuestMemoryError, PWRITE_MIN_BYTES, ramLayout } from '../../../src/memory/guest-memory.js';
 
 // GuestMemory needs the addon's mmap/memfd, not KVM.
 describe('GuestMemory', () => {
@@ -14,6 +14,23 @@ describe('GuestMemory', () => {
     expect(mem.read(gpa(0x1234), 3)).toEqual(Uint8Array.of(1, 2, 3));
     expect(() => mem!.write(gpa(4 * MiB - 1), Uint8Array.of(1, 2))).toThrow(GuestMemoryError);
     expect(() => mem!.read(gpa(8 * MiB), 1)).toThrow(/not inside guest RAM/);
+  });
+
+  it('a large write (through the memfd) lands in the mapping, at an unaligned address, and is marked', () => {
+    mem = GuestMemory.create(8 * MiB);
+    const region = mem.regions[0]!;
+    const data = new Uint8Array(PWRITE_MIN_BYTES + 4097).map((_, i) => (i * 7 + 3) & 0xff);
+    mem.write(gpa(3 * MiB + 5), Uint8Array.of(9)); // a page already mapped and written
+    mem.setLogging(true);
+    mem.write(gpa(3 * MiB + 1), data);
+    expect(mem.read(gpa(3 * MiB + 1), data.length)).toEqual(data);
+    expect(region.bytes[3 * MiB]).toBe(0);
+    expect(region.bytes[3 * MiB + 1 + data.length]).toBe(0);
+    const firstPage = (3 * MiB) / 4096;
+    expect(pageRanges(region.dirty.getAndReset().bitmap, region.dirty.pageCount)).toEqual([
+      { firstPage, count: Math.ceil((data.length + 1) / 4096) },
+    ]);
+    expect(() => mem!.write(gpa(8 * MiB - PWRITE_MIN_BYTES + 1), new Uint8Array(PWRITE_MIN_BYTES))).toThrow(/not inside guest RAM/);
   });
 
   it('INVARIANT B: marks the pages of every VMM write while logging, and only then', () => {
