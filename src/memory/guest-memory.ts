@@ -39,6 +39,18 @@ export interface GuestMemoryTestOptions {
   readonly testOnlySkipVmmDirtyMarking?: boolean;
 }
 
+/**
+ * What another thread needs to reach the same guest RAM with the same dirty tracking
+ * (structured-cloneable): the memfds to map, the regions' bitmaps and the shared logging switch.
+ */
+export interface SharedGuestMemory {
+  readonly regions: readonly { readonly start: Gpa; readonly sizeBytes: number; readonly fd: number; readonly dirtyWords: Int32Array }[];
+  readonly sizeBytes: number;
+  /** Word 0: 1 while VMM writes are being recorded. */
+  readonly logging: Int32Array;
+  readonly testOptions: GuestMemoryTestOptions;
+}
+
 /** Where RAM of `sizeBytes` lies: up to 3 GiB from 0, the rest above 4 GiB (the MMIO hole between). */
 export function ramLayout(sizeBytes: number): { start: Gpa; sizeBytes: number }[] {
   const ranges: { start: Gpa; sizeBytes: number }[] = [];
@@ -59,8 +71,12 @@ export function ramLayout(sizeBytes: number): { start: Gpa; sizeBytes: number }[
  * what the VMM wrote as surely as what the guest wrote. No device holds a writable view of RAM.
  */
 export class GuestMemory {
-  /** Whether VMM writes are being recorded (dirty logging on for the VM). */
-  private logging = false;
+  /**
+   * Word 0: whether VMM writes are being recorded (dirty logging on for the VM). Shared with the
+   * threads that attach() to this memory, so that a device writing guest RAM from another thread marks
+   * its writes exactly when the main thread's would be.
+   */
+  private readonly loggingFlag: Int32Array;
   /**
    * One DataView per region, for the scalar accessors: the virtqueue code reads and writes a few
    * ring fields per request, and a view per access (subarray) was measurable garbage in nested KVM.
@@ -71,7 +87,9 @@ export class GuestMemory {
     readonly regions: readonly RamRegion[],
     readonly sizeBytes: number,
     private readonly testOptions: GuestMemoryTestOptions,
+    loggingFlag?: Int32Array,
   ) {
+    this.loggingFlag = loggingFlag ?? new Int32Array(new SharedArrayBuffer(4));
     this.views = regions.map((r) => new DataView(r.bytes.buffer, r.bytes.byteOffset, r.bytes.byteLength));
   }
 
@@ -104,13 +122,52 @@ export class GuestMemory {
     return new GuestMemory(regions, sizeBytes, testOptions);
   }
 
+  /** What attach() needs in another thread. */
+  shared(): SharedGuestMemory {
+    return {
+      regions: this.regions.map((r) => ({ start: r.start, sizeBytes: r.sizeBytes, fd: r.fd, dirtyWords: r.dirty.words })),
+      sizeBytes: this.sizeBytes,
+      logging: this.loggingFlag,
+      testOptions: this.testOptions,
+    };
+  }
+
+  /**
+   * This guest memory as seen from another thread: the same memfds mapped again, the same dirty
+   * bitmaps and logging switch, so invariant B holds for writes made there. The caller ends it with
+   * detach(); the memfds stay owned by the GuestMemory that created them.
+   */
+  static attach(shared: SharedGuestMemory): GuestMemory {
+    const native = addon();
+    const regions: RamRegion[] = [];
+    try {
+      for (const r of shared.regions) {
+        const buffer = native.mmapShared(r.fd, r.sizeBytes, 0);
+        regions.push({
+          start: r.start, sizeBytes: r.sizeBytes, fd: r.fd, hva: native.bufferAddress(buffer), bytes: new Uint8Array(buffer),
+          dirty: new DirtyBitmap(r.sizeBytes / PAGE_SIZE, r.dirtyWords),
+        });
+      }
+    } catch (cause) {
+      for (const r of regions) native.munmap(r.bytes.buffer as ArrayBuffer);
+      throw new GuestMemoryError('cannot map guest memory in this thread', { cause });
+    }
+    return new GuestMemory(regions, shared.sizeBytes, shared.testOptions, shared.logging);
+  }
+
+  /** Unmaps the mappings attach() made (the memfds stay open). */
+  detach(): void {
+    const native = addon();
+    for (const r of this.regions) if (r.bytes.buffer.byteLength > 0) native.munmap(r.bytes.buffer as ArrayBuffer);
+  }
+
   /** Starts or stops recording VMM writes in the regions' dirty bitmaps. */
   setLogging(on: boolean): void {
-    this.logging = on;
+    Atomics.store(this.loggingFlag, 0, on ? 1 : 0);
   }
 
   get isLogging(): boolean {
-    return this.logging;
+    return Atomics.load(this.loggingFlag, 0) === 1;
   }
 
   /** The region holding [address, address + length), or undefined if the range is not all RAM of one region. */
@@ -152,7 +209,7 @@ export class GuestMemory {
    * bit is then still there for the next one.
    */
   private markWritten(address: Gpa, length: number): void {
-    if (this.logging && length > 0 && !this.testOptions.testOnlySkipVmmDirtyMarking) {
+    if (length > 0 && this.isLogging && !this.testOptions.testOnlySkipVmmDirtyMarking) {
       const r = this.regionOf(address, length)!;
       r.dirty.markDirty(address - r.start, length);
     }
