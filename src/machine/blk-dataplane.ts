@@ -25,8 +25,9 @@ export interface ServedVirtioDevice {
  * dataplane, in spirit): the thread waits on the queue's ioeventfd itself and does each request's
  * I/O synchronously into guest memory, so a request costs one thread wake-up instead of four (fd
  * watcher thread, message to the main thread, libuv threadpool, completion back to the main thread),
- * and no promise round trip through fs. In nested KVM, where that CPU is what a request costs,
- * bench/virtio measured the difference (see the commit that added this file).
+ * and no promise round trip through fs. Measured in nested KVM (diskcheck over a 4 MiB tmpfs image,
+ * depth 8, time from its "id=" line to its "pass 1" line, old and new builds alternating in one L1
+ * VM): 4 KiB requests 39.5-70 s before, 14.5-27 s after (QEMU 7.2: 2.3-3.4 s).
  *
  * The main thread keeps the control: quiesce (the migration's pause: the thread finishes the batch
  * it is serving, stops popping, and hands over its queue positions), resume, state and restore. A
