@@ -84,3 +84,7 @@ export const FALLOC_FL_PUNCH_HOLE = 0x02;
 /** madvise: fault a range in, writable, in one call (Linux 5.14, include/uapi/asm-generic/mman-common.h). */
 export const MADV_POPULATE_WRITE = 23;
 export const EFD_NONBLOCK = 0o4000;
+/** struct pollfd events/revents bits (poll(2)). */
+export const Poll = { IN: 0x1, ERR: 0x8, HUP: 0x10, NVAL: 0x20 } as const;
+/** errno values the threads that wait on fds handle themselves: a signal interrupted the wait; nothing to read. */
+export const Errno = { EINTR: 4, EAGAIN: 11 } as const;

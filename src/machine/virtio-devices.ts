@@ -9,9 +9,10 @@ import { MmioReg } from '../devices/virtio/constants.js';
 import { FdWatcher, signalEventfd } from '../devices/virtio/fd-watcher.js';
 import { VirtioMmioTransport, createTransportState } from '../devices/virtio/mmio-transport.js';
 import { VirtioBlk, blkIdentity } from '../devices/virtio/virtio-blk.js';
-import type { VirtioDevice, VirtioDeviceState } from '../devices/virtio/virtio-device.js';
+import type { VirtioDeviceState } from '../devices/virtio/virtio-device.js';
 import { VirtioNet, netIdentity, type NetBackend } from '../devices/virtio/virtio-net.js';
 import { KvmIrqLine } from './board.js';
+import { BlkDataplane, type ServedVirtioDevice } from './blk-dataplane.js';
 
 /** A virtio device the user asked for, with its backend already open. */
 export type VirtioDeviceSpec =
@@ -43,14 +44,15 @@ const KVM_IOEVENTFD_FLAG_DATAMATCH = 1 << 0;
 /**
  * The VM's virtio devices on the main thread: where each sits (QEMU microvm's slots), the ioeventfds
  * that carry QueueNotify from the guest to the device without a vCPU exit, the fd watcher thread that
- * hears them, and pause/resume/state for migration.
+ * hears them, and pause/resume/state for migration. A disk backed by a plain file is served by a
+ * dataplane thread of its own (BlkDataplane), which waits on its ioeventfd itself.
  */
 export class VirtioDevices {
   private started = false;
 
   private constructor(
     readonly slots: readonly VirtioSlotDescription[],
-    readonly devices: readonly VirtioDevice[],
+    readonly devices: readonly ServedVirtioDevice[],
     private readonly backends: readonly { close(): Promise<void> }[],
     private readonly watcher: FdWatcher,
   ) {}
@@ -59,7 +61,7 @@ export class VirtioDevices {
     if (specs.length > VIRTIO_MMIO_SLOTS) throw new RangeError(`the board has ${VIRTIO_MMIO_SLOTS} virtio-mmio slots; ${specs.length} devices do not fit`);
     const native = addon();
     const slots: VirtioSlotDescription[] = [];
-    const devices: VirtioDevice[] = [];
+    const devices: ServedVirtioDevice[] = [];
     const opened: number[] = [];
     try {
       specs.forEach((spec, i) => {
@@ -77,12 +79,17 @@ export class VirtioDevices {
           native.kvmIoeventfd(vmFd, BigInt(base + MmioReg.QUEUE_NOTIFY), 4, fd, KVM_IOEVENTFD_FLAG_DATAMATCH, BigInt(q));
         }
         const transport = new VirtioMmioTransport(state, new KvmIrqLine(vmFd, gsi), (q) => signalEventfd(notifyFds[q]!));
+        slots.push({ name, base, gsi, state, notifyFds });
+        if (spec.kind === 'blk' && spec.backend.fd !== undefined) {
+          const { fd, sizeBytes, readOnly, id } = spec.backend;
+          devices.push(new BlkDataplane(name, transport, { name, transport: state, vmFd, gsi, notifyFd: notifyFds[0]!, disk: { fd, sizeBytes, readOnly, id } }, mem));
+          return;
+        }
         const device = spec.kind === 'blk'
           ? new VirtioBlk(name, transport, mem, spec.backend)
           : new VirtioNet(name, transport, mem, spec.backend);
         if (spec.kind === 'net') spec.backend.attach?.(watcher);
         notifyFds.forEach((fd, q) => watcher.watchCounter(fd, () => device.notify(q)));
-        slots.push({ name, base, gsi, state, notifyFds });
         devices.push(device);
       });
     } catch (e) {
@@ -102,7 +109,10 @@ export class VirtioDevices {
     if (this.started) return;
     this.started = true;
     this.watcher.start((message) => process.stderr.write(`tsvmm: virtio notification thread failed: ${message}\n`));
-    for (const d of this.devices) d.resume();
+    for (const d of this.devices) {
+      if (d instanceof BlkDataplane) d.start((message) => process.stderr.write(`tsvmm: ${d.name}: dataplane thread failed: ${message}\n`));
+      else d.resume();
+    }
   }
 
   /** Stops popping requests and resolves when every request in flight has completed. */
@@ -126,6 +136,7 @@ export class VirtioDevices {
   /** Stops the watcher thread, then closes the backends and the eventfds. */
   async close(): Promise<void> {
     await this.watcher.stop();
+    await Promise.allSettled(this.devices.map((d) => (d instanceof BlkDataplane ? d.close() : undefined)));
     await Promise.allSettled(this.backends.map((b) => b.close()));
     const native = addon();
     for (const s of this.slots) for (const fd of s.notifyFds) native.close(fd);

@@ -48,6 +48,18 @@ export interface GuestMemoryTestOptions {
   readonly testOnlySkipVmmDirtyMarking?: boolean;
 }
 
+/**
+ * What another thread needs to reach the same guest RAM with the same dirty tracking
+ * (structured-cloneable): the memfds to map, the regions' bitmaps and the shared logging switch.
+ */
+export interface SharedGuestMemory {
+  readonly regions: readonly { readonly start: Gpa; readonly sizeBytes: number; readonly fd: number; readonly dirtyWords: Int32Array }[];
+  readonly sizeBytes: number;
+  /** Word 0: 1 while VMM writes are being recorded. */
+  readonly logging: Int32Array;
+  readonly testOptions: GuestMemoryTestOptions;
+}
+
 /** Where RAM of `sizeBytes` lies: up to 3 GiB from 0, the rest above 4 GiB (the MMIO hole between). */
 export function ramLayout(sizeBytes: number): { start: Gpa; sizeBytes: number }[] {
   const ranges: { start: Gpa; sizeBytes: number }[] = [];
@@ -68,8 +80,17 @@ export function ramLayout(sizeBytes: number): { start: Gpa; sizeBytes: number }[
  * what the VMM wrote as surely as what the guest wrote. No device holds a writable view of RAM.
  */
 export class GuestMemory {
-  /** Whether VMM writes are being recorded (dirty logging on for the VM). */
-  private logging = false;
+  /**
+   * Word 0: whether VMM writes are being recorded (dirty logging on for the VM). Shared with the
+   * threads that attach() to this memory, so that a device writing guest RAM from another thread marks
+   * its writes exactly when the main thread's would be.
+   */
+  private readonly loggingFlag: Int32Array;
+  /**
+   * One DataView per region, for the scalar accessors: the virtqueue code reads and writes a few
+   * ring fields per request, and a view per access (subarray) was measurable garbage in nested KVM.
+   */
+  private readonly views: DataView[];
   /** Cleared when the kernel refuses MADV_POPULATE_WRITE (before Linux 5.14). */
   private populateWorks = true;
 
@@ -77,7 +98,11 @@ export class GuestMemory {
     readonly regions: readonly RamRegion[],
     readonly sizeBytes: number,
     private readonly testOptions: GuestMemoryTestOptions,
-  ) {}
+    loggingFlag?: Int32Array,
+  ) {
+    this.loggingFlag = loggingFlag ?? new Int32Array(new SharedArrayBuffer(4));
+    this.views = regions.map((r) => new DataView(r.bytes.buffer, r.bytes.byteOffset, r.bytes.byteLength));
+  }
 
   /** Allocates RAM of `sizeBytes` (a multiple of 4 KiB), laid out by ramLayout. */
   static create(sizeBytes: number, testOptions: GuestMemoryTestOptions = {}): GuestMemory {
@@ -108,30 +133,83 @@ export class GuestMemory {
     return new GuestMemory(regions, sizeBytes, testOptions);
   }
 
+  /** What attach() needs in another thread. */
+  shared(): SharedGuestMemory {
+    return {
+      regions: this.regions.map((r) => ({ start: r.start, sizeBytes: r.sizeBytes, fd: r.fd, dirtyWords: r.dirty.words })),
+      sizeBytes: this.sizeBytes,
+      logging: this.loggingFlag,
+      testOptions: this.testOptions,
+    };
+  }
+
+  /**
+   * This guest memory as seen from another thread: the same memfds mapped again, the same dirty
+   * bitmaps and logging switch, so invariant B holds for writes made there. The caller ends it with
+   * detach(); the memfds stay owned by the GuestMemory that created them.
+   */
+  static attach(shared: SharedGuestMemory): GuestMemory {
+    const native = addon();
+    const regions: RamRegion[] = [];
+    try {
+      for (const r of shared.regions) {
+        const buffer = native.mmapShared(r.fd, r.sizeBytes, 0);
+        regions.push({
+          start: r.start, sizeBytes: r.sizeBytes, fd: r.fd, hva: native.bufferAddress(buffer), bytes: new Uint8Array(buffer),
+          dirty: new DirtyBitmap(r.sizeBytes / PAGE_SIZE, r.dirtyWords),
+        });
+      }
+    } catch (cause) {
+      for (const r of regions) native.munmap(r.bytes.buffer as ArrayBuffer);
+      throw new GuestMemoryError('cannot map guest memory in this thread', { cause });
+    }
+    return new GuestMemory(regions, shared.sizeBytes, shared.testOptions, shared.logging);
+  }
+
+  /** Unmaps the mappings attach() made (the memfds stay open). */
+  detach(): void {
+    const native = addon();
+    for (const r of this.regions) if (r.bytes.buffer.byteLength > 0) native.munmap(r.bytes.buffer as ArrayBuffer);
+  }
+
   /** Starts or stops recording VMM writes in the regions' dirty bitmaps. */
   setLogging(on: boolean): void {
-    this.logging = on;
+    Atomics.store(this.loggingFlag, 0, on ? 1 : 0);
   }
 
   get isLogging(): boolean {
-    return this.logging;
+    return Atomics.load(this.loggingFlag, 0) === 1;
   }
 
   /** The region holding [address, address + length), or undefined if the range is not all RAM of one region. */
   regionOf(address: Gpa, length: number): RamRegion | undefined {
-    for (const r of this.regions) {
-      if (address >= r.start && address + length <= r.start + r.sizeBytes) return r;
-    }
-    return undefined;
+    const i = this.regionIndex(address, length);
+    return i < 0 ? undefined : this.regions[i];
   }
 
-  private bytesAt(address: Gpa, length: number): Uint8Array {
-    const r = this.regionOf(address, length);
-    if (r === undefined) {
+  /** Index of the region holding [address, address + length), or -1. */
+  private regionIndex(address: Gpa, length: number): number {
+    const regions = this.regions;
+    for (let i = 0; i < regions.length; i++) {
+      const r = regions[i]!;
+      if (address >= r.start && address + length <= r.start + r.sizeBytes) return i;
+    }
+    return -1;
+  }
+
+  /** Index of the region holding the range; throws the "not inside guest RAM" error otherwise. */
+  private regionIndexOrThrow(address: Gpa, length: number): number {
+    const i = this.regionIndex(address, length);
+    if (i < 0) {
       throw new GuestMemoryError(
         `guest range 0x${address.toString(16)}+0x${length.toString(16)} is not inside guest RAM`,
       );
     }
+    return i;
+  }
+
+  private bytesAt(address: Gpa, length: number): Uint8Array {
+    const r = this.regions[this.regionIndexOrThrow(address, length)]!;
     const offset = address - r.start;
     return r.bytes.subarray(offset, offset + length);
   }
@@ -142,7 +220,7 @@ export class GuestMemory {
    * bit is then still there for the next one.
    */
   private markWritten(address: Gpa, length: number): void {
-    if (this.logging && length > 0 && !this.testOptions.testOnlySkipVmmDirtyMarking) {
+    if (length > 0 && this.isLogging && !this.testOptions.testOnlySkipVmmDirtyMarking) {
       const r = this.regionOf(address, length)!;
       r.dirty.markDirty(address - r.start, length);
     }
@@ -170,6 +248,14 @@ export class GuestMemory {
   /** A copy of guest bytes (never a view: callers must not be able to write guest memory behind our back). */
   read(address: Gpa, length: number): Uint8Array {
     return this.bytesAt(address, length).slice();
+  }
+
+  /** Copies `target.length` guest bytes from `address` into `target` (one copy, no allocation of ours). */
+  readInto(address: Gpa, target: Uint8Array): void {
+    const i = this.regionIndexOrThrow(address, target.length);
+    const r = this.regions[i]!;
+    const offset = address - r.start;
+    target.set(r.bytes.subarray(offset, offset + target.length));
   }
 
   /**
@@ -231,34 +317,30 @@ export class GuestMemory {
 
   /** Little-endian scalar reads and writes (virtqueue rings, request headers); writes are marked. */
   readU16(address: Gpa): number {
-    const b = this.bytesAt(address, 2);
-    return b[0]! | (b[1]! << 8);
+    const i = this.regionIndexOrThrow(address, 2);
+    return this.views[i]!.getUint16(address - this.regions[i]!.start, true);
   }
 
   readU32(address: Gpa): number {
-    const b = this.bytesAt(address, 4);
-    return (b[0]! | (b[1]! << 8) | (b[2]! << 16) | (b[3]! << 24)) >>> 0;
+    const i = this.regionIndexOrThrow(address, 4);
+    return this.views[i]!.getUint32(address - this.regions[i]!.start, true);
   }
 
   writeU16(address: Gpa, value: number): void {
-    const b = this.bytesAt(address, 2);
-    b[0] = value & 0xff;
-    b[1] = (value >>> 8) & 0xff;
+    const i = this.regionIndexOrThrow(address, 2);
+    this.views[i]!.setUint16(address - this.regions[i]!.start, value, true);
     this.markWritten(address, 2);
   }
 
   writeU32(address: Gpa, value: number): void {
-    const b = this.bytesAt(address, 4);
-    b[0] = value & 0xff;
-    b[1] = (value >>> 8) & 0xff;
-    b[2] = (value >>> 16) & 0xff;
-    b[3] = (value >>> 24) & 0xff;
+    const i = this.regionIndexOrThrow(address, 4);
+    this.views[i]!.setUint32(address - this.regions[i]!.start, value, true);
     this.markWritten(address, 4);
   }
 
   readU64(address: Gpa): bigint {
-    const b = this.bytesAt(address, 8);
-    return new DataView(b.buffer, b.byteOffset, 8).getBigUint64(0, true);
+    const i = this.regionIndexOrThrow(address, 8);
+    return this.views[i]!.getBigUint64(address - this.regions[i]!.start, true);
   }
 
   /** Is the whole range RAM? */

@@ -1,4 +1,4 @@
-import { constants } from 'node:fs';
+import { constants, fdatasyncSync, read as fsRead, readSync, write as fsWrite, writeSync } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { BLK_ID_BYTES } from './constants.js';
@@ -14,6 +14,11 @@ export interface BlockBackend {
   readonly readOnly: boolean;
   /** The GET_ID answer (at most 20 bytes). */
   readonly id: string;
+  /**
+   * The open image's file descriptor, when the backend is a plain file: then the device may be served
+   * by a thread of its own with synchronous I/O on it (see SyncFdBlockBackend).
+   */
+  readonly fd?: number;
   /** Reads exactly `buf.length` bytes at `offset`. */
   read(buf: Uint8Array, offset: number): Promise<void>;
   /** Writes all of `buf` at `offset`. */
@@ -24,8 +29,14 @@ export interface BlockBackend {
 }
 
 /**
- * A raw image file, through fs/promises: each request is one positioned read or write on libuv's
- * threadpool, so requests overlap and the event loop stays free.
+ * A raw image file: each request is one positioned read or write on libuv's threadpool, so requests
+ * overlap and the event loop stays free.
+ *
+ * Reads and writes go through fs.read/fs.write with a callback on the raw fd, not FileHandle's
+ * promise methods: per request those cost about 3x the CPU (measured on the build host, 4 KiB reads
+ * at depth 8 from tmpfs: 52 us against 16 us), and in nested KVM that CPU was half of the main
+ * thread's busy time in a 4 KiB diskcheck sweep (node --cpu-prof). The FileHandle still owns the fd
+ * (open, stat, datasync, close).
  */
 export class FileBlockBackend implements BlockBackend {
   private constructor(
@@ -61,19 +72,16 @@ export class FileBlockBackend implements BlockBackend {
     }
   }
 
-  async read(buf: Uint8Array, offset: number): Promise<void> {
-    for (let done = 0; done < buf.length;) {
-      const { bytesRead } = await this.handle.read(buf, done, buf.length - done, offset + done);
-      if (bytesRead === 0) throw new Error(`short read at ${offset + done}: the image ended`);
-      done += bytesRead;
-    }
+  get fd(): number {
+    return this.handle.fd;
   }
 
-  async write(buf: Uint8Array, offset: number): Promise<void> {
-    for (let done = 0; done < buf.length;) {
-      const { bytesWritten } = await this.handle.write(buf, done, buf.length - done, offset + done);
-      done += bytesWritten;
-    }
+  read(buf: Uint8Array, offset: number): Promise<void> {
+    return transferAll(fsRead, this.handle.fd, buf, offset);
+  }
+
+  write(buf: Uint8Array, offset: number): Promise<void> {
+    return transferAll(fsWrite, this.handle.fd, buf, offset);
   }
 
   flush(): Promise<void> {
@@ -83,4 +91,51 @@ export class FileBlockBackend implements BlockBackend {
   close(): Promise<void> {
     return this.handle.close();
   }
+}
+
+/**
+ * Moves all of `buf` at `offset` with positioned fs.read or fs.write, continuing after short
+ * transfers; a read that returns no bytes has hit the end of the image.
+ */
+function transferAll(io: typeof fsRead | typeof fsWrite, fd: number, buf: Uint8Array, offset: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const step = (done: number): void => {
+      if (done === buf.length) return resolve();
+      (io as typeof fsRead)(fd, buf, done, buf.length - done, offset + done, (err, n) => {
+        if (err !== null) reject(err);
+        else if (n === 0 && io === fsRead) reject(new Error(`short read at ${offset + done}: the image ended`));
+        else step(done + n);
+      });
+    };
+    step(0);
+  });
+}
+
+/**
+ * An image another BlockBackend opened, through its fd, with synchronous positioned I/O: for a
+ * device served by a thread of its own (the virtio-blk dataplane), where blocking that thread is the
+ * point, as in QEMU's iothreads and Firecracker's default block engine: no threadpool hop and no
+ * event-loop round trip per request. The promises it returns are already settled. It never closes the
+ * fd: the backend that opened it does, after the serving thread has ended.
+ */
+export class SyncFdBlockBackend implements BlockBackend {
+  constructor(readonly fd: number, readonly sizeBytes: number, readonly readOnly: boolean, readonly id: string) {}
+
+  async read(buf: Uint8Array, offset: number): Promise<void> {
+    for (let done = 0; done < buf.length;) {
+      const n = readSync(this.fd, buf, done, buf.length - done, offset + done);
+      if (n === 0) throw new Error(`short read at ${offset + done}: the image ended`);
+      done += n;
+    }
+  }
+
+  async write(buf: Uint8Array, offset: number): Promise<void> {
+    for (let done = 0; done < buf.length;) done += writeSync(this.fd, buf, done, buf.length - done, offset + done);
+  }
+
+  async flush(): Promise<void> {
+    fdatasyncSync(this.fd);
+  }
+
+  async close(): Promise<void> {}
 }

@@ -5,6 +5,7 @@
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { addon } from '../../kvm/addon.js';
+import { Errno, Poll } from '../../kvm/constants.js';
 import type { KvmError } from '../../kvm/kvm-error.js';
 
 export interface FdWatcherThreadData {
@@ -20,12 +21,6 @@ export type FdWatcherMessage =
   | { readonly kind: 'frame'; readonly index: number; readonly frame: Uint8Array }
   | { readonly kind: 'error'; readonly message: string };
 
-const POLLIN = 0x1;
-const POLLERR = 0x8;
-const POLLHUP = 0x10;
-const POLLNVAL = 0x20;
-const EINTR = 4;
-const EAGAIN = 11;
 /** A tap frame is at most 64 KiB (with IFF_NO_PI and no offloads, far less: the MTU plus 14 bytes). */
 const MAX_FRAME_BYTES = 65536;
 
@@ -36,7 +31,7 @@ function main(data: FdWatcherThreadData): void {
   const v = new DataView(pollfds.buffer);
   all.forEach((e, i) => {
     v.setInt32(8 * i, e.fd, true);
-    v.setInt16(8 * i + 4, POLLIN, true);
+    v.setInt16(8 * i + 4, Poll.IN, true);
   });
   const counter = new Uint8Array(8);
   const stopIndex = all.length - 1;
@@ -44,7 +39,7 @@ function main(data: FdWatcherThreadData): void {
     try {
       native.poll(pollfds, -1);
     } catch (e) {
-      if ((e as KvmError).errno === EINTR) continue;
+      if ((e as KvmError).errno === Errno.EINTR) continue;
       throw e;
     }
     const ready: number[] = [];
@@ -52,7 +47,7 @@ function main(data: FdWatcherThreadData): void {
       const revents = v.getInt16(8 * i + 6, true);
       if (revents === 0) continue;
       if (i === stopIndex) return;
-      if (revents & (POLLERR | POLLHUP | POLLNVAL)) {
+      if (revents & (Poll.ERR | Poll.HUP | Poll.NVAL)) {
         throw new Error(`fd ${all[i]!.fd} failed while being watched (poll revents 0x${revents.toString(16)})`);
       }
       try {
@@ -66,7 +61,7 @@ function main(data: FdWatcherThreadData): void {
           parentPort!.postMessage({ kind: 'frame', index: i, frame: copy } satisfies FdWatcherMessage, [copy.buffer]);
         }
       } catch (e) {
-        if ((e as KvmError).errno !== EAGAIN) throw e;
+        if ((e as KvmError).errno !== Errno.EAGAIN) throw e;
       }
     }
     if (ready.length > 0) parentPort!.postMessage({ kind: 'ready', indices: ready } satisfies FdWatcherMessage);

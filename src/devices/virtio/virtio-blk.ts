@@ -61,9 +61,8 @@ export class VirtioBlk extends VirtioDevice {
       this.guarded(() => { throw new VirtqueueError(`request ${chain.head} has no ${chain.readableBytes < REQ_HEADER_BYTES ? 'header' : 'status byte'}`); });
       return 0;
     }
-    const header = new DataView(gatherReadable(this.mem, chain, 0, REQ_HEADER_BYTES).buffer);
-    const type = header.getUint32(0, true);
-    const offset = Number(header.getBigUint64(8, true)) * BLK_SECTOR_SIZE;
+    const { type, sector } = this.header(chain);
+    const offset = sector * BLK_SECTOR_SIZE;
     const dataIn = chain.writableBytes - 1;
     let status: number = BlkStatus.OK;
     let written = 0;
@@ -109,6 +108,18 @@ export class VirtioBlk extends VirtioDevice {
     if (!this.isCurrent(epoch)) return 0;
     this.guarded(() => this.mem.write(gpa(last.addr + last.len - 1), Uint8Array.of(status)));
     return this.isCurrent(epoch) ? written + 1 : 0;
+  }
+
+  /** The request header's type and sector (a sector above 2^53 comes out inexact, and out of range). */
+  private header(chain: DescriptorChain): { type: number; sector: number } {
+    const first = chain.readable[0]!;
+    if (first.len >= REQ_HEADER_BYTES) {
+      // The usual layout: the whole header in the first buffer, read in place without a copy.
+      const at = first.addr;
+      return { type: this.mem.readU32(gpa(at)), sector: this.mem.readU32(gpa(at + 8)) + this.mem.readU32(gpa(at + 12)) * 0x1_0000_0000 };
+    }
+    const h = new DataView(gatherReadable(this.mem, chain, 0, REQ_HEADER_BYTES).buffer);
+    return { type: h.getUint32(0, true), sector: Number(h.getBigUint64(8, true)) };
   }
 
   private inRange(offset: number, len: number): boolean {

@@ -19,6 +19,11 @@ export interface VirtioDeviceState {
  * INVARIANT: a request popped in one reset epoch is completed only in that epoch: after a reset (or a
  * restore) a late completion writes nothing into guest memory, neither data nor used ring.
  */
+/** Refuses a device state of a version this tsvmm cannot read. */
+export function checkStateVersion(name: string, state: VirtioDeviceState): void {
+  if (state.version !== 1) throw new Error(`${name}: state version ${state.version} is not supported (this tsvmm reads version 1)`);
+}
+
 export abstract class VirtioDevice {
   private queues: (SplitQueue | undefined)[] = [];
   /** Positions to resume queues from (restored from a migration), consumed when each queue is built. */
@@ -148,11 +153,19 @@ export abstract class VirtioDevice {
   }
 
   restore(state: VirtioDeviceState): void {
-    if (state.version !== 1) throw new Error(`${this.name}: state version ${state.version} is not supported (this tsvmm reads version 1)`);
+    checkStateVersion(this.name, state);
     this.transport.restore(state.transport);
+    this.restoreQueues(state.queues);
+  }
+
+  /**
+   * The queue half of restore(), for a device whose transport registers another thread has already
+   * restored (they live in shared memory): resume from `queues`, in the transport's current epoch.
+   */
+  restoreQueues(queues: readonly QueuePosition[]): void {
     this.epoch = this.transport.resetEpoch;
     this.queues = [];
-    this.resumeAt = state.queues.map((p) => ({ ...p }));
+    this.resumeAt = queues.map((p) => ({ ...p }));
     this.reportedBroken = false;
   }
 

@@ -183,7 +183,7 @@ export function gatherReadable(mem: GuestMemory, chain: DescriptorChain, skip = 
       continue;
     }
     const n = Math.min(s.len - toSkip, total - copied);
-    out.set(mem.read(gpa(s.addr + toSkip), n), copied);
+    mem.readInto(gpa(s.addr + toSkip), out.subarray(copied, copied + n));
     copied += n;
     toSkip = 0;
   }

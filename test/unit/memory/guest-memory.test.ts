@@ -53,6 +53,37 @@ describe('GuestMemory', () => {
     expect(mem.regions[0]!.dirty.count()).toBe(0);
   });
 
+  it('INVARIANT B across threads: a mapping attach()ed elsewhere writes the same RAM and marks the same bitmap, under the same logging switch', () => {
+    mem = GuestMemory.create(4 * MiB);
+    const other = GuestMemory.attach(structuredClone(mem.shared()));
+    try {
+      other.writeU32(gpa(0x3000), 0xdeadbeef);
+      expect(mem.readU32(gpa(0x3000))).toBe(0xdeadbeef);
+      expect(mem.regions[0]!.dirty.count()).toBe(0); // logging off, on both sides
+      mem.setLogging(true);
+      expect(other.isLogging).toBe(true);
+      other.write(gpa(0x7ffe), Uint8Array.of(1, 2, 3)); // pages 7 and 8
+      expect(mem.read(gpa(0x7ffe), 3)).toEqual(Uint8Array.of(1, 2, 3));
+      expect(pageRanges(mem.regions[0]!.dirty.getAndReset().bitmap, mem.regions[0]!.dirty.pageCount)).toEqual([{ firstPage: 7, count: 2 }]);
+    } finally {
+      other.detach();
+    }
+    expect(mem.readU32(gpa(0x3000))).toBe(0xdeadbeef); // detach leaves the owner's mapping alone
+  });
+
+  it('scalar accessors are little-endian and refuse a field that straddles the end of RAM', () => {
+    mem = GuestMemory.create(4 * MiB);
+    mem.writeU16(gpa(0x100), 0x1234);
+    mem.writeU32(gpa(0x104), 0x89abcdef);
+    expect(mem.read(gpa(0x100), 8)).toEqual(Uint8Array.of(0x34, 0x12, 0, 0, 0xef, 0xcd, 0xab, 0x89));
+    expect(mem.readU64(gpa(0x100))).toBe(0x89abcdef_00001234n);
+    expect(() => mem!.readU32(gpa(4 * MiB - 2))).toThrow(/not inside guest RAM/);
+    expect(() => mem!.writeU16(gpa(4 * MiB - 1), 1)).toThrow(GuestMemoryError);
+    const into = new Uint8Array(3);
+    mem.readInto(gpa(0x104), into);
+    expect(into).toEqual(Uint8Array.of(0xef, 0xcd, 0xab));
+  });
+
   it('lays RAM out below 3 GiB and from 4 GiB, in regions of at most 2 GiB', () => {
     expect(ramLayout(256 * MiB)).toEqual([{ start: 0, sizeBytes: 256 * MiB }]);
     expect(ramLayout(5 * 1024 * MiB).map((r) => [r.start / MiB, r.sizeBytes / MiB])).toEqual([

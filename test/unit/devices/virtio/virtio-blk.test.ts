@@ -4,7 +4,7 @@ import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { gpa, MiB } from '../../../../src/arch/x86/layout.js';
 import { GuestMemory } from '../../../../src/memory/guest-memory.js';
-import { DiskError, FileBlockBackend, type BlockBackend } from '../../../../src/devices/virtio/block-backend.js';
+import { DiskError, FileBlockBackend, SyncFdBlockBackend, type BlockBackend } from '../../../../src/devices/virtio/block-backend.js';
 import { BlkStatus, BlkType, MmioReg, Status } from '../../../../src/devices/virtio/constants.js';
 import { VirtioMmioTransport, createTransportState } from '../../../../src/devices/virtio/mmio-transport.js';
 import { VirtioBlk, blkIdentity } from '../../../../src/devices/virtio/virtio-blk.js';
@@ -34,11 +34,12 @@ describe('virtio-blk over a raw image file', () => {
     mem.dispose();
   });
 
-  async function device(readOnly = false) {
+  async function device(readOnly = false, sync = false) {
     backend = await FileBlockBackend.open(image, readOnly);
+    const served = sync ? new SyncFdBlockBackend(backend.fd!, backend.sizeBytes, backend.readOnly, backend.id) : backend;
     const levels: boolean[] = [];
     const t = new VirtioMmioTransport(createTransportState(blkIdentity(backend)), { setLevel: (h) => levels.push(h) }, () => {});
-    const blk = new VirtioBlk('virtio-blk@test', t, mem, backend);
+    const blk = new VirtioBlk('virtio-blk@test', t, mem, served);
     const d = new TestDriver(mem, 16, 0x10000);
     expect(bringUp(t, VERSION_1, [d]) & Status.DRIVER_OK).toBe(Status.DRIVER_OK);
     return { t, blk, d, levels };
@@ -84,6 +85,25 @@ describe('virtio-blk over a raw image file', () => {
     expect(await request(env, BlkType.OUT, 5, { len: 512 })).toEqual({ status: BlkStatus.OK, len: 1 });
     expect(await request(env, BlkType.FLUSH, 0, undefined)).toEqual({ status: BlkStatus.OK, len: 1 });
     expect(readFileSync(image).subarray(5 * 512, 6 * 512)).toEqual(Buffer.alloc(512, 0xab));
+  });
+
+  it('over the dataplane thread\'s synchronous backend: the same answers, completed before the next turn of the event loop', async () => {
+    const env = await device(false, true);
+    mem.write(gpa(DATA), new Uint8Array(512).fill(0x5a));
+    expect(await request(env, BlkType.OUT, 3, { len: 512 })).toEqual({ status: BlkStatus.OK, len: 1 });
+    expect(readFileSync(image).subarray(3 * 512, 4 * 512)).toEqual(Buffer.alloc(512, 0x5a));
+    expect(await request(env, BlkType.IN, 1, { len: 512, write: true })).toEqual({ status: BlkStatus.OK, len: 513 });
+    expect(mem.read(gpa(DATA), 512)).toEqual(new Uint8Array(readFileSync(image).subarray(512, 1024)));
+    expect(await request(env, BlkType.FLUSH, 0, undefined)).toEqual({ status: BlkStatus.OK, len: 1 });
+    expect((await request(env, BlkType.IN, 127, { len: 1024, write: true })).status).toBe(BlkStatus.IOERR); // past the end
+
+    // One notify, then a macrotask later the request has completed: nothing waits on a thread pool.
+    mem.write(gpa(HDR), new Uint8Array(16));
+    const before = env.d.usedIdx();
+    env.d.publish(env.d.chain([{ addr: HDR, len: 16 }, { addr: DATA, len: 512, write: true }, { addr: STATUS_AT, len: 1, write: true }]));
+    env.blk.notify(0);
+    await new Promise((r) => setImmediate(r));
+    expect(env.d.usedIdx()).toBe((before + 1) & 0xffff);
   });
 
   it('answers GET_ID with the image name, and an unknown type with UNSUPP', async () => {
