@@ -20,11 +20,25 @@ export const Ctl = {
   PAUSED_EPOCH: 5,
   /** 1 while the thread is inside KVM_RUN, else 0: for the report of a pause that takes too long. */
   IN_KVM_RUN: 6,
-  WORDS: 7,
+  /**
+   * Bumped (and notified) by the main thread after every change of REQUEST or PAUSE_EPOCH; a parked
+   * thread waits on this word, not on REQUEST. Waiting on REQUEST lost wake-ups: a resume and the
+   * next pause could both land between the thread's last look and its wait, leaving REQUEST at PAUSE
+   * as it was, so the wait slept through a pause epoch it never acknowledged (a hung pause).
+   */
+  WAKE: 7,
+  WORDS: 8,
 } as const;
 
 export const Request = { RUN: 0, PAUSE: 1, STOP: 2 } as const;
 export const State = { STARTING: 0, RUNNING: 1, PAUSED: 2, STOPPED: 3 } as const;
+
+/** Sets REQUEST and wakes a parked thread (see Ctl.WAKE). */
+export function postRequest(ctl: Int32Array, request: number): void {
+  Atomics.store(ctl, Ctl.REQUEST, request);
+  Atomics.add(ctl, Ctl.WAKE, 1);
+  Atomics.notify(ctl, Ctl.WAKE);
+}
 
 export function createControlBlock(): Int32Array {
   return new Int32Array(new SharedArrayBuffer(Ctl.WORDS * 4));

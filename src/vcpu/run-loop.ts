@@ -27,7 +27,7 @@ function enterGuest(native: NativeAddon, vcpuFd: number): number {
  * thread runs exactly this; bench/exit-latency runs it too, against the C loop in the addon.
  *
  * Pausing: the main thread sets REQUEST = PAUSE, sets immediate_exit and signals the thread; KVM_RUN
- * returns EINTR, and the loop parks in Atomics.wait with STATE = PAUSED until REQUEST changes.
+ * returns EINTR, and the loop parks in Atomics.wait on WAKE with STATE = PAUSED until REQUEST changes.
  *
  * INVARIANT: the loop parks only after a KVM_RUN that returned EINTR, never straight after an exit it
  * handled. An IN or OUT (or MMIO) exit is complete only once KVM_RUN is entered again: KVM then moves
@@ -58,7 +58,11 @@ export function runLoop(
     } else if (request === Request.PAUSE) {
       run.bytes[KvmRunOffset.IMMEDIATE_EXIT] = 0;
       setState(State.PAUSED);
-      while (Atomics.load(ctl, Ctl.REQUEST) === Request.PAUSE) {
+      for (;;) {
+        // WAKE is read before looking: a change made after this read bumps it, so the wait below
+        // returns at once instead of sleeping through that change.
+        const wake = Atomics.load(ctl, Ctl.WAKE);
+        if (Atomics.load(ctl, Ctl.REQUEST) !== Request.PAUSE) break;
         // Acknowledge every pause request seen while parked, including one that followed a resume
         // this thread never woke up for.
         const epoch = Atomics.load(ctl, Ctl.PAUSE_EPOCH);
@@ -66,7 +70,7 @@ export function runLoop(
           Atomics.store(ctl, Ctl.PAUSED_EPOCH, epoch);
           Atomics.notify(ctl, Ctl.PAUSED_EPOCH);
         }
-        Atomics.wait(ctl, Ctl.REQUEST, Request.PAUSE);
+        Atomics.wait(ctl, Ctl.WAKE, wake);
       }
       setState(State.RUNNING);
       continue;

@@ -3,7 +3,7 @@ import { addon } from '../kvm/addon.js';
 import { threadScript } from '../kvm/thread-script.js';
 import { KvmRunOffset } from '../kvm/kvm-run.js';
 import type { BoardDescription } from '../machine/board.js';
-import { Ctl, Request, State, createControlBlock } from './control-block.js';
+import { Ctl, Request, State, createControlBlock, postRequest } from './control-block.js';
 import type { VcpuStop } from './exit-handler.js';
 import type { VcpuThreadData, VcpuThreadExit } from './vcpu-thread.js';
 import { traceOrigin } from '../machine/phase-trace.js';
@@ -131,8 +131,7 @@ export class VcpuThreads {
     if (--this.pauseDepth > 0) return;
     for (const h of this.handles) {
       if (Atomics.load(h.control, Ctl.REQUEST) !== Request.PAUSE) continue;
-      Atomics.store(h.control, Ctl.REQUEST, Request.RUN);
-      Atomics.notify(h.control, Ctl.REQUEST);
+      postRequest(h.control, Request.RUN);
     }
   }
 
@@ -177,8 +176,7 @@ export class VcpuThreads {
       const c = h.control;
       if (Atomics.load(c, Ctl.STATE) === State.STOPPED) continue;
       if (Atomics.load(c, Ctl.REQUEST) === Request.STOP) continue;
-      Atomics.store(c, Ctl.REQUEST, request);
-      Atomics.notify(c, Ctl.REQUEST);
+      postRequest(c, request);
       if (h.run.byteLength > 0) h.run[KvmRunOffset.IMMEDIATE_EXIT] = 1;
       this.signal(c, native);
     }

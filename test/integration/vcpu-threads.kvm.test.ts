@@ -82,6 +82,21 @@ describeKvm('vCPU threads on real KVM', () => {
     }
   }, 300_000);
 
+  it('back-to-back resume and pause, thousands of times, never hang a pause', async () => {
+    // A resume followed at once by the next pause once slipped both changes between the parked
+    // thread's last look and its wait: the wait slept through the new pause (Ctl.WAKE).
+    vm = Vm.create({ kernelPath: guest('spin'), memBytes: 64 * MiB, cpus: 2, cmdline: 'spin', serialOutputFd: 2 });
+    vm.start();
+    await counterMoving(vm);
+    await vm.pause();
+    for (let i = 0; i < 3000; i++) {
+      vm.resume();
+      await vm.pause();
+    }
+    expect(vm.vcpus.isPaused()).toBe(true);
+    vm.resume();
+  }, 300_000);
+
   it('the event loop stays free while the guest runs', async () => {
     vm = Vm.create({ kernelPath: guest('spin'), memBytes: 64 * MiB, cpus: 1, cmdline: 'spin', serialOutputFd: 2 });
     vm.start();
