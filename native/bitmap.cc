@@ -10,28 +10,14 @@
 
 #include "addon.h"
 #include "args.h"
+#include "zero.h"
 
 namespace tsvmm {
 namespace {
 
-// True when `words` 32-bit words from `p` are all zero. Reads 64 bits at a time where it can.
-// A racing writer's bit may be missed by this plain read; it is then found by the next call, which is
-// all a take or a fold promises.
-bool AllZero(const void* p, size_t words) {
-  const uint8_t* b = static_cast<const uint8_t*>(p);
-  size_t i = 0;
-  for (; i + 8 <= words; i += 8) {
-    uint64_t q[4];
-    std::memcpy(q, b + i * 4, sizeof q);
-    if ((q[0] | q[1] | q[2] | q[3]) != 0) return false;
-  }
-  for (; i < words; ++i) {
-    uint32_t w;
-    std::memcpy(&w, b + i * 4, 4);
-    if (w != 0) return false;
-  }
-  return true;
-}
+// A racing writer's bit may be missed by AllZeroBytes' plain read; it is then found by the next call,
+// which is all a take or a fold promises.
+bool AllZero(const void* p, size_t words) { return AllZeroBytes(p, words * 4); }
 
 // bitmapOrLog(dst, firstPage, log, pages): ORs the first `pages` bits of `log` (a KVM dirty log, page
 // 0 = bit 0) into `dst` starting at page `firstPage`, atomically per word. Returns whether any of

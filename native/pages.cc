@@ -7,23 +7,10 @@
 
 #include "addon.h"
 #include "args.h"
+#include "zero.h"
 
 namespace tsvmm {
 namespace {
-
-bool IsZero(const uint8_t* p, size_t n) {
-  size_t i = 0;
-  // Four 64-bit lanes per step: the compiler keeps them in vector registers.
-  for (; i + 32 <= n; i += 32) {
-    uint64_t q[4];
-    std::memcpy(q, p + i, sizeof q);
-    if ((q[0] | q[1] | q[2] | q[3]) != 0) return false;
-  }
-  for (; i < n; ++i) {
-    if (p[i] != 0) return false;
-  }
-  return true;
-}
 
 // findZeroPages(bytes, pageBytes, pages, out): for each i < pages.length, out[i] = 1 when page
 // pages[i] (bytes [pages[i] * pageBytes, + pageBytes) of `bytes`) is all zero, else 0.
@@ -49,7 +36,7 @@ Napi::Value findZeroPages(const Napi::CallbackInfo& info) {
       Napi::RangeError::New(args.Env(), "findZeroPages: page " + std::to_string(pages[i]) + " lies outside bytes").ThrowAsJavaScriptException();
       return {};
     }
-    out.data[i] = IsZero(bytes.data + at, page_bytes) ? 1 : 0;
+    out.data[i] = AllZeroBytes(bytes.data + at, page_bytes) ? 1 : 0;
     zero += out.data[i];
   }
   return Napi::Number::New(args.Env(), zero);
