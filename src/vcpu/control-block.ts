@@ -18,16 +18,14 @@ export const Ctl = {
    * is about to run again.
    */
   PAUSED_EPOCH: 5,
-  /** 1 while the thread is inside KVM_RUN, else 0: for the report of a pause that takes too long. */
-  IN_KVM_RUN: 6,
   /**
    * Bumped (and notified) by the main thread after every change of REQUEST or PAUSE_EPOCH; a parked
    * thread waits on this word, not on REQUEST. Waiting on REQUEST lost wake-ups: a resume and the
    * next pause could both land between the thread's last look and its wait, leaving REQUEST at PAUSE
    * as it was, so the wait slept through a pause epoch it never acknowledged (a hung pause).
    */
-  WAKE: 7,
-  WORDS: 8,
+  WAKE: 6,
+  WORDS: 7,
 } as const;
 
 export const Request = { RUN: 0, PAUSE: 1, STOP: 2 } as const;

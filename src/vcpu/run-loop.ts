@@ -76,10 +76,7 @@ export function runLoop(
       continue;
     }
     exitPending = false;
-    ctl[Ctl.IN_KVM_RUN] = 1;
-    const entered = enterGuest(native, vcpuFd);
-    ctl[Ctl.IN_KVM_RUN] = 0;
-    if (entered !== 0) {
+    if (enterGuest(native, vcpuFd) !== 0) {
       // EINTR (a kick) or EAGAIN (an AP just started). If a kick's request was withdrawn meanwhile, the
       // immediate_exit it left must not keep failing every entry.
       if (Atomics.load(ctl, Ctl.REQUEST) === Request.RUN) run.bytes[KvmRunOffset.IMMEDIATE_EXIT] = 0;

@@ -1,5 +1,5 @@
 import { Worker } from 'node:worker_threads';
-import { addon } from '../kvm/addon.js';
+import { addon, type NativeAddon } from '../kvm/addon.js';
 import { threadScript } from '../kvm/thread-script.js';
 import { KvmRunOffset } from '../kvm/kvm-run.js';
 import type { BoardDescription } from '../machine/board.js';
@@ -112,18 +112,12 @@ export class VcpuThreads {
    * each pause() needs its resume(), and only the outermost resume() lets the vCPUs run, so a slot
    * change inside a migration's stopped phase does not restart the guest.
    */
-  /** Kicks sent again because a pause was not acknowledged within 50 ms (see waitForPauseAck). */
-  rekicks = 0;
-
   async pause(): Promise<void> {
     this.pauseDepth++;
     if (!this.started) return;
     const epochs = this.handles.map((h) => Atomics.add(h.control, Ctl.PAUSE_EPOCH, 1) + 1);
     this.kickAll(Request.PAUSE);
-    await Promise.all(this.handles.map((h, i) => waitForPauseAck(h.control, epochs[i]!, () => {
-      this.rekicks++;
-      this.signal(h.control);
-    }, i)));
+    await Promise.all(this.handles.map((h, i) => waitForPauseAck(h.control, epochs[i]!, i)));
   }
 
   resume(): void {
@@ -183,7 +177,7 @@ export class VcpuThreads {
   }
 
   /** Sends the kick signal to a started vCPU thread (one inside KVM_RUN then returns EINTR). */
-  private signal(control: Int32Array, native = addon()): void {
+  private signal(control: Int32Array, native: NativeAddon): void {
     const tid = Atomics.load(control, Ctl.TID);
     if (tid === 0) return; // not started: it reads REQUEST before its first KVM_RUN
     try {
@@ -196,11 +190,10 @@ export class VcpuThreads {
 
 /**
  * Waits (without blocking the event loop) until the vCPU thread has acknowledged pause `epoch`, or
- * has ended. Every 50 ms without an answer the thread is signalled again: one kick should do, but
- * long memslot-churn runs in nested KVM (QEMU TCG running SVM) stalled on a pause whose cause is not
- * known, and a lost kick must cost 50 ms, not a hang (VcpuThreads.rekicks counts them).
+ * has ended. A pause still unanswered after PAUSE_WARN_MS is reported once on stderr with the
+ * thread's control words (how the lost wake-up behind Ctl.WAKE was found).
  */
-async function waitForPauseAck(control: Int32Array, epoch: number, rekick: () => void, index: number): Promise<void> {
+async function waitForPauseAck(control: Int32Array, epoch: number, index: number): Promise<void> {
   const t0 = Date.now();
   let warned = false;
   for (;;) {
@@ -209,11 +202,11 @@ async function waitForPauseAck(control: Int32Array, epoch: number, rekick: () =>
     if (acked - epoch >= 0) return;
     // Bounded: a thread that ends notifies STATE, not PAUSED_EPOCH.
     const r = Atomics.waitAsync(control, Ctl.PAUSED_EPOCH, acked, 50);
-    if (r.async && (await r.value) === 'timed-out') rekick();
+    if (r.async) await r.value;
     if (!warned && Date.now() - t0 > PAUSE_WARN_MS) {
       warned = true;
       process.stderr.write(`tsvmm: vCPU ${index} has not paused after ${PAUSE_WARN_MS / 1000} s (state ${Atomics.load(control, Ctl.STATE)}, ` +
-        `request ${Atomics.load(control, Ctl.REQUEST)}, in KVM_RUN ${Atomics.load(control, Ctl.IN_KVM_RUN)}, pause ${Atomics.load(control, Ctl.PAUSED_EPOCH)}/${epoch}, exits ${Atomics.load(control, Ctl.EXITS) >>> 0}); still waiting\n`);
+        `request ${Atomics.load(control, Ctl.REQUEST)}, pause ${Atomics.load(control, Ctl.PAUSED_EPOCH)}/${epoch}, exits ${Atomics.load(control, Ctl.EXITS) >>> 0}); still waiting\n`);
     }
   }
 }
