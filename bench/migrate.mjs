@@ -71,6 +71,9 @@ const DIRTIER = path.join(root, 'guests', 'build', 'dirtier.elf');
 const SPIN = path.join(root, 'guests', 'build', 'spin.elf');
 const POLL_MS = 100;
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const benchStart = Date.now();
+/** Where the bench is, on stderr (stdout carries the results): a stage that hangs shows which one. */
+const progress = (what) => process.stderr.write(`bench/migrate +${((Date.now() - benchStart) / 1000).toFixed(1)}s: ${what}\n`);
 const workDir = mkdtempSync(path.join(os.tmpdir(), 'bench-migrate-'));
 /** Every process this bench started, killed on the way out whatever happens. */
 const children = new Set();
@@ -113,6 +116,7 @@ class VmmProcess {
 
   async waitFor(what, label, ms = 120_000) {
     const t0 = Date.now();
+    if (!what()) progress(`${this.label}: waiting for ${label}`);
     while (!what()) {
       if (this.exitStatus !== undefined) throw new Error(`${this.label} exited (${this.exitStatus}) while waiting for ${label}; stderr: ${this.stderr.trim().slice(-400)}; console: ${this.stdout.slice(-300)}`);
       if (Date.now() - t0 > ms) throw new Error(`${this.label}: timed out waiting for ${label}; stderr: ${this.stderr.trim().slice(-400)}; console: ${this.stdout.slice(-300)}`);
@@ -212,9 +216,14 @@ async function migrationEnd(client, label) {
     if (e.event === 'MIGRATION' && e.data?.status === 'completed') { completed = true; wake?.(); }
   });
   const t0 = Date.now();
+  let lastPass;
   for (;;) {
     const info = await client.execute('query-migrate');
     if (['completed', 'failed', 'cancelled'].includes(info.status)) return info;
+    if (info.ram && info.ram['dirty-sync-count'] !== lastPass) {
+      lastPass = info.ram['dirty-sync-count'];
+      progress(`${label}: ${info.status}, pass ${lastPass}, sent ${(info.ram.transferred / MiB).toFixed(1)} MiB, remaining ${(info.ram.remaining / MiB).toFixed(1)} MiB`);
+    }
     if (Date.now() - t0 > timeoutMs) {
       await client.execute('migrate_cancel').catch(() => {});
       return { ...info, status: 'timeout', 'error-desc': `${label}: not completed after ${timeoutMs / 1000} s (passes: ${info.ram?.['dirty-sync-count']})` };
@@ -257,6 +266,7 @@ async function migrateOnce(vmm, kind, memGiB) {
     if (multifdChannels > 0) await srcQmp.execute('migrate-set-parameters', { 'multifd-channels': multifdChannels });
     // max-bandwidth 0: no limit in both (QEMU 7.2 migration/qemu-file.c: rate_limit_max > 0 is checked).
     await srcQmp.execute('migrate-set-parameters', { 'downtime-limit': downtimeLimitMs, 'max-bandwidth': 0 });
+    progress(`${vmm === vmms.tsvmm ? 'tsvmm' : 'QEMU'} ${memGiB} GiB ${kind}: migrating`);
     await srcQmp.execute('migrate', { uri: `tcp:127.0.0.1:${port}` });
     const info = await migrationEnd(srcQmp, `${vmm === vmms.tsvmm ? 'tsvmm' : 'QEMU'} ${memGiB} GiB ${kind}`);
     let check = '';

@@ -149,8 +149,13 @@ export interface NativeAddon {
    * else 0. Returns how many were zero. Throws RangeError for a page outside `bytes`.
    */
   findZeroPages(bytes: Uint8Array, pageBytes: number, pages: Uint32Array, out: Uint8Array): number;
-  /** CRC-32C of the bytes behind `crc` (0 to begin) followed by `bytes`, chained as zlib's crc32(). */
-  crc32c(crc: number, bytes: Uint8Array): number;
+  /**
+   * Feeds `bytes` into the running XXH64 kept in `state` (80 bytes, zeroed to begin): feeding in
+   * pieces hashes the pieces joined. Throws RangeError for a state too short or not an XXH64 state.
+   */
+  xxh64Update(state: Uint8Array, bytes: Uint8Array): void;
+  /** The XXH64 (seed 0) of everything fed into `state`, which stays as it was. */
+  xxh64Digest(state: Uint8Array): bigint;
 
   // --- benchmark baseline (bench/ only) ---------------------------------------------------------
   /**

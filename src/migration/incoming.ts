@@ -130,8 +130,8 @@ export async function receiveMigration(vm: MigrationDestination, socket: Socket,
       if (state !== 'ram') unexpected(r.type, ` on multifd channel ${ch.index}`);
       applyRamRecord(vm.memory, r.payload);
     } else if (r.type === RecordType.SYNC) {
-      const { pass, bytesBefore, crc } = parseSync(r.payload);
-      if (!ch.checksum.matches(bytesBefore, crc)) refuse(`multifd channel ${ch.index} is corrupt: its SYNC ${pass} checksum does not match what arrived`);
+      const { pass, bytesBefore, hash } = parseSync(r.payload);
+      if (!ch.checksum.matches(bytesBefore, hash)) refuse(`multifd channel ${ch.index} is corrupt: its SYNC ${pass} checksum does not match what arrived`);
       if (pass !== ch.synced + 1) refuse(`multifd channel ${ch.index} sent SYNC ${pass} after SYNC ${ch.synced}`);
       ch.synced = pass;
       ch.heldAt = pass;
@@ -221,8 +221,8 @@ export async function receiveMigration(vm: MigrationDestination, socket: Socket,
         if (r === undefined) return;
         if (r.type === RecordType.END) {
           if (state !== 'device') unexpected(r.type);
-          const { bytesBefore, crc } = parseEnd(r.payload);
-          if (!checksum.matches(bytesBefore, crc)) refuse('the migration stream is corrupt: its END checksum does not match what arrived');
+          const { bytesBefore, hash } = parseEnd(r.payload);
+          if (!checksum.matches(bytesBefore, hash)) refuse('the migration stream is corrupt: its END checksum does not match what arrived');
           state = 'end';
           vm.restoreState(pieces);
           // Hashing RAM takes a while: the event loop keeps running, and nothing more is read meanwhile.

@@ -35,16 +35,16 @@ export function parseChannel(payload: Buffer): { session: Buffer; index: number 
   return { session: payload.subarray(0, SESSION_BYTES), index: payload.readUInt32LE(SESSION_BYTES) };
 }
 
-/** SYNC: u32 pass, u64 bytes this channel sent before this record, u32 CRC-32C of those bytes. */
-export function syncRecord(pass: number, bytesBefore: number, crc: number): Buffer {
-  const p = Buffer.alloc(4 + 8 + 4);
+/** SYNC: u32 pass, u64 bytes this channel sent before this record, u64 XXH64 of those bytes. */
+export function syncRecord(pass: number, bytesBefore: number, hash: bigint): Buffer {
+  const p = Buffer.alloc(4 + 8 + 8);
   p.writeUInt32LE(pass, 0);
   p.writeBigUInt64LE(BigInt(bytesBefore), 4);
-  p.writeUInt32LE(crc, 12);
+  p.writeBigUInt64LE(hash, 12);
   return record(RecordType.SYNC, p);
 }
 
-export function parseSync(payload: Buffer): { pass: number; bytesBefore: number; crc: number } {
-  if (payload.length !== 16) throw new MigrationStreamError(`SYNC record of ${payload.length} bytes`);
-  return { pass: payload.readUInt32LE(0), bytesBefore: Number(payload.readBigUInt64LE(4)), crc: payload.readUInt32LE(12) };
+export function parseSync(payload: Buffer): { pass: number; bytesBefore: number; hash: bigint } {
+  if (payload.length !== 20) throw new MigrationStreamError(`SYNC record of ${payload.length} bytes`);
+  return { pass: payload.readUInt32LE(0), bytesBefore: Number(payload.readBigUInt64LE(4)), hash: payload.readBigUInt64LE(12) };
 }

@@ -14,7 +14,7 @@
  *     | RAM ... PASS_END last                              |
  *     | STATE   "vm", "vcpu0".., "uart": named, versioned  |  held until END checks out
  *     | VERIFY  SHA-256 of each RAM region (if x-verify)   |
- *     | END     byte count and CRC-32C of everything before|
+ *     | END     byte count and XXH64 of everything before  |
  *     |--------------------------------------------------->|  checks END, loads state, checks VERIFY
  *     |                    LOADED | REFUSED "reason"       |
  *     |<---------------------------------------------------|  resumes the guest only after LOADED
@@ -24,7 +24,7 @@
  * Multifd (capability multifd, multifd-channels N): right after HEADER the source sends MULTIFD (N, a
  * random 16-byte session) and opens N more connections to the same address, each starting with
  * CHANNEL (session, index). RAM records then travel over the channels, not the main connection; at
- * the end of each pass every channel sends SYNC (pass, its byte count and running CRC-32C) before the
+ * the end of each pass every channel sends SYNC (pass, its byte count and running XXH64) before the
  * main connection's PASS_END. The destination applies no page of pass n+1 from any channel, and no
  * record after PASS_END n from the main connection, before every channel has delivered SYNC n: a page
  * resent in a later pass over another channel can never be overtaken by its older copy.
@@ -35,8 +35,8 @@
 import { createHash } from 'node:crypto';
 
 export const STREAM_MAGIC = Buffer.from('TSVMMIG\0', 'latin1');
-/** 2: END and SYNC carry CRC-32C (StreamChecksum) where version 1 carried SHA-1. */
-export const STREAM_VERSION = 2;
+/** 3: END and SYNC carry XXH64 (StreamChecksum), where version 2 carried CRC-32C and version 1 SHA-1. */
+export const STREAM_VERSION = 3;
 export const PAGE_BYTES = 4096;
 export const RECORD_HEADER_BYTES = 5;
 /** No record of version 2 is larger (a RAM batch of 256 pages is ~1 MiB). */
@@ -53,7 +53,7 @@ export const RecordType = {
   MULTIFD: 7,
   /** First record of a channel connection: which migration (session) and which channel. */
   CHANNEL: 8,
-  /** On a channel: every page of pass N this channel carries has been sent; with its running count and CRC-32C. */
+  /** On a channel: every page of pass N this channel carries has been sent; with its running count and XXH64. */
   SYNC: 9,
   LOADED: 0x80,
   REFUSED: 0x81,
@@ -206,17 +206,17 @@ export function verifyMismatches(regions: readonly { start: number; sizeBytes: n
   return bad;
 }
 
-/** The END record: u64 byte count and u32 CRC-32C of every byte the source sent before it. */
-export function endRecord(bytesBefore: number, crc: number): Buffer {
-  const p = Buffer.alloc(8 + 4);
+/** The END record: u64 byte count and u64 XXH64 of every byte the source sent before it. */
+export function endRecord(bytesBefore: number, hash: bigint): Buffer {
+  const p = Buffer.alloc(8 + 8);
   p.writeBigUInt64LE(BigInt(bytesBefore), 0);
-  p.writeUInt32LE(crc, 8);
+  p.writeBigUInt64LE(hash, 8);
   return record(RecordType.END, p);
 }
 
-export function parseEnd(payload: Buffer): { bytesBefore: number; crc: number } {
-  if (payload.length !== 12) throw new MigrationStreamError(`END record of ${payload.length} bytes`);
-  return { bytesBefore: Number(payload.readBigUInt64LE(0)), crc: payload.readUInt32LE(8) };
+export function parseEnd(payload: Buffer): { bytesBefore: number; hash: bigint } {
+  if (payload.length !== 16) throw new MigrationStreamError(`END record of ${payload.length} bytes`);
+  return { bytesBefore: Number(payload.readBigUInt64LE(0)), hash: payload.readBigUInt64LE(8) };
 }
 
 /**

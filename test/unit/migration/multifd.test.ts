@@ -30,7 +30,7 @@ function destination(mem: GuestMemory): MigrationDestination {
   return { memory: mem, shape: () => shape, restoreState: () => {} };
 }
 
-/** The main connection's records, with END's count and CRC-32C over everything before it. */
+/** The main connection's records, with END's count and XXH64 over everything before it. */
 class MainStream {
   private readonly checksum = new StreamChecksum();
   constructor(private readonly socket: net.Socket) {}
