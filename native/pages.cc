@@ -13,34 +13,46 @@
 namespace tsvmm {
 namespace {
 
-// findZeroPages(bytes, pageBytes, pages, out): for each i < pages.length, out[i] = 1 when page
-// pages[i] (bytes [pages[i] * pageBytes, + pageBytes) of `bytes`) is all zero, else 0.
-// Returns how many were zero.
-Napi::Value findZeroPages(const Napi::CallbackInfo& info) {
+// packPages(bytes, pageBytes, pages, out, at, zeroKind, dataKind): appends one entry per page of
+// `pages` to `out` from byte `at`: u32 page index (little-endian), u8 kind, and for a data page its
+// pageBytes copied from `bytes` (a zero page carries nothing). The kind codes are the caller's (the
+// migration stream's RAM record format, src/migration/ram-record.ts); the zero test and the copy are
+// one pass over each page. Returns the end offset. Throws RangeError, writing nothing past `out`,
+// for a page outside `bytes` or an `out` too short for every page as data.
+Napi::Value packPages(const Napi::CallbackInfo& info) {
   Args args(info, __func__);
   Bytes bytes, out;
-  uint32_t page_bytes;
+  uint32_t page_bytes, at, zero_kind, data_kind;
   uint32_t* pages;
   size_t count;
   if (!args.Uint8Array(0, "bytes", 0, &bytes) || !args.Uint32(1, "pageBytes", &page_bytes) ||
-      !args.Words32(2, "pages", &pages, &count) || !args.Uint8Array(3, "out", 0, &out)) {
+      !args.Words32(2, "pages", &pages, &count) || !args.Uint8Array(3, "out", 0, &out) ||
+      !args.Uint32(4, "at", &at) || !args.Uint32(5, "zeroKind", &zero_kind) || !args.Uint32(6, "dataKind", &data_kind)) {
     return {};
   }
-  if (page_bytes == 0 || out.length < count) {
-    Napi::RangeError::New(args.Env(), "findZeroPages: pageBytes must be positive and out hold one byte per page").ThrowAsJavaScriptException();
+  if (page_bytes == 0 || static_cast<uint64_t>(at) + count * (5 + static_cast<uint64_t>(page_bytes)) > out.length) {
+    Napi::RangeError::New(args.Env(), "packPages: pageBytes must be positive and out hold every page as data after at").ThrowAsJavaScriptException();
     return {};
   }
-  uint32_t zero = 0;
+  uint8_t* o = out.data + at;
   for (size_t i = 0; i < count; ++i) {
-    uint64_t at = static_cast<uint64_t>(pages[i]) * page_bytes;
-    if (at + page_bytes > bytes.length) {
-      Napi::RangeError::New(args.Env(), "findZeroPages: page " + std::to_string(pages[i]) + " lies outside bytes").ThrowAsJavaScriptException();
+    uint64_t from = static_cast<uint64_t>(pages[i]) * page_bytes;
+    if (from + page_bytes > bytes.length) {
+      Napi::RangeError::New(args.Env(), "packPages: page " + std::to_string(pages[i]) + " lies outside bytes").ThrowAsJavaScriptException();
       return {};
     }
-    out.data[i] = AllZeroBytes(bytes.data + at, page_bytes) ? 1 : 0;
-    zero += out.data[i];
+    const uint8_t* page = bytes.data + from;
+    std::memcpy(o, &pages[i], 4);  // x86: little-endian
+    if (AllZeroBytes(page, page_bytes)) {
+      o[4] = static_cast<uint8_t>(zero_kind);
+      o += 5;
+    } else {
+      o[4] = static_cast<uint8_t>(data_kind);
+      std::memcpy(o + 5, page, page_bytes);
+      o += 5 + page_bytes;
+    }
   }
-  return Napi::Number::New(args.Env(), zero);
+  return Napi::Number::New(args.Env(), static_cast<double>(o - out.data));
 }
 
 // XXH64 (Yann Collet's xxHash, 64-bit), streaming: four 64-bit lanes over 32-byte stripes, then a
@@ -170,7 +182,7 @@ Napi::Value xxh64Digest(const Napi::CallbackInfo& info) {
 }  // namespace
 
 void RegisterPages(Napi::Env env, Napi::Object exports) {
-  EXPORT_FUNCTION(env, exports, findZeroPages);
+  EXPORT_FUNCTION(env, exports, packPages);
   EXPORT_FUNCTION(env, exports, xxh64Update);
   EXPORT_FUNCTION(env, exports, xxh64Digest);
 }

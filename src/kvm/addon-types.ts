@@ -145,10 +145,12 @@ export interface NativeAddon {
 
   // --- bulk helpers over pages and stream bytes (no system call; see native/pages.cc) ----------
   /**
-   * For each i < pages.length: out[i] = 1 when page pages[i] of `bytes` (pageBytes each) is all zero,
-   * else 0. Returns how many were zero. Throws RangeError for a page outside `bytes`.
+   * Appends one entry per page of `pages` to `out` from byte `at`: u32 index, u8 kind (`zeroKind`
+   * for an all-zero page, else `dataKind` followed by the page's `pageBytes` copied from `bytes`).
+   * Returns the end offset. Throws RangeError for a page outside `bytes` or an `out` too short to
+   * hold every page as data.
    */
-  findZeroPages(bytes: Uint8Array, pageBytes: number, pages: Uint32Array, out: Uint8Array): number;
+  packPages(bytes: Uint8Array, pageBytes: number, pages: Uint32Array, out: Uint8Array, at: number, zeroKind: number, dataKind: number): number;
   /**
    * Feeds `bytes` into the running XXH64 kept in `state` (80 bytes, zeroed to begin): feeding in
    * pieces hashes the pieces joined. Throws RangeError for a state too short or not an XXH64 state.

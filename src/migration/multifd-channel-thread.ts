@@ -7,7 +7,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { addon } from '../kvm/addon.js';
 import { channelRecord, syncRecord } from './multifd.js';
-import { encodeRamRecord } from './ram-record.js';
+import { RecordBufferPool, encodeRamRecord, type PageRun } from './ram-record.js';
 import { StreamChecksum } from './stream-checksum.js';
 import { secureClient, type TlsCredsX509 } from './tls.js';
 import { connectForMigration } from './transport.js';
@@ -23,7 +23,7 @@ export interface ChannelThreadData {
 /** Main thread -> channel. Messages are handled in order, so a sync follows every batch before it. */
 export type ToChannel =
   | { type: 'connect' }
-  | { type: 'batch'; region: number; pages: Uint32Array; knownZero?: Uint8Array }
+  | { type: 'batch'; region: number; pages: Uint32Array; zeroRuns: readonly PageRun[] }
   | { type: 'sync'; pass: number }
   | { type: 'end' };
 
@@ -50,18 +50,20 @@ async function main(data: ChannelThreadData): Promise<void> {
   socket.on('error', (e) => post({ type: 'error', message: `multifd channel ${data.index}: ${e.message}` }));
   socket.on('close', () => post({ type: 'error', message: `multifd channel ${data.index}: the destination closed the connection` }));
   const checksum = new StreamChecksum();
-  const write = (buf: Buffer): Promise<void> => {
+  const write = (buf: Buffer, written?: () => void): Promise<void> => {
     checksum.update(buf);
-    return socket.write(buf) ? Promise.resolve() : new Promise((resolve) => socket.once('drain', resolve));
+    return socket.write(buf, written) ? Promise.resolve() : new Promise((resolve) => socket.once('drain', resolve));
   };
+  const recordBuffers = new RecordBufferPool();
   await write(channelRecord(data.session, data.index));
   post({ type: 'connected' });
   port.on('message', (m: ToChannel) => {
     switch (m.type) {
       case 'batch': {
         const counts = { zero: 0, data: 0 };
-        const rec = encodeRamRecord(m.region, regions[m.region]!, m.pages, counts, m.knownZero);
-        void write(rec).then(() => post({ type: 'sent', bytes: rec.length, ...counts }));
+        const into = recordBuffers.take();
+        const rec = encodeRamRecord(m.region, regions[m.region]!, m.pages, counts, m.zeroRuns, into);
+        void write(rec, () => recordBuffers.give(into)).then(() => post({ type: 'sent', bytes: rec.length, ...counts }));
         return;
       }
       case 'sync':

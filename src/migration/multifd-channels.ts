@@ -1,3 +1,4 @@
+import type { PageRun } from './ram-record.js';
 import { Worker } from 'node:worker_threads';
 import { threadScript } from '../kvm/thread-script.js';
 import type { ChannelThreadData, FromChannel, ToChannel } from './multifd-channel-thread.js';
@@ -84,7 +85,7 @@ export class MultifdChannels {
   }
 
   /** Queues one batch of a region's pages on a channel; resolves once a channel took it. */
-  async send(region: number, pages: readonly number[], knownZero?: Uint8Array): Promise<void> {
+  async send(region: number, pages: readonly number[], zeroRuns: readonly PageRun[] = []): Promise<void> {
     for (;;) {
       this.check();
       let best: Channel | undefined;
@@ -92,7 +93,7 @@ export class MultifdChannels {
       if (best !== undefined) {
         best.credits--;
         const list = Uint32Array.from(pages);
-        best.worker.postMessage({ type: 'batch', region, pages: list, knownZero } satisfies ToChannel, [list.buffer]);
+        best.worker.postMessage({ type: 'batch', region, pages: list, zeroRuns } satisfies ToChannel, [list.buffer]);
         return;
       }
       await this.wait();

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import type { Socket } from 'node:net';
 import type { GuestMemory } from '../memory/guest-memory.js';
-import { BATCH_PAGES, encodeRamRecord } from './ram-record.js';
+import { BATCH_PAGES, RecordBufferPool, encodeRamRecord, type PageRun } from './ram-record.js';
 import { StreamChecksum } from './stream-checksum.js';
 import { SESSION_BYTES, multifdRecord } from './multifd.js';
 import type { MultifdChannels } from './multifd-channels.js';
@@ -56,6 +56,7 @@ export class PrecopySender {
   private throttleTimer: NodeJS.Timeout | undefined;
   private paused = false;
   private readonly peer = new RecordReader();
+  private readonly recordBuffers = new RecordBufferPool();
   private channels: MultifdChannels | undefined;
   private socketError: Error | undefined;
   private wake: (() => void) | undefined;
@@ -217,28 +218,33 @@ export class PrecopySender {
   }
 
   /**
-   * Pass 1: every page. Pages the guest never wrote (holes in the region's memfd) are sent as zero
-   * pages without being read, which would allocate them. A page written after the holes were listed
-   * is dirty in the log that started before, and goes again in a later pass.
+   * Pass 1: every page. Ranges the guest never wrote (holes in the region's memfd) go as zero runs,
+   * without being read, which would allocate them: a run costs 9 bytes whatever its length, so an
+   * idle 1 GiB guest's first pass is a handful of records. A page written after the holes were
+   * listed is dirty in the log that started before, and goes again in a later pass.
    */
   private async sendAllPages(): Promise<void> {
     const passStart = Date.now();
     const startBytes = this.transferred();
     for (let r = 0; r < this.vm.memory.regions.length; r++) {
       const pages = this.vm.memory.regions[r]!.sizeBytes / PAGE_BYTES;
-      const allocated = this.vm.memory.allocatedPages(r);
-      let next = 0; // the first allocated range that may still lie ahead
-      for (let first = 0; first < pages; first += BATCH_PAGES) {
-        const batch: number[] = [];
-        const knownZero = new Uint8Array(Math.min(BATCH_PAGES, pages - first));
-        for (let p = first; p < first + knownZero.length; p++) {
-          while (next < allocated.length && allocated[next]!.firstPage + allocated[next]!.count <= p) next++;
-          const range = allocated[next];
-          knownZero[p - first] = range === undefined || p < range.firstPage ? 1 : 0;
+      let batch: number[] = [];
+      let zeroRuns: PageRun[] = [];
+      const flush = async () => {
+        await this.sendBatch(r, batch, passStart, startBytes, zeroRuns);
+        batch = [];
+        zeroRuns = [];
+      };
+      let at = 0;
+      for (const range of [...this.vm.memory.allocatedPages(r), { firstPage: pages, count: 0 }]) {
+        if (range.firstPage > at) zeroRuns.push({ firstPage: at, count: range.firstPage - at });
+        for (let p = range.firstPage; p < range.firstPage + range.count; p++) {
           batch.push(p);
+          if (batch.length === BATCH_PAGES) await flush();
         }
-        await this.sendBatch(r, batch, passStart, startBytes, knownZero);
+        at = range.firstPage + range.count;
       }
+      if (batch.length > 0 || zeroRuns.length > 0) await flush();
     }
   }
 
@@ -265,13 +271,14 @@ export class PrecopySender {
   }
 
   /** One RAM record of `pages` of region `regionIndex`, over a multifd channel or else the main connection. */
-  private async sendBatch(regionIndex: number, pages: number[], passStart: number, passStartBytes: number, knownZero?: Uint8Array): Promise<void> {
+  private async sendBatch(regionIndex: number, pages: number[], passStart: number, passStartBytes: number, zeroRuns?: readonly PageRun[]): Promise<void> {
     if (this.channels !== undefined) {
       this.check();
-      await this.channels.send(regionIndex, pages, knownZero);
+      await this.channels.send(regionIndex, pages, zeroRuns);
     } else {
       const counts = { zero: 0, data: 0 };
-      await this.send(encodeRamRecord(regionIndex, this.vm.memory.regions[regionIndex]!.bytes, pages, counts, knownZero));
+      const into = this.recordBuffers.take();
+      await this.send(encodeRamRecord(regionIndex, this.vm.memory.regions[regionIndex]!.bytes, pages, counts, zeroRuns, into), () => this.recordBuffers.give(into));
       this.zeroPages += counts.zero;
       this.dataPages += counts.data;
     }
@@ -292,12 +299,15 @@ export class PrecopySender {
     return this.sentBytes + (this.channels?.bytesSent ?? 0);
   }
 
-  /** Writes to the main connection with backpressure; every byte goes into the END checksum. */
-  private async send(buf: Buffer): Promise<void> {
+  /**
+   * Writes to the main connection with backpressure; every byte goes into the END checksum.
+   * `written` runs once the socket no longer needs `buf` (its bytes are in the kernel, or it failed).
+   */
+  private async send(buf: Buffer, written?: () => void): Promise<void> {
     this.check();
     this.checksum.update(buf);
     this.sentBytes += buf.length;
-    if (!this.socket.write(buf)) {
+    if (!this.socket.write(buf, written)) {
       while (this.socket.writableNeedDrain) {
         await new Promise<void>((resolve) => { this.wake = resolve; });
         this.check();

@@ -35,7 +35,10 @@
 import { createHash } from 'node:crypto';
 
 export const STREAM_MAGIC = Buffer.from('TSVMMIG\0', 'latin1');
-/** 3: END and SYNC carry XXH64 (StreamChecksum), where version 2 carried CRC-32C and version 1 SHA-1. */
+/**
+ * 3: END and SYNC carry XXH64 (StreamChecksum), where version 2 carried CRC-32C and version 1 SHA-1;
+ * RAM records may hold ZERO_RUN entries (a whole never-written range in 9 bytes).
+ */
 export const STREAM_VERSION = 3;
 export const PAGE_BYTES = 4096;
 export const RECORD_HEADER_BYTES = 5;
@@ -133,8 +136,8 @@ export function parseHeader(payload: Buffer): MachineShape {
   }
 }
 
-/** Page kinds inside a RAM record. */
-export const PageKind = { DATA: 0, ZERO: 1 } as const;
+/** A RAM record entry's kind: DATA carries the page, ZERO nothing, ZERO_RUN a u32 count of zero pages from it. */
+export const PageKind = { DATA: 0, ZERO: 1, ZERO_RUN: 2 } as const;
 
 /** State records hold JSON in which byte arrays are {"b64": "..."}. */
 export function stateRecord(name: string, state: unknown): Buffer {
@@ -227,6 +230,13 @@ export function parseEnd(payload: Buffer): { bytesBefore: number; hash: bigint }
 export class RecordReader {
   private chunks: Buffer[] = [];
   private buffered = 0;
+  /**
+   * Where a record that spans chunks is put together, reused from one such record to the next: a fresh
+   * buffer per record costs a page fault per 4 KiB, which under nested KVM on TCG made this copy the
+   * destination's largest cost (bench/migrate, --cpu-prof).
+   */
+  private assembly = Buffer.alloc(0);
+  private readonly head = Buffer.alloc(RECORD_HEADER_BYTES);
 
   push(chunk: Buffer): void {
     this.chunks.push(chunk);
@@ -237,6 +247,10 @@ export class RecordReader {
     return this.buffered;
   }
 
+  /**
+   * The next complete record, or undefined until more bytes come. Its bytes stay valid only until the
+   * next call: they may lie in the reader's reused assembly buffer. Copy what must live longer.
+   */
   next(): { type: number; payload: Buffer; raw: Buffer } | undefined {
     if (this.buffered < RECORD_HEADER_BYTES) return undefined;
     const head = this.peek(RECORD_HEADER_BYTES);
@@ -250,19 +264,38 @@ export class RecordReader {
     return { type, payload: raw.subarray(RECORD_HEADER_BYTES), raw };
   }
 
+  /** The record header (n = RECORD_HEADER_BYTES <= buffered), without consuming it. */
   private peek(n: number): Buffer {
     if (this.chunks[0]!.length >= n) return this.chunks[0]!.subarray(0, n);
-    this.chunks = [Buffer.concat(this.chunks)];
-    return this.chunks[0]!.subarray(0, n);
+    let filled = 0;
+    for (let i = 0; filled < n; i++) {
+      const c = this.chunks[i]!;
+      const k = Math.min(c.length, n - filled);
+      this.head.set(c.subarray(0, k), filled);
+      filled += k;
+    }
+    return this.head.subarray(0, n);
   }
 
+  /** Consumes n <= buffered bytes: a view of the first chunk when it holds them all, else the assembly buffer. */
   private take(n: number): Buffer {
-    if (this.chunks[0]!.length < n) this.chunks = [Buffer.concat(this.chunks)];
     const first = this.chunks[0]!;
-    const out = first.subarray(0, n);
-    if (first.length === n) this.chunks.shift();
-    else this.chunks[0] = first.subarray(n);
     this.buffered -= n;
-    return out;
+    if (first.length >= n) {
+      if (first.length === n) this.chunks.shift();
+      else this.chunks[0] = first.subarray(n);
+      return first.subarray(0, n);
+    }
+    if (this.assembly.length < n) this.assembly = Buffer.allocUnsafe(Math.max(n, Math.min(2 * this.assembly.length, RECORD_HEADER_BYTES + MAX_RECORD_BYTES)));
+    let filled = 0;
+    while (filled < n) {
+      const c = this.chunks[0]!;
+      const k = Math.min(c.length, n - filled);
+      this.assembly.set(k === c.length ? c : c.subarray(0, k), filled);
+      filled += k;
+      if (k === c.length) this.chunks.shift();
+      else this.chunks[0] = c.subarray(k);
+    }
+    return this.assembly.subarray(0, n);
   }
 }

@@ -13,35 +13,73 @@ export interface BatchCounts {
 }
 
 /**
- * One RAM record, whole (record header included): (u32 region, u32 count), then per page u32 index,
- * u8 kind, and the 4 KiB unless the page is zero. The bytes are copied: the guest keeps writing its
- * pages while the record is in flight, and the copy is what the destination gets for this pass.
+ * Record buffers to encode into, handed back once the socket has taken their bytes: a fresh 1 MiB
+ * buffer per record costs a page fault per 4 KiB (with glibc, each such allocation is its own mmap),
+ * which under nested KVM on TCG was a sixth of the sender's time (bench/migrate, --cpu-prof).
+ */
+export class RecordBufferPool {
+  private readonly spare: Buffer[] = [];
+
+  constructor(
+    /** Bytes of each buffer: a whole batch of data pages and room for zero runs. */
+    private readonly bytes = RECORD_HEADER_BYTES + 8 + BATCH_PAGES * (ENTRY_HEAD_BYTES + PAGE_BYTES) + 64 * 1024,
+    /** Buffers kept at most; more in flight at once are allocated and dropped. */
+    private readonly keep = 4,
+  ) {}
+
+  take(): Buffer {
+    return this.spare.pop() ?? Buffer.allocUnsafe(this.bytes);
+  }
+
+  /** `b` (from take) is no longer read by anyone. */
+  give(b: Buffer): void {
+    if (this.spare.length < this.keep && b.length === this.bytes) this.spare.push(b);
+  }
+}
+
+/** A run of pages: [firstPage, firstPage + count). */
+export interface PageRun {
+  readonly firstPage: number;
+  readonly count: number;
+}
+
+/** Bytes of one entry before its page data: u32 page index, u8 kind. */
+const ENTRY_HEAD_BYTES = 5;
+/** A ZERO_RUN entry's head and its u32 page count. */
+const ZERO_RUN_ENTRY_BYTES = ENTRY_HEAD_BYTES + 4;
+
+/**
+ * One RAM record, whole (record header included): (u32 region, u32 entry count), then per entry u32
+ * page index and u8 kind: ZERO_RUN and a u32 count for each of `zeroRuns` (pages known to be zero
+ * without reading them: never written, a memfd hole), then ZERO, or DATA and the 4 KiB, for each of
+ * `pages`, which are read. The bytes are copied: the guest keeps writing its pages while the record
+ * is in flight, and the copy is what the destination gets for this pass.
  */
 export function encodeRamRecord(
   regionIndex: number, regionBytes: Uint8Array, pages: ArrayLike<number>, counts: BatchCounts,
-  /** Non-zero where a page is known to be zero without reading it (never written: a memfd hole). */
-  knownZero?: ArrayLike<number>,
+  zeroRuns: readonly PageRun[] = [],
+  /** A buffer to encode into when it is large enough (the result is then a view of it), else one is allocated. */
+  into?: Buffer,
 ): Buffer {
-  const zero = zeroPages(regionBytes, pages, knownZero);
-  const out = Buffer.allocUnsafe(RECORD_HEADER_BYTES + 8 + pages.length * (5 + PAGE_BYTES));
+  const list = pages instanceof Uint32Array ? pages : Uint32Array.from(pages);
+  const most = RECORD_HEADER_BYTES + 8 + zeroRuns.length * ZERO_RUN_ENTRY_BYTES + list.length * (ENTRY_HEAD_BYTES + PAGE_BYTES);
+  const out = into !== undefined && into.length >= most ? into : Buffer.allocUnsafe(most);
   out.writeUInt8(RecordType.RAM, 0);
   out.writeUInt32LE(regionIndex, RECORD_HEADER_BYTES);
-  out.writeUInt32LE(pages.length, RECORD_HEADER_BYTES + 4);
+  out.writeUInt32LE(zeroRuns.length + list.length, RECORD_HEADER_BYTES + 4);
   let at = RECORD_HEADER_BYTES + 8;
-  for (let i = 0; i < pages.length; i++) {
-    const p = pages[i]!;
-    out.writeUInt32LE(p, at);
-    if (zero[i]) {
-      out.writeUInt8(PageKind.ZERO, at + 4);
-      at += 5;
-      counts.zero++;
-    } else {
-      out.writeUInt8(PageKind.DATA, at + 4);
-      out.set(regionBytes.subarray(p * PAGE_BYTES, (p + 1) * PAGE_BYTES), at + 5);
-      at += 5 + PAGE_BYTES;
-      counts.data++;
-    }
+  for (const run of zeroRuns) {
+    out.writeUInt32LE(run.firstPage, at);
+    out.writeUInt8(PageKind.ZERO_RUN, at + 4);
+    out.writeUInt32LE(run.count, at + 5);
+    at += ZERO_RUN_ENTRY_BYTES;
+    counts.zero += run.count;
   }
+  const start = at;
+  at = addon().packPages(regionBytes, PAGE_BYTES, list, out, at, PageKind.ZERO, PageKind.DATA);
+  const data = (at - start - list.length * ENTRY_HEAD_BYTES) / PAGE_BYTES;
+  counts.data += data;
+  counts.zero += list.length - data;
   out.writeUInt32LE(at - RECORD_HEADER_BYTES, 1);
   return out.subarray(0, at);
 }
@@ -59,30 +97,6 @@ function dataRun(payload: Buffer, at: number, page: number, pageCount: number): 
     at += 5 + PAGE_BYTES;
   }
   return Math.max(run, 1);
-}
-
-/**
- * Which of `pages` are zero: 1 where knownZero says so, without reading the page (reading a
- * never-written memfd page would allocate and zero it for nothing), and for the rest as the addon's
- * scan finds them.
- */
-function zeroPages(regionBytes: Uint8Array, pages: ArrayLike<number>, knownZero?: ArrayLike<number>): Uint8Array {
-  const n = pages.length;
-  const zero = new Uint8Array(n);
-  const scan = new Uint32Array(n);
-  const scanAt = new Uint32Array(n);
-  let m = 0;
-  for (let i = 0; i < n; i++) {
-    if (knownZero?.[i]) zero[i] = 1;
-    else {
-      scan[m] = pages[i]!;
-      scanAt[m++] = i;
-    }
-  }
-  const found = new Uint8Array(m);
-  addon().findZeroPages(regionBytes, PAGE_BYTES, scan.subarray(0, m), found);
-  for (let j = 0; j < m; j++) zero[scanAt[j]!] = found[j]!;
-  return zero;
 }
 
 /**
@@ -112,12 +126,19 @@ export function applyRamRecord(memory: GuestMemory, payload: Buffer): void {
     const kind = payload.readUInt8(at + 4);
     at += 5;
     if (page >= pageCount) throw new MigrationStreamError(`RAM record names page ${page} beyond region ${regionIndex}'s ${pageCount} pages`);
-    if (kind === PageKind.ZERO) {
-      if (zeroCount > 0 && page === zeroStart + zeroCount) zeroCount++;
+    if (kind === PageKind.ZERO || kind === PageKind.ZERO_RUN) {
+      let n = 1;
+      if (kind === PageKind.ZERO_RUN) {
+        if (at + 4 > payload.length) throw new MigrationStreamError('RAM record shorter than its page count');
+        n = payload.readUInt32LE(at);
+        at += 4;
+        if (n === 0 || page + n > pageCount) throw new MigrationStreamError(`RAM record names a zero run of ${n} pages from ${page}, beyond region ${regionIndex}'s ${pageCount} pages`);
+      }
+      if (zeroCount > 0 && page === zeroStart + zeroCount) zeroCount += n;
       else {
         flushZeros();
         zeroStart = page;
-        zeroCount = 1;
+        zeroCount = n;
       }
     } else if (kind === PageKind.DATA) {
       flushZeros();

@@ -5,26 +5,32 @@ import { addon } from '../../src/kvm/addon.js';
 
 const native = addon();
 
-describe('findZeroPages', () => {
-  it('finds a single set byte anywhere in a page, at any offset of the view', () => {
+describe('packPages', () => {
+  const ZERO = 1;
+  const DATA = 0;
+
+  it('finds a single set byte anywhere in a page, at any offset of the view, and copies data pages', () => {
     const bytes = new Uint8Array(3 * 4096 + 1).subarray(1); // an unaligned view
     const pages = Uint32Array.of(2, 0, 1);
-    const out = new Uint8Array(3);
-    expect(native.findZeroPages(bytes, 4096, pages, out)).toBe(3);
-    expect([...out]).toEqual([1, 1, 1]);
+    const out = new Uint8Array(3 + 3 * (5 + 4096));
+    expect(native.packPages(bytes, 4096, pages, out, 3, ZERO, DATA)).toBe(3 + 15);
+    expect([...out.subarray(3, 18)]).toEqual([2, 0, 0, 0, ZERO, 0, 0, 0, 0, ZERO, 1, 0, 0, 0, ZERO]);
     for (const at of [0, 1, 31, 32, 2047, 4064, 4095]) {
       bytes.fill(0);
       bytes[4096 + at] = 0x80;
-      expect(native.findZeroPages(bytes, 4096, pages, out), `byte ${at}`).toBe(2);
-      expect([...out], `byte ${at}`).toEqual([1, 1, 0]);
+      const end = native.packPages(bytes, 4096, pages, out, 0, ZERO, DATA);
+      expect(end, `byte ${at}`).toBe(15 + 4096);
+      expect([...out.subarray(10, 15)], `byte ${at}`).toEqual([1, 0, 0, 0, DATA]);
+      expect(Buffer.from(out.subarray(15, 15 + 4096)).equals(Buffer.from(bytes.subarray(4096, 8192))), `byte ${at}`).toBe(true);
     }
   });
 
-  it('refuses a page outside the bytes and an out array too short', () => {
+  it('refuses a page outside the bytes and an out array too short for every page as data', () => {
     const bytes = new Uint8Array(2 * 4096);
-    expect(() => native.findZeroPages(bytes, 4096, Uint32Array.of(2), new Uint8Array(1))).toThrow(/page 2 lies outside bytes/);
-    expect(() => native.findZeroPages(bytes, 4096, Uint32Array.of(0, 1), new Uint8Array(1))).toThrow(RangeError);
-    expect(() => native.findZeroPages(bytes, 0, Uint32Array.of(0), new Uint8Array(1))).toThrow(RangeError);
+    const out = new Uint8Array(2 * (5 + 4096));
+    expect(() => native.packPages(bytes, 4096, Uint32Array.of(2), out, 0, ZERO, DATA)).toThrow(/page 2 lies outside bytes/);
+    expect(() => native.packPages(bytes, 4096, Uint32Array.of(0, 1), out, 1, ZERO, DATA)).toThrow(RangeError);
+    expect(() => native.packPages(bytes, 0, Uint32Array.of(0), out, 0, ZERO, DATA)).toThrow(RangeError);
   });
 });
 

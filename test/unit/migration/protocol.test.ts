@@ -18,7 +18,8 @@ describe('migration stream records', () => {
       const got: { type: number; payload: Buffer }[] = [];
       for (let at = 0; at < stream.length; at += piece) {
         reader.push(stream.subarray(at, at + piece));
-        for (let r = reader.next(); r !== undefined; r = reader.next()) got.push(r);
+        // A record's bytes are valid until the next next() (the reader reuses its assembly buffer): copy.
+        for (let r = reader.next(); r !== undefined; r = reader.next()) got.push({ type: r.type, payload: Buffer.from(r.payload) });
       }
       expect(got.map((r) => r.type)).toEqual([RecordType.HEADER, RecordType.PASS_END, RecordType.STATE]);
       expect(parseHeader(got[0]!.payload)).toEqual(SHAPE);
@@ -62,7 +63,7 @@ describe('migration stream records', () => {
 });
 
 describe('RAM records', () => {
-  it('pages known to be zero are sent as zero without being read (never allocating them)', async () => {
+  it('runs known to be zero are sent as zero runs without being read (never allocating them)', async () => {
     const { GuestMemory } = await import('../../../src/memory/guest-memory.js');
     const { encodeRamRecord, applyRamRecord } = await import('../../../src/migration/ram-record.js');
     const src = GuestMemory.create(1024 * 1024);
@@ -70,8 +71,9 @@ describe('RAM records', () => {
     try {
       src.fill(0x3000 as never, 4096, 9);
       const counts = { zero: 0, data: 0 };
-      const rec = encodeRamRecord(0, src.regions[0]!.bytes, [0, 1, 2, 3, 4], counts, new Uint8Array([1, 1, 1, 0, 1]));
+      const rec = encodeRamRecord(0, src.regions[0]!.bytes, [3], counts, [{ firstPage: 0, count: 3 }, { firstPage: 4, count: 1 }]);
       expect(counts).toEqual({ zero: 4, data: 1 });
+      expect(rec.length).toBe(5 + 8 + 2 * 9 + 5 + 4096); // each zero run in 9 bytes
       expect(src.allocatedPages(0)).toEqual([{ firstPage: 3, count: 1 }]); // pages 0-2 and 4 were not read
       dst.fill(0x1000 as never, 4096, 5); // stale data the zero page must replace
       applyRamRecord(dst, rec.subarray(5));
@@ -81,6 +83,23 @@ describe('RAM records', () => {
     } finally {
       src.dispose();
       dst.dispose();
+    }
+  });
+
+  it('a zero run past the end of the region, or of no pages, is refused before any page is touched', async () => {
+    const { GuestMemory } = await import('../../../src/memory/guest-memory.js');
+    const { encodeRamRecord, applyRamRecord } = await import('../../../src/migration/ram-record.js');
+    const { MigrationStreamError } = await import('../../../src/migration/protocol.js');
+    const mem = GuestMemory.create(1024 * 1024); // 256 pages
+    try {
+      for (const run of [{ firstPage: 200, count: 57 }, { firstPage: 3, count: 0 }]) {
+        const rec = encodeRamRecord(0, mem.regions[0]!.bytes, [], { zero: 0, data: 0 }, [run]);
+        expect(() => applyRamRecord(mem, rec.subarray(5))).toThrow(MigrationStreamError);
+      }
+      const whole = encodeRamRecord(0, mem.regions[0]!.bytes, [], { zero: 0, data: 0 }, [{ firstPage: 0, count: 256 }]);
+      expect(() => applyRamRecord(mem, whole.subarray(5))).not.toThrow();
+    } finally {
+      mem.dispose();
     }
   });
 });
