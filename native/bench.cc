@@ -14,10 +14,10 @@ Napi::Value benchCountPioExits(const Napi::CallbackInfo& info) {
   Args args(info, __func__);
   int32_t fd;
   Napi::ArrayBuffer run_buffer;
-  uint32_t port;
+  uint32_t port, max;
   if (!args.Int32(0, "vcpuFd", &fd) ||
       !args.ArrayBuffer(1, "run", sizeof(struct kvm_run), &run_buffer) ||
-      !args.Uint32(2, "port", &port)) {
+      !args.Uint32(2, "port", &port) || !args.Uint32(3, "max", &max)) {
     return {};
   }
   const struct kvm_run* run = static_cast<const struct kvm_run*>(run_buffer.Data());
@@ -29,7 +29,7 @@ Napi::Value benchCountPioExits(const Napi::CallbackInfo& info) {
       return ThrowSyscallError(args.Env(), REQUEST_NAME(KVM_RUN), err);
     }
     if (run->exit_reason != KVM_EXIT_IO || run->io.port != port) break;
-    ++count;
+    if (++count == max) break;
   }
   return Napi::Number::New(args.Env(), static_cast<double>(count));
 }

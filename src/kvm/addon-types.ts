@@ -163,9 +163,10 @@ export interface NativeAddon {
   /**
    * The C baseline for bench/exit-latency: calls KVM_RUN on `vcpuFd` in a loop, counting exits that
    * are KVM_EXIT_IO to `port`, and returns the count at the first exit that is anything else (the
-   * exit is left in kvm_run for the caller to handle). `run` is that vCPU's mapped kvm_run.
+   * exit is left in kvm_run for the caller to handle), or once `max` exits are counted (0: no limit).
+   * `run` is that vCPU's mapped kvm_run.
    */
-  benchCountPioExits(vcpuFd: number, run: ArrayBuffer, port: number): number;
+  benchCountPioExits(vcpuFd: number, run: ArrayBuffer, port: number, max: number): number;
   /**
    * The C baseline for bench/dirty-sync: for each (slot, pages, byte offset) u32 triple in `table`,
    * KVM_GET_DIRTY_LOG into `bitmaps` at that offset, then (if `manualProtect` and any bit is set)

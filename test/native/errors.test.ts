@@ -131,7 +131,7 @@ const fdCalls = {
   },
   benchCountPioExits: {
     syscall: 'KVM_RUN',
-    call: (fd) => native.benchCountPioExits(fd, new ArrayBuffer(KVM_RUN_SIZE), 0x3f8),
+    call: (fd) => native.benchCountPioExits(fd, new ArrayBuffer(KVM_RUN_SIZE), 0x3f8, 0),
   },
 } satisfies Partial<Record<keyof NativeAddon, FdCall>>;
 
@@ -343,7 +343,7 @@ describe('argument checks', () => {
   });
 
   it('benchCountPioExits needs a whole kvm_run', () => {
-    const error = thrown(() => native.benchCountPioExits(-1, new ArrayBuffer(KVM_RUN_SIZE - 1), 0x3f8));
+    const error = thrown(() => native.benchCountPioExits(-1, new ArrayBuffer(KVM_RUN_SIZE - 1), 0x3f8, 0));
     expect(error).toBeInstanceOf(RangeError);
     expect((error as Error).message).toMatch(/^benchCountPioExits: argument run /);
   });
