@@ -1,3 +1,4 @@
+import { tracePhase } from '../machine/phase-trace.js';
 import type { Socket } from 'node:net';
 import type { GuestMemory } from '../memory/guest-memory.js';
 import { CHANNELS_TIMEOUT_MS, parseChannel, parseMultifd, parseSync } from './multifd.js';
@@ -224,7 +225,9 @@ export async function receiveMigration(vm: MigrationDestination, socket: Socket,
           const { bytesBefore, hash } = parseEnd(r.payload);
           if (!checksum.matches(bytesBefore, hash)) refuse('the migration stream is corrupt: its END checksum does not match what arrived');
           state = 'end';
+          tracePhase('incoming migration: END checks out, restoring state');
           vm.restoreState(pieces);
+          tracePhase('incoming migration: state restored');
           // Hashing RAM takes a while: the event loop keeps running, and nothing more is read meanwhile.
           socket.pause();
           void (verify === undefined ? Promise.resolve([]) : hashRegions(regions).then((mine) => verifyMismatches(regions, verify!, mine)))
@@ -236,6 +239,7 @@ export async function receiveMigration(vm: MigrationDestination, socket: Socket,
               state = 'loaded';
               socket.resume();
               socket.write(record(RecordType.LOADED, new Uint8Array(0)));
+              tracePhase('incoming migration: LOADED sent');
               resolve({ passes, bytes: checksum.bytes });
             }));
           return;

@@ -1,3 +1,4 @@
+import { tracePhase } from '../machine/phase-trace.js';
 import { randomBytes } from 'node:crypto';
 import type { Socket } from 'node:net';
 import type { GuestMemory } from '../memory/guest-memory.js';
@@ -159,21 +160,28 @@ export class PrecopySender {
   private async switchOver(pending: RegionDirtyPages[]): Promise<void> {
     this.setState('device');
     const t0 = performance.now();
+    tracePhase('migration: switch-over, pausing the vCPUs');
     await this.vm.pause();
     this.paused = true;
+    tracePhase('migration: vCPUs paused');
     await this.sendDirty(pending);
     await this.extras.testOnlyBeforeFinalSync?.();
     await this.sendDirty(this.vm.dirty.sync());
+    tracePhase('migration: last dirty pages sent');
     this.pass++;
     await this.channels?.sync(this.pass);
     await this.send(u32Record(RecordType.PASS_END, this.pass));
-    for (const piece of this.vm.captureState()) await this.send(stateRecord(piece.name, piece.state));
+    const pieces = this.vm.captureState();
+    tracePhase(`migration: device state captured (${pieces.length} pieces)`);
+    for (const piece of pieces) await this.send(stateRecord(piece.name, piece.state));
     if (this.params()['x-verify']) {
       await this.send(record(RecordType.VERIFY, Buffer.from(JSON.stringify(await hashRegions(this.vm.memory.regions)))));
     }
     const before = this.sentBytes;
     await this.send(endRecord(before, this.checksum.value));
+    tracePhase('migration: END sent');
     const answer = await this.awaitAnswer();
+    tracePhase(`migration: ${recordName(answer.type)} received`);
     if (answer.type === RecordType.REFUSED) throw new MigrationFailed(`the destination refused the VM: ${answer.payload.toString()}`);
     if (answer.type !== RecordType.LOADED) throw new MigrationFailed(`unexpected ${recordName(answer.type)} from the destination in state device`);
     this.downtimeMs = performance.now() - t0;
