@@ -282,6 +282,11 @@ async function migrateOnce(vmm, kind, memGiB) {
       }
     }
     return { info, check, dirtyRate };
+  } catch (e) {
+    // What the VMMs said on the way down is the reason more often than the symptom we saw.
+    await Promise.race([Promise.all([src.exited, dst.exited]), sleep(2_000)]);
+    const said = (p) => `${p.label} ${p.exitStatus === undefined ? 'still running' : `exited (${p.exitStatus})`}: ${p.stderr.trim().slice(-600) || 'nothing on stderr'}`;
+    throw new Error(`${e.message}; ${said(src)}; ${said(dst)}`, { cause: e });
   } finally {
     for (const c of [srcQmp, dstQmp]) {
       if (c && !c.closed) {

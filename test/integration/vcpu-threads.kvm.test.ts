@@ -21,6 +21,25 @@ describeKvm('vCPU threads on real KVM', () => {
     vm = undefined;
   });
 
+  /** Pauses `v` and checks the spin counter stands still; returns the value it froze at. */
+  async function pauseFrozen(v: Vm): Promise<bigint> {
+    await v.pause();
+    expect(v.vcpus.isPaused()).toBe(true);
+    const frozen = v.memory.readU64(SPIN_COUNTER);
+    await sleep(100);
+    expect(v.memory.readU64(SPIN_COUNTER)).toBe(frozen);
+    return frozen;
+  }
+
+  /** Waits until the spin counter has moved on from `from`. */
+  async function counterMovesFrom(v: Vm, from: bigint, what: string): Promise<void> {
+    const t0 = Date.now();
+    while (v.memory.readU64(SPIN_COUNTER) === from) {
+      if (Date.now() - t0 > 10_000) throw new Error(what);
+      await sleep(5);
+    }
+  }
+
   async function counterMoving(v: Vm): Promise<void> {
     const t0 = Date.now();
     while (v.memory.readU64(SPIN_COUNTER) === 0n) {
@@ -34,17 +53,9 @@ describeKvm('vCPU threads on real KVM', () => {
     vm.start();
     await counterMoving(vm);
     for (let round = 0; round < 3; round++) {
-      await vm.pause();
-      expect(vm.vcpus.isPaused()).toBe(true);
-      const frozen = vm.memory.readU64(SPIN_COUNTER);
-      await sleep(100);
-      expect(vm.memory.readU64(SPIN_COUNTER)).toBe(frozen);
+      const frozen = await pauseFrozen(vm);
       vm.resume();
-      const t0 = Date.now();
-      while (vm.memory.readU64(SPIN_COUNTER) === frozen) {
-        if (Date.now() - t0 > 10_000) throw new Error('guest did not run again after resume');
-        await sleep(5);
-      }
+      await counterMovesFrom(vm, frozen, 'guest did not run again after resume');
     }
   });
 
@@ -114,18 +125,9 @@ describeKvm('vCPU threads on real KVM', () => {
       await sleep(20);
     }
     // Throttled is not stopped: the guest still counts.
-    const before = v.memory.readU64(SPIN_COUNTER);
-    const t1 = Date.now();
-    while (v.memory.readU64(SPIN_COUNTER) === before) {
-      if (Date.now() - t1 > 10_000) throw new Error('a throttled guest stopped counting');
-      await sleep(5);
-    }
+    await counterMovesFrom(v, v.memory.readU64(SPIN_COUNTER), 'a throttled guest stopped counting');
     // A pause lands while the threads sleep out their slices, and holds.
-    await v.pause();
-    expect(v.vcpus.isPaused()).toBe(true);
-    const frozen = v.memory.readU64(SPIN_COUNTER);
-    await sleep(100);
-    expect(v.memory.readU64(SPIN_COUNTER)).toBe(frozen);
+    await pauseFrozen(v);
     v.resume();
     v.throttle(0);
     await sleep(200); // a sleep under way when the throttle ended finishes
