@@ -1,11 +1,11 @@
 /**
- * The tsvmm migration stream, version 2: one TCP connection, records in both directions.
+ * The tsvmm migration stream, version 3: one TCP connection, records in both directions.
  *
  *   source                                              destination (tsvmm run --incoming tcp:H:P)
  *     | HEADER  magic "TSVMMIG\0", version, machine shape  |  refuses a shape mismatch before touching
  *     |--------------------------------------------------->|  its guest (REFUSED, then closes)
- *     | RAM     pages of pass 1: every page, zero pages    |
- *     |         as a flag only                             |  writes pages into guest RAM (not running)
+ *     | RAM     pages of pass 1: every page; zero pages as |
+ *     |         a flag, never-written ranges as zero runs  |  writes pages into guest RAM (not running)
  *     |--------------------------------------------------->|
  *     | PASS_END 1                                         |
  *     | RAM ... PASS_END n   pages dirtied since last sync |
