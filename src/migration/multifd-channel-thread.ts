@@ -7,7 +7,8 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { addon } from '../kvm/addon.js';
 import { channelRecord, syncRecord } from './multifd.js';
-import { RecordBufferPool, encodeRamRecord, type PageRun } from './ram-record.js';
+import { RecordBufferPool, encodeRamRecord } from './ram-record.js';
+import type { PageRange } from '../memory/dirty-bitmap.js';
 import { StreamChecksum } from './stream-checksum.js';
 import { secureClient, type TlsCredsX509 } from './tls.js';
 import { connectForMigration } from './transport.js';
@@ -23,7 +24,7 @@ export interface ChannelThreadData {
 /** Main thread -> channel. Messages are handled in order, so a sync follows every batch before it. */
 export type ToChannel =
   | { type: 'connect' }
-  | { type: 'batch'; region: number; pages: Uint32Array; zeroRuns: readonly PageRun[] }
+  | { type: 'batch'; region: number; pages: Uint32Array; zeroRuns: readonly PageRange[] }
   | { type: 'sync'; pass: number }
   | { type: 'end' };
 

@@ -1,4 +1,4 @@
-import type { PageRun } from './ram-record.js';
+import type { PageRange } from '../memory/dirty-bitmap.js';
 import { Worker } from 'node:worker_threads';
 import { threadScript } from '../kvm/thread-script.js';
 import type { ChannelThreadData, FromChannel, ToChannel } from './multifd-channel-thread.js';
@@ -85,7 +85,7 @@ export class MultifdChannels {
   }
 
   /** Queues one batch of a region's pages on a channel; resolves once a channel took it. */
-  async send(region: number, pages: readonly number[], zeroRuns: readonly PageRun[] = []): Promise<void> {
+  async send(region: number, pages: readonly number[], zeroRuns: readonly PageRange[] = []): Promise<void> {
     for (;;) {
       this.check();
       let best: Channel | undefined;

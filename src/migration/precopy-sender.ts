@@ -2,7 +2,8 @@ import { tracePhase } from '../machine/phase-trace.js';
 import { randomBytes } from 'node:crypto';
 import type { Socket } from 'node:net';
 import type { GuestMemory } from '../memory/guest-memory.js';
-import { BATCH_PAGES, RecordBufferPool, encodeRamRecord, type PageRun } from './ram-record.js';
+import { BATCH_PAGES, RecordBufferPool, encodeRamRecord } from './ram-record.js';
+import type { PageRange } from '../memory/dirty-bitmap.js';
 import { StreamChecksum } from './stream-checksum.js';
 import { SESSION_BYTES, multifdRecord } from './multifd.js';
 import type { MultifdChannels } from './multifd-channels.js';
@@ -246,7 +247,7 @@ export class PrecopySender {
     for (let r = 0; r < this.vm.memory.regions.length; r++) {
       const pages = this.vm.memory.regions[r]!.sizeBytes / PAGE_BYTES;
       let batch: number[] = [];
-      let zeroRuns: PageRun[] = [];
+      let zeroRuns: PageRange[] = [];
       const flush = async () => {
         await this.sendBatch(r, batch, passStart, startBytes, zeroRuns);
         batch = [];
@@ -288,7 +289,7 @@ export class PrecopySender {
   }
 
   /** One RAM record of `pages` of region `regionIndex`, over a multifd channel or else the main connection. */
-  private async sendBatch(regionIndex: number, pages: number[], passStart: number, passStartBytes: number, zeroRuns?: readonly PageRun[]): Promise<void> {
+  private async sendBatch(regionIndex: number, pages: number[], passStart: number, passStartBytes: number, zeroRuns?: readonly PageRange[]): Promise<void> {
     if (this.channels !== undefined) {
       this.check();
       await this.channels.send(regionIndex, pages, zeroRuns);

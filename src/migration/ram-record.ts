@@ -1,5 +1,6 @@
 import { gpa } from '../arch/x86/layout.js';
 import type { GuestMemory } from '../memory/guest-memory.js';
+import type { PageRange } from '../memory/dirty-bitmap.js';
 import { addon } from '../kvm/addon.js';
 import { MigrationStreamError, PAGE_BYTES, PageKind, RECORD_HEADER_BYTES, RecordType } from './protocol.js';
 
@@ -37,12 +38,6 @@ export class RecordBufferPool {
   }
 }
 
-/** A run of pages: [firstPage, firstPage + count). */
-export interface PageRun {
-  readonly firstPage: number;
-  readonly count: number;
-}
-
 /** Bytes of one entry before its page data: u32 page index, u8 kind. */
 const ENTRY_HEAD_BYTES = 5;
 /** A ZERO_RUN entry's head and its u32 page count. */
@@ -57,7 +52,7 @@ const ZERO_RUN_ENTRY_BYTES = ENTRY_HEAD_BYTES + 4;
  */
 export function encodeRamRecord(
   regionIndex: number, regionBytes: Uint8Array, pages: ArrayLike<number>, counts: BatchCounts,
-  zeroRuns: readonly PageRun[] = [],
+  zeroRuns: readonly PageRange[] = [],
   /** A buffer to encode into when it is large enough (the result is then a view of it), else one is allocated. */
   into?: Buffer,
 ): Buffer {
@@ -71,7 +66,7 @@ export function encodeRamRecord(
   for (const run of zeroRuns) {
     out.writeUInt32LE(run.firstPage, at);
     out.writeUInt8(PageKind.ZERO_RUN, at + 4);
-    out.writeUInt32LE(run.count, at + 5);
+    out.writeUInt32LE(run.count, at + ENTRY_HEAD_BYTES);
     at += ZERO_RUN_ENTRY_BYTES;
     counts.zero += run.count;
   }
@@ -91,10 +86,10 @@ export function encodeRamRecord(
  */
 function dataRun(payload: Buffer, at: number, page: number, pageCount: number): number {
   let run = 0;
-  while (at + 5 + PAGE_BYTES <= payload.length && page + run < pageCount
+  while (at + ENTRY_HEAD_BYTES + PAGE_BYTES <= payload.length && page + run < pageCount
     && payload.readUInt32LE(at) === page + run && payload.readUInt8(at + 4) === PageKind.DATA) {
     run++;
-    at += 5 + PAGE_BYTES;
+    at += ENTRY_HEAD_BYTES + PAGE_BYTES;
   }
   return Math.max(run, 1);
 }
@@ -121,10 +116,10 @@ export function applyRamRecord(memory: GuestMemory, payload: Buffer): void {
     zeroCount = 0;
   };
   for (let i = 0; i < count; i++) {
-    if (at + 5 > payload.length) throw new MigrationStreamError('RAM record shorter than its page count');
+    if (at + ENTRY_HEAD_BYTES > payload.length) throw new MigrationStreamError('RAM record shorter than its page count');
     const page = payload.readUInt32LE(at);
     const kind = payload.readUInt8(at + 4);
-    at += 5;
+    at += ENTRY_HEAD_BYTES;
     if (page >= pageCount) throw new MigrationStreamError(`RAM record names page ${page} beyond region ${regionIndex}'s ${pageCount} pages`);
     if (kind === PageKind.ZERO || kind === PageKind.ZERO_RUN) {
       let n = 1;
@@ -132,7 +127,8 @@ export function applyRamRecord(memory: GuestMemory, payload: Buffer): void {
         if (at + 4 > payload.length) throw new MigrationStreamError('RAM record shorter than its page count');
         n = payload.readUInt32LE(at);
         at += 4;
-        if (n === 0 || page + n > pageCount) throw new MigrationStreamError(`RAM record names a zero run of ${n} pages from ${page}, beyond region ${regionIndex}'s ${pageCount} pages`);
+        if (n === 0) throw new MigrationStreamError(`RAM record names an empty zero run at page ${page}`);
+        if (page + n > pageCount) throw new MigrationStreamError(`RAM record names a zero run of ${n} pages from ${page}, beyond region ${regionIndex}'s ${pageCount} pages`);
       }
       if (zeroCount > 0 && page === zeroStart + zeroCount) zeroCount += n;
       else {
@@ -145,7 +141,7 @@ export function applyRamRecord(memory: GuestMemory, payload: Buffer): void {
       if (at + PAGE_BYTES > payload.length) throw new MigrationStreamError('RAM record shorter than its pages');
       if (page < runStart || page >= runEnd) {
         runStart = page;
-        runEnd = page + dataRun(payload, at - 5, page, pageCount);
+        runEnd = page + dataRun(payload, at - ENTRY_HEAD_BYTES, page, pageCount);
         memory.populate(gpa(region.start + page * PAGE_BYTES), (runEnd - page) * PAGE_BYTES);
       }
       memory.write(gpa(region.start + page * PAGE_BYTES), payload.subarray(at, at + PAGE_BYTES));
