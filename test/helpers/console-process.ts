@@ -1,4 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { appendFileSync } from 'node:fs';
+import path from 'node:path';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -10,10 +12,17 @@ export class ConsoleProcess {
   readonly exited: Promise<number | null>;
   private readonly child: ChildProcess;
 
-  constructor(command: string, args: string[], env: Record<string, string> = {}) {
+  /**
+   * With TSVMM_TEST_LOG_DIR set, the process's console and stderr are also appended, as they arrive,
+   * to `<dir>/<name>-<pid>.console` and `.stderr`: what a hung test's VMMs said is then on disk even
+   * when the run is killed before vitest can report it.
+   */
+  constructor(command: string, args: string[], env: Record<string, string> = {}, name = path.basename(command)) {
     this.child = spawn(command, args, { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, ...env } });
-    this.child.stdout!.on('data', (d: Buffer) => { this.stdout += d.toString(); });
-    this.child.stderr!.on('data', (d: Buffer) => { this.stderr += d.toString(); });
+    const logDir = process.env.TSVMM_TEST_LOG_DIR;
+    const log = (suffix: string, d: Buffer) => { if (logDir) appendFileSync(path.join(logDir, `${name}-${this.child.pid}.${suffix}`), d); };
+    this.child.stdout!.on('data', (d: Buffer) => { this.stdout += d.toString(); log('console', d); });
+    this.child.stderr!.on('data', (d: Buffer) => { this.stderr += d.toString(); log('stderr', d); });
     this.exited = new Promise((resolve) => this.child.on('close', (status) => resolve(status)));
   }
 

@@ -12,7 +12,7 @@ export class TsvmmProcess extends ConsoleProcess {
   constructor(args: string[], name: string, env: Record<string, string> = {}, prefix: readonly string[] = []) {
     const qmpPath = path.join(mkdtempSync(path.join(tmpdir(), `tsvmm-${name}-`)), 'qmp.sock');
     const command = [...prefix, process.execPath, CLI, 'run', ...args, '--qmp', `unix:${qmpPath}`];
-    super(command[0]!, command.slice(1), env);
+    super(command[0]!, command.slice(1), env, `tsvmm-${name}`);
     this.qmpPath = qmpPath;
   }
 
