@@ -2,7 +2,7 @@
 # Run a command inside a throw-away L1 VM (Debian's own kernel under QEMU/TCG
 # with an SVM-capable CPU model) that provides a real /dev/kvm (kvm_amd).
 #
-# Usage: scripts/nested-kvm/run.sh [--mem 4G] [--smp 2] [--rw PATH]... [--verbose] -- COMMAND ARGS...
+# Usage: scripts/nested-kvm/run.sh [--mem 4G] [--smp 1] [--rw PATH]... [--verbose] -- COMMAND ARGS...
 #
 #  * The host's / is visible read-only at the same paths inside the VM (9p).
 #  * /work, /tmp, the caller's cwd and every --rw PATH are writable (9p, passthrough).
@@ -15,13 +15,14 @@
 # Environment knobs:
 #   NESTED_KVM_CACHE   cache dir for the initramfs (default /tmp/nested-kvm-cache)
 #   NESTED_KVM_CPU     QEMU -cpu value (default: max)
+#   NESTED_KVM_ACCEL   QEMU -accel value (default: tcg,thread=single; see below, with --smp)
 #   NESTED_KVM_KERNEL  kernel image (default: newest /boot/vmlinuz-*)
 #   NESTED_KVM_PVH     1 (default): boot the extracted uncompressed vmlinux via PVH; 0: boot bzImage
 #   NESTED_KVM_CONSOLE_LOG  keep the L1 serial console log at this path (default: discarded)
 set -euo pipefail
 
 MEM=4G
-SMP=$(nproc 2>/dev/null || echo 2)
+SMP=1 # see ACCEL below
 VERBOSE=0
 RW_PATHS=(/work /tmp)
 while [[ $# -gt 0 ]]; do
@@ -41,6 +42,14 @@ done
 if [[ $# -eq 0 ]]; then echo "usage: $0 [--mem 4G] [--smp N] [--rw PATH]... [--verbose] -- COMMAND ARGS..." >&2; exit 2; fi
 
 CPU=${NESTED_KVM_CPU:-max}
+# One vCPU and one TCG thread. With two vCPUs on two TCG threads (thread=multi), Debian's QEMU 7.2
+# corrupted nested guests' memory now and then: dirtier guests triple-faulted with their own page
+# tables reading not-present (in tsvmm, and in QEMU/KVM with memfd RAM inside the nested VM: 4 of ~90
+# runs, scripts/nested-kvm/memfd-guests-check.sh), and the nested VM itself hung or died. Two vCPUs
+# on one thread (thread=single) had none in 120 runs but took minutes where a guest's vCPUs wait on
+# each other (100 ms round-robin slices: Linux bringing up its second CPU); one vCPU leaves that to
+# the nested kernel's scheduler.
+ACCEL=${NESTED_KVM_ACCEL:-tcg,thread=single}
 KERNEL=${NESTED_KVM_KERNEL:-$(ls -1v /boot/vmlinuz-* | tail -n1)}
 KVER=${KERNEL##*/vmlinuz-}
 MODDIR=/lib/modules/$KVER
@@ -230,7 +239,7 @@ exec 7<>"$CTL/stdout.fifo" 8<>"$CTL/stderr.fifo"
 
 set +e
 qemu-system-x86_64 \
-  -accel tcg,thread=multi -cpu "$CPU" -m "$MEM" -smp "$SMP" \
+  -accel "$ACCEL" -cpu "$CPU" -m "$MEM" -smp "$SMP" \
   -machine q35 -display none -monitor none -no-reboot -nodefaults \
   "${SERIAL[@]}" \
   -kernel "$BOOT_KERNEL" -initrd "$INITRD" \
