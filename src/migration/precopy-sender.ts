@@ -372,7 +372,9 @@ export class PrecopySender {
    * period away from it by pausing all vCPUs, so the dirty rate falls until a pass fits the limit.
    * (A throttle inside the vCPU threads, kicking each once per 10 ms slice to sleep its share as
    * QEMU's cpu_throttle_thread does, was tried and taken out: with it the dirtier guest triple-faulted
-   * on the source in 2 of 6 nested bench/migrate runs, cause not found.)
+   * on the source in 2 of 6 nested bench/migrate runs. Those runs had nested KVM on two TCG threads,
+   * which was later found to corrupt nested guests' memory with no migration at all, QEMU's guests
+   * included (scripts/nested-kvm/README.md); the in-thread throttle was not tried again since.)
    */
   private throttle(percent: number): void {
     if (percent === this.throttlePercent) return;
