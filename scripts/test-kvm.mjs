@@ -72,8 +72,10 @@ process.exit(status);
 
 /** The last lines of the `count` VMM logs written last: the VMMs of the test that failed or hung. */
 function printNewestLogs(count) {
-  const files = readdirSync(logDir).map((f) => path.join(logDir, f)).sort((a, b) => statSync(b).mtimeMs - statSync(a).mtimeMs);
-  for (const file of files.slice(0, count)) {
+  const files = readdirSync(logDir).map((f) => path.join(logDir, f))
+    .map((file) => ({ file, mtimeMs: statSync(file).mtimeMs }))
+    .sort((a, b) => b.mtimeMs - a.mtimeMs);
+  for (const { file } of files.slice(0, count)) {
     const lines = readFileSync(file, 'utf8').trimEnd().split('\n');
     process.stderr.write(`test:kvm: last lines of ${path.basename(file)}:\n  ${lines.slice(-12).join('\n  ')}\n`);
   }
