@@ -288,7 +288,13 @@ export class Vm {
   }
 
   stop(): Promise<VcpuStop | undefined> {
+    this.vcpus.setThrottle(0);
     return this.vcpus.stop();
+  }
+
+  /** Auto-converge: the vCPUs sleep `percent` (0 to 99) of their time; devices run on. 0 ends it. */
+  throttle(percent: number): void {
+    this.vcpus.setThrottle(percent);
   }
 
   /** Feeds bytes to the serial port's receiver, as typed on the console; returns how many fitted. */

@@ -104,6 +104,7 @@ export async function receiveMigration(vm: MigrationDestination, socket: Socket,
         return;
       case RecordType.STATE: {
         if (state !== 'ram' && state !== 'device') unexpected(type);
+        if (state === 'ram') tracePhase('incoming migration: first STATE record');
         state = 'device';
         const { name, state: s } = parseState(payload);
         pieces.set(name, s);

@@ -20,6 +20,8 @@ export interface MigrationSource {
   readonly dirty: DirtyTracker;
   pause(): Promise<void>;
   resume(): void;
+  /** Auto-converge: the vCPUs sleep `percent` (0 to 99) of their time, 0 ending it. */
+  throttle(percent: number): void;
   shape(): MachineShape;
   captureState(): { name: string; state: unknown }[];
 }
@@ -35,8 +37,6 @@ export class MigrationFailed extends Error {
  * the dirty rate too high (migration_trigger_throttle).
  */
 const THROTTLE_AFTER_PASSES = 2;
-/** Throttle period: each period the vCPUs are held paused for the throttle's share of it. */
-const THROTTLE_PERIOD_MS = 20;
 
 /**
  * Pre-copy migration of a running VM over one connection: pass 1 sends every page, each later pass
@@ -61,7 +61,6 @@ export class PrecopySender {
   private error: string | undefined;
   private cancelled = false;
   private throttlePercent = 0;
-  private throttleTimer: NodeJS.Timeout | undefined;
   private paused = false;
   private readonly peer = new RecordReader();
   private readonly recordBuffers = new RecordBufferPool();
@@ -172,8 +171,11 @@ export class PrecopySender {
     this.paused = true;
     tracePhase('migration: vCPUs paused');
     await this.sendDirty(pending);
+    tracePhase(`migration: ${countDirty(pending)} pages of the last live sync sent`);
     await this.extras.testOnlyBeforeFinalSync?.();
-    await this.sendDirty(this.vm.dirty.sync());
+    const last = this.vm.dirty.sync();
+    tracePhase(`migration: final sync (${countDirty(last)} pages)`);
+    await this.sendDirty(last);
     tracePhase('migration: last dirty pages sent');
     this.pass++;
     await this.channels?.sync(this.pass);
@@ -182,6 +184,7 @@ export class PrecopySender {
     // The tail (last PASS_END, device state, VERIFY, END) goes in one write: in the downtime, each
     // write is a system call, which under nested KVM costs milliseconds.
     const tail = [u32Record(RecordType.PASS_END, this.pass), ...pieces.map((piece) => stateRecord(piece.name, piece.state))];
+    tracePhase('migration: device state encoded');
     if (this.params()['x-verify']) {
       tail.push(record(RecordType.VERIFY, Buffer.from(JSON.stringify(await hashRegions(this.vm.memory.regions)))));
     }
@@ -368,24 +371,18 @@ export class PrecopySender {
   }
 
   /**
-   * Auto-converge: when the guest dirties faster than the link carries, take `percent` of every
-   * period away from it by pausing all vCPUs, so the dirty rate falls until a pass fits the limit.
-   * (A throttle inside the vCPU threads, kicking each once per 10 ms slice to sleep its share as
-   * QEMU's cpu_throttle_thread does, was tried and taken out: with it the dirtier guest triple-faulted
-   * on the source in 2 of 6 nested bench/migrate runs. Those runs had nested KVM on two TCG threads,
-   * which was later found to corrupt nested guests' memory with no migration at all, QEMU's guests
-   * included (scripts/nested-kvm/README.md); the in-thread throttle was not tried again since.)
+   * Auto-converge: when the guest dirties faster than the link carries, its vCPUs sleep `percent` of
+   * their time (the vCPU threads do it themselves: see Ctl.THROTTLE), so the dirty rate falls until a
+   * pass fits the limit. An earlier version paused the whole VM every 20 ms from here; in nested KVM
+   * a pause and resume took 10-25 ms of this thread's time, so the throttle ate the migration's own
+   * CPU, and it quiesced the devices too. (This in-thread throttle was once taken out after the
+   * dirtier triple-faulted in 2 of 6 nested runs; those runs had nested KVM on two TCG threads, later
+   * found to corrupt nested guests' memory with no migration at all: scripts/nested-kvm/README.md.)
    */
   private throttle(percent: number): void {
     if (percent === this.throttlePercent) return;
     this.throttlePercent = percent;
-    if (this.throttleTimer) clearInterval(this.throttleTimer);
-    this.throttleTimer = undefined;
-    if (percent === 0) return;
-    this.throttleTimer = setInterval(() => {
-      if (this.state !== 'active') return;
-      void this.vm.pause().then(() => setTimeout(() => this.vm.resume(), (THROTTLE_PERIOD_MS * percent) / 100));
-    }, THROTTLE_PERIOD_MS);
+    this.vm.throttle(percent);
   }
 }
 

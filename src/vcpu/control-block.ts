@@ -25,8 +25,20 @@ export const Ctl = {
    * as it was, so the wait slept through a pause epoch it never acknowledged (a hung pause).
    */
   WAKE: 6,
-  WORDS: 7,
+  /**
+   * Auto-converge: the percentage of time this vCPU is to spend asleep (0 = none). The main thread
+   * kicks the vCPU every THROTTLE_SLICE_MS / (1 - p) ms; after each kick the vCPU thread itself sleeps
+   * THROTTLE_SLICE_MS * p / (1 - p) ms, as QEMU's cpu_throttle_thread does, with no round trip to the
+   * main thread and the devices left running.
+   */
+  THROTTLE: 7,
+  /** Throttle sleeps taken (wrapping), for statistics. */
+  THROTTLE_SLEEPS: 8,
+  WORDS: 9,
 } as const;
+
+/** The guest's run time between two throttle sleeps (QEMU's CPU_THROTTLE_TIMESLICE_NS, 10 ms). */
+export const THROTTLE_SLICE_MS = 10;
 
 export const Request = { RUN: 0, PAUSE: 1, STOP: 2 } as const;
 export const State = { STARTING: 0, RUNNING: 1, PAUSED: 2, STOPPED: 3 } as const;

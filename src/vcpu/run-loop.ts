@@ -1,7 +1,7 @@
 import type { NativeAddon } from '../kvm/addon-types.js';
 import { KvmError } from '../kvm/kvm-error.js';
 import { KvmRunOffset } from '../kvm/kvm-run.js';
-import { Ctl, Request, State } from './control-block.js';
+import { Ctl, Request, State, THROTTLE_SLICE_MS } from './control-block.js';
 import { handleExit, type ExitBuses, type KvmRunView, type VcpuStop } from './exit-handler.js';
 
 /** errno EAGAIN (= EWOULDBLOCK on Linux). */
@@ -79,7 +79,19 @@ export function runLoop(
     if (enterGuest(native, vcpuFd) !== 0) {
       // EINTR (a kick) or EAGAIN (an AP just started). If a kick's request was withdrawn meanwhile, the
       // immediate_exit it left must not keep failing every entry.
-      if (Atomics.load(ctl, Ctl.REQUEST) === Request.RUN) run.bytes[KvmRunOffset.IMMEDIATE_EXIT] = 0;
+      if (Atomics.load(ctl, Ctl.REQUEST) === Request.RUN) {
+        run.bytes[KvmRunOffset.IMMEDIATE_EXIT] = 0;
+        // Throttled (auto-converge): the kick was the throttle's; sleep out this vCPU's share here.
+        // Waiting on WAKE, so a pause or stop posted meanwhile ends the sleep at once.
+        const percent = Atomics.load(ctl, Ctl.THROTTLE);
+        if (percent > 0) {
+          const wake = Atomics.load(ctl, Ctl.WAKE);
+          if (Atomics.load(ctl, Ctl.REQUEST) === Request.RUN) {
+            Atomics.wait(ctl, Ctl.WAKE, wake, (THROTTLE_SLICE_MS * percent) / (100 - percent));
+            ctl[Ctl.THROTTLE_SLEEPS] = (ctl[Ctl.THROTTLE_SLEEPS]! + 1) | 0;
+          }
+        }
+      }
       continue;
     }
     exitPending = true;

@@ -3,7 +3,7 @@ import { addon, type NativeAddon } from '../kvm/addon.js';
 import { threadScript } from '../kvm/thread-script.js';
 import { KvmRunOffset } from '../kvm/kvm-run.js';
 import type { BoardDescription } from '../machine/board.js';
-import { Ctl, Request, State, createControlBlock, postRequest } from './control-block.js';
+import { Ctl, Request, State, THROTTLE_SLICE_MS, createControlBlock, postRequest } from './control-block.js';
 import type { VcpuStop } from './exit-handler.js';
 import type { VcpuThreadData, VcpuThreadExit } from './vcpu-thread.js';
 import { traceOrigin } from '../machine/phase-trace.js';
@@ -41,6 +41,7 @@ export class VcpuThreads {
   readonly stopped: Promise<VcpuStop | undefined>;
   private started = false;
   private pauseDepth = 0;
+  private throttleTimer: NodeJS.Timeout | undefined;
   private readonly exitHook = () => this.kickAll(Request.STOP);
 
   constructor(
@@ -153,6 +154,11 @@ export class VcpuThreads {
     return Atomics.load(this.handles[index]!.control, Ctl.EXITS) >>> 0;
   }
 
+  /** Throttle sleeps vCPU `index` has taken so far (wrapping at 2^32); see setThrottle. */
+  throttleSleeps(index: number): number {
+    return Atomics.load(this.handles[index]!.control, Ctl.THROTTLE_SLEEPS) >>> 0;
+  }
+
   /** Unmaps the main thread's kvm_run views. Call after `stopped`. */
   dispose(): void {
     const native = addon();
@@ -174,6 +180,28 @@ export class VcpuThreads {
       if (h.run.byteLength > 0) h.run[KvmRunOffset.IMMEDIATE_EXIT] = 1;
       this.signal(c, native);
     }
+  }
+
+  /**
+   * Auto-converge: every vCPU spends `percent` (0 to 99) of its time asleep from now on, 0 ending it.
+   * The vCPU threads sleep by themselves (see Ctl.THROTTLE); this thread only kicks them, once per
+   * run slice, never waiting for them.
+   */
+  setThrottle(percent: number): void {
+    if (!Number.isInteger(percent) || percent < 0 || percent > 99) throw new RangeError(`throttle ${percent}%: must be 0 to 99`);
+    for (const h of this.handles) Atomics.store(h.control, Ctl.THROTTLE, percent);
+    if (this.throttleTimer !== undefined) clearInterval(this.throttleTimer);
+    this.throttleTimer = undefined;
+    if (percent === 0) return;
+    this.throttleTimer = setInterval(() => {
+      const native = addon();
+      for (const h of this.handles) {
+        if (Atomics.load(h.control, Ctl.STATE) !== State.RUNNING || Atomics.load(h.control, Ctl.REQUEST) !== Request.RUN) continue;
+        if (h.run.byteLength > 0) h.run[KvmRunOffset.IMMEDIATE_EXIT] = 1;
+        this.signal(h.control, native);
+      }
+    }, THROTTLE_SLICE_MS / (1 - percent / 100));
+    this.throttleTimer.unref();
   }
 
   /** Sends the kick signal to a started vCPU thread (one inside KVM_RUN then returns EINTR). */

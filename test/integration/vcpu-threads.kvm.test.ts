@@ -111,6 +111,32 @@ describeKvm('vCPU threads on real KVM', () => {
     vm.resume();
   }, 300_000);
 
+  it('throttling (auto-converge) makes every vCPU thread sleep by itself; pause still works meanwhile; 0 ends it', async () => {
+    vm = Vm.create({ kernelPath: guest('spin'), memBytes: 64 * MiB, cpus: 2, cmdline: 'spin', serialOutputFd: 2 });
+    vm.start();
+    await counterMoving(vm);
+    const v = vm;
+    const sleeps = () => [0, 1].map((i) => v.vcpus.throttleSleeps(i));
+    expect(sleeps()).toEqual([0, 0]);
+    v.throttle(60);
+    const t0 = Date.now();
+    while (sleeps().some((n) => n < 5)) {
+      if (Date.now() - t0 > 60_000) throw new Error(`vCPUs took ${sleeps().join(' and ')} throttle sleeps in 60 s, expected 5 each`);
+      await sleep(20);
+    }
+    // Throttled is not stopped: the guest still counts.
+    await counterMovesFrom(v, v.memory.readU64(SPIN_COUNTER), 'a throttled guest stopped counting');
+    // A pause lands while the threads sleep out their slices, and holds.
+    await pauseFrozen(v);
+    v.resume();
+    v.throttle(0);
+    await sleep(200); // a sleep under way when the throttle ended finishes
+    const after = sleeps();
+    await sleep(300);
+    expect(sleeps()).toEqual(after);
+    expect(() => v.throttle(100)).toThrow(RangeError);
+  }, 120_000);
+
   it('the event loop stays free while the guest runs', async () => {
     vm = Vm.create({ kernelPath: guest('spin'), memBytes: 64 * MiB, cpus: 1, cmdline: 'spin', serialOutputFd: 2 });
     vm.start();
