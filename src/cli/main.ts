@@ -262,9 +262,13 @@ async function runWith(
     if (options.incoming === undefined) {
       vm.start();
       tracePhase('vCPU threads started');
-    } else if (listener !== undefined) {
-      process.stderr.write(`tsvmm: waiting for an incoming migration on ${options.incoming}\n`);
-      void controller!.receive(listener);
+    } else {
+      vm.startParked();
+      tracePhase('vCPU threads started parked');
+      if (listener !== undefined) {
+        process.stderr.write(`tsvmm: waiting for an incoming migration on ${options.incoming}\n`);
+        void controller!.receive(listener);
+      }
     }
     const end = await Promise.race([
       vm.stopped.then((stop) => ({ kind: 'stopped' as const, stop })),

@@ -113,8 +113,16 @@ export class VmController implements VmControl {
       const socket = creds === undefined ? tcp : await secureClient(tcp, creds, hostname);
       const churn = this.testOnlyChurnMemslots;
       sender = new PrecopySender(this.vm, socket, () => this.params, () => this.caps.get('auto-converge') === true, (status) => {
-        if (status === 'device') this.state = 'finish-migrate';
         if (status !== 'setup') this.emitMigration(status);
+        // The guest stops for the switch-over, and runs on here if it fails: STOP and RESUME say so,
+        // as QEMU's do (vm_stop for finish-migrate; vm_start when a migration in that state fails).
+        if (status === 'device') {
+          this.state = 'finish-migrate';
+          if (!this.userPaused) this.emit({ event: 'STOP' });
+        } else if ((status === 'failed' || status === 'cancelled') && this.state === 'finish-migrate') {
+          this.state = this.userPaused ? 'paused' : 'running';
+          if (!this.userPaused) this.emit({ event: 'RESUME' });
+        }
       }, {
         testOnlyBeforeFinalSync: churn ? () => this.churnOnce() : undefined,
         multifd: this.caps.get('multifd') === true ? {

@@ -2,6 +2,7 @@ import type { NativeAddon } from '../kvm/addon-types.js';
 import { KvmError } from '../kvm/kvm-error.js';
 import { KvmRunOffset } from '../kvm/kvm-run.js';
 import { Ctl, Request, State, THROTTLE_SLICE_MS } from './control-block.js';
+import { tracePhase } from '../machine/phase-trace.js';
 import { handleExit, type ExitBuses, type KvmRunView, type VcpuStop } from './exit-handler.js';
 
 /** errno EAGAIN (= EWOULDBLOCK on Linux). */
@@ -73,6 +74,7 @@ export function runLoop(
         Atomics.wait(ctl, Ctl.WAKE, wake);
       }
       setState(State.RUNNING);
+      tracePhase('vcpu: unparked');
       continue;
     }
     exitPending = false;

@@ -66,20 +66,24 @@ describeKvm('live migration between two tsvmm processes', () => {
 
   // The 2015 condition: memslots split and merged on the source throughout the migration, one split
   // with the vCPUs stopped right before the final sync.
-  async function migrateWhileChurning(env: Record<string, string>): Promise<{ info: Record<string, any>; src: TsvmmProcess; dst: TsvmmProcess; client: QmpClient }> {
+  /** Also returns the source's run-state events (STOP, RESUME) seen during the migration, in order. */
+  async function migrateWhileChurning(env: Record<string, string>): Promise<{ info: Record<string, any>; src: TsvmmProcess; dst: TsvmmProcess; client: QmpClient; runEvents: string[] }> {
     const { dst, uri } = await destination(start, [DIRTIER, '--mem', MEM]);
     const src = start([DIRTIER, '--mem', MEM, '--cmdline', STAMPS], 'src', { TSVMM_TEST_ONLY_CHURN_MEMSLOTS: '1', ...env });
     await src.waitForConsole(/dirtier: start=/);
     await sleep(300);
     const client = await qmp(src);
+    const runEvents: string[] = [];
+    client.on('event', (e) => { if (e.event === 'STOP' || e.event === 'RESUME') runEvents.push(e.event); });
     await client.execute('migrate-set-parameters', { 'x-verify': true });
     await client.execute('migrate', { uri });
-    return { info: await migrationEnd(client), src, dst, client };
+    return { info: await migrationEnd(client), src, dst, client, runEvents };
   }
 
   it('memslots churned during migration: every page arrives (verify passes, the guest checks itself)', async () => {
-    const { info, src, dst } = await migrateWhileChurning({});
+    const { info, src, dst, runEvents } = await migrateWhileChurning({});
     expect(info.status, info['error-desc']).toBe('completed');
+    expect(runEvents).toEqual(['STOP']); // the switch-over stops the guest here, as QEMU's source says
     expect(src.stderr).toMatch(/test-only switch churnMemslots is on/);
     expect(await src.exited).toBe(0);
     dst.type('v');
@@ -90,8 +94,9 @@ describeKvm('live migration between two tsvmm processes', () => {
   }, 300_000);
 
   it('with sync-before-delete switched off, verify catches the loss: the destination refuses, the source runs on', async () => {
-    const { info, src, dst, client } = await migrateWhileChurning({ TSVMM_TEST_ONLY_SKIP_SYNC_BEFORE_DELETE: '1' });
+    const { info, src, dst, client, runEvents } = await migrateWhileChurning({ TSVMM_TEST_ONLY_SKIP_SYNC_BEFORE_DELETE: '1' });
     expect(info.status).toBe('failed');
+    expect(runEvents).toEqual(['STOP', 'RESUME']); // stopped for the switch-over, running again here
     expect(info['error-desc']).toMatch(/the destination refused the VM: RAM verification failed: guest memory 0x/);
     expect(await dst.exited).toBe(8);
     expect(dst.stderr).toMatch(/incoming migration failed: RAM verification failed/);

@@ -48,6 +48,29 @@ describeKvm('vCPU threads on real KVM', () => {
     }
   }
 
+  it('startParked: the threads start and park without entering the guest; state set meanwhile holds; start() lets them run', async () => {
+    vm = Vm.create({ kernelPath: guest('spin'), memBytes: 64 * MiB, cpus: 2, cmdline: 'spin', serialOutputFd: 2 });
+    vm.startParked();
+    const v = vm;
+    const t0 = Date.now();
+    while (!v.vcpus.isPaused()) {
+      if (Date.now() - t0 > 60_000) throw new Error('the vCPU threads never parked');
+      await sleep(10);
+    }
+    await sleep(300);
+    expect(v.memory.readU64(SPIN_COUNTER)).toBe(0n);
+    expect([0, 1].map((i) => v.vcpus.exitCount(i))).toEqual([0, 0]);
+    // What an incoming migration does while they are parked: set vCPU state, here a register.
+    const native = addon();
+    const regs = new Uint8Array(144);
+    native.kvmGetRegs(v.vcpuFd(0), regs);
+    native.kvmSetRegs(v.vcpuFd(0), regs);
+    expect(() => v.startParked()).toThrow(/already started/);
+    v.start();
+    await counterMoving(v);
+    expect(v.vcpus.isPaused()).toBe(false);
+  });
+
   it('pause stops a spinning guest (every vCPU out of KVM_RUN); resume lets it continue', async () => {
     vm = Vm.create({ kernelPath: guest('spin'), memBytes: 64 * MiB, cpus: 2, cmdline: 'spin', serialOutputFd: 2 });
     vm.start();
