@@ -30,24 +30,28 @@ function shapeOf(memory) {
 
 if (values.role === 'receiver') {
   // The destination: accepts one connection, then either applies a migration stream or just drains.
-  const server = net.createServer({ noDelay: true });
-  server.listen(0, '127.0.0.1', () => process.send({ port: server.address().port }));
+  // Both modes take the connection as `tsvmm run --incoming` does (listenForMigration, then bulkReads
+  // for plain TCP), so the loopback limit is read the same cheapest way as the stream.
+  const { listenForMigration, bulkReads, readChunks } = await dist('migration/transport.js');
+  const probe = net.createServer();
+  const port = await new Promise((resolve) => probe.listen(0, '127.0.0.1', () => { const p = probe.address().port; probe.close(() => resolve(p)); }));
+  const listener = await listenForMigration(`tcp:127.0.0.1:${port}`);
+  process.send({ port: listener.port });
   const memory = values.mode === 'stream' ? GuestMemory.create(bytes) : undefined;
-  server.once('connection', async (socket) => {
-    if (values.mode === 'stream') {
-      const { receiveMigration } = await dist('migration/incoming.js');
-      await receiveMigration({ memory, shape: () => shapeOf(memory), restoreState: () => {} }, socket);
-    } else {
-      let got = 0;
-      socket.on('data', (c) => {
-        got += c.length;
-        if (got === bytes) socket.end('x');
-      });
-    }
-    socket.on('close', () => process.exit(0));
-  });
+  const socket = bulkReads(await listener.connection);
+  socket.on('close', () => process.exit(0));
+  if (values.mode === 'stream') {
+    const { receiveMigration } = await dist('migration/incoming.js');
+    await receiveMigration({ memory, shape: () => shapeOf(memory), restoreState: () => {} }, socket);
+  } else {
+    let got = 0;
+    readChunks(socket, (c) => {
+      got += c.length;
+      if (got === bytes) socket.end('x');
+    });
+  }
 } else {
-  const { encodeRamRecord, BATCH_PAGES } = await dist('migration/ram-record.js');
+  const { encodeRamRecord, BATCH_PAGES, RecordBufferPool } = await dist('migration/ram-record.js');
   const { StreamChecksum } = await dist('migration/stream-checksum.js');
   const { endRecord, headerRecord, stateRecord, u32Record, RecordType } = await dist('migration/protocol.js');
   // Every page holds data the way the dirtier's do: a stamp at its start, zeros after.
@@ -82,7 +86,12 @@ if (values.role === 'receiver') {
   async function stream() {
     const { child, socket } = await start('stream');
     const checksum = new StreamChecksum();
-    const send = (buf) => { checksum.update(buf); return write(socket, buf); };
+    const send = (buf, written) => {
+      checksum.update(buf);
+      return socket.write(buf, written) ? undefined : new Promise((resolve) => socket.once('drain', resolve));
+    };
+    // Record buffers reused as PrecopySender does: a fresh 1 MiB buffer per record is a page fault per 4 KiB.
+    const pool = new RecordBufferPool();
     const t0 = performance.now();
     await send(headerRecord(shapeOf(memory)));
     let wire = 0;
@@ -91,9 +100,10 @@ if (values.role === 'receiver') {
       const pages = region.sizeBytes / PAGE;
       for (let first = 0; first < pages; first += BATCH_PAGES) {
         const batch = Array.from({ length: Math.min(BATCH_PAGES, pages - first) }, (_, i) => first + i);
-        const rec = encodeRamRecord(r, region.bytes, batch, { zero: 0, data: 0 });
+        const into = pool.take();
+        const rec = encodeRamRecord(r, region.bytes, batch, { zero: 0, data: 0 }, [], into);
         wire += rec.length;
-        await send(rec);
+        await send(rec, () => pool.give(into));
       }
     }
     await send(u32Record(RecordType.PASS_END, 1));

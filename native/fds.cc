@@ -32,6 +32,17 @@ Napi::Value close(const Napi::CallbackInfo& info) {
   return args.Env().Undefined();
 }
 
+// fcntl(fd, F_DUPFD_CLOEXEC, 0): a second fd on the same open file (for a socket, the same
+// connection, which stays open until both are closed).
+Napi::Value dup(const Napi::CallbackInfo& info) {
+  Args args(info, __func__);
+  int32_t fd;
+  if (!args.Int32(0, "fd", &fd)) return {};
+  int copy = ::fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  if (copy < 0) return ThrowSyscallError(args.Env(), "dup", errno);
+  return Napi::Number::New(args.Env(), copy);
+}
+
 Napi::Value eventfd(const Napi::CallbackInfo& info) {
   Args args(info, __func__);
   uint32_t initval, flags;
@@ -84,6 +95,7 @@ Napi::Value poll(const Napi::CallbackInfo& info) {
 void RegisterFds(Napi::Env env, Napi::Object exports) {
   EXPORT_FUNCTION(env, exports, open);
   EXPORT_FUNCTION(env, exports, close);
+  EXPORT_FUNCTION(env, exports, dup);
   EXPORT_FUNCTION(env, exports, eventfd);
   EXPORT_FUNCTION(env, exports, read);
   EXPORT_FUNCTION(env, exports, write);

@@ -55,6 +55,40 @@ Napi::Value packPages(const Napi::CallbackInfo& info) {
   return Napi::Number::New(args.Env(), static_cast<double>(o - out.data));
 }
 
+// unpackPages(payload, at, maxEntries, dataKind, bytes, pageBytes): the reverse of packPages for a
+// run of data entries: from byte `at` of `payload`, while an entry is complete, of kind `dataKind`
+// and names a page inside `bytes`, copies its pageBytes of data to that page of `bytes`; at most
+// maxEntries. Returns how many it copied; it stops at the first entry it cannot copy, which the
+// caller reads itself (and reports, if it is malformed). One call per run instead of a call and a
+// view per page: the destination of a migration spent more on those than on the copies.
+Napi::Value unpackPages(const Napi::CallbackInfo& info) {
+  Args args(info, __func__);
+  Bytes payload, bytes;
+  uint32_t at, max_entries, data_kind, page_bytes;
+  if (!args.Uint8Array(0, "payload", 0, &payload) || !args.Uint32(1, "at", &at) ||
+      !args.Uint32(2, "maxEntries", &max_entries) || !args.Uint32(3, "dataKind", &data_kind) ||
+      !args.Uint8Array(4, "bytes", 0, &bytes) || !args.Uint32(5, "pageBytes", &page_bytes)) {
+    return {};
+  }
+  if (page_bytes == 0) {
+    Napi::RangeError::New(args.Env(), "unpackPages: pageBytes must be positive").ThrowAsJavaScriptException();
+    return {};
+  }
+  uint64_t o = at;
+  uint32_t done = 0;
+  while (done < max_entries && o + 5 + page_bytes <= payload.length) {
+    uint32_t page;
+    std::memcpy(&page, payload.data + o, 4);  // x86: little-endian
+    if (payload.data[o + 4] != data_kind) break;
+    uint64_t to = static_cast<uint64_t>(page) * page_bytes;
+    if (to + page_bytes > bytes.length) break;
+    std::memcpy(bytes.data + to, payload.data + o + 5, page_bytes);
+    o += 5 + page_bytes;
+    ++done;
+  }
+  return Napi::Number::New(args.Env(), done);
+}
+
 // XXH64 (Yann Collet's xxHash, 64-bit), streaming: four 64-bit lanes over 32-byte stripes, then a
 // merge and an avalanche. It replaced CRC-32C as the stream checksum: plain 64-bit multiplies and
 // rotates, so it runs at memory speed everywhere, while the crc32 instruction (when it exists) does
@@ -183,6 +217,7 @@ Napi::Value xxh64Digest(const Napi::CallbackInfo& info) {
 
 void RegisterPages(Napi::Env env, Napi::Object exports) {
   EXPORT_FUNCTION(env, exports, packPages);
+  EXPORT_FUNCTION(env, exports, unpackPages);
   EXPORT_FUNCTION(env, exports, xxh64Update);
   EXPORT_FUNCTION(env, exports, xxh64Digest);
 }

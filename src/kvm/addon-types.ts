@@ -19,6 +19,8 @@ export interface NativeAddon {
   /** open(path, O_RDWR | O_CLOEXEC). */
   open(path: string): number;
   close(fd: number): void;
+  /** fcntl F_DUPFD_CLOEXEC: another fd on the same open file (a socket: the same connection). */
+  dup(fd: number): number;
   /** eventfd(initval, flags); flags are EFD_* numbers. */
   eventfd(initval: number, flags: number): number;
   /** memfd_create(name, MFD_CLOEXEC). */
@@ -151,6 +153,8 @@ export interface NativeAddon {
    * hold every page as data.
    */
   packPages(bytes: Uint8Array, pageBytes: number, pages: Uint32Array, out: Uint8Array, at: number, zeroKind: number, dataKind: number): number;
+  /** The reverse of packPages for a run of data entries: copies each into its page of `bytes`; returns how many (see native/pages.cc). */
+  unpackPages(payload: Uint8Array, at: number, maxEntries: number, dataKind: number, bytes: Uint8Array, pageBytes: number): number;
   /**
    * Feeds `bytes` into the running XXH64 kept in `state` (80 bytes, zeroed to begin): feeding in
    * pieces hashes the pieces joined. Throws RangeError for a state too short or not an XXH64 state.

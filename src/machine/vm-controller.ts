@@ -7,7 +7,7 @@ import { receiveMigration } from '../migration/incoming.js';
 import { MultifdChannels } from '../migration/multifd-channels.js';
 import { PrecopySender } from '../migration/precopy-sender.js';
 import { secureClient, secureServer, type TlsCredsX509 } from '../migration/tls.js';
-import { connectForMigration, listenForMigration, parseTcpUri, type IncomingListener } from '../migration/transport.js';
+import { bulkReads, connectForMigration, listenForMigration, parseTcpUri, type IncomingListener } from '../migration/transport.js';
 import type { Socket } from 'node:net';
 import type { Vm } from './vm.js';
 
@@ -186,7 +186,8 @@ export class VmController implements VmControl {
     this.emitMigration('active');
     try {
       const creds = this.tlsCredsInUse();
-      const secure = (s: Socket) => (creds === undefined ? Promise.resolve(s) : secureServer(s, creds));
+      // Plain TCP is read in bulk (transport.ts, bulkReads); TLS decrypts in Node's own stream.
+      const secure = (s: Socket) => (creds === undefined ? Promise.resolve(bulkReads(s)) : secureServer(s, creds));
       const main = await secure(await listener.connection);
       await receiveMigration(this.vm, main, async (count, timeoutMs) => Promise.all((await listener.next(count, timeoutMs)).map(secure)));
       listener.close();

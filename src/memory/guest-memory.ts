@@ -240,6 +240,24 @@ export class GuestMemory {
     this.markWritten(address, data.length);
   }
 
+  /**
+   * Copies a run of a migration RAM record's data entries (u32 page index, u8 kind, then the page;
+   * src/migration/ram-record.ts) from byte `at` of `payload` into region `index`, at most `maxEntries`,
+   * in one addon call (unpackPages), and marks the pages (invariant B). Returns how many it copied:
+   * it stops at the first entry of another kind, or one that is cut short or names a page outside the
+   * region, for the caller to read itself.
+   */
+  writePageEntries(index: number, payload: Uint8Array, at: number, maxEntries: number, dataKind: number): number {
+    const r = this.regions[index];
+    if (r === undefined) throw new GuestMemoryError(`writePageEntries: no region ${index}`);
+    const n = addon().unpackPages(payload, at, maxEntries, dataKind, r.bytes, PAGE_SIZE);
+    if (n > 0 && this.isLogging && !this.testOptions.testOnlySkipVmmDirtyMarking) {
+      const v = new DataView(payload.buffer, payload.byteOffset, payload.byteLength);
+      for (let i = 0, o = at; i < n; i++, o += 5 + PAGE_SIZE) r.dirty.markPages(v.getUint32(o, true), 1);
+    }
+    return n;
+  }
+
   fill(address: Gpa, length: number, value: number): void {
     this.bytesAt(address, length).fill(value);
     this.markWritten(address, length);

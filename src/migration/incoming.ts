@@ -3,6 +3,7 @@ import type { Socket } from 'node:net';
 import type { GuestMemory } from '../memory/guest-memory.js';
 import { CHANNELS_TIMEOUT_MS, parseChannel, parseMultifd, parseSync } from './multifd.js';
 import { applyRamRecord } from './ram-record.js';
+import { readChunks } from './transport.js';
 import { StreamChecksum } from './stream-checksum.js';
 import {
   STREAM_START_BYTES, checkStreamStart, RecordReader, RecordType, hashRegions, parseEnd, parseHeader, parseState, record,
@@ -264,10 +265,14 @@ export async function receiveMigration(vm: MigrationDestination, socket: Socket,
           index, socket: s, reader: new RecordReader(), checksum: new StreamChecksum(), named: false, synced: 0, heldAt: undefined,
         }));
         for (const ch of multifd!.channels) {
-          ch.socket.on('data', (chunk: Buffer) => guard(() => {
+          readChunks(ch.socket, (chunk, transient) => guard(() => {
             if (failed || state === 'loaded') return;
-            ch.reader.push(chunk);
-            pumpAll();
+            ch.reader.push(chunk, transient);
+            try {
+              pumpAll();
+            } finally {
+              ch.reader.retain();
+            }
           }));
           ch.socket.on('error', (e) => failWith(new IncomingMigrationError(`multifd channel connection failed: ${e.message}`)));
           ch.socket.on('close', () => {
@@ -285,7 +290,7 @@ export async function receiveMigration(vm: MigrationDestination, socket: Socket,
       if (state !== 'loaded' && !failed) failWith(new IncomingMigrationError(`the migration stream ended early, in state ${state}: the guest was not resumed`));
     });
     let start: Buffer | undefined = Buffer.alloc(0);
-    socket.on('data', (chunk: Buffer) => guard(() => {
+    readChunks(socket, (chunk, transient) => guard(() => {
       if (state === 'loaded' || failed) return;
       if (start !== undefined) {
         start = Buffer.concat([start, chunk]);
@@ -294,8 +299,12 @@ export async function receiveMigration(vm: MigrationDestination, socket: Socket,
           start = undefined;
         }
       }
-      reader.push(chunk);
-      pumpAll();
+      reader.push(chunk, transient);
+      try {
+        pumpAll();
+      } finally {
+        reader.retain();
+      }
     }));
   });
 }

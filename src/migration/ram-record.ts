@@ -144,8 +144,11 @@ export function applyRamRecord(memory: GuestMemory, payload: Buffer): void {
         runEnd = page + dataRun(payload, at - ENTRY_HEAD_BYTES, page, pageCount);
         memory.populate(gpa(region.start + page * PAGE_BYTES), (runEnd - page) * PAGE_BYTES);
       }
-      memory.write(gpa(region.start + page * PAGE_BYTES), payload.subarray(at, at + PAGE_BYTES));
-      at += PAGE_BYTES;
+      // This entry and the data entries after it in the populated run, in one call.
+      const n = memory.writePageEntries(regionIndex, payload, at - ENTRY_HEAD_BYTES, Math.min(count - i, runEnd - page), PageKind.DATA);
+      if (n === 0) throw new MigrationStreamError(`RAM record's page ${page} could not be written`); // not reached: checked above
+      i += n - 1;
+      at += n * (ENTRY_HEAD_BYTES + PAGE_BYTES) - ENTRY_HEAD_BYTES;
     } else throw new MigrationStreamError(`RAM record with page kind ${kind}`);
   }
   flushZeros();

@@ -34,6 +34,37 @@ describe('packPages', () => {
   });
 });
 
+describe('unpackPages', () => {
+  const ZERO = 1;
+  const DATA = 0;
+
+  it('copies a run of data entries back to their pages and stops at an entry of another kind', () => {
+    const src = new Uint8Array(4 * 4096);
+    for (let i = 0; i < src.length; i++) src[i] = (i * 7 + (i >> 12)) & 0xff;
+    src.fill(0, 4096, 8192); // page 1 is a zero page: its entry ends the first run
+    const out = new Uint8Array(4 * (5 + 4096));
+    const end = native.packPages(src, 4096, Uint32Array.of(3, 0, 1, 2), out, 0, ZERO, DATA);
+    const dst = new Uint8Array(4 * 4096);
+    expect(native.unpackPages(out, 0, 10, DATA, dst, 4096)).toBe(2); // pages 3 and 0
+    expect(Buffer.from(dst.subarray(3 * 4096)).equals(Buffer.from(src.subarray(3 * 4096)))).toBe(true);
+    expect(Buffer.from(dst.subarray(0, 4096)).equals(Buffer.from(src.subarray(0, 4096)))).toBe(true);
+    const afterZero = 2 * (5 + 4096) + 5;
+    expect(native.unpackPages(out.subarray(0, end), afterZero, 10, DATA, dst, 4096)).toBe(1); // page 2, then the end
+    expect(Buffer.from(dst).equals(Buffer.from(src))).toBe(true);
+  });
+
+  it('stops, writing nothing, at an entry cut short or naming a page outside the bytes, and at maxEntries', () => {
+    const out = new Uint8Array(2 * (5 + 4096));
+    native.packPages(new Uint8Array(4 * 4096).fill(9), 4096, Uint32Array.of(3, 1), out, 0, ZERO, DATA);
+    const small = new Uint8Array(2 * 4096);
+    expect(native.unpackPages(out, 0, 2, DATA, small, 4096)).toBe(0); // page 3 is outside
+    expect(small.every((b) => b === 0)).toBe(true);
+    expect(native.unpackPages(out.subarray(0, 5 + 4095), 0, 2, DATA, new Uint8Array(4 * 4096), 4096)).toBe(0); // cut short
+    expect(native.unpackPages(out, 0, 1, DATA, new Uint8Array(4 * 4096), 4096)).toBe(1);
+    expect(() => native.unpackPages(out, 0, 1, DATA, small, 0)).toThrow(RangeError);
+  });
+});
+
 describe('xxh64Update / xxh64Digest', () => {
   const xxh64 = (...pieces: Uint8Array[]): bigint => {
     const state = new Uint8Array(80);

@@ -53,6 +53,7 @@ interface FdCall {
 /** Every wrapper whose first argument is a file descriptor, with otherwise valid arguments. */
 const fdCalls = {
   close: { syscall: 'close', call: (fd) => native.close(fd) },
+  dup: { syscall: 'dup', call: (fd) => native.dup(fd) },
   ftruncate: { syscall: 'ftruncate', call: (fd) => native.ftruncate(fd, 0n) },
   lseek: { syscall: 'lseek', call: (fd) => native.lseek(fd, 0, 3) },
   fallocate: { syscall: 'fallocate', call: (fd) => native.fallocate(fd, 3, 0, 4096) },
@@ -138,7 +139,7 @@ const fdCalls = {
 /** The wrappers that take no fd first; each has its own tests below. */
 const otherFunctions = [
   'setErrorConstructor', 'open', 'eventfd', 'memfdCreate', 'mmapAnonymous', 'munmap', 'bufferAddress', 'madvise',
-  'gettid', 'tgkill', 'sigrtmin', 'installEmptySignalHandler', 'poll', 'bitmapOrLog', 'bitmapTake', 'packPages', 'xxh64Update', 'xxh64Digest',
+  'gettid', 'tgkill', 'sigrtmin', 'installEmptySignalHandler', 'poll', 'bitmapOrLog', 'bitmapTake', 'packPages', 'unpackPages', 'xxh64Update', 'xxh64Digest',
 ] as const;
 
 // Fails to type-check if NativeAddon gains a function that neither list covers.

@@ -12,7 +12,8 @@ import { StreamChecksum } from '../../../src/migration/stream-checksum.js';
 import { endRecord, headerRecord, stateRecord, u32Record, RecordType, type MachineShape } from '../../../src/migration/protocol.js';
 import { encodeRamRecord } from '../../../src/migration/ram-record.js';
 import { parseTlsCredsObject, secureClient, secureServer } from '../../../src/migration/tls.js';
-import { listenForMigration, type IncomingListener } from '../../../src/migration/transport.js';
+import { bulkReads, listenForMigration, type IncomingListener } from '../../../src/migration/transport.js';
+import { freePort } from '../../helpers/free-port.js';
 import { makeCa, makeCreds } from '../../helpers/tls-certs.js';
 
 const MEM = 8 * MiB;
@@ -57,7 +58,7 @@ class HandChannel {
   }
 }
 
-async function incoming(dstMem: GuestMemory, secure: (s: net.Socket) => Promise<net.Socket> = async (s) => s): Promise<{ listener: IncomingListener; uri: string; received: Promise<unknown> }> {
+async function incoming(dstMem: GuestMemory, secure: (s: net.Socket) => Promise<net.Socket> = async (s) => bulkReads(s)): Promise<{ listener: IncomingListener; uri: string; received: Promise<unknown> }> {
   const listener = await listenForMigration(`tcp:127.0.0.1:${await freePort()}`);
   disposables.push({ dispose: () => listener.close() });
   const received = listener.connection.then(async (main) => receiveMigration(destination(dstMem), await secure(main), async (n, t) => Promise.all((await listener.next(n, t)).map(secure))));
@@ -65,13 +66,6 @@ async function incoming(dstMem: GuestMemory, secure: (s: net.Socket) => Promise<
   return { listener, uri: `tcp:127.0.0.1:${listener.port}`, received };
 }
 
-async function freePort(): Promise<number> {
-  const probe = net.createServer();
-  await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve));
-  const { port } = probe.address() as net.AddressInfo;
-  await new Promise((resolve) => probe.close(resolve));
-  return port;
-}
 
 const connect = (port: number) => new Promise<net.Socket>((resolve) => { const s = net.connect(port, '127.0.0.1', () => resolve(s)); });
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

@@ -27,6 +27,30 @@ describe('migration stream records', () => {
     }
   });
 
+  it('reads records in place from a transient chunk and keeps what is unread once told to retain it', () => {
+    const stream = Buffer.concat([record(RecordType.PASS_END, Buffer.from([1, 0, 0, 0])), record(RecordType.VERIFY, Buffer.from('abcdefgh'))]);
+    const readBuffer = Buffer.from(stream); // the owner's read buffer, reused after each read
+    const reader = new RecordReader();
+    reader.push(readBuffer.subarray(0, 13), true); // the first record and part of the second
+    expect(reader.next()?.payload).toEqual(Buffer.from([1, 0, 0, 0]));
+    expect(reader.next()).toBeUndefined();
+    reader.retain();
+    readBuffer.fill(0xee); // the next read overwrites it
+    reader.push(stream.subarray(13));
+    expect(reader.next()?.payload.toString()).toBe('abcdefgh');
+  });
+
+  it('without retain(), a reused read buffer corrupts a record that spans reads (so the test above means something)', () => {
+    const stream = record(RecordType.VERIFY, Buffer.from('abcdefgh'));
+    const readBuffer = Buffer.from(stream);
+    const reader = new RecordReader();
+    reader.push(readBuffer.subarray(0, 8), true);
+    expect(reader.next()).toBeUndefined();
+    readBuffer.fill(0xee, 5); // the payload's first bytes
+    reader.push(stream.subarray(8));
+    expect(reader.next()?.payload.toString()).not.toBe('abcdefgh');
+  });
+
   it('refuses a record longer than any valid one before buffering it', () => {
     const reader = new RecordReader();
     const head = Buffer.alloc(5);
@@ -80,6 +104,31 @@ describe('RAM records', () => {
       expect(dst.allocatedPages(0)).toEqual([{ firstPage: 3, count: 1 }]); // the stale page was released, not written
       // (Reading compares, and allocates what it reads: last.)
       expect(Buffer.from(dst.regions[0]!.bytes.subarray(0, 5 * 4096)).equals(Buffer.from(src.regions[0]!.bytes.subarray(0, 5 * 4096)))).toBe(true);
+    } finally {
+      src.dispose();
+      dst.dispose();
+    }
+  });
+
+  it('data pages land byte for byte whatever their order and mix with zero pages; a bad entry inside a run of data is refused', async () => {
+    const { GuestMemory } = await import('../../../src/memory/guest-memory.js');
+    const { encodeRamRecord, applyRamRecord } = await import('../../../src/migration/ram-record.js');
+    const { MigrationStreamError } = await import('../../../src/migration/protocol.js');
+    const src = GuestMemory.create(1024 * 1024); // 256 pages
+    const dst = GuestMemory.create(1024 * 1024);
+    try {
+      const pages = [5, 6, 7, 9, 8, 100, 101, 255, 0, 1];
+      for (const p of pages) if (p !== 7 && p !== 101) src.write((p * 4096) as never, randomBytes(4096)); // 7 and 101 stay zero
+      const rec = encodeRamRecord(0, src.regions[0]!.bytes, pages, { zero: 0, data: 0 });
+      applyRamRecord(dst, rec.subarray(5));
+      expect(Buffer.from(dst.regions[0]!.bytes).equals(Buffer.from(src.regions[0]!.bytes))).toBe(true);
+      // The third of a run of three data entries names a page past the region: refused, not written past it.
+      const bad = Buffer.from(encodeRamRecord(0, src.regions[0]!.bytes, [5, 6, 8], { zero: 0, data: 0 }));
+      bad.writeUInt32LE(256, 5 + 8 + 2 * (5 + 4096));
+      expect(() => applyRamRecord(dst, bad.subarray(5))).toThrow(/names page 256 beyond region 0/);
+      // Cut short inside the second page's data.
+      const cut = encodeRamRecord(0, src.regions[0]!.bytes, [5, 6], { zero: 0, data: 0 }).subarray(5, 5 + 8 + 5 + 4096 + 5 + 100);
+      expect(() => applyRamRecord(dst, cut)).toThrow(MigrationStreamError);
     } finally {
       src.dispose();
       dst.dispose();
