@@ -6,6 +6,7 @@
         "native/addon.cc",
         "native/args.cc",
         "native/ioctl.cc",
+        "native/fast-call.cc",
         "native/fds.cc",
         "native/memory.cc",
         "native/bitmap.cc",

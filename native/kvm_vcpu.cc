@@ -1,6 +1,7 @@
 // ioctls on a vCPU fd: running it and moving its state in and out as <linux/kvm.h> structs.
 #include <linux/kvm.h>
 
+#include "fast-call.h"
 #include "ioctl.h"
 
 namespace tsvmm {
@@ -22,16 +23,24 @@ static_assert(kMsrsHeader == 8 && sizeof(struct kvm_msr_entry) == 16);
 constexpr size_t kCpuid2Header = SIZE_THROUGH(struct kvm_cpuid2, padding);
 static_assert(kCpuid2Header == 8 && sizeof(struct kvm_cpuid_entry2) == 40);
 
-// A kicked vCPU (signal or immediate_exit) is an expected outcome, so EINTR is a return value.
-Napi::Value kvmRun(const Napi::CallbackInfo& info) {
-  Args args(info, __func__);
-  int32_t fd;
-  if (!args.Int32(0, "vcpuFd", &fd)) return {};
-  if (::ioctl(fd, KVM_RUN, 0UL) == 0) return Napi::Number::New(args.Env(), 0);
-  int err = errno;
-  if (err == EINTR) return Napi::Number::New(args.Env(), EINTR);
-  return ThrowSyscallError(args.Env(), REQUEST_NAME(KVM_RUN), err);
+// KVM_RUN returns the errno (0 for an exit to handle) instead of throwing: V8 calls it as a fast API
+// call from the optimized run loop, where throwing is impossible, and the slow path must answer the
+// same. Which errnos are expected (EINTR for a kick, EAGAIN for an AP's SIPI) and which become a
+// KvmError is the caller's policy (src/kvm/kvm-run.ts).
+int32_t KvmRunFast(v8::Local<v8::Value> /* receiver */, int32_t fd) {
+  return ::ioctl(fd, KVM_RUN, 0UL) == 0 ? 0 : errno;
 }
+
+void kvmRun(const v8::FunctionCallbackInfo<v8::Value>& info) {
+  int32_t fd;
+  if (!FastArgInt32(info, __func__, 0, "vcpuFd", &fd)) return;
+  info.GetReturnValue().Set(KvmRunFast(info.This(), fd));
+}
+
+const v8::CTypeInfo kKvmRunArgs[] = {v8::CTypeInfo(v8::CTypeInfo::Type::kV8Value),
+                                     v8::CTypeInfo(v8::CTypeInfo::Type::kInt32)};
+const v8::CFunctionInfo kKvmRunInfo(v8::CTypeInfo(v8::CTypeInfo::Type::kInt32), 2, kKvmRunArgs);
+const v8::CFunction kKvmRunFast(reinterpret_cast<const void*>(&KvmRunFast), &kKvmRunInfo);
 
 IOCTL_BUFFER(kvmGetRegs, KVM_GET_REGS, sizeof(struct kvm_regs))
 IOCTL_BUFFER(kvmSetRegs, KVM_SET_REGS, sizeof(struct kvm_regs))
@@ -59,7 +68,7 @@ IOCTL_COUNTED(kvmSetCpuid2, KVM_SET_CPUID2, kCpuid2Header, sizeof(struct kvm_cpu
 }  // namespace
 
 void RegisterKvmVcpu(Napi::Env env, Napi::Object exports) {
-  EXPORT_FUNCTION(env, exports, kvmRun);
+  ExportFastFunction(env, exports, "kvmRun", 1, kvmRun, &kKvmRunFast);
   EXPORT_FUNCTION(env, exports, kvmGetRegs);
   EXPORT_FUNCTION(env, exports, kvmSetRegs);
   EXPORT_FUNCTION(env, exports, kvmGetSregs);

@@ -8,8 +8,8 @@
  *
  * Every failing call throws the constructor registered with setErrorConstructor, called as
  * `new Ctor(syscall, errno)`, where `syscall` is the ioctl or libc name ('KVM_SET_USER_MEMORY_REGION',
- * 'open', 'mmap') and `errno` the positive errno. Only `run` reports EINTR by return value, because a
- * kicked vCPU is an expected outcome, not an error.
+ * 'open', 'mmap') and `errno` the positive errno. Only `kvmRun` returns its errno instead, because V8
+ * calls it as a fast API call, which cannot throw; kvmRun() in kvm-run.ts turns it into a KvmError.
  */
 export interface NativeAddon {
   /** Registers the class thrown on failure (per thread: each worker's addon instance needs it). */
@@ -106,7 +106,11 @@ export interface NativeAddon {
   kvmCreateVcpu(vmFd: number, id: number): number;
 
   // --- vCPU ioctls ------------------------------------------------------------------------------
-  /** KVM_RUN. Returns 0, or EINTR (4) when a signal or immediate_exit stopped it; throws otherwise. */
+  /**
+   * KVM_RUN. Returns 0 or the errno (EINTR (4) when a signal or immediate_exit stopped it), never
+   * throws for a failed call: a V8 fast API call from optimized code (native/fast-call.h). Call it
+   * through kvmRun() in kvm-run.ts, which throws the KvmError for unexpected errnos.
+   */
   kvmRun(vcpuFd: number): number;
   kvmGetRegs(vcpuFd: number, buf: Uint8Array): void;      // struct kvm_regs, 144 bytes
   kvmSetRegs(vcpuFd: number, buf: Uint8Array): void;

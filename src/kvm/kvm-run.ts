@@ -3,6 +3,9 @@
  * read in place through a DataView: on the exit path a number and a DataView cost ~25 ns where a
  * decoded object costs ~700 ns, so nothing here allocates per exit.
  */
+import type { NativeAddon } from './addon-types.js';
+import { Errno } from './constants.js';
+import { KvmError } from './kvm-error.js';
 
 /** Byte offsets inside struct kvm_run (x86-64). */
 export const KvmRunOffset = {
@@ -31,3 +34,18 @@ export const KvmRunOffset = {
   // KVM_EXIT_SYSTEM_EVENT: { u32 type; u32 ndata; u64 data[16]; }
   SYSTEM_EVENT_TYPE: 32,
 } as const;
+
+/**
+ * KVM_RUN on a vCPU fd. Returns 0 when the vCPU exited with an exit to handle in kvm_run, EINTR when a
+ * signal or immediate_exit kicked it, or EAGAIN when an AP waiting for INIT/SIPI
+ * (KVM_MP_STATE_UNINITIALIZED) got its SIPI and must simply be entered again (kvm_arch_vcpu_ioctl_run,
+ * arch/x86/kvm/x86.c); throws a KvmError for any other errno.
+ *
+ * The addon returns the errno rather than throwing so that V8 can call it as a fast API call from the
+ * optimized run loop; this is where that errno becomes the error every other wrapper throws.
+ */
+export function kvmRun(native: NativeAddon, vcpuFd: number): number {
+  const errno = native.kvmRun(vcpuFd);
+  if (errno === 0 || errno === Errno.EINTR || errno === Errno.EAGAIN) return errno;
+  throw new KvmError('KVM_RUN', errno);
+}

@@ -1,26 +1,8 @@
 import type { NativeAddon } from '../kvm/addon-types.js';
-import { KvmError } from '../kvm/kvm-error.js';
-import { KvmRunOffset } from '../kvm/kvm-run.js';
+import { KvmRunOffset, kvmRun } from '../kvm/kvm-run.js';
 import { Ctl, Request, State, THROTTLE_SLICE_MS } from './control-block.js';
 import { tracePhase } from '../machine/phase-trace.js';
 import { handleExit, type ExitBuses, type KvmRunView, type VcpuStop } from './exit-handler.js';
-
-/** errno EAGAIN (= EWOULDBLOCK on Linux). */
-const EAGAIN = 11;
-
-/**
- * KVM_RUN, where EAGAIN counts as a kick: an AP waiting for INIT/SIPI (KVM_MP_STATE_UNINITIALIZED)
- * blocks inside KVM_RUN and, once its SIPI arrives, returns -EAGAIN so userspace enters again
- * (kvm_arch_vcpu_ioctl_run, arch/x86/kvm/x86.c). Linux starting its APs is the first guest to do that.
- */
-function enterGuest(native: NativeAddon, vcpuFd: number): number {
-  try {
-    return native.kvmRun(vcpuFd);
-  } catch (e) {
-    if (e instanceof KvmError && e.errno === EAGAIN) return EAGAIN;
-    throw e;
-  }
-}
 
 /**
  * The vCPU run loop: KVM_RUN, dispatch the exit, repeat, honouring the main thread's requests in the
@@ -78,7 +60,7 @@ export function runLoop(
       continue;
     }
     exitPending = false;
-    if (enterGuest(native, vcpuFd) !== 0) {
+    if (kvmRun(native, vcpuFd) !== 0) {
       // EINTR (a kick) or EAGAIN (an AP just started). If a kick's request was withdrawn meanwhile, the
       // immediate_exit it left must not keep failing every entry.
       if (Atomics.load(ctl, Ctl.REQUEST) === Request.RUN) {

@@ -3,10 +3,12 @@
 // Every wrapper is reached with arguments that pass the addon's own checks, so what is asserted is
 // what the kernel said and which syscall name the addon attached to it.
 import path from 'node:path';
+import { setFlagsFromString } from 'node:v8';
 import { Worker } from 'node:worker_threads';
 import { describe, expect, it } from 'vitest';
 import { addon, packageRoot, type NativeAddon } from '../../src/kvm/addon.js';
 import { KvmError } from '../../src/kvm/kvm-error.js';
+import { kvmRun } from '../../src/kvm/kvm-run.js';
 
 const native = addon();
 
@@ -103,7 +105,8 @@ const fdCalls = {
   kvmSetPit2: { syscall: 'KVM_SET_PIT2', call: (fd) => native.kvmSetPit2(fd, new Uint8Array(112)) },
   kvmCreateVcpu: { syscall: 'KVM_CREATE_VCPU', call: (fd) => native.kvmCreateVcpu(fd, 0) },
 
-  kvmRun: { syscall: 'KVM_RUN', call: (fd) => native.kvmRun(fd) },
+  // The addon returns KVM_RUN's errno (a fast API call cannot throw); kvmRun() makes it the KvmError.
+  kvmRun: { syscall: 'KVM_RUN', call: (fd) => kvmRun(native, fd) },
   kvmGetRegs: { syscall: 'KVM_GET_REGS', call: (fd) => native.kvmGetRegs(fd, new Uint8Array(144)) },
   kvmSetRegs: { syscall: 'KVM_SET_REGS', call: (fd) => native.kvmSetRegs(fd, new Uint8Array(144)) },
   kvmGetSregs: { syscall: 'KVM_GET_SREGS', call: (fd) => native.kvmGetSregs(fd, new Uint8Array(312)) },
@@ -176,11 +179,17 @@ describe('the addon surface', () => {
   });
 
   it('lists every wrapper taking a struct buffer in the size tables below', () => {
-    // Probe them all: only a wrapper with a `buf` struct argument rejects an empty one as too short.
+    // Probe them all: only a wrapper with a `buf` struct argument rejects an empty one as too short
+    // (kvmRun returns its errno rather than throwing).
     const takesBuf = fdEntries
       .map(([name]) => name)
       .filter((name) => {
-        const error = thrown(() => bufferCall(name)(-1, new Uint8Array(0)));
+        let error: unknown;
+        try {
+          bufferCall(name)(-1, new Uint8Array(0));
+        } catch (e) {
+          error = e;
+        }
         return error instanceof RangeError && error.message.startsWith(`${name}: argument buf `);
       });
     expect(takesBuf.sort()).toEqual([...fixedStructs, ...countedStructs].map(([name]) => name).sort());
@@ -231,6 +240,25 @@ describe('bad file descriptors', () => {
     } finally {
       native.close(fd);
     }
+  });
+});
+
+describe('kvmRun, a V8 fast API call', () => {
+  it('returns the errno instead of throwing, from unoptimized and from optimized code alike', () => {
+    expect(native.kvmRun(-1)).toBe(EBADF);
+    // Optimized code calls the C function directly (native/fast-call.h); it must answer the same.
+    setFlagsFromString('--allow-natives-syntax');
+    const optimized = new Function('native', 'fd', `
+      const run = (f) => native.kvmRun(f);
+      %PrepareFunctionForOptimization(run);
+      run(fd); run(fd);
+      %OptimizeFunctionOnNextCall(run);
+      const result = run(fd);
+      return [result, %GetOptimizationStatus(run)];
+    `) as (n: NativeAddon, fd: number) => [number, number];
+    const [result, status] = optimized(native, NEVER_OPEN_FD);
+    expect(result).toBe(EBADF);
+    expect(status & 16).toBe(16); // V8's OptimizationStatus::kTurboFanned: `run` did get optimized
   });
 });
 
