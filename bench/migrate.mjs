@@ -11,6 +11,9 @@
 // (ram.normal + ram.duplicate) / total-time, because tsvmm does not fill ram.pages-per-second.
 // Downtime is not measured the same way inside the two: QEMU's ends when its source has sent
 // everything, tsvmm's when the destination has acknowledged loading it (so tsvmm's includes the load).
+// So it also prints "guest stopped", measured alike for both from outside: the source's STOP event
+// (the switch-over stops the guest) to the destination's RESUME (the guest runs again), by the
+// events' timestamps; that one includes each destination's load and start.
 //
 // Reproduce: npm install && node bench/migrate.mjs [--sizes 1,4] [--cases idle,dirtying]
 //   [--dirty-bytes 64M] [--downtime-limit 300] [--timeout 600] [--loopback-seconds 3]
@@ -222,7 +225,7 @@ async function migrationEnd(client, label) {
     if (['completed', 'failed', 'cancelled'].includes(info.status)) return info;
     if (info.ram && info.ram['dirty-sync-count'] !== lastPass) {
       lastPass = info.ram['dirty-sync-count'];
-      progress(`${label}: ${info.status}, pass ${lastPass}, sent ${(info.ram.transferred / MiB).toFixed(1)} MiB, remaining ${(info.ram.remaining / MiB).toFixed(1)} MiB`);
+      progress(`${label}: ${info.status}, pass ${lastPass}, sent ${(info.ram.transferred / MiB).toFixed(1)} MiB, remaining ${(info.ram.remaining / MiB).toFixed(1)} MiB, throttle ${info['cpu-throttle-percentage'] ?? 0}%`);
     }
     if (Date.now() - t0 > timeoutMs) {
       await client.execute('migrate_cancel').catch(() => {});
@@ -266,12 +269,22 @@ async function migrateOnce(vmm, kind, memGiB) {
     if (multifdChannels > 0) await srcQmp.execute('migrate-set-parameters', { 'multifd-channels': multifdChannels });
     // max-bandwidth 0: no limit in both (QEMU 7.2 migration/qemu-file.c: rate_limit_max > 0 is checked).
     await srcQmp.execute('migrate-set-parameters', { 'downtime-limit': downtimeLimitMs, 'max-bandwidth': 0 });
+    // The guest's own stop, the same for both VMMs: from the source's STOP event (it stops the guest
+    // for the switch-over) to the destination's RESUME (it runs the guest again), by the events'
+    // wall-clock timestamps, both processes on this host's clock.
+    const eventMs = (e) => e.timestamp.seconds * 1000 + e.timestamp.microseconds / 1000;
+    let stopAt;
+    let resumeAt;
+    srcQmp.on('event', (e) => { if (e.event === 'STOP' && stopAt === undefined) stopAt = eventMs(e); });
+    dstQmp = await dst.qmp();
+    dstQmp.on('event', (e) => { if (e.event === 'RESUME' && resumeAt === undefined) resumeAt = eventMs(e); });
     progress(`${vmm === vmms.tsvmm ? 'tsvmm' : 'QEMU'} ${memGiB} GiB ${kind}: migrating`);
     await srcQmp.execute('migrate', { uri: `tcp:127.0.0.1:${port}` });
     const info = await migrationEnd(srcQmp, `${vmm === vmms.tsvmm ? 'tsvmm' : 'QEMU'} ${memGiB} GiB ${kind}`);
     let check = '';
     if (info.status === 'completed') {
-      dstQmp = await dst.qmp();
+      await dstQmp.execute('query-status'); // any RESUME sent before this answer has arrived
+      if (stopAt !== undefined && resumeAt !== undefined) info['x-guest-stopped'] = resumeAt - stopAt;
       const st = await dstQmp.execute('query-status');
       check = `destination ${st.status}`;
       if (kind === 'dirtying') {
@@ -358,7 +371,7 @@ const ratio = (a, b) => (a === undefined || b === undefined || b === 0 ? '-' : (
 function row(label, r, limit) {
   if (r.info.status !== 'completed') return `  ${label}: ${r.info.status}: ${r.info['error-desc'] ?? 'no reason given'}`;
   const i = r.info;
-  return `  ${label}: total ${fmtMs(i['total-time'])}, downtime ${fmtMs(i.downtime)}, sent ${fmtBytes(i.ram.transferred)}, `
+  return `  ${label}: total ${fmtMs(i['total-time'])}, downtime ${fmtMs(i.downtime)}, guest stopped ${i['x-guest-stopped'] === undefined ? '-' : fmtMs(i['x-guest-stopped'])}, sent ${fmtBytes(i.ram.transferred)}, `
     + `${Math.round(pagesPerSecond(i))} pages/s, wire ${fmtRate(wireRate(i))} = ${((100 * wireRate(i)) / limit).toFixed(0)}% of loopback, `
     + `passes ${i.ram['dirty-sync-count']}${r.dirtyRate === undefined ? '' : `, guest dirtied ${Math.round(r.dirtyRate)} pages/s before`}; ${r.check}`;
 }
@@ -389,13 +402,14 @@ for (const memGiB of sizesGiB) {
 const limit = Math.max(limitBefore, await loopbackLimit('after the migrations'));
 console.log(`  loopback limit used below: ${fmtRate(limit)}, the highest of the four`);
 
-console.log('\n  case             total tsvmm/QEMU   downtime tsvmm/QEMU   bytes tsvmm/QEMU   pages/s tsvmm/QEMU   tsvmm wire % of loopback');
+console.log('\n  case             total tsvmm/QEMU   downtime tsvmm/QEMU   guest stopped tsvmm/QEMU   bytes tsvmm/QEMU   pages/s tsvmm/QEMU   tsvmm wire % of loopback');
 const verdicts = [];
 for (const { label, tsvmm, qemu } of results) {
   const t = tsvmm.info.status === 'completed' ? tsvmm.info : undefined;
   const q = qemu?.info.status === 'completed' ? qemu.info : undefined;
   const pct = t ? (100 * wireRate(t)) / limit : undefined;
   console.log(`  ${label.padEnd(15)}  ${ratio(t?.['total-time'], q?.['total-time']).padStart(16)}   ${ratio(t?.downtime, q?.downtime).padStart(19)}   `
+    + `${ratio(t?.['x-guest-stopped'], q?.['x-guest-stopped']).padStart(24)}   `
     + `${ratio(t?.ram.transferred, q?.ram.transferred).padStart(16)}   ${ratio(t && pagesPerSecond(t), q && pagesPerSecond(q)).padStart(18)}   `
     + `${pct === undefined ? '-' : `${pct.toFixed(0)}%`.padStart(24)}`);
   const met = (ok) => (ok === undefined ? 'not measured' : ok ? 'met' : 'NOT met');

@@ -3,6 +3,7 @@ import {
   VmControlError, type MigrationCapabilityName, type MigrationInfo, type MigrationParameters,
   type RunState, type VmControl, type VmEvent,
 } from '../control/vm-control.js';
+import { RECORD_HEADER_BYTES, parseState, stateRecord } from '../migration/protocol.js';
 import { receiveMigration } from '../migration/incoming.js';
 import { MultifdChannels } from '../migration/multifd-channels.js';
 import { PrecopySender } from '../migration/precopy-sender.js';
@@ -188,6 +189,9 @@ export class VmController implements VmControl {
       const creds = this.tlsCredsInUse();
       // Plain TCP is read in bulk (transport.ts, bulkReads); TLS decrypts in Node's own stream.
       const secure = (s: Socket) => (creds === undefined ? Promise.resolve(bulkReads(s)) : secureServer(s, creds));
+      // Before reading the stream (its bytes wait in the kernel meanwhile): never during it.
+      await this.vm.rehearseStateRestore((name, state) => parseState(stateRecord(name, state).subarray(RECORD_HEADER_BYTES)).state)
+        .catch((e: unknown) => process.stderr.write(`tsvmm: rehearsing the state restore failed (the migration goes on): ${e instanceof Error ? e.message : String(e)}\n`));
       const main = await secure(await listener.connection);
       await receiveMigration(this.vm, main, async (count, timeoutMs) => Promise.all((await listener.next(count, timeoutMs)).map(secure)));
       listener.close();

@@ -141,15 +141,19 @@ export class PrecopySender {
       await this.sendAllPages();
       await this.endPass(passStart, 0);
       let pending: RegionDirtyPages[];
+      // Logging started before the first pass: what the first sync finds was dirtied since then.
+      let lastSync = passStart;
       for (;;) {
         const t0 = Date.now();
         // INVARIANT: sync() takes these bits for good; every page it returns must be sent, in this
         // pass or, if this pass is the last live one, in the switch-over.
         pending = this.vm.dirty.sync();
         const pages = countDirty(pending);
+        const sinceLastSync = Math.max(0.001, (t0 - lastSync) / 1000);
+        lastSync = t0;
         this.remainingBytes = pages * PAGE_BYTES;
         if (this.expectedDowntimeMs() <= this.params()['downtime-limit']) break;
-        if (this.pass >= THROTTLE_AFTER_PASSES && this.autoConverge()) this.throttle(Math.min(99, 20 + 10 * (this.pass - THROTTLE_AFTER_PASSES)));
+        if (this.pass >= THROTTLE_AFTER_PASSES && this.autoConverge()) this.throttle(this.nextThrottle(this.remainingBytes / sinceLastSync));
         await this.sendDirty(pending);
         await this.endPass(t0, pages);
       }
@@ -368,6 +372,21 @@ export class PrecopySender {
     const w = this.wake;
     this.wake = undefined;
     w?.();
+  }
+
+  /**
+   * The throttle for the next pass, given the bytes/s the guest dirtied since the last sync: QEMU's
+   * steps (20% first, then 10 points more each pass), or more when the guest dirties so fast that
+   * stepping would take many passes: the share that brings its dirty rate, as it would be unthrottled,
+   * down to half of what the link carried. Half, as QEMU's throttle-trigger-threshold (50%): a pass
+   * then finds at most half as much to send as the one before. Measured dirty rates only understate
+   * (a page dirtied twice counts once), so this never throttles more than the guest's own rate asks.
+   */
+  private nextThrottle(dirtyBytesPerSecond: number): number {
+    const stepped = this.throttlePercent === 0 ? 20 : this.throttlePercent + 10;
+    const unthrottled = dirtyBytesPerSecond / (1 - this.throttlePercent / 100);
+    const runShare = unthrottled > 0 ? Math.min(1, (0.5 * this.bandwidth) / unthrottled) : 1;
+    return Math.min(99, Math.max(stepped, Math.round(100 * (1 - runShare))));
   }
 
   /**

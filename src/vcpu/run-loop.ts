@@ -56,7 +56,7 @@ export function runLoop(
         Atomics.wait(ctl, Ctl.WAKE, wake);
       }
       setState(State.RUNNING);
-      tracePhase('vcpu: unparked');
+      if (Atomics.load(ctl, Ctl.REQUEST) === Request.RUN) tracePhase('vcpu: unparked');
       continue;
     }
     exitPending = false;
