@@ -51,6 +51,30 @@ describe('migration stream records', () => {
     expect(reader.next()?.payload.toString()).not.toBe('abcdefgh');
   });
 
+  it('STATE carries byte arrays raw, wherever they sit in the state, and copies them out of the record', () => {
+    const state = {
+      version: 1, irqchips: [new Uint8Array([1, 2]), new Uint8Array(0), new Uint8Array(520).fill(7)],
+      nested: { ok: true, name: 'x', list: [1, 2, { b: new Uint8Array([9]) }] }, nothing: null,
+    };
+    const rec = stateRecord('vm', state);
+    expect(rec.length).toBeLessThan(5 + 2 + 2 + 4 + 200 + 4 + 5 * 4 + 523); // raw, not base64
+    const payload = Buffer.from(rec.subarray(5));
+    const parsed = parseState(payload);
+    payload.fill(0); // the record's bytes are reused after parsing: the arrays must not be views of them
+    expect(parsed).toEqual({ name: 'vm', state });
+  });
+
+  it('STATE records that are cut short, padded, not JSON or name an array they lack are refused', () => {
+    const payload = stateRecord('vcpu0', { regs: new Uint8Array(144).fill(1) }).subarray(5);
+    for (const cut of [1, 7, 20, payload.length - 1]) expect(() => parseState(payload.subarray(0, cut)), `cut at ${cut}`).toThrow(MigrationStreamError);
+    expect(() => parseState(Buffer.concat([payload, Buffer.from([0])]))).toThrow(/longer than its contents/);
+    const notJson = stateRecord('x', { a: 1 }).subarray(5);
+    notJson[2 + 1 + 4] = 0x7b + 1; // the JSON's '{' becomes '|'
+    expect(() => parseState(notJson)).toThrow(/is not valid JSON/);
+    const lacking = stateRecord('x', { a: { $bytes: 3 } }).subarray(5);
+    expect(() => parseState(lacking)).toThrow(/names byte array 3, which it does not carry/);
+  });
+
   it('refuses a record longer than any valid one before buffering it', () => {
     const reader = new RecordReader();
     const head = Buffer.alloc(5);
