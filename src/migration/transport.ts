@@ -124,11 +124,11 @@ const bulkSinks = new WeakMap<net.Socket, { sink: ChunkSink | undefined; early: 
  * The same plain TCP connection, read in large reads into one reused buffer (Node's `onread`) instead
  * of a fresh 64 KiB Buffer per read pushed through the stream machinery. Receiving 512 MiB sent in
  * 1 MiB writes over loopback on this host took the receiver 580-600 ms of CPU as 'data' events and
- * 70-120 ms this way; in nested KVM the stream path was a quarter of the destination's time
- * (bench/migrate, --cpu-prof). Node offers `onread` only to sockets it creates
- * from an fd, so this wraps a duplicate of the accepted socket's fd and closes the original, which
- * must not have read anything yet (listenForMigration hands connections out paused). Read it with
- * readChunks.
+ * 70-120 ms this way; in nested KVM the stream machinery and record assembly were ~4 of the
+ * destination's ~29 busy seconds (bench/migrate, --cpu-prof). Node offers `onread` only to sockets it
+ * creates from an fd, so this wraps a duplicate of the accepted socket's fd (read from Node's internal
+ * handle; without one the socket is returned as it is) and closes the original, which must not have
+ * read anything yet (listenForMigration hands connections out paused). Read it with readChunks.
  */
 export function bulkReads(socket: net.Socket): net.Socket {
   const fd = (socket as unknown as { _handle?: { fd?: number } })._handle?.fd;
