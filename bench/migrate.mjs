@@ -18,8 +18,7 @@
 // Reproduce: npm install && node bench/migrate.mjs [--sizes 1,4] [--cases idle,dirtying]
 //   [--dirty-bytes 64M] [--downtime-limit 300] [--timeout 600] [--loopback-seconds 3]
 // Without /dev/kvm: scripts/nested-kvm/run.sh --mem 10G -- env TMPDIR=/dev/shm node bench/migrate.mjs
-// (10G: a 4 GiB tsvmm source and destination each end up with all guest RAM resident, because
-// touching a memfd page through its mapping allocates it, even to read zeros.)
+// (10G: a 4 GiB source and destination, QEMU's or ours, may each end up with all guest RAM resident.)
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import net from 'node:net';

@@ -84,6 +84,46 @@ Napi::Value mmapAnonymous(const Napi::CallbackInfo& info) {
   return MappingToArrayBuffer(args.Env(), address, size);
 }
 
+// Guest RAM: private anonymous memory, as QEMU's default RAM is, so that the kernel may back it with
+// transparent huge pages (shared memory gets none while shmem_enabled=never, Debian's default).
+// Threads of this process reach it through mappingView; other processes cannot.
+//
+// The mapping starts on a 2 MiB boundary (mapped 2 MiB larger, the ends trimmed off, as QEMU's
+// qemu_ram_mmap does): THP backs only aligned 2 MiB ranges, and KVM maps a guest 2 MiB page with
+// one large entry only when its guest-physical and host addresses agree modulo 2 MiB. Kernels before
+// 6.7 do not align large anonymous mappings themselves.
+Napi::Value mmapPrivate(const Napi::CallbackInfo& info) {
+  Args args(info, __func__);
+  uint64_t size;
+  if (!args.SafeUint(0, "sizeBytes", &size)) return {};
+  const uint64_t kAlign = 2 << 20;
+  if (size == 0) return ThrowSyscallError(args.Env(), "mmap", EINVAL);
+  void* reserved = ::mmap(nullptr, size + kAlign, PROT_READ | PROT_WRITE,
+                          MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (reserved == MAP_FAILED) return ThrowSyscallError(args.Env(), "mmap", errno);
+  uintptr_t start = reinterpret_cast<uintptr_t>(reserved);
+  uintptr_t aligned = (start + kAlign - 1) & ~static_cast<uintptr_t>(kAlign - 1);
+  if (aligned > start) ::munmap(reserved, aligned - start);
+  uintptr_t end = start + size + kAlign;
+  if (end > aligned + size) ::munmap(reinterpret_cast<void*>(aligned + size), end - (aligned + size));
+  return MappingToArrayBuffer(args.Env(), reinterpret_cast<void*>(aligned), size);
+}
+
+// mappingView(address, sizeBytes): an ArrayBuffer over memory this process already maps (guest RAM
+// mapped by another thread's mmapPrivate). No system call and no ownership: the mapping's owner
+// unmaps it, and only after every thread holding a view has let go. Never pass a view to munmap.
+Napi::Value mappingView(const Napi::CallbackInfo& info) {
+  Args args(info, __func__);
+  uint64_t address, size;
+  if (!args.BigUint64(0, "address", &address) || !args.SafeUint(1, "sizeBytes", &size)) return {};
+  if (address == 0 || address % 4096 != 0 || size == 0) {
+    Napi::RangeError::New(args.Env(), "mappingView: address must be a page-aligned mapping address, with a size above 0")
+        .ThrowAsJavaScriptException();
+    return {};
+  }
+  return Napi::ArrayBuffer::New(args.Env(), reinterpret_cast<void*>(static_cast<uintptr_t>(address)), size);
+}
+
 Napi::Value mmapShared(const Napi::CallbackInfo& info) {
   Args args(info, __func__);
   int32_t fd;
@@ -149,6 +189,8 @@ void RegisterMemory(Napi::Env env, Napi::Object exports) {
   EXPORT_FUNCTION(env, exports, lseek);
   EXPORT_FUNCTION(env, exports, fallocate);
   EXPORT_FUNCTION(env, exports, mmapAnonymous);
+  EXPORT_FUNCTION(env, exports, mmapPrivate);
+  EXPORT_FUNCTION(env, exports, mappingView);
   EXPORT_FUNCTION(env, exports, mmapShared);
   EXPORT_FUNCTION(env, exports, munmap);
   EXPORT_FUNCTION(env, exports, bufferAddress);

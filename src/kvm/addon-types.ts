@@ -27,9 +27,9 @@ export interface NativeAddon {
   memfdCreate(name: string): number;
   /** ftruncate(fd, size). */
   ftruncate(fd: number, sizeBytes: bigint): void;
-  /** lseek(fd, offset, whence); returns the new offset (SEEK_DATA/SEEK_HOLE find a memfd's allocated pages). */
+  /** lseek(fd, offset, whence); returns the new offset (SEEK_DATA/SEEK_HOLE find a sparse file's data). */
   lseek(fd: number, offset: number, whence: number): number;
-  /** fallocate(fd, mode, offset, length) (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE frees pages). */
+  /** fallocate(fd, mode, offset, length) (FALLOC_FL_PUNCH_HOLE releases a file's pages). */
   fallocate(fd: number, mode: number, offset: number, length: number): void;
   /** read(fd, buf, buf.length); returns the bytes read. Blocks the calling thread if the fd does. */
   read(fd: number, buf: Uint8Array): number;
@@ -45,14 +45,21 @@ export interface NativeAddon {
   // --- memory mappings ------------------------------------------------------------------------
   /** mmap(NULL, size, PROT_READ|PROT_WRITE, MAP_SHARED|MAP_ANONYMOUS|MAP_NORESERVE, -1, 0). */
   mmapAnonymous(sizeBytes: number): ArrayBuffer;
-  /** mmap(NULL, size, PROT_READ|PROT_WRITE, MAP_SHARED, fd, offset): memfd RAM or a vCPU's kvm_run. */
+  /** mmap(NULL, size, PROT_READ|PROT_WRITE, MAP_PRIVATE|MAP_ANONYMOUS|MAP_NORESERVE, -1, 0): guest RAM,
+   *  which transparent huge pages may back (shared memory gets none under shmem_enabled=never). */
+  mmapPrivate(sizeBytes: number): ArrayBuffer;
+  /** No system call: an ArrayBuffer over [address, address + size) that this process already maps
+   *  (guest RAM seen from another thread). The owner of the mapping unmaps it, after every view is
+   *  dropped; never pass a view to munmap. */
+  mappingView(address: bigint, sizeBytes: number): ArrayBuffer;
+  /** mmap(NULL, size, PROT_READ|PROT_WRITE, MAP_SHARED, fd, offset): a vCPU's kvm_run, or a memfd. */
   mmapShared(fd: number, sizeBytes: number, offset: number): ArrayBuffer;
-  /** munmap of a buffer returned by mmapAnonymous/mmapShared; detaches the ArrayBuffer first so no
+  /** munmap of a buffer returned by mmapAnonymous/mmapPrivate/mmapShared; detaches the ArrayBuffer first so no
    *  JS view can touch the unmapped range afterwards. */
   munmap(buffer: ArrayBuffer): void;
   /** The host virtual address of a mapped buffer (what KVM_SET_USER_MEMORY_REGION takes). */
   bufferAddress(buffer: ArrayBuffer): bigint;
-  /** madvise() over [offset, offset + length) of a mapping from mmapAnonymous/mmapShared. */
+  /** madvise() over [offset, offset + length) of a mapping from mmapAnonymous/mmapPrivate/mmapShared. */
   madvise(buffer: ArrayBuffer, offset: number, length: number, advice: number): void;
 
   // --- threads and signals --------------------------------------------------------------------

@@ -75,13 +75,11 @@ export const MpState = { RUNNABLE: 0, UNINITIALIZED: 1, INIT_RECEIVED: 2, HALTED
 
 /** eventfd(2) flags. */
 export const EFD_CLOEXEC = 0o2000000;
-/** lseek whence values that find data and holes in a sparse file (a memfd's never-written pages). */
-export const SEEK_DATA = 3;
-export const SEEK_HOLE = 4;
-/** fallocate modes: release a range's pages (it then reads as zero) without changing the file size. */
-export const FALLOC_FL_KEEP_SIZE = 0x01;
-export const FALLOC_FL_PUNCH_HOLE = 0x02;
-/** madvise: fault a range in, writable, in one call (Linux 5.14, include/uapi/asm-generic/mman-common.h). */
+/** madvise advice (include/uapi/asm-generic/mman-common.h): release pages (private anonymous ones read back as zero). */
+export const MADV_DONTNEED = 4;
+/** madvise: back the range with transparent huge pages when THP is in "madvise" mode. */
+export const MADV_HUGEPAGE = 14;
+/** madvise: fault a range in, writable, in one call (Linux 5.14). */
 export const MADV_POPULATE_WRITE = 23;
 export const EFD_NONBLOCK = 0o4000;
 /** struct pollfd events/revents bits (poll(2)). */

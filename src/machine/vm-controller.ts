@@ -130,7 +130,7 @@ export class VmController implements VmControl {
           channels: this.params['multifd-channels'],
           open: (session, announce) => MultifdChannels.open({
             uri, session, count: this.params['multifd-channels'],
-            regions: this.vm.memory.regions.map((r) => ({ fd: r.fd, sizeBytes: r.sizeBytes })),
+            regions: this.vm.memory.regions.map((r) => ({ hva: r.hva, sizeBytes: r.sizeBytes })),
             tls: creds === undefined ? undefined : { creds, hostname },
           }, announce),
         } : undefined,

@@ -1,13 +1,19 @@
-import { writeSync } from 'node:fs';
+import { closeSync, openSync, readSync } from 'node:fs';
 import { addon } from '../kvm/addon.js';
 import { GiB, HIGH_RAM_START, LOW_RAM_MAX_END, PAGE_SIZE, gpa, type Gpa } from '../arch/x86/layout.js';
-import { FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, MADV_POPULATE_WRITE, SEEK_DATA, SEEK_HOLE } from '../kvm/constants.js';
+import { MADV_DONTNEED, MADV_HUGEPAGE, MADV_POPULATE_WRITE } from '../kvm/constants.js';
 import { DirtyBitmap, type PageRange } from './dirty-bitmap.js';
 
 /**
- * Guest RAM: host mappings of memfds, each covering one guest-physical range. All reads and writes the
- * VMM makes into guest memory go through here (the loader today; devices and DMA later), so that the
- * dirty tracking added on top sees every one of them.
+ * Guest RAM: private anonymous host mappings, each covering one guest-physical range, advised for
+ * transparent huge pages as QEMU's RAM is. All reads and writes the VMM makes into guest memory go
+ * through here (the loader, devices, an incoming migration), so that dirty tracking sees every one.
+ *
+ * Why not a memfd (shared memory), which other processes could map too: shmem gets no huge pages
+ * under shmem_enabled=never, the default on Debian and most distributions, and a guest on 4 KiB host
+ * pages pays for it in every TLB miss. QEMU with its RAM in a memfd booted Linux to its banner in
+ * 8.2 s against 6.1 s with anonymous RAM (bench/linux-banner, nested KVM). Threads of this process
+ * reach the same pages with attach() (views of the same addresses, no second mapping).
  */
 
 export class GuestMemoryError extends Error {
@@ -21,20 +27,21 @@ export class GuestMemoryError extends Error {
 export const MAX_REGION_BYTES = 2 * GiB;
 
 /**
- * Writes at least this long go into the region's memfd with pwrite instead of through the mapping:
- * the kernel then allocates and fills each fresh page inside one system call, where a copy through the
- * mapping takes a page fault per 4 KiB. The loader's kernel and initrd are tens of MiB; under nested
- * KVM a fault is dear, and a 57 MiB vmlinux took seconds to copy (bench/linux-banner).
+ * Writes at least this long first populate their pages (MADV_POPULATE_WRITE) in one system call,
+ * where a copy through the mapping would take a page fault per page it reaches first. The loader's
+ * kernel and initrd are tens of MiB; under nested KVM a fault is dear, and a 57 MiB vmlinux took
+ * seconds to copy with a fault per 4 KiB (bench/linux-banner).
  */
-export const PWRITE_MIN_BYTES = 256 * 1024;
+export const POPULATE_MIN_BYTES = 256 * 1024;
 
 /** A guest-physical range of RAM backed by one host mapping. */
 export interface RamRegion {
   readonly start: Gpa;
   readonly sizeBytes: number;
-  /** The memfd behind the mapping, so other threads (and later processes) can map the same pages. */
-  readonly fd: number;
-  /** Host virtual address of the mapping in this thread, as KVM_SET_USER_MEMORY_REGION takes it. */
+  /**
+   * Host virtual address of the mapping, as KVM_SET_USER_MEMORY_REGION takes it; the same in every
+   * thread of the process (attach() views it, it does not map it again).
+   */
   readonly hva: bigint;
   /** INVARIANT: aliases guest memory; only GuestMemory writes through it. */
   readonly bytes: Uint8Array;
@@ -49,11 +56,11 @@ export interface GuestMemoryTestOptions {
 }
 
 /**
- * What another thread needs to reach the same guest RAM with the same dirty tracking
- * (structured-cloneable): the memfds to map, the regions' bitmaps and the shared logging switch.
+ * What another thread of this process needs to reach the same guest RAM with the same dirty tracking
+ * (structured-cloneable): the mappings' addresses, the regions' bitmaps and the shared logging switch.
  */
 export interface SharedGuestMemory {
-  readonly regions: readonly { readonly start: Gpa; readonly sizeBytes: number; readonly fd: number; readonly dirtyWords: Int32Array }[];
+  readonly regions: readonly { readonly start: Gpa; readonly sizeBytes: number; readonly hva: bigint; readonly dirtyWords: Int32Array }[];
   readonly sizeBytes: number;
   /** Word 0: 1 while VMM writes are being recorded. */
   readonly logging: Int32Array;
@@ -93,11 +100,15 @@ export class GuestMemory {
   private readonly views: DataView[];
   /** Cleared when the kernel refuses MADV_POPULATE_WRITE (before Linux 5.14). */
   private populateWorks = true;
+  /** /proc/self/pagemap, opened by the first allocatedPages(). */
+  private pagemapFd: number | undefined;
 
   private constructor(
     readonly regions: readonly RamRegion[],
     readonly sizeBytes: number,
     private readonly testOptions: GuestMemoryTestOptions,
+    /** Whether this GuestMemory made the mappings (create) or views another's (attach). */
+    private readonly owner: boolean,
     loggingFlag?: Int32Array,
   ) {
     this.loggingFlag = loggingFlag ?? new Int32Array(new SharedArrayBuffer(4));
@@ -113,30 +124,33 @@ export class GuestMemory {
     const regions: RamRegion[] = [];
     try {
       for (const { start, sizeBytes: size } of ramLayout(sizeBytes)) {
-        const fd = native.memfdCreate(`tsvmm-ram-${start.toString(16)}`);
-        try {
-          native.ftruncate(fd, BigInt(size));
-          const buffer = native.mmapShared(fd, size, 0);
-          regions.push({
-            start, sizeBytes: size, fd, hva: native.bufferAddress(buffer), bytes: new Uint8Array(buffer),
-            dirty: new DirtyBitmap(size / PAGE_SIZE),
-          });
-        } catch (e) {
-          native.close(fd);
-          throw e;
-        }
+        const buffer = native.mmapPrivate(size);
+        regions.push({ start, sizeBytes: size, hva: native.bufferAddress(buffer), bytes: new Uint8Array(buffer), dirty: new DirtyBitmap(size / PAGE_SIZE) });
+        GuestMemory.adviseHugePages(buffer);
       }
     } catch (cause) {
-      for (const r of regions) GuestMemory.release(r);
+      for (const r of regions) native.munmap(r.bytes.buffer as ArrayBuffer);
       throw new GuestMemoryError(`cannot allocate ${sizeBytes} bytes of guest memory`, { cause });
     }
-    return new GuestMemory(regions, sizeBytes, testOptions);
+    return new GuestMemory(regions, sizeBytes, testOptions, true);
+  }
+
+  /**
+   * MADV_HUGEPAGE: huge pages for this mapping when THP is in "madvise" mode (in "always" it has
+   * them anyway). A kernel without THP refuses with EINVAL, and RAM then works on 4 KiB pages.
+   */
+  private static adviseHugePages(buffer: ArrayBuffer): void {
+    try {
+      addon().madvise(buffer, 0, buffer.byteLength, MADV_HUGEPAGE);
+    } catch {
+      // no THP here: nothing to ask for
+    }
   }
 
   /** What attach() needs in another thread. */
   shared(): SharedGuestMemory {
     return {
-      regions: this.regions.map((r) => ({ start: r.start, sizeBytes: r.sizeBytes, fd: r.fd, dirtyWords: r.dirty.words })),
+      regions: this.regions.map((r) => ({ start: r.start, sizeBytes: r.sizeBytes, hva: r.hva, dirtyWords: r.dirty.words })),
       sizeBytes: this.sizeBytes,
       logging: this.loggingFlag,
       testOptions: this.testOptions,
@@ -144,32 +158,24 @@ export class GuestMemory {
   }
 
   /**
-   * This guest memory as seen from another thread: the same memfds mapped again, the same dirty
-   * bitmaps and logging switch, so invariant B holds for writes made there. The caller ends it with
-   * detach(); the memfds stay owned by the GuestMemory that created them.
+   * This guest memory as seen from another thread of this process: views of the same mappings, the
+   * same dirty bitmaps and logging switch, so invariant B holds for writes made there. INVARIANT: the
+   * thread stops touching guest memory before the owner's dispose() unmaps it (devices are closed
+   * before a VM is disposed; multifd channels finish or are terminated before a migration ends).
    */
   static attach(shared: SharedGuestMemory): GuestMemory {
     const native = addon();
-    const regions: RamRegion[] = [];
-    try {
-      for (const r of shared.regions) {
-        const buffer = native.mmapShared(r.fd, r.sizeBytes, 0);
-        regions.push({
-          start: r.start, sizeBytes: r.sizeBytes, fd: r.fd, hva: native.bufferAddress(buffer), bytes: new Uint8Array(buffer),
-          dirty: new DirtyBitmap(r.sizeBytes / PAGE_SIZE, r.dirtyWords),
-        });
-      }
-    } catch (cause) {
-      for (const r of regions) native.munmap(r.bytes.buffer as ArrayBuffer);
-      throw new GuestMemoryError('cannot map guest memory in this thread', { cause });
-    }
-    return new GuestMemory(regions, shared.sizeBytes, shared.testOptions, shared.logging);
+    const regions = shared.regions.map((r): RamRegion => ({
+      start: r.start, sizeBytes: r.sizeBytes, hva: r.hva, bytes: new Uint8Array(native.mappingView(r.hva, r.sizeBytes)),
+      dirty: new DirtyBitmap(r.sizeBytes / PAGE_SIZE, r.dirtyWords),
+    }));
+    return new GuestMemory(regions, shared.sizeBytes, shared.testOptions, false, shared.logging);
   }
 
-  /** Unmaps the mappings attach() made (the memfds stay open). */
+  /** Ends this thread's use of an attach()ed memory (the mappings stay the owner's). */
   detach(): void {
-    const native = addon();
-    for (const r of this.regions) if (r.bytes.buffer.byteLength > 0) native.munmap(r.bytes.buffer as ArrayBuffer);
+    if (this.owner) throw new GuestMemoryError('detach: this GuestMemory owns its mappings; dispose() it');
+    this.closePagemap();
   }
 
   /** Starts or stops recording VMM writes in the regions' dirty bitmaps. */
@@ -228,15 +234,8 @@ export class GuestMemory {
 
   write(address: Gpa, data: Uint8Array): void {
     const target = this.bytesAt(address, data.length);
-    if (data.length < PWRITE_MIN_BYTES) {
-      target.set(data);
-    } else {
-      // The memfd's pages are the mapping's pages: the bytes land in guest RAM just the same.
-      const r = this.regionOf(address, data.length)!;
-      for (let done = 0; done < data.length;) {
-        done += writeSync(r.fd, data, done, data.length - done, address - r.start + done);
-      }
-    }
+    if (data.length >= POPULATE_MIN_BYTES) this.populate(address, data.length);
+    target.set(data);
     this.markWritten(address, data.length);
   }
 
@@ -294,43 +293,60 @@ export class GuestMemory {
   }
 
   /**
-   * Writes zeros over whole pages by releasing them (FALLOC_FL_PUNCH_HOLE on the region's memfd): a
-   * zero page costs no memory and no copy, and reads back as zeros through every mapping. Marked
-   * like any VMM write (invariant B).
+   * Writes zeros over whole pages by releasing them (MADV_DONTNEED: a private anonymous page read
+   * after it is a fresh zero page): a zero page costs no memory and no copy. KVM's MMU notifier drops
+   * the guest's mappings of them too. Marked like any VMM write (invariant B).
    */
   zeroPages(address: Gpa, length: number): void {
     if (address % PAGE_SIZE !== 0 || length % PAGE_SIZE !== 0) throw new GuestMemoryError(`zeroPages: 0x${address.toString(16)}+0x${length.toString(16)} is not whole pages`);
     const r = this.regionOf(address, length);
     if (r === undefined) this.bytesAt(address, length); // throws the usual "not inside guest RAM"
-    addon().fallocate(r!.fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, address - r!.start, length);
+    addon().madvise(r!.bytes.buffer as ArrayBuffer, r!.bytes.byteOffset + (address - r!.start), length, MADV_DONTNEED);
     this.markWritten(address, length);
   }
 
   /**
-   * The page ranges of region `index` that have ever been written (allocated in its memfd); every
-   * other page is zero and was never touched. Found with lseek SEEK_DATA/SEEK_HOLE, without reading
-   * RAM: reading a never-written page of a memfd would allocate it.
+   * The page ranges of region `index` that may hold data: every page the process has mapped (present)
+   * or swapped out, from /proc/self/pagemap. Every other page was never touched, or was released, and
+   * reads as zero; nothing here reads RAM, which would map pages in. A page the guest or the VMM only
+   * read counts as present (the shared zero page), and a huge page counts whole: the caller finds
+   * those zeros by reading them.
    */
   allocatedPages(index: number): PageRange[] {
     const r = this.regions[index]!;
-    const native = addon();
+    this.pagemapFd ??= openSync('/proc/self/pagemap', 'r');
+    const pages = r.sizeBytes / PAGE_SIZE;
+    const CHUNK_PAGES = 64 * 1024;
+    const entries = new Uint32Array(CHUNK_PAGES * 2);
+    const bytes = new Uint8Array(entries.buffer);
     const ranges: PageRange[] = [];
-    let at = 0;
-    while (at < r.sizeBytes) {
-      let data: number;
-      try {
-        data = native.lseek(r.fd, at, SEEK_DATA);
-      } catch (e) {
-        if ((e as { code?: string }).code === 'ENXIO') break; // no data at or after `at`
-        throw e;
+    let start = -1;
+    const firstEntry = Number(r.hva / BigInt(PAGE_SIZE));
+    for (let at = 0; at < pages; at += CHUNK_PAGES) {
+      const n = Math.min(CHUNK_PAGES, pages - at);
+      const want = n * 8;
+      for (let done = 0; done < want;) {
+        const got = readSync(this.pagemapFd, bytes, done, want - done, (firstEntry + at) * 8 + done);
+        if (got === 0) throw new GuestMemoryError(`/proc/self/pagemap ended at page ${at} of region ${index}`);
+        done += got;
       }
-      if (data >= r.sizeBytes) break;
-      const hole = Math.min(native.lseek(r.fd, data, SEEK_HOLE), r.sizeBytes);
-      const firstPage = Math.floor(data / PAGE_SIZE);
-      ranges.push({ firstPage, count: Math.ceil(hole / PAGE_SIZE) - firstPage });
-      at = hole;
+      for (let i = 0; i < n; i++) {
+        // Each entry is a little-endian u64: bit 63 present, bit 62 swapped, in the high word here.
+        const mapped = (entries[2 * i + 1]! & 0xc0000000) !== 0;
+        if (mapped && start < 0) start = at + i;
+        else if (!mapped && start >= 0) {
+          ranges.push({ firstPage: start, count: at + i - start });
+          start = -1;
+        }
+      }
     }
+    if (start >= 0) ranges.push({ firstPage: start, count: pages - start });
     return ranges;
+  }
+
+  private closePagemap(): void {
+    if (this.pagemapFd !== undefined) closeSync(this.pagemapFd);
+    this.pagemapFd = undefined;
   }
 
   /** Little-endian scalar reads and writes (virtqueue rings, request headers); writes are marked. */
@@ -366,14 +382,14 @@ export class GuestMemory {
     return this.regionOf(address, length) !== undefined;
   }
 
-  /** Unmaps and closes every region. The memslots using them must be gone first. */
+  /**
+   * Unmaps every region. The memslots using them must be gone first, and every thread that attached
+   * must have stopped touching them.
+   */
   dispose(): void {
-    for (const r of this.regions) GuestMemory.release(r);
-  }
-
-  private static release(r: RamRegion): void {
+    if (!this.owner) throw new GuestMemoryError('dispose: this GuestMemory views another thread\'s mappings; detach() it');
+    this.closePagemap();
     const native = addon();
-    if (r.bytes.buffer.byteLength > 0) native.munmap(r.bytes.buffer as ArrayBuffer);
-    native.close(r.fd);
+    for (const r of this.regions) if (r.bytes.buffer.byteLength > 0) native.munmap(r.bytes.buffer as ArrayBuffer);
   }
 }

@@ -1,6 +1,6 @@
 /**
  * One multifd channel of an outgoing migration, in its own worker thread: it maps guest RAM itself
- * (the same memfds, read only by intent), connects its own TCP (or TLS) connection, and turns page
+ * (views of the same mappings, read only by intent), connects its own TCP (or TLS) connection, and turns page
  * lists from the main thread into RAM records, so that zero-page checks, copies, checksums and socket
  * writes of several channels run on several cores.
  */
@@ -17,7 +17,9 @@ export interface ChannelThreadData {
   readonly uri: string;
   readonly index: number;
   readonly session: Uint8Array;
-  readonly regions: readonly { readonly fd: number; readonly sizeBytes: number }[];
+  /** Guest RAM, as GuestMemory's regions map it in this process (hva); a channel reads it while
+   *  encoding a batch, and the main thread keeps it mapped until every channel has ended. */
+  readonly regions: readonly { readonly hva: bigint; readonly sizeBytes: number }[];
   readonly tls?: { readonly creds: TlsCredsX509; readonly hostname: string };
 }
 
@@ -40,8 +42,7 @@ async function main(data: ChannelThreadData): Promise<void> {
   const port = parentPort!;
   const post = (m: FromChannel) => port.postMessage(m);
   const native = addon();
-  const buffers = data.regions.map((r) => native.mmapShared(r.fd, r.sizeBytes, 0));
-  const regions = buffers.map((b) => new Uint8Array(b));
+  const regions = data.regions.map((r) => new Uint8Array(native.mappingView(r.hva, r.sizeBytes)));
   // Ready (modules loaded, RAM mapped) before connecting: a thread's start can take seconds on a slow
   // host, and the destination gives the channels a limited time once it has seen MULTIFD.
   post({ type: 'ready' });
@@ -72,10 +73,7 @@ async function main(data: ChannelThreadData): Promise<void> {
         return;
       case 'end':
         socket.removeAllListeners('close');
-        socket.end(() => {
-          buffers.forEach((b) => native.munmap(b));
-          port.close();
-        });
+        socket.end(() => port.close());
     }
   });
 }

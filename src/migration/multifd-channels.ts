@@ -46,7 +46,7 @@ export class MultifdChannels {
    */
   static async open(opts: {
     uri: string; count: number; session: Uint8Array;
-    regions: readonly { fd: number; sizeBytes: number }[];
+    regions: readonly { hva: bigint; sizeBytes: number }[];
     tls?: { creds: TlsCredsX509; hostname: string };
   }, announce: () => Promise<void> = async () => {}): Promise<MultifdChannels> {
     const channels: Channel[] = [];

@@ -243,8 +243,8 @@ export class PrecopySender {
   }
 
   /**
-   * Pass 1: every page. Ranges the guest never wrote (holes in the region's memfd) go as zero runs,
-   * without being read, which would allocate them: a run costs 9 bytes whatever its length, so an
+   * Pass 1: every page. Ranges never mapped in (GuestMemory.allocatedPages) go as zero runs, without
+   * being read, which would map them: a run costs 9 bytes whatever its length, so an
    * idle 1 GiB guest's first pass is a handful of records. A page written after the holes were
    * listed is dirty in the log that started before, and goes again in a later pass.
    */

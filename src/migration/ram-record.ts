@@ -46,7 +46,7 @@ const ZERO_RUN_ENTRY_BYTES = ENTRY_HEAD_BYTES + 4;
 /**
  * One RAM record, whole (record header included): (u32 region, u32 entry count), then per entry u32
  * page index and u8 kind: ZERO_RUN and a u32 count for each of `zeroRuns` (pages known to be zero
- * without reading them: never written, a memfd hole), then ZERO, or DATA and the 4 KiB, for each of
+ * without reading them: never mapped, or released), then ZERO, or DATA and the 4 KiB, for each of
  * `pages`, which are read. The bytes are copied: the guest keeps writing its pages while the record
  * is in flight, and the copy is what the destination gets for this pass.
  */

@@ -141,7 +141,7 @@ const fdCalls = {
 
 /** The wrappers that take no fd first; each has its own tests below. */
 const otherFunctions = [
-  'setErrorConstructor', 'open', 'eventfd', 'memfdCreate', 'mmapAnonymous', 'munmap', 'bufferAddress', 'madvise',
+  'setErrorConstructor', 'open', 'eventfd', 'memfdCreate', 'mmapAnonymous', 'mmapPrivate', 'mappingView', 'munmap', 'bufferAddress', 'madvise',
   'gettid', 'tgkill', 'sigrtmin', 'installEmptySignalHandler', 'poll', 'bitmapOrLog', 'bitmapTake', 'packPages', 'unpackPages', 'xxh64Update', 'xxh64Digest',
 ] as const;
 
@@ -492,6 +492,27 @@ describe('memory mappings', () => {
     expect(buffer.byteLength).toBe(2 ** 32);
     new Uint8Array(buffer)[2 ** 32 - 1] = 1;
     native.munmap(buffer);
+  });
+
+  it('mmapPrivate starts on a 2 MiB boundary; mappingView sees the same bytes and owns nothing', () => {
+    const size = 6 * 2 ** 20;
+    const buffer = native.mmapPrivate(size);
+    try {
+      const address = native.bufferAddress(buffer);
+      expect(address % BigInt(2 ** 21)).toBe(0n);
+      const view = new Uint8Array(native.mappingView(address, size));
+      new Uint8Array(buffer)[size - 1] = 0x5a;
+      expect(view[size - 1]).toBe(0x5a);
+      view[7] = 3;
+      expect(new Uint8Array(buffer)[7]).toBe(3);
+      expect(native.bufferAddress(view.buffer as ArrayBuffer)).toBe(address);
+    } finally {
+      native.munmap(buffer);
+    }
+    expectKvmError(() => native.mmapPrivate(0), 'mmap', EINVAL);
+    expect(() => native.mappingView(0n, PAGE)).toThrow(/mappingView: address must be a page-aligned/);
+    expect(() => native.mappingView(BigInt(PAGE + 1), PAGE)).toThrow(RangeError);
+    expect(() => native.mappingView(4096 as unknown as bigint, PAGE)).toThrow(/argument address must be a bigint/);
   });
 
   it('a mapping above V8\'s 4 GiB ArrayBuffer limit is refused by V8, not by mmap', () => {

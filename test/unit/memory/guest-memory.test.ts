@@ -1,9 +1,9 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { gpa, MiB } from '../../../src/arch/x86/layout.js';
 import { pageRanges } from '../../../src/memory/dirty-bitmap.js';
-import { GuestMemory, GuestMemoryError, PWRITE_MIN_BYTES, ramLayout } from '../../../src/memory/guest-memory.js';
+import { GuestMemory, GuestMemoryError, POPULATE_MIN_BYTES, ramLayout } from '../../../src/memory/guest-memory.js';
 
-// GuestMemory needs the addon's mmap/memfd, not KVM.
+// GuestMemory needs the addon's mmap and madvise, not KVM.
 describe('GuestMemory', () => {
   let mem: GuestMemory | undefined;
   afterEach(() => { mem?.dispose(); mem = undefined; });
@@ -16,10 +16,10 @@ describe('GuestMemory', () => {
     expect(() => mem!.read(gpa(8 * MiB), 1)).toThrow(/not inside guest RAM/);
   });
 
-  it('a large write (through the memfd) lands in the mapping, at an unaligned address, and is marked', () => {
+  it('a large write (its pages populated first) lands in the mapping, at an unaligned address, and is marked', () => {
     mem = GuestMemory.create(8 * MiB);
     const region = mem.regions[0]!;
-    const data = new Uint8Array(PWRITE_MIN_BYTES + 4097).map((_, i) => (i * 7 + 3) & 0xff);
+    const data = new Uint8Array(POPULATE_MIN_BYTES + 4097).map((_, i) => (i * 7 + 3) & 0xff);
     mem.write(gpa(3 * MiB + 5), Uint8Array.of(9)); // a page already mapped and written
     mem.setLogging(true);
     mem.write(gpa(3 * MiB + 1), data);
@@ -30,7 +30,7 @@ describe('GuestMemory', () => {
     expect(pageRanges(region.dirty.getAndReset().bitmap, region.dirty.pageCount)).toEqual([
       { firstPage, count: Math.ceil((data.length + 1) / 4096) },
     ]);
-    expect(() => mem!.write(gpa(8 * MiB - PWRITE_MIN_BYTES + 1), new Uint8Array(PWRITE_MIN_BYTES))).toThrow(/not inside guest RAM/);
+    expect(() => mem!.write(gpa(8 * MiB - POPULATE_MIN_BYTES + 1), new Uint8Array(POPULATE_MIN_BYTES))).toThrow(/not inside guest RAM/);
   });
 
   it('INVARIANT B: marks the pages of every VMM write while logging, and only then', () => {
@@ -94,20 +94,55 @@ describe('GuestMemory', () => {
 });
 
 describe('GuestMemory: never-written pages', () => {
-  it('allocatedPages lists exactly the written pages; zeroPages releases pages, reads zero, and marks them', () => {
-    const m = GuestMemory.create(4 * MiB);
+  const HUGE_PAGES = 512; // a 2 MiB transparent huge page, in 4 KiB pages
+  const covers = (ranges: { firstPage: number; count: number }[], page: number) => ranges.some((r) => page >= r.firstPage && page < r.firstPage + r.count);
+
+  it('regions start on 2 MiB boundaries (THP, and KVM\'s large mappings, need gpa and hva aligned alike)', () => {
+    const m = GuestMemory.create(6 * MiB);
+    try {
+      expect(m.regions[0]!.hva % BigInt(2 * MiB)).toBe(0n);
+    } finally {
+      m.dispose();
+    }
+  });
+
+  // With transparent huge pages a write maps its whole 2 MiB, so "allocated" is exact per 2 MiB
+  // granule, not per page: the contract is that no written page is left out and no untouched
+  // granule is listed.
+  it('allocatedPages lists every written page and no untouched 2 MiB; zeroPages releases pages, reads zero, and marks them', () => {
+    const m = GuestMemory.create(8 * MiB);
     try {
       expect(m.allocatedPages(0)).toEqual([]);
       m.write(gpa(5 * 4096), new Uint8Array([1]));
-      m.fill(gpa(100 * 4096), 3 * 4096, 7);
-      expect(m.allocatedPages(0)).toEqual([{ firstPage: 5, count: 1 }, { firstPage: 100, count: 3 }]);
+      m.fill(gpa(1100 * 4096), 3 * 4096, 7);
+      const listed = m.allocatedPages(0);
+      for (const page of [5, 1100, 1101, 1102]) expect(covers(listed, page)).toBe(true);
+      for (const page of [HUGE_PAGES, HUGE_PAGES * 3 + 7]) expect(covers(listed, page)).toBe(false); // granules 1 and 3
+      expect(m.read(gpa(HUGE_PAGES * 4096), 4096).every((b) => b === 0)).toBe(true);
       m.setLogging(true);
-      m.zeroPages(gpa(101 * 4096), 4096);
-      expect(m.allocatedPages(0)).toEqual([{ firstPage: 5, count: 1 }, { firstPage: 100, count: 1 }, { firstPage: 102, count: 1 }]);
-      expect(m.read(gpa(101 * 4096), 4096).every((b) => b === 0)).toBe(true);
-      expect(m.regions[0]!.dirty.dirtyAt(101)).toBe(true);
+      m.zeroPages(gpa(1101 * 4096), 4096);
+      const after = m.allocatedPages(0);
+      expect(covers(after, 1101)).toBe(false);
+      for (const page of [5, 1100, 1102]) expect(covers(after, page)).toBe(true);
+      expect(m.read(gpa(1100 * 4096), 3 * 4096)).toEqual(new Uint8Array(3 * 4096).fill(7, 0, 4096).fill(7, 8192));
+      expect(m.regions[0]!.dirty.dirtyAt(1101)).toBe(true);
       expect(() => m.zeroPages(gpa(4096 + 1), 4096)).toThrow(/not whole pages/);
-      expect(() => m.zeroPages(gpa(4 * MiB), 4096)).toThrow(/not inside guest RAM/);
+      expect(() => m.zeroPages(gpa(8 * MiB), 4096)).toThrow(/not inside guest RAM/);
+    } finally {
+      m.dispose();
+    }
+  });
+
+  it('an attach()ed view neither disposes nor unmaps; the owner neither detaches', () => {
+    const m = GuestMemory.create(4 * MiB);
+    const other = GuestMemory.attach(m.shared());
+    try {
+      expect(other.regions[0]!.hva).toBe(m.regions[0]!.hva);
+      expect(() => other.dispose()).toThrow(/views another thread's mappings; detach\(\) it/);
+      expect(() => m.detach()).toThrow(/owns its mappings; dispose\(\) it/);
+      other.write(gpa(0x2000), Uint8Array.of(42));
+      other.detach();
+      expect(m.read(gpa(0x2000), 1)).toEqual(Uint8Array.of(42));
     } finally {
       m.dispose();
     }

@@ -1,5 +1,5 @@
 // Multifd without KVM: real loopback TCP, real channel worker threads, real guest-memory mappings
-// (memfd), and the receiver's state machine; only the vCPUs are absent.
+// (views of one private mapping), and the receiver's state machine; only the vCPUs are absent.
 import { randomBytes } from 'node:crypto';
 import net from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -133,7 +133,7 @@ describe('multifd', () => {
     main.send(headerRecord(destination(dst).shape()));
     const session = randomBytes(16);
     const channels = await MultifdChannels.open({
-      uri, count: 3, session, regions: src.regions.map((r) => ({ fd: r.fd, sizeBytes: r.sizeBytes })),
+      uri, count: 3, session, regions: src.regions.map((r) => ({ hva: r.hva, sizeBytes: r.sizeBytes })),
       tls: withTls ? { creds: clientCreds, hostname: '127.0.0.1' } : undefined,
     }, async () => { main.send(multifdRecord(3, session)); });
     try {

@@ -5,7 +5,7 @@ import { DescFlag } from '../../../../src/devices/virtio/constants.js';
 import { SplitQueue, VirtqueueError, gatherReadable, scatterWritable } from '../../../../src/devices/virtio/virtqueue.js';
 import { TestDriver } from './test-driver.js';
 
-// The device side of a split virtqueue over real guest memory (memfd + mmap through the addon; no KVM).
+// The device side of a split virtqueue over real guest memory (an anonymous mapping through the addon; no KVM).
 describe('SplitQueue', () => {
   let mem: GuestMemory;
   beforeEach(() => { mem = GuestMemory.create(4 * MiB); });
