@@ -1,11 +1,12 @@
 // Reads the start-up phase lines tsvmm writes to stderr with TSVMM_TRACE_PHASES=1
-// (src/machine/phase-trace.ts): `tsvmm-trace: +MS THREAD what`, MS since the process started.
+// (src/machine/phase-trace.ts): `tsvmm-trace: +MS THREAD what (cpu C, thread T, queued Q)`, MS since the
+// process started, C the process's CPU milliseconds so far (T, Q: the thread's CPU and queued time).
 
 export const TRACE_ENV = { ...process.env, TSVMM_TRACE_PHASES: '1' };
 
 /** The phase lines in `stderr`, in order: { ms, thread, what }. */
 export function parsePhases(stderr) {
-  return [...stderr.matchAll(/^tsvmm-trace: \+([\d.]+) (\S+) (.*)$/gm)].map((m) => ({ ms: Number(m[1]), thread: m[2], what: m[3] }));
+  return [...stderr.matchAll(/^tsvmm-trace: \+([\d.]+) (\S+) (.*?)(?: \(cpu ([\d.]+)[^)]*\))?$/gm)].map((m) => ({ ms: Number(m[1]), thread: m[2], what: m[3], cpuMs: Number(m[4]) }));
 }
 
 /** Milliseconds of the first phase whose text matches `re`, or NaN. */

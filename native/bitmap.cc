@@ -99,9 +99,43 @@ Napi::Value bitmapTake(const Napi::CallbackInfo& info) {
   return Napi::Number::New(args.Env(), static_cast<double>(pages));
 }
 
+// bitmapPages(bitmap, fromPage, out): writes the indices of the set bits of `bitmap` at or after
+// page `fromPage`, ascending, into `out` until it is full. Returns how many it wrote; fewer than
+// out.length means none is left. Plain reads: the caller owns `bitmap` (a sync's result), no writer
+// races it. A migration's switch-over walks a whole region's bitmap this way, and the JS loop it
+// replaces took 10-26 ms of downtime per walk of 1 GiB in nested KVM, interpreted on its first run.
+Napi::Value bitmapPages(const Napi::CallbackInfo& info) {
+  Args args(info, __func__);
+  uint32_t *bits, *out;
+  size_t words, out_length;
+  uint32_t from_page;
+  if (!args.Words32(0, "bitmap", &bits, &words) || !args.Uint32(1, "fromPage", &from_page) ||
+      !args.Words32(2, "out", &out, &out_length)) {
+    return {};
+  }
+  size_t n = 0;
+  size_t word = from_page / 32;
+  const size_t CHUNK = 64;
+  while (word < words && n < out_length) {
+    if (word % CHUNK == 0 && word + CHUNK <= words && AllZero(bits + word, CHUNK)) {
+      word += CHUNK;
+      continue;
+    }
+    uint32_t w = bits[word];
+    if (word == from_page / 32) w &= ~0u << (from_page % 32);
+    while (w != 0 && n < out_length) {
+      out[n++] = static_cast<uint32_t>(word * 32 + __builtin_ctz(w));
+      w &= w - 1;
+    }
+    ++word;
+  }
+  return Napi::Number::New(args.Env(), static_cast<double>(n));
+}
+
 }  // namespace
 
 void RegisterBitmap(Napi::Env env, Napi::Object exports) {
+  EXPORT_FUNCTION(env, exports, bitmapPages);
   EXPORT_FUNCTION(env, exports, bitmapOrLog);
   EXPORT_FUNCTION(env, exports, bitmapTake);
 }

@@ -150,6 +150,9 @@ export interface NativeAddon {
    * per word; returns whether any of those bits was set.
    */
   bitmapOrLog(dst: Int32Array | Uint32Array, firstPage: number, log: Uint8Array, pages: number): boolean;
+  /** The indices of the set bits of `bitmap` at or after `fromPage`, ascending, written into `out`
+   *  until it is full; returns how many (fewer than out.length: no more are set). */
+  bitmapPages(bitmap: Uint32Array, fromPage: number, out: Uint32Array): number;
   /**
    * Moves every set bit of `src` into `dst` (every word of `dst` up to src's length is written, zero
    * where `src` is clear), clearing `src` atomically per word; returns the number of bits moved.

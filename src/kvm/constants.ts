@@ -79,6 +79,8 @@ export const EFD_CLOEXEC = 0o2000000;
 export const MADV_DONTNEED = 4;
 /** madvise: back the range with transparent huge pages when THP is in "madvise" mode. */
 export const MADV_HUGEPAGE = 14;
+/** madvise: never back the range with transparent huge pages. */
+export const MADV_NOHUGEPAGE = 15;
 /** madvise: fault a range in, writable, in one call (Linux 5.14). */
 export const MADV_POPULATE_WRITE = 23;
 export const EFD_NONBLOCK = 0o4000;

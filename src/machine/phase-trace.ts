@@ -1,11 +1,13 @@
 /**
  * Start-up phase timestamps on stderr, to see where launch time goes (bench/launch, bench/linux-banner).
- * Off unless TSVMM_TRACE_PHASES=1; each line reads `tsvmm-trace: +MS.m THREAD what`, MS being
- * milliseconds since the process started (Node's performance.timeOrigin of the main thread), so lines
- * from the vCPU threads and the main thread share one clock.
+ * Off unless TSVMM_TRACE_PHASES=1; each line reads
+ * `tsvmm-trace: +MS.m THREAD what (cpu C, thread T, queued Q)`, MS being milliseconds since the process
+ * started (Node's performance.timeOrigin of the main thread), so lines from the vCPU threads and the
+ * main thread share one clock; C, T and Q the CPU milliseconds the whole process and this thread have
+ * used so far, and the milliseconds this thread has waited runnable for a CPU.
  */
 import { isMainThread, workerData } from 'node:worker_threads';
-import { writeSync } from 'node:fs';
+import { readFileSync, writeSync } from 'node:fs';
 
 export const TRACE_PHASES = process.env.TSVMM_TRACE_PHASES === '1';
 
@@ -27,5 +29,20 @@ export function tracePhase(what: string): void {
   if (!TRACE_PHASES) return;
   const ms = performance.timeOrigin + performance.now() - origin;
   const thread = isMainThread ? 'main' : `worker${(workerData as { index?: number } | null)?.index ?? ''}`;
-  writeSync(2, `tsvmm-trace: +${ms.toFixed(1)} ${thread} ${what}\n`);
+  // CPU time beside the wall clock: the process's (all its threads), this thread's, and how long
+  // this thread has waited runnable for a CPU. A phase whose wall time outgrows this thread's CPU
+  // time waited: for the kernel, another thread, or, queued, for another thread or process.
+  const cpu = process.cpuUsage();
+  const [onCpuNs, queuedNs] = threadSchedstat();
+  writeSync(2, `tsvmm-trace: +${ms.toFixed(1)} ${thread} ${what} (cpu ${((cpu.user + cpu.system) / 1000).toFixed(1)}, thread ${(onCpuNs / 1e6).toFixed(1)}, queued ${(queuedNs / 1e6).toFixed(1)})\n`);
+}
+
+/** This thread's time on a CPU and waiting runnable for one, in ns (/proc/thread-self/schedstat), or NaNs. */
+function threadSchedstat(): [number, number] {
+  try {
+    const [run, wait] = readFileSync('/proc/thread-self/schedstat', 'latin1').split(' ').map(Number);
+    return [run ?? NaN, wait ?? NaN];
+  } catch {
+    return [NaN, NaN];
+  }
 }

@@ -194,11 +194,13 @@ export class VmController implements VmControl {
         .catch((e: unknown) => process.stderr.write(`tsvmm: rehearsing the state restore failed (the migration goes on): ${e instanceof Error ? e.message : String(e)}\n`));
       const main = await secure(await listener.connection);
       await receiveMigration(this.vm, main, async (count, timeoutMs) => Promise.all((await listener.next(count, timeoutMs)).map(secure)));
+      // The guest first: everything after this is downtime until it runs (QMP's events still come in
+      // QEMU's order, MIGRATION completed then RESUME).
+      this.state = 'running';
+      this.vm.start();
       listener.close();
       this.lastInfo = { status: 'completed' };
       this.emitMigration('completed');
-      this.state = 'running';
-      this.vm.start();
       this.emit({ event: 'RESUME' });
     } catch (e) {
       const message = e instanceof Error ? e.message : String(e);

@@ -57,6 +57,11 @@ export interface VmConfig {
    * where KVM_GET_DIRTY_LOG clears and re-protects the whole slot (bench/dirty-sync compares both).
    */
   readonly manualDirtyLogProtect?: boolean;
+  /**
+   * Transparent huge pages for guest RAM (default true, as QEMU asks for them); false asks the kernel
+   * for none (MADV_NOHUGEPAGE), as bench/dirty-sync measures syncs.
+   */
+  readonly hugePages?: boolean;
   /** A vCPU thread started early for vCPU 0 (see vcpu/prestarted-thread.ts); otherwise started by start(). */
   readonly prestartedVcpuThread?: PrestartedThread;
   /** Switches that turn safety invariants off, so tests can show the failure is caught. Tests only. */
@@ -241,7 +246,7 @@ export class Vm {
       if (manualProtect) native.kvmEnableCap(vmFd, Cap.MANUAL_DIRTY_LOG_PROTECT2, 0, new BigUint64Array([1n, 0n, 0n, 0n]));
 
       tracePhase('VM: KVM VM and irqchip created');
-      memory = GuestMemory.create(config.memBytes, config.testOnly ?? {});
+      memory = GuestMemory.create(config.memBytes, config.testOnly ?? {}, { hugePages: config.hugePages ?? true });
       tracePhase('VM: guest memory mapped');
       const supported = kvm.supportedCpuid();
       const vcpuFds: number[] = [];

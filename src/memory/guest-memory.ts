@@ -1,7 +1,7 @@
 import { closeSync, openSync, readSync } from 'node:fs';
 import { addon } from '../kvm/addon.js';
 import { GiB, HIGH_RAM_START, LOW_RAM_MAX_END, PAGE_SIZE, gpa, type Gpa } from '../arch/x86/layout.js';
-import { MADV_DONTNEED, MADV_HUGEPAGE, MADV_POPULATE_WRITE } from '../kvm/constants.js';
+import { MADV_DONTNEED, MADV_HUGEPAGE, MADV_NOHUGEPAGE, MADV_POPULATE_WRITE } from '../kvm/constants.js';
 import { DirtyBitmap, type PageRange } from './dirty-bitmap.js';
 
 /**
@@ -116,7 +116,7 @@ export class GuestMemory {
   }
 
   /** Allocates RAM of `sizeBytes` (a multiple of 4 KiB), laid out by ramLayout. */
-  static create(sizeBytes: number, testOptions: GuestMemoryTestOptions = {}): GuestMemory {
+  static create(sizeBytes: number, testOptions: GuestMemoryTestOptions = {}, options: { readonly hugePages?: boolean } = {}): GuestMemory {
     if (!Number.isSafeInteger(sizeBytes) || sizeBytes <= 0 || sizeBytes % PAGE_SIZE !== 0) {
       throw new GuestMemoryError(`guest memory size ${sizeBytes} is not a positive multiple of 4 KiB`);
     }
@@ -126,7 +126,7 @@ export class GuestMemory {
       for (const { start, sizeBytes: size } of ramLayout(sizeBytes)) {
         const buffer = native.mmapPrivate(size);
         regions.push({ start, sizeBytes: size, hva: native.bufferAddress(buffer), bytes: new Uint8Array(buffer), dirty: new DirtyBitmap(size / PAGE_SIZE) });
-        GuestMemory.adviseHugePages(buffer);
+        GuestMemory.adviseHugePages(buffer, options.hugePages ?? true);
       }
     } catch (cause) {
       for (const r of regions) native.munmap(r.bytes.buffer as ArrayBuffer);
@@ -137,11 +137,12 @@ export class GuestMemory {
 
   /**
    * MADV_HUGEPAGE: huge pages for this mapping when THP is in "madvise" mode (in "always" it has
-   * them anyway). A kernel without THP refuses with EINVAL, and RAM then works on 4 KiB pages.
+   * them anyway); MADV_NOHUGEPAGE: none, whatever the mode. A kernel without THP refuses with EINVAL,
+   * and RAM then works on 4 KiB pages.
    */
-  private static adviseHugePages(buffer: ArrayBuffer): void {
+  private static adviseHugePages(buffer: ArrayBuffer, on: boolean): void {
     try {
-      addon().madvise(buffer, 0, buffer.byteLength, MADV_HUGEPAGE);
+      addon().madvise(buffer, 0, buffer.byteLength, on ? MADV_HUGEPAGE : MADV_NOHUGEPAGE);
     } catch {
       // no THP here: nothing to ask for
     }

@@ -83,6 +83,7 @@ export async function receiveMigration(vm: MigrationDestination, socket: Socket,
         const problems = shapeMismatch(parseHeader(payload), vm.shape());
         if (problems.length > 0) refuse(`machine shape mismatch: ${problems.join('; ')}`);
         state = 'ram';
+        socket.write(record(RecordType.ACCEPTED, new Uint8Array(0)));
         return;
       }
       case RecordType.MULTIFD: {

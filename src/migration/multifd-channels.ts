@@ -85,7 +85,7 @@ export class MultifdChannels {
   }
 
   /** Queues one batch of a region's pages on a channel; resolves once a channel took it. */
-  async send(region: number, pages: readonly number[], zeroRuns: readonly PageRange[] = []): Promise<void> {
+  async send(region: number, pages: ArrayLike<number>, zeroRuns: readonly PageRange[] = []): Promise<void> {
     for (;;) {
       this.check();
       let best: Channel | undefined;

@@ -2,6 +2,7 @@ import { tracePhase } from '../machine/phase-trace.js';
 import { randomBytes } from 'node:crypto';
 import type { Socket } from 'node:net';
 import type { GuestMemory } from '../memory/guest-memory.js';
+import { addon } from '../kvm/addon.js';
 import { BATCH_PAGES, RecordBufferPool, encodeRamRecord } from './ram-record.js';
 import type { PageRange } from '../memory/dirty-bitmap.js';
 import { StreamChecksum } from './stream-checksum.js';
@@ -38,6 +39,9 @@ export class MigrationFailed extends Error {
  */
 const THROTTLE_AFTER_PASSES = 2;
 
+/** The switch-over writes what it holds once this much has gathered (and at END). */
+const HELD_MAX_BYTES = 4 * 1024 * 1024;
+
 /**
  * Pre-copy migration of a running VM over one connection: pass 1 sends every page, each later pass
  * the pages a dirty-log sync reports; when the remaining dirty bytes fit in the downtime limit at the
@@ -62,8 +66,20 @@ export class PrecopySender {
   private cancelled = false;
   private throttlePercent = 0;
   private paused = false;
+  /** Whether the destination has answered HEADER with ACCEPTED (it must, before LOADED). */
+  private accepted = false;
+  /**
+   * During the switch-over: records accounted but not yet written. They go out together, one write
+   * per HELD_MAX_BYTES or with END, rather than a write (a system call, which over loopback also runs
+   * the receiver's TCP input on this thread) and an event-loop turn per record: each cost
+   * milliseconds of downtime in nested KVM.
+   */
+  private held: { buf: Buffer; written?: () => void }[] | undefined;
+  private heldBytes = 0;
   private readonly peer = new RecordReader();
   private readonly recordBuffers = new RecordBufferPool();
+  /** The page list of the batch being encoded (sendDirty). */
+  private readonly batchPages = new Uint32Array(BATCH_PAGES);
   private channels: MultifdChannels | undefined;
   private socketError: Error | undefined;
   private wake: (() => void) | undefined;
@@ -173,6 +189,7 @@ export class PrecopySender {
     tracePhase('migration: switch-over, pausing the vCPUs');
     await this.vm.pause();
     this.paused = true;
+    this.held = [];
     tracePhase('migration: vCPUs paused');
     await this.sendDirty(pending);
     tracePhase(`migration: ${countDirty(pending)} pages of the last live sync sent`);
@@ -185,22 +202,22 @@ export class PrecopySender {
     await this.channels?.sync(this.pass);
     const pieces = this.vm.captureState();
     tracePhase(`migration: device state captured (${pieces.length} pieces)`);
-    // The tail (last PASS_END, device state, VERIFY, END) goes in one write: in the downtime, each
-    // write is a system call, which under nested KVM costs milliseconds.
+    // The tail (last PASS_END, device state, VERIFY, END) goes out with the pages still held.
     const tail = [u32Record(RecordType.PASS_END, this.pass), ...pieces.map((piece) => stateRecord(piece.name, piece.state))];
     tracePhase('migration: device state encoded');
     if (this.params()['x-verify']) {
       tail.push(record(RecordType.VERIFY, Buffer.from(JSON.stringify(await hashRegions(this.vm.memory.regions)))));
     }
-    for (const r of tail) this.account(r);
-    const end = endRecord(this.sentBytes, this.checksum.value);
-    this.account(end);
-    await this.write(Buffer.concat([...tail, end]));
+    for (const r of tail) await this.send(r);
+    await this.send(endRecord(this.sentBytes, this.checksum.value));
+    await this.flushHeld();
+    this.held = undefined;
     tracePhase('migration: END sent');
     const answer = await this.awaitAnswer();
     tracePhase(`migration: ${recordName(answer.type)} received`);
     if (answer.type === RecordType.REFUSED) throw new MigrationFailed(`the destination refused the VM: ${answer.payload.toString()}`);
     if (answer.type !== RecordType.LOADED) throw new MigrationFailed(`unexpected ${recordName(answer.type)} from the destination in state device`);
+    if (!this.accepted) throw new MigrationFailed('the destination answered LOADED without having ACCEPTED the header; not a tsvmm destination of this stream version');
     this.downtimeMs = performance.now() - t0;
     this.endMs = Date.now();
     await this.vm.dirty.stop();
@@ -213,6 +230,7 @@ export class PrecopySender {
   private async fail(e: unknown): Promise<void> {
     this.error = this.cancelled ? 'cancelled by request' : e instanceof Error ? e.message : String(e);
     this.endMs = Date.now();
+    this.held = undefined;
     this.socket.destroy();
     await this.channels?.destroy();
     if (this.vm.dirty.isTracking) await this.vm.dirty.stop().catch(() => {});
@@ -276,27 +294,22 @@ export class PrecopySender {
   private async sendDirty(dirty: RegionDirtyPages[]): Promise<void> {
     const passStart = Date.now();
     const startBytes = this.transferred();
+    const native = addon();
     for (let r = 0; r < dirty.length; r++) {
-      const bitmap = dirty[r]!.bitmap;
-      let batch: number[] = [];
-      for (let w = 0; w < bitmap.length; w++) {
-        const word = bitmap[w]!;
-        if (word === 0) continue;
-        for (let bit = 0; bit < 32; bit++) {
-          if (!((word >>> bit) & 1)) continue;
-          batch.push(w * 32 + bit);
-          if (batch.length === BATCH_PAGES) {
-            await this.sendBatch(r, batch, passStart, startBytes);
-            batch = [];
-          }
-        }
+      const { bitmap, pages } = dirty[r]!;
+      // Batches are encoded (copied) before the next is listed, so one list serves them all.
+      for (let from = 0, left = pages; left > 0;) {
+        const n = native.bitmapPages(bitmap, from, this.batchPages);
+        if (n === 0) break;
+        await this.sendBatch(r, this.batchPages.subarray(0, n), passStart, startBytes);
+        from = this.batchPages[n - 1]! + 1;
+        left -= n;
       }
-      if (batch.length > 0) await this.sendBatch(r, batch, passStart, startBytes);
     }
   }
 
   /** One RAM record of `pages` of region `regionIndex`, over a multifd channel or else the main connection. */
-  private async sendBatch(regionIndex: number, pages: number[], passStart: number, passStartBytes: number, zeroRuns?: readonly PageRange[]): Promise<void> {
+  private async sendBatch(regionIndex: number, pages: ArrayLike<number>, passStart: number, passStartBytes: number, zeroRuns?: readonly PageRange[]): Promise<void> {
     if (this.channels !== undefined) {
       this.check();
       await this.channels.send(regionIndex, pages, zeroRuns);
@@ -307,6 +320,9 @@ export class PrecopySender {
       this.zeroPages += counts.zero;
       this.dataPages += counts.data;
     }
+    // Stopped guest: no yield and no bandwidth limit, the pages go as fast as they can (QEMU lifts its
+    // rate limit for the completion too); QMP waits until the switch-over ends.
+    if (this.paused) return;
     // Yield once per batch even when the socket never pushes back: the destination's REFUSED, QMP
     // (query-migrate, migrate_cancel) and the throttle timer all need the event loop.
     await new Promise<void>((resolve) => setImmediate(resolve));
@@ -340,19 +356,41 @@ export class PrecopySender {
     this.sentBytes += buf.length;
   }
 
-  /** Writes accounted bytes to the main connection, waiting while the socket pushes back. */
+  /** Writes accounted bytes to the main connection (or holds them, in the switch-over), waiting while the socket pushes back. */
   private async write(buf: Buffer, written?: () => void): Promise<void> {
-    if (!this.socket.write(buf, written)) {
-      while (this.socket.writableNeedDrain) {
-        await new Promise<void>((resolve) => { this.wake = resolve; });
-        this.check();
-      }
+    if (this.held !== undefined) {
+      this.held.push({ buf, written });
+      this.heldBytes += buf.length;
+      if (this.heldBytes >= HELD_MAX_BYTES) await this.flushHeld();
+      return;
+    }
+    if (!this.socket.write(buf, written)) await this.drained();
+  }
+
+  /**
+   * Writes what the switch-over held, in order, as one buffer through the same write path as every
+   * record before (cork() and a writev would run Node code for the first time, in the downtime).
+   */
+  private async flushHeld(): Promise<void> {
+    const held = this.held!;
+    this.held = [];
+    this.heldBytes = 0;
+    if (held.length === 0) return;
+    const all = Buffer.concat(held.map((h) => h.buf));
+    for (const h of held) h.written?.(); // the copy is what goes; the record buffers are free again
+    if (!this.socket.write(all)) await this.drained();
+  }
+
+  private async drained(): Promise<void> {
+    while (this.socket.writableNeedDrain) {
+      await new Promise<void>((resolve) => { this.wake = resolve; });
+      this.check();
     }
   }
 
   private async awaitAnswer(): Promise<{ type: number; payload: Buffer }> {
     for (;;) {
-      const r = this.peer.next();
+      const r = this.nextFromPeer();
       if (r !== undefined) return r;
       this.check();
       await new Promise<void>((resolve) => { this.wake = resolve; });
@@ -362,10 +400,18 @@ export class PrecopySender {
   private check(): void {
     if (this.cancelled) throw new MigrationFailed('cancelled by request');
     // The destination's word first: a REFUSED explains the connection closing right after it.
-    const early = this.peer.next();
+    const early = this.nextFromPeer();
     if (early?.type === RecordType.REFUSED) throw new MigrationFailed(`the destination refused the VM: ${early.payload.toString()}`);
     if (early !== undefined) throw new MigrationFailed(`unexpected ${recordName(early.type)} from the destination in state ${this.state}`);
     if (this.socketError) throw new MigrationFailed(`connection to the destination failed: ${this.socketError.message}`);
+  }
+
+  /** The destination's next record, past its ACCEPTED (noted: LOADED is valid only after it). */
+  private nextFromPeer(): { type: number; payload: Buffer } | undefined {
+    const r = this.peer.next();
+    if (r?.type !== RecordType.ACCEPTED || this.accepted) return r;
+    this.accepted = true;
+    return this.peer.next();
   }
 
   private poke(): void {

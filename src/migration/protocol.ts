@@ -1,9 +1,11 @@
 /**
- * The tsvmm migration stream, version 4: one TCP connection, records in both directions.
+ * The tsvmm migration stream, version 5: one TCP connection, records in both directions.
  *
  *   source                                              destination (tsvmm run --incoming tcp:H:P)
  *     | HEADER  magic "TSVMMIG\0", version, machine shape  |  refuses a shape mismatch before touching
  *     |--------------------------------------------------->|  its guest (REFUSED, then closes)
+ *     |                                          ACCEPTED  |  or takes it
+ *     |<---------------------------------------------------|
  *     | RAM     pages of pass 1: every page; zero pages as |
  *     |         a flag, never-written ranges as zero runs  |  writes pages into guest RAM (not running)
  *     |--------------------------------------------------->|
@@ -36,15 +38,16 @@ import { createHash } from 'node:crypto';
 
 export const STREAM_MAGIC = Buffer.from('TSVMMIG\0', 'latin1');
 /**
+ * 5: the destination answers a HEADER it takes with ACCEPTED, and LOADED is valid only after it.
  * 4: STATE carries its byte arrays (registers, XSAVE, LAPIC, irqchips...) raw after its JSON, where
  * version 3 put them in the JSON as base64.
  * 3: END and SYNC carry XXH64 (StreamChecksum), where version 2 carried CRC-32C and version 1 SHA-1;
  * RAM records may hold ZERO_RUN entries (a whole never-written range in 9 bytes).
  */
-export const STREAM_VERSION = 4;
+export const STREAM_VERSION = 5;
 export const PAGE_BYTES = 4096;
 export const RECORD_HEADER_BYTES = 5;
-/** No record of version 4 is larger (a RAM batch of 256 pages is ~1 MiB). */
+/** No record of version 5 is larger (a RAM batch of 256 pages is ~1 MiB). */
 export const MAX_RECORD_BYTES = 4 * 1024 * 1024;
 
 export const RecordType = {
@@ -62,6 +65,12 @@ export const RecordType = {
   SYNC: 9,
   LOADED: 0x80,
   REFUSED: 0x81,
+  /**
+   * Destination -> source, right after a HEADER it takes. Besides telling the source early, it runs
+   * both ends' code for records going back (a write here, a read there) long before the switch-over,
+   * where that code's first run cost milliseconds of downtime in nested KVM.
+   */
+  ACCEPTED: 0x82,
 } as const;
 export type RecordTypeValue = (typeof RecordType)[keyof typeof RecordType];
 

@@ -142,7 +142,7 @@ const fdCalls = {
 /** The wrappers that take no fd first; each has its own tests below. */
 const otherFunctions = [
   'setErrorConstructor', 'open', 'eventfd', 'memfdCreate', 'mmapAnonymous', 'mmapPrivate', 'mappingView', 'munmap', 'bufferAddress', 'madvise',
-  'gettid', 'tgkill', 'sigrtmin', 'installEmptySignalHandler', 'poll', 'bitmapOrLog', 'bitmapTake', 'packPages', 'unpackPages', 'xxh64Update', 'xxh64Digest',
+  'gettid', 'tgkill', 'sigrtmin', 'installEmptySignalHandler', 'poll', 'bitmapOrLog', 'bitmapPages', 'bitmapTake', 'packPages', 'unpackPages', 'xxh64Update', 'xxh64Digest',
 ] as const;
 
 // Fails to type-check if NativeAddon gains a function that neither list covers.

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { DirtyBitmap, countPages, pageRanges } from '../../../src/memory/dirty-bitmap.js';
+import { addon } from '../../../src/kvm/addon.js';
 
 const setBits = (b: Uint32Array, n: number) => pageRanges(b, n).flatMap((r) => Array.from({ length: r.count }, (_, i) => r.firstPage + i));
 
@@ -116,5 +117,37 @@ describe('pageRanges', () => {
       expect(setBits(bm, pages)).toEqual(expected);
       expect(countPages(bm.map((w, i) => (i === bm.length - 1 && pages % 32 ? w & ((1 << (pages % 32)) - 1) : w)) as Uint32Array)).toBe(expected.length);
     }
+  });
+});
+
+describe('addon bitmapPages (the page lists a migration pass sends)', () => {
+  const native = addon();
+  const listAll = (bm: Uint32Array, from: number, batch: number) => {
+    const out = new Uint32Array(batch);
+    const all: number[] = [];
+    for (;;) {
+      const n = native.bitmapPages(bm, from, out);
+      all.push(...out.subarray(0, n));
+      if (n < batch) return all;
+      from = out[n - 1]! + 1;
+    }
+  };
+
+  it('lists every set bit in order, batch by batch, across long clean stretches, from any page', () => {
+    let seed = 7;
+    const random = () => (seed = (seed * 1103515245 + 12345) >>> 0) / 2 ** 32;
+    for (const words of [1, 63, 64, 65, 1000]) {
+      const bm = new Uint32Array(words);
+      for (let i = 0; i < words; i++) if (random() < 0.1) bm[i] = (random() * 2 ** 32) >>> 0;
+      bm[words - 1] |= 0x80000000; // the last page of all
+      const every = setBits(bm, words * 32);
+      for (const batch of [1, 3, 256]) {
+        expect(listAll(bm, 0, batch)).toEqual(every);
+        const from = Math.floor(words * 32 / 2) + 5; // mid-word
+        expect(listAll(bm, from, batch)).toEqual(every.filter((p) => p >= from));
+      }
+    }
+    expect(native.bitmapPages(new Uint32Array(200), 0, new Uint32Array(4))).toBe(0);
+    expect(native.bitmapPages(Uint32Array.of(1), 33, new Uint32Array(4))).toBe(0); // past the end
   });
 });

@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { afterEach, describe, expect, it } from 'vitest';
 import { gpa, MiB } from '../../../src/arch/x86/layout.js';
 import { pageRanges } from '../../../src/memory/dirty-bitmap.js';
@@ -103,6 +104,26 @@ describe('GuestMemory: never-written pages', () => {
       expect(m.regions[0]!.hva % BigInt(2 * MiB)).toBe(0n);
     } finally {
       m.dispose();
+    }
+  });
+
+  it('asks for transparent huge pages, or for none (hugePages: false), per mapping', () => {
+    // smaps' THPeligible says whether the kernel may back a mapping with huge pages.
+    const eligible = (m: GuestMemory) => {
+      const start = m.regions[0]!.hva.toString(16);
+      const block = readFileSync('/proc/self/smaps', 'utf8').split(/\n(?=[0-9a-f]+-[0-9a-f]+ )/).find((b) => b.startsWith(`${start}-`));
+      return block?.match(/^THPeligible:\s+(\d)/m)?.[1];
+    };
+    const thp = readFileSync('/sys/kernel/mm/transparent_hugepage/enabled', 'utf8');
+    const on = GuestMemory.create(4 * MiB);
+    const off = GuestMemory.create(4 * MiB, {}, { hugePages: false });
+    try {
+      expect(eligible(off)).toBe('0');
+      expect(eligible(on)).toBeDefined(); // the mapping was found: the '0' above means something
+      if (!thp.includes('[never]')) expect(eligible(on)).toBe('1');
+    } finally {
+      on.dispose();
+      off.dispose();
     }
   });
 

@@ -1,0 +1,61 @@
+// What a destination answers, over real loopback TCP: ACCEPTED for a HEADER it takes (stream version
+// 5), then LOADED after a good END; REFUSED alone for a shape it cannot take. No KVM: the destination
+// is guest memory and a state sink.
+import net from 'node:net';
+import { afterEach, describe, expect, it } from 'vitest';
+import { MiB } from '../../../src/arch/x86/layout.js';
+import { GuestMemory } from '../../../src/memory/guest-memory.js';
+import { receiveMigration, type MigrationDestination } from '../../../src/migration/incoming.js';
+import { RecordReader, RecordType, endRecord, headerRecord, recordName, stateRecord, u32Record, type MachineShape } from '../../../src/migration/protocol.js';
+import { StreamChecksum } from '../../../src/migration/stream-checksum.js';
+import { bulkReads, listenForMigration } from '../../../src/migration/transport.js';
+import { freePort } from '../../helpers/free-port.js';
+
+const MEM = 4 * MiB;
+const cleanups: (() => void)[] = [];
+afterEach(() => { cleanups.splice(0).forEach((c) => c()); });
+
+async function destinationAndSource(): Promise<{ shape: MachineShape; received: Promise<unknown>; source: net.Socket; answers: () => string[] }> {
+  const mem = GuestMemory.create(MEM);
+  cleanups.push(() => mem.dispose());
+  const shape: MachineShape = { memBytes: MEM, cpus: 1, regions: mem.regions.map((r) => ({ start: r.start, sizeBytes: r.sizeBytes })), devices: [] };
+  const dst: MigrationDestination = { memory: mem, shape: () => shape, restoreState: () => {} };
+  const listener = await listenForMigration(`tcp:127.0.0.1:${await freePort()}`);
+  cleanups.push(() => listener.close());
+  const received = listener.connection.then((s) => receiveMigration(dst, bulkReads(s)));
+  received.catch(() => {});
+  const source = await new Promise<net.Socket>((resolve) => { const s = net.connect(listener.port, '127.0.0.1', () => resolve(s)); });
+  cleanups.push(() => source.destroy());
+  const reader = new RecordReader();
+  const seen: string[] = [];
+  source.on('data', (d: Buffer) => {
+    reader.push(d);
+    for (let r = reader.next(); r !== undefined; r = reader.next()) seen.push(recordName(r.type));
+  });
+  return { shape, received, source, answers: () => seen };
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+describe('incoming migration answers', () => {
+  it('ACCEPTED right after a HEADER it takes, before any RAM; LOADED after END', async () => {
+    const { shape, received, source, answers } = await destinationAndSource();
+    const sum = new StreamChecksum();
+    const send = (b: Buffer) => { sum.update(b); source.write(b); };
+    send(headerRecord(shape));
+    await expect.poll(answers).toEqual(['ACCEPTED']);
+    send(u32Record(RecordType.PASS_END, 1));
+    send(stateRecord('vm', {}));
+    source.write(endRecord(sum.bytes, sum.value));
+    await received;
+    await expect.poll(answers).toEqual(['ACCEPTED', 'LOADED']);
+  });
+
+  it('a shape it cannot take: REFUSED, and never ACCEPTED', async () => {
+    const { shape, received, source, answers } = await destinationAndSource();
+    source.write(headerRecord({ ...shape, cpus: 2 }));
+    await expect(received).rejects.toThrow(/machine shape mismatch/);
+    await sleep(50);
+    expect(answers()).toEqual(['REFUSED']);
+  });
+});
