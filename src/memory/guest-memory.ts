@@ -315,8 +315,13 @@ export class GuestMemory {
    */
   allocatedPages(index: number): PageRange[] {
     const r = this.regions[index]!;
-    this.pagemapFd ??= openSync('/proc/self/pagemap', 'r');
     const pages = r.sizeBytes / PAGE_SIZE;
+    try {
+      this.pagemapFd ??= openSync('/proc/self/pagemap', 'r');
+    } catch {
+      // No pagemap here (a /proc without it): every page may hold data, and the caller reads them all.
+      return [{ firstPage: 0, count: pages }];
+    }
     const CHUNK_PAGES = 64 * 1024;
     const entries = new Uint32Array(CHUNK_PAGES * 2);
     const bytes = new Uint8Array(entries.buffer);
