@@ -53,7 +53,7 @@ if (values.role === 'receiver') {
 } else {
   const { encodeRamRecord, BATCH_PAGES, RecordBufferPool } = await dist('migration/ram-record.js');
   const { StreamChecksum } = await dist('migration/stream-checksum.js');
-  const { endRecord, headerRecord, stateRecord, u32Record, RecordType } = await dist('migration/protocol.js');
+  const { endRecord, headerRecord, stateRecord, u32Record, RecordReader, RecordType } = await dist('migration/protocol.js');
   // Every page holds data the way the dirtier's do: a stamp at its start, zeros after.
   const memory = GuestMemory.create(bytes);
   const stamp = Buffer.alloc(16);
@@ -63,7 +63,7 @@ if (values.role === 'receiver') {
   }
 
   const start = async (mode) => {
-    const child = fork(fileURLToPath(import.meta.url), ['--role', 'receiver', '--mode', mode, '--mib', values.mib], { stdio: 'inherit' });
+    const child = fork(fileURLToPath(import.meta.url), ['--role', 'receiver', '--mode', mode, '--mib', values.mib], { stdio: 'inherit', execArgv: process.execArgv });
     const { port } = await new Promise((resolve) => child.once('message', resolve));
     const socket = await new Promise((resolve) => { const s = net.connect({ port, host: '127.0.0.1', noDelay: true }, () => resolve(s)); });
     return { child, socket };
@@ -86,6 +86,14 @@ if (values.role === 'receiver') {
   async function stream() {
     const { child, socket } = await start('stream');
     const checksum = new StreamChecksum();
+    const answers = new RecordReader();
+    const loaded = new Promise((resolve, reject) => socket.on('data', (d) => {
+      answers.push(d);
+      for (let r = answers.next(); r !== undefined; r = answers.next()) {
+        if (r.type === RecordType.LOADED) resolve();
+        else if (r.type !== RecordType.ACCEPTED) reject(new Error(`the destination answered record type ${r.type}`));
+      }
+    }));
     const send = (buf, written) => {
       checksum.update(buf);
       return socket.write(buf, written) ? undefined : new Promise((resolve) => socket.once('drain', resolve));
@@ -109,7 +117,7 @@ if (values.role === 'receiver') {
     await send(u32Record(RecordType.PASS_END, 1));
     await send(stateRecord('vm', {}));
     await write(socket, endRecord(checksum.bytes, checksum.value));
-    await done(socket); // LOADED
+    await loaded; // not the ACCEPTED that came first
     const ms = performance.now() - t0;
     socket.destroy();
     await new Promise((resolve) => child.once('exit', resolve));

@@ -121,6 +121,9 @@ describe('GuestMemory: never-written pages', () => {
       expect(eligible(off)).toBe('0');
       expect(eligible(on)).toBeDefined(); // the mapping was found: the '0' above means something
       if (!thp.includes('[never]')) expect(eligible(on)).toBe('1');
+      expect(on.hugePages).toBe(!thp.includes('[never]')); // and populate() then leaves faults to the copy
+      expect(off.hugePages).toBe(false);
+      expect(GuestMemory.attach(on.shared()).hugePages).toBe(on.hugePages);
     } finally {
       on.dispose();
       off.dispose();
