@@ -4,7 +4,7 @@ import path from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import type { ConsoleProcess } from '../helpers/console-process.js';
 import { checkDiskStamps, SECTOR } from '../helpers/diskcheck-stamps.js';
-import { EthernetPeer, freeUdpPort } from '../helpers/ethernet-peer.js';
+import { EthernetPeer, freeUdpPorts } from '../helpers/ethernet-peer.js';
 import { macToString } from '../helpers/ethernet-frames.js';
 import { guest } from '../helpers/paths.js';
 import { qemuAvailable, qemuDisk, qemuUdpNet, startQemuMicrovm, VIRTIO_MODERN } from '../helpers/qemu-microvm.js';
@@ -96,8 +96,8 @@ if (!qemuAvailable) process.stderr.write('\n*** SKIPPING virtio-guests-under-qem
   });
 
   it('netecho answers ARP and ping, and thousands of UDP datagrams with counters in order', async () => {
-    const qemuPort = await freeUdpPort();
-    const peer = await EthernetPeer.open({ remotePort: qemuPort });
+    const [qemuPort, peerPort] = await freeUdpPorts(2);
+    const peer = await EthernetPeer.open({ remotePort: qemuPort, localPort: peerPort });
     peers.push(peer);
     const q = boot('netecho', [...VIRTIO_MODERN, ...qemuUdpNet(qemuPort, peer.port, '52:54:00:ab:cd:ef')], 'ip=10.0.2.15 port=7');
     await q.waitForConsole(/netecho: ready\n/, 20_000);

@@ -8,7 +8,7 @@ import { afterEach, expect, it } from 'vitest';
 import { QmpClient } from '../../src/control/qmp-client.js';
 import { checkDiskStamps } from '../helpers/diskcheck-stamps.js';
 import { parseEchoPayload, udpFrame, type ParsedFrame } from '../helpers/ethernet-frames.js';
-import { EthernetPeer, freeUdpPort } from '../helpers/ethernet-peer.js';
+import { EthernetPeer, freeUdpPorts } from '../helpers/ethernet-peer.js';
 import { describeKvm } from '../helpers/kvm.js';
 import { guest } from '../helpers/paths.js';
 import { TsvmmProcess, migrationPort } from '../helpers/tsvmm-process.js';
@@ -98,9 +98,9 @@ describeKvm('migration with virtio I/O in flight', () => {
   }, 600_000);
 
   it('netecho answers a client throughout the migration: every counter once, in order, none skipped', async () => {
-    const relayPort = await freeUdpPort();
-    const [srcPort, dstPort] = [await freeUdpPort(), await freeUdpPort()];
-    const peer = await EthernetPeer.open({ remotePort: relayPort });
+    // Every port of the link picked at once, the peer's too: one picked alone could be another's.
+    const [relayPort, srcPort, dstPort, peerPort] = await freeUdpPorts(4);
+    const peer = await EthernetPeer.open({ remotePort: relayPort, localPort: peerPort });
     closers.push(() => peer.close());
     const relay = await Relay.open(relayPort, peer.port);
     closers.push(() => relay.close());

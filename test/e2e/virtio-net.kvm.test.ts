@@ -1,6 +1,6 @@
 import { afterEach, expect, it } from 'vitest';
 import { ConsoleProcess } from '../helpers/console-process.js';
-import { EthernetPeer, freeUdpPort } from '../helpers/ethernet-peer.js';
+import { EthernetPeer, freeUdpPorts } from '../helpers/ethernet-peer.js';
 import { macToString } from '../helpers/ethernet-frames.js';
 import { describeKvm } from '../helpers/kvm.js';
 import { CLI, guest } from '../helpers/paths.js';
@@ -14,8 +14,8 @@ describeKvm('virtio-net on real KVM, driven by the netecho guest over the udp ba
   });
 
   it('netecho answers ARP, ping and thousands of UDP datagrams: none lost, counters in order', async () => {
-    const vmPort = await freeUdpPort();
-    const peer = await EthernetPeer.open({ remotePort: vmPort });
+    const [vmPort, peerPort] = await freeUdpPorts(2);
+    const peer = await EthernetPeer.open({ remotePort: vmPort, localPort: peerPort });
     peers.push(peer);
     const vm = new ConsoleProcess(process.execPath, [
       CLI, 'run', guest('netecho'), '--net', `udp,local=127.0.0.1:${vmPort},remote=127.0.0.1:${peer.port},mac=52:54:00:ab:cd:ef`,

@@ -190,9 +190,18 @@ export class EthernetPeer {
 
 /** A UDP port on host that is free right now (for the VMM's end of the link; it binds it itself). */
 export async function freeUdpPort(host = '127.0.0.1'): Promise<number> {
-  const s = dgram.createSocket('udp4');
-  await new Promise<void>((resolve) => s.bind(0, host, resolve));
-  const { port } = s.address();
-  await new Promise<void>((resolve) => s.close(() => resolve()));
-  return port;
+  return (await freeUdpPorts(1, host))[0]!;
+}
+
+/**
+ * `count` UDP ports on host, free right now and distinct: all are held at once while they are picked.
+ * Picked one after another, a port just let go can come back as the next one (or as the port of a
+ * socket bound to port 0 later), and two ends of a test's link then clash (EADDRINUSE).
+ */
+export async function freeUdpPorts(count: number, host = '127.0.0.1'): Promise<number[]> {
+  const probes = Array.from({ length: count }, () => dgram.createSocket('udp4'));
+  await Promise.all(probes.map((s) => new Promise<void>((resolve) => s.bind(0, host, resolve))));
+  const ports = probes.map((s) => s.address().port);
+  await Promise.all(probes.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))));
+  return ports;
 }
