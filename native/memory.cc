@@ -36,32 +36,6 @@ Napi::Value ftruncate(const Napi::CallbackInfo& info) {
   return args.Env().Undefined();
 }
 
-// lseek(fd, offset, whence): with SEEK_DATA/SEEK_HOLE on a memfd, where its pages are allocated.
-Napi::Value lseek(const Napi::CallbackInfo& info) {
-  Args args(info, __func__);
-  int32_t fd, whence;
-  uint64_t offset;
-  if (!args.Int32(0, "fd", &fd) || !args.SafeUint(1, "offset", &offset) || !args.Int32(2, "whence", &whence)) return {};
-  off_t at = ::lseek(fd, static_cast<off_t>(offset), whence);
-  if (at < 0) return ThrowSyscallError(args.Env(), "lseek", errno);
-  return Napi::Number::New(args.Env(), static_cast<double>(at));
-}
-
-// fallocate(fd, mode, offset, length): FALLOC_FL_PUNCH_HOLE releases pages, which then read as zero.
-Napi::Value fallocate(const Napi::CallbackInfo& info) {
-  Args args(info, __func__);
-  int32_t fd, mode;
-  uint64_t offset, length;
-  if (!args.Int32(0, "fd", &fd) || !args.Int32(1, "mode", &mode) || !args.SafeUint(2, "offset", &offset) ||
-      !args.SafeUint(3, "length", &length)) {
-    return {};
-  }
-  if (::fallocate(fd, mode, static_cast<off_t>(offset), static_cast<off_t>(length)) != 0) {
-    return ThrowSyscallError(args.Env(), "fallocate", errno);
-  }
-  return args.Env().Undefined();
-}
-
 Napi::Value MappingToArrayBuffer(Napi::Env env, void* address, size_t length) {
   if (address == MAP_FAILED) return ThrowSyscallError(env, "mmap", errno);
   Napi::ArrayBuffer buffer = Napi::ArrayBuffer::New(env, address, length);
@@ -186,8 +160,6 @@ Napi::Value bufferAddress(const Napi::CallbackInfo& info) {
 void RegisterMemory(Napi::Env env, Napi::Object exports) {
   EXPORT_FUNCTION(env, exports, memfdCreate);
   EXPORT_FUNCTION(env, exports, ftruncate);
-  EXPORT_FUNCTION(env, exports, lseek);
-  EXPORT_FUNCTION(env, exports, fallocate);
   EXPORT_FUNCTION(env, exports, mmapAnonymous);
   EXPORT_FUNCTION(env, exports, mmapPrivate);
   EXPORT_FUNCTION(env, exports, mappingView);

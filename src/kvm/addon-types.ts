@@ -27,10 +27,6 @@ export interface NativeAddon {
   memfdCreate(name: string): number;
   /** ftruncate(fd, size). */
   ftruncate(fd: number, sizeBytes: bigint): void;
-  /** lseek(fd, offset, whence); returns the new offset (SEEK_DATA/SEEK_HOLE find a sparse file's data). */
-  lseek(fd: number, offset: number, whence: number): number;
-  /** fallocate(fd, mode, offset, length) (FALLOC_FL_PUNCH_HOLE releases a file's pages). */
-  fallocate(fd: number, mode: number, offset: number, length: number): void;
   /** read(fd, buf, buf.length); returns the bytes read. Blocks the calling thread if the fd does. */
   read(fd: number, buf: Uint8Array): number;
   /** write(fd, buf, buf.length); returns the bytes written. */
