@@ -47,8 +47,8 @@ Napi::Value MappingToArrayBuffer(Napi::Env env, void* address, size_t length) {
   return buffer;
 }
 
-// MAP_NORESERVE: guest RAM is sized for the worst case but mostly never touched, so it must not be
-// charged against overcommit up front.
+// Shared anonymous memory (guest RAM itself is mmapPrivate's, for huge pages). MAP_NORESERVE: a
+// mapping sized for the worst case but mostly never touched must not be charged against overcommit.
 Napi::Value mmapAnonymous(const Napi::CallbackInfo& info) {
   Args args(info, __func__);
   uint64_t size;
@@ -60,7 +60,8 @@ Napi::Value mmapAnonymous(const Napi::CallbackInfo& info) {
 
 // Guest RAM: private anonymous memory, as QEMU's default RAM is, so that the kernel may back it with
 // transparent huge pages (shared memory gets none while shmem_enabled=never, Debian's default).
-// Threads of this process reach it through mappingView; other processes cannot.
+// Threads of this process reach it through mappingView; other processes cannot. MAP_NORESERVE as
+// for mmapAnonymous.
 //
 // The mapping starts on a 2 MiB boundary (mapped 2 MiB larger, the ends trimmed off, as QEMU's
 // qemu_ram_mmap does): THP backs only aligned 2 MiB ranges, and KVM maps a guest 2 MiB page with
