@@ -154,6 +154,13 @@ export interface NativeAddon {
    * where `src` is clear), clearing `src` atomically per word; returns the number of bits moved.
    */
   bitmapTake(src: Int32Array | Uint32Array, dst: Int32Array | Uint32Array): number;
+  /**
+   * Moves every set bit of `src` into `dst` by OR (the rest of `dst` stays), clearing `src` atomically
+   * per word; returns how many bits of `dst` it set that were clear.
+   */
+  bitmapTakeOr(src: Int32Array | Uint32Array, dst: Int32Array | Uint32Array): number;
+  /** The number of set bits of `bitmap`. */
+  bitmapCount(bitmap: Int32Array | Uint32Array): number;
 
   // --- bulk helpers over pages and stream bytes (no system call; see native/pages.cc) ----------
   /**

@@ -19,11 +19,21 @@ export interface TakenPages {
  */
 export class DirtyBitmap {
   readonly words: Int32Array;
+  /**
+   * Word 0: 1 once a bit has been set since the last take. Set after the bits (a taker that reads 0
+   * may miss a bit being set, which stays for the next take), so a take with nothing marked, the
+   * usual case of a migration's sync, skips the scan of the words.
+   */
+  private readonly marked: Int32Array;
+  /** The words and the flag, for another thread's DirtyBitmap over the same bits (GuestMemory.attach). */
+  readonly shared: SharedArrayBuffer;
 
-  constructor(readonly pageCount: number, words?: Int32Array) {
+  constructor(readonly pageCount: number, shared?: SharedArrayBuffer) {
     const wordCount = Math.ceil(pageCount / 32);
-    this.words = words ?? new Int32Array(new SharedArrayBuffer(wordCount * 4));
-    if (this.words.length < wordCount) throw new RangeError(`DirtyBitmap: ${this.words.length} words cannot hold ${pageCount} pages`);
+    this.shared = shared ?? new SharedArrayBuffer((wordCount + 1) * 4);
+    if (this.shared.byteLength !== (wordCount + 1) * 4) throw new RangeError(`DirtyBitmap: ${this.shared.byteLength} bytes are not the bitmap of ${pageCount} pages`);
+    this.words = new Int32Array(this.shared, 0, wordCount);
+    this.marked = new Int32Array(this.shared, wordCount * 4, 1);
   }
 
   /** Marks every page that [offset, offset + lengthBytes) touches. */
@@ -48,6 +58,7 @@ export class DirtyBitmap {
       Atomics.or(this.words, word, mask);
       page += n;
     }
+    if (count > 0) Atomics.store(this.marked, 0, 1);
   }
 
   dirtyAt(page: number): boolean {
@@ -63,7 +74,9 @@ export class DirtyBitmap {
     if (firstPage < 0 || firstPage + logPages > this.pageCount) {
       throw new RangeError(`DirtyBitmap: log of ${logPages} pages at ${firstPage} outside 0..${this.pageCount}`);
     }
-    return addon().bitmapOrLog(this.words, firstPage, log, logPages);
+    const any = addon().bitmapOrLog(this.words, firstPage, log, logPages);
+    if (any) Atomics.store(this.marked, 0, 1);
+    return any;
   }
 
   /**
@@ -73,8 +86,20 @@ export class DirtyBitmap {
   getAndReset(into: Uint32Array = new Uint32Array(this.words.length)): TakenPages {
     if (into.length < this.words.length) throw new RangeError(`DirtyBitmap: ${into.length} words cannot take ${this.words.length}`);
     const bitmap = into.length === this.words.length ? into : into.subarray(0, this.words.length);
+    Atomics.store(this.marked, 0, 0); // before the take: a bit set after it is in this take or flagged for the next
     const pages = addon().bitmapTake(this.words, bitmap);
     return { bitmap, pages };
+  }
+
+  /**
+   * Takes every set bit and ORs it into `into` (a sync's result, already holding KVM's logs in this
+   * bitmap's layout); returns how many bits of `into` that set. Costs nothing when no bit was set
+   * since the last take.
+   */
+  takeInto(into: Uint32Array): number {
+    if (into.length < this.words.length) throw new RangeError(`DirtyBitmap: ${into.length} words cannot take ${this.words.length}`);
+    if (Atomics.exchange(this.marked, 0, 0) === 0) return 0;
+    return addon().bitmapTakeOr(this.words, into);
   }
 
   /** Sets every bit (the start of dirty tracking: every page is yet to be sent). */

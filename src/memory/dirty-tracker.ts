@@ -44,9 +44,18 @@ export class DirtyTracker {
   }
 
   sync(): RegionDirtyPages[] {
-    this.memslots.fetchAllLogs();
     this.turn ^= 1;
-    return this.memory.regions.map((region, i) => ({ region, ...region.dirty.getAndReset(this.buffers[i]![this.turn]) }));
+    const regions = this.memory.regions;
+    const result: RegionDirtyPages[] = [];
+    for (let i = 0; i < regions.length; i++) {
+      const region = regions[i]!;
+      const bitmap = this.buffers[i]![this.turn];
+      // KVM's logs first (they overwrite `bitmap`), then the region's own bits joined to them: the
+      // VMM's marks and what slot changes fetched since the last sync (invariants A and B).
+      const pages = this.memslots.takeLogs(i, bitmap) + region.dirty.takeInto(bitmap);
+      result.push({ region, bitmap, pages });
+    }
+    return result;
   }
 
   async stop(): Promise<void> {

@@ -61,7 +61,7 @@ export interface GuestMemoryTestOptions {
  * (structured-cloneable): the mappings' addresses, the regions' bitmaps and the shared logging switch.
  */
 export interface SharedGuestMemory {
-  readonly regions: readonly { readonly start: Gpa; readonly sizeBytes: number; readonly hva: bigint; readonly dirtyWords: Int32Array }[];
+  readonly regions: readonly { readonly start: Gpa; readonly sizeBytes: number; readonly hva: bigint; readonly dirtyBits: SharedArrayBuffer }[];
   readonly sizeBytes: number;
   /** Word 0: 1 while VMM writes are being recorded. */
   readonly logging: Int32Array;
@@ -171,7 +171,7 @@ export class GuestMemory {
   /** What attach() needs in another thread. */
   shared(): SharedGuestMemory {
     return {
-      regions: this.regions.map((r) => ({ start: r.start, sizeBytes: r.sizeBytes, hva: r.hva, dirtyWords: r.dirty.words })),
+      regions: this.regions.map((r) => ({ start: r.start, sizeBytes: r.sizeBytes, hva: r.hva, dirtyBits: r.dirty.shared })),
       sizeBytes: this.sizeBytes,
       logging: this.loggingFlag,
       hugePages: this.hugePages,
@@ -189,7 +189,7 @@ export class GuestMemory {
     const native = addon();
     const regions = shared.regions.map((r): RamRegion => ({
       start: r.start, sizeBytes: r.sizeBytes, hva: r.hva, bytes: new Uint8Array(native.mappingView(r.hva, r.sizeBytes)),
-      dirty: new DirtyBitmap(r.sizeBytes / PAGE_SIZE, r.dirtyWords),
+      dirty: new DirtyBitmap(r.sizeBytes / PAGE_SIZE, r.dirtyBits),
     }));
     return new GuestMemory(regions, shared.sizeBytes, shared.testOptions, false, shared.hugePages, shared.logging);
   }
