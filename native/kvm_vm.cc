@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "ioctl.h"
+#include "zero.h"
 
 namespace tsvmm {
 namespace {
@@ -29,7 +30,9 @@ Napi::Value kvmSetUserMemoryRegion(const Napi::CallbackInfo& info) {
 }
 
 // The bitmap's required size depends on the slot's size, which only the kernel knows here, so the
-// caller is trusted to pass at least ceil(pages / 64) * 8 bytes.
+// caller is trusted to pass at least ceil(pages / 64) * 8 bytes. Returns how many bits of `bitmap`
+// are set afterwards (KVM leaves those past the slot's last page clear): every caller needs the
+// count, and a second addon call to make it was a third of a clean sync's time in nested KVM.
 Napi::Value kvmGetDirtyLog(const Napi::CallbackInfo& info) {
   Args args(info, __func__);
   int32_t fd;
@@ -41,7 +44,14 @@ Napi::Value kvmGetDirtyLog(const Napi::CallbackInfo& info) {
   }
   log.dirty_bitmap = bitmap.data;
   if (!IOCTL(args.Env(), fd, KVM_GET_DIRTY_LOG, &log)) return {};
-  return args.Env().Undefined();
+  uint64_t pages = 0;
+  size_t i = 0;
+  for (; i + 256 <= bitmap.length; i += 256) {
+    if (AllZeroBytes(bitmap.data + i, 256)) continue;
+    for (size_t j = i; j < i + 256; j += 8) pages += Popcount64(Load64(bitmap.data + j));
+  }
+  for (; i < bitmap.length; ++i) pages += Popcount64(bitmap.data[i]);
+  return Napi::Number::New(args.Env(), static_cast<double>(pages));
 }
 
 Napi::Value kvmClearDirtyLog(const Napi::CallbackInfo& info) {

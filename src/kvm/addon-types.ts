@@ -83,8 +83,11 @@ export interface NativeAddon {
   // --- VM ioctls --------------------------------------------------------------------------------
   kvmSetUserMemoryRegion(vmFd: number, slot: number, flags: number, guestPhysAddr: bigint,
     memorySize: bigint, userspaceAddr: bigint): void;
-  /** KVM_GET_DIRTY_LOG of `slot` into `bitmap` (one bit per page, at least ceil(pages/64)*8 bytes). */
-  kvmGetDirtyLog(vmFd: number, slot: number, bitmap: Uint8Array): void;
+  /**
+   * KVM_GET_DIRTY_LOG of `slot` into `bitmap` (one bit per page, at least ceil(pages/64)*8 bytes);
+   * returns how many bits of `bitmap` are set afterwards.
+   */
+  kvmGetDirtyLog(vmFd: number, slot: number, bitmap: Uint8Array): number;
   /** KVM_CLEAR_DIRTY_LOG of `slot` for pages [firstPage, firstPage+numPages) set in `bitmap`. */
   kvmClearDirtyLog(vmFd: number, slot: number, firstPage: bigint, numPages: number, bitmap: Uint8Array): void;
   /** KVM_ENABLE_CAP on a VM or vCPU fd; `args` holds the 4 u64 args. */

@@ -21,7 +21,7 @@ interface LogPlan {
   /** `into`'s bytes. */
   readonly bytes: Uint8Array;
   /** Slots on a 64-page boundary: KVM writes each log straight into `into`, at its place. */
-  readonly inPlace: { readonly slot: number; readonly pages: number; readonly log: Uint8Array; readonly words: Uint32Array }[];
+  readonly inPlace: { readonly slot: number; readonly pages: number; readonly log: Uint8Array }[];
   /** Other slots: fetched into their own buffer and ORed in, after the rest. */
   readonly folded: Memslot[];
   /** Byte ranges [from, to) of `into`, flattened, that no in-place log covers: zeroed first. */
@@ -226,8 +226,7 @@ export class MemslotMap {
     let pages = 0;
     for (const s of plan.inPlace) {
       // KVM writes whole u64 words: past the slot's last page, within its last word, zeros.
-      n.kvmGetDirtyLog(this.vmFd, s.slot, s.log);
-      const found = n.bitmapCount(s.words);
+      const found = n.kvmGetDirtyLog(this.vmFd, s.slot, s.log);
       if (found > 0 && this.options.manualProtect) n.kvmClearDirtyLog(this.vmFd, s.slot, 0n, s.pages, s.log);
       pages += found;
     }
@@ -261,7 +260,7 @@ export class MemslotMap {
       }
       if (at > covered) plan.gaps.push(covered, at);
       const end = at + m.log.length;
-      plan.inPlace.push({ slot: m.slot, pages: m.sizeBytes / PAGE_SIZE, log: bytes.subarray(at, end), words: into.subarray(at / 4, end / 4) });
+      plan.inPlace.push({ slot: m.slot, pages: m.sizeBytes / PAGE_SIZE, log: bytes.subarray(at, end) });
       covered = end;
     }
     if (covered < bytes.length) plan.gaps.push(covered, bytes.length);

@@ -140,7 +140,7 @@ const fdCalls = {
 /** The wrappers that take no fd first; each has its own tests below. */
 const otherFunctions = [
   'setErrorConstructor', 'open', 'eventfd', 'memfdCreate', 'mmapAnonymous', 'mmapPrivate', 'mappingView', 'munmap', 'bufferAddress', 'madvise',
-  'gettid', 'tgkill', 'sigrtmin', 'installEmptySignalHandler', 'poll', 'bitmapOrLog', 'bitmapPages', 'bitmapTake', 'packPages', 'unpackPages', 'xxh64Update', 'xxh64Digest',
+  'gettid', 'tgkill', 'sigrtmin', 'installEmptySignalHandler', 'poll', 'bitmapOrLog', 'bitmapPages', 'bitmapTake', 'bitmapTakeOr', 'bitmapCount', 'packPages', 'unpackPages', 'xxh64Update', 'xxh64Digest',
 ] as const;
 
 // Fails to type-check if NativeAddon gains a function that neither list covers.
@@ -334,6 +334,11 @@ describe('argument checks', () => {
     expect((thrown(() => native.bitmapTake(words, new Uint8Array(8) as never)) as Error).message)
       .toBe('bitmapTake: argument dst must be an Int32Array or Uint32Array');
     expect(thrown(() => native.bitmapTake(words, new Uint32Array(1)))).toBeInstanceOf(RangeError);
+    expect((thrown(() => native.bitmapTakeOr(words, new Uint8Array(8) as never)) as Error).message)
+      .toBe('bitmapTakeOr: argument dst must be an Int32Array or Uint32Array');
+    expect(thrown(() => native.bitmapTakeOr(words, new Uint32Array(1)))).toBeInstanceOf(RangeError);
+    expect((thrown(() => native.bitmapCount(new Uint8Array(8) as never)) as Error).message)
+      .toBe('bitmapCount: argument bitmap must be an Int32Array or Uint32Array');
   });
 
   it('the bitmap helpers read a log at any byte offset', () => {
