@@ -44,14 +44,7 @@ Napi::Value kvmGetDirtyLog(const Napi::CallbackInfo& info) {
   }
   log.dirty_bitmap = bitmap.data;
   if (!IOCTL(args.Env(), fd, KVM_GET_DIRTY_LOG, &log)) return {};
-  uint64_t pages = 0;
-  size_t i = 0;
-  for (; i + 256 <= bitmap.length; i += 256) {
-    if (AllZeroBytes(bitmap.data + i, 256)) continue;
-    for (size_t j = i; j < i + 256; j += 8) pages += Popcount64(Load64(bitmap.data + j));
-  }
-  for (; i < bitmap.length; ++i) pages += Popcount64(bitmap.data[i]);
-  return Napi::Number::New(args.Env(), static_cast<double>(pages));
+  return Napi::Number::New(args.Env(), static_cast<double>(CountSetBits(bitmap.data, bitmap.length)));
 }
 
 Napi::Value kvmClearDirtyLog(const Napi::CallbackInfo& info) {

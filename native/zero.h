@@ -39,4 +39,16 @@ inline unsigned Popcount64(uint64_t x) {
   return static_cast<unsigned>((x * 0x0101010101010101ULL) >> 56);
 }
 
+// Set bits of n bytes at p (any alignment), skipping clean 256-byte stretches with AllZeroBytes.
+inline uint64_t CountSetBits(const uint8_t* p, size_t n) {
+  uint64_t bits = 0;
+  size_t i = 0;
+  for (; i + 256 <= n; i += 256) {
+    if (AllZeroBytes(p + i, 256)) continue;
+    for (size_t j = i; j < i + 256; j += 8) bits += Popcount64(Load64(p + j));
+  }
+  for (; i < n; ++i) bits += Popcount64(p[i]);
+  return bits;
+}
+
 }  // namespace tsvmm
