@@ -8,6 +8,7 @@
         "native/ioctl.cc",
         "native/fast-call.cc",
         "native/fds.cc",
+        "native/fd-poll.cc",
         "native/memory.cc",
         "native/bitmap.cc",
         "native/pages.cc",

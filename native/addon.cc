@@ -18,6 +18,7 @@ AddonInstance::AddonInstance(Napi::Env env, Napi::Object exports) {
   RegisterKvmVm(env, exports);
   RegisterKvmVcpu(env, exports);
   RegisterTun(env, exports);
+  RegisterFdPoll(env, exports);
   RegisterBench(env, exports);
 }
 

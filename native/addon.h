@@ -36,6 +36,7 @@ void RegisterKvmSystem(Napi::Env env, Napi::Object exports);
 void RegisterKvmVm(Napi::Env env, Napi::Object exports);
 void RegisterKvmVcpu(Napi::Env env, Napi::Object exports);
 void RegisterTun(Napi::Env env, Napi::Object exports);
+void RegisterFdPoll(Napi::Env env, Napi::Object exports);
 void RegisterBench(Napi::Env env, Napi::Object exports);
 
 }  // namespace tsvmm

@@ -21,7 +21,6 @@ const out = path.join(dist, 'bundle');
 const ENTRIES = {
   tsvmm: 'cli/main.js',
   'vcpu-thread': 'vcpu/vcpu-thread.js',
-  'fd-watcher-thread': 'devices/virtio/fd-watcher-thread.js',
   'multifd-channel-thread': 'migration/multifd-channel-thread.js',
 };
 

@@ -34,6 +34,12 @@ export interface NativeAddon {
   /** poll(fds, n, timeoutMs) over caller-laid-out struct pollfd entries (8 bytes each: fd i32,
    *  events i16, revents i16); returns how many are ready. Blocks the calling thread. */
   poll(fds: Uint8Array, timeoutMs: number): number;
+  /** Adds `fd` to this thread's event loop (libuv uv_poll): `onReadable(errno)` runs on this thread
+   *  whenever it is readable (level-triggered; errno 0, or what the poll reported). The loop is not
+   *  kept alive by it. Returns a handle for fdUnwatch. */
+  fdWatch(fd: number, onReadable: (errno: number) => void): FdWatchHandle;
+  /** Stops an fdWatch for good (again: nothing). Call before closing the fd. */
+  fdUnwatch(handle: FdWatchHandle): void;
   /** TUNSETIFF on an fd of /dev/net/tun with ifr_name = name and ifr_flags = flags (IFF_*); returns
    *  the interface name the kernel chose. */
   tunSetIff(fd: number, name: string, flags: number): string;
@@ -198,3 +204,6 @@ export interface NativeAddon {
    */
   benchSyncDirtyLogs(vmFd: number, table: Uint8Array, bitmaps: Uint8Array, manualProtect: number): number;
 }
+
+/** What fdWatch returns: opaque to JavaScript. */
+export type FdWatchHandle = { readonly __fdWatchHandle: unique symbol };

@@ -43,8 +43,8 @@ const KVM_IOEVENTFD_FLAG_DATAMATCH = 1 << 0;
 
 /**
  * The VM's virtio devices on the main thread: where each sits (QEMU microvm's slots), the ioeventfds
- * that carry QueueNotify from the guest to the device without a vCPU exit, the fd watcher thread that
- * hears them, and pause/resume/state for migration. A disk backed by a plain file is served by a
+ * that carry QueueNotify from the guest to the device without a vCPU exit, the fd watcher that hears
+ * them on this thread's event loop, and pause/resume/state for migration. A disk backed by a plain file is served by a
  * dataplane thread of its own (BlkDataplane), which waits on its ioeventfd itself.
  */
 export class VirtioDevices {
@@ -108,7 +108,7 @@ export class VirtioDevices {
   start(): void {
     if (this.started) return;
     this.started = true;
-    this.watcher.start((message) => process.stderr.write(`tsvmm: virtio notification thread failed: ${message}\n`));
+    this.watcher.start((message) => process.stderr.write(`tsvmm: virtio notifications: ${message}\n`));
     for (const d of this.devices) {
       if (d instanceof BlkDataplane) d.start((message) => process.stderr.write(`tsvmm: ${d.name}: dataplane thread failed: ${message}\n`));
       else d.resume();
@@ -133,7 +133,7 @@ export class VirtioDevices {
     for (const d of this.devices) d.restore(need(d.name) as VirtioDeviceState);
   }
 
-  /** Stops the watcher thread, then closes the backends and the eventfds. */
+  /** Stops watching the fds, then closes the backends and the eventfds. */
   async close(): Promise<void> {
     await this.watcher.stop();
     await Promise.allSettled(this.devices.map((d) => (d instanceof BlkDataplane ? d.close() : undefined)));

@@ -9,6 +9,7 @@ import { describe, expect, it } from 'vitest';
 import { addon, packageRoot, type NativeAddon } from '../../src/kvm/addon.js';
 import { KvmError } from '../../src/kvm/kvm-error.js';
 import { kvmRun } from '../../src/kvm/kvm-run.js';
+import { EFD_NONBLOCK } from '../../src/kvm/constants.js';
 
 const native = addon();
 
@@ -18,6 +19,7 @@ const ESRCH = 3;
 const EINVAL = 22;
 const ENODEV = 19;
 const ENOTTY = 25;
+const EEXIST = 17;
 const PAGE = 4096;
 /** Above any fd the kernel can hand out (NR_OPEN is 2^20), so it is never open. */
 const NEVER_OPEN_FD = 2 ** 31 - 1;
@@ -126,6 +128,8 @@ const fdCalls = {
   kvmGetDebugregs: { syscall: 'KVM_GET_DEBUGREGS', call: (fd) => native.kvmGetDebugregs(fd, new Uint8Array(128)) },
   kvmSetDebugregs: { syscall: 'KVM_SET_DEBUGREGS', call: (fd) => native.kvmSetDebugregs(fd, new Uint8Array(128)) },
   kvmSetCpuid2: { syscall: 'KVM_SET_CPUID2', call: (fd) => native.kvmSetCpuid2(fd, counted(8, 40, 2)) },
+  // libuv checks the fd first (it makes it non-blocking, and asks epoll whether it can be polled).
+  fdWatch: { syscall: 'uv_poll_init', call: (fd) => native.fdWatch(fd, () => {}) },
 
   benchSyncDirtyLogs: {
     syscall: 'KVM_GET_DIRTY_LOG',
@@ -140,7 +144,7 @@ const fdCalls = {
 /** The wrappers that take no fd first; each has its own tests below. */
 const otherFunctions = [
   'setErrorConstructor', 'open', 'eventfd', 'memfdCreate', 'mmapAnonymous', 'mmapPrivate', 'mappingView', 'munmap', 'bufferAddress', 'madvise',
-  'gettid', 'tgkill', 'sigrtmin', 'installEmptySignalHandler', 'poll', 'bitmapOrLog', 'bitmapPages', 'bitmapTake', 'bitmapTakeOr', 'bitmapCount', 'packPages', 'unpackPages', 'xxh64Update', 'xxh64Digest',
+  'gettid', 'tgkill', 'sigrtmin', 'installEmptySignalHandler', 'poll', 'fdUnwatch', 'bitmapOrLog', 'bitmapPages', 'bitmapTake', 'bitmapTakeOr', 'bitmapCount', 'packPages', 'unpackPages', 'xxh64Update', 'xxh64Digest',
 ] as const;
 
 // Fails to type-check if NativeAddon gains a function that neither list covers.
@@ -545,6 +549,37 @@ describe('memory mappings', () => {
     } finally {
       native.close(fd);
     }
+  });
+
+  it('fdWatch calls back on this thread while the fd is readable, and not after fdUnwatch; bad arguments are refused', async () => {
+    const fd = native.eventfd(0, EFD_NONBLOCK);
+    try {
+      const calls: number[] = [];
+      const handle = native.fdWatch(fd, (errno) => {
+        calls.push(errno);
+        native.read(fd, new Uint8Array(8));
+      });
+      native.write(fd, new Uint8Array(new BigUint64Array([1n]).buffer));
+      for (let i = 0; i < 100 && calls.length === 0; i++) await new Promise((r) => setTimeout(r, 5));
+      expect(calls).toEqual([0]);
+      // An fd can have one watch per loop (libuv refuses a second).
+      expectKvmError(() => native.fdWatch(fd, () => {}), 'uv_poll_init', EEXIST);
+      native.fdUnwatch(handle);
+      native.fdUnwatch(handle); // harmless
+      native.write(fd, new Uint8Array(new BigUint64Array([1n]).buffer));
+      await new Promise((r) => setTimeout(r, 30));
+      expect(calls).toEqual([0]);
+      // Watched again once unwatched: the loop let go of it.
+      await new Promise((r) => setImmediate(r));
+      const again = native.fdWatch(fd, () => { calls.push(-1); native.read(fd, new Uint8Array(8)); });
+      for (let i = 0; i < 100 && calls.length === 1; i++) await new Promise((r) => setTimeout(r, 5));
+      expect(calls).toEqual([0, -1]);
+      native.fdUnwatch(again);
+    } finally {
+      native.close(fd);
+    }
+    expect(() => native.fdWatch(0, 'not a function' as unknown as () => void)).toThrow(TypeError);
+    expect(() => native.fdUnwatch({} as never)).toThrow(TypeError);
   });
 
   it('poll of a closed fd reports POLLNVAL, and a negative count of entries is refused', () => {

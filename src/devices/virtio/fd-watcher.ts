@@ -1,39 +1,34 @@
-import { Worker } from 'node:worker_threads';
 import { addon } from '../../kvm/addon.js';
-import { threadScript } from '../../kvm/thread-script.js';
-import { EFD_CLOEXEC } from '../../kvm/constants.js';
-import type { FdWatcherMessage, FdWatcherThreadData } from './fd-watcher-thread.js';
-
-/** The compiled watcher thread body (workers run built JavaScript, like the vCPU threads). */
-export const FD_WATCHER_SCRIPT = threadScript('fd-watcher-thread', 'devices/virtio/fd-watcher-thread.js');
+import type { FdWatchHandle } from '../../kvm/addon-types.js';
+import { Errno } from '../../kvm/constants.js';
+import type { KvmError } from '../../kvm/kvm-error.js';
 
 /**
  * Watches file descriptors Node cannot watch itself, and calls their handlers on the main thread:
  * the ioeventfds KVM signals when the guest writes QueueNotify, and tap devices.
  *
- * Why a dedicated thread doing poll(2), rather than something in Node:
- * - fs.read on an eventfd or tap fd runs on libuv's threadpool and blocks one of its 4 threads for as
- *   long as nothing arrives; a few idle queues would starve the disk I/O that shares the pool (and
- *   deadlock it: a disk request cannot complete while every pool thread waits for a notify that only
- *   the guest's next request, blocked on that completion, would send).
- * - net.Socket cannot wrap an eventfd (it is not a stream socket or pipe), and a tap fd through it
- *   loses frame boundaries.
- * One thread blocked in poll over every fd costs nothing while idle, adds one postMessage per wake-up,
- * and never holds a threadpool thread. The vCPU threads are not involved at all: KVM signals the
- * eventfd in the kernel, and the guest continues without waiting for any of this.
+ * Why not something in Node: fs.read on an eventfd or tap fd runs on libuv's threadpool and blocks one
+ * of its 4 threads for as long as nothing arrives (a few idle queues would starve, and deadlock, the
+ * disk I/O that shares the pool); net.Socket cannot wrap an eventfd (not a stream socket or pipe), and
+ * a tap fd through it loses frame boundaries. So the addon adds each fd to the main thread's own event
+ * loop (fdWatch: libuv's uv_poll, an epoll registration), as QEMU's main loop polls its ioeventfds:
+ * a notify costs one wake-up of the thread that handles it, and no thread sits in poll(2) for it.
+ * (This used to be a watcher thread in poll(2) posting to the main thread: two wake-ups and a
+ * MessagePort delivery per notify. In nested KVM that thread and the message took ~1.5 ms of CPU per
+ * UDP round trip of bench/virtio.) The vCPU threads are not involved: KVM signals the eventfd in the
+ * kernel, and the guest continues without waiting for any of this.
  */
 export class FdWatcher {
   private readonly entries: { fd: number; kind: 'counter' | 'frames'; onReady: (frame?: Uint8Array) => void }[] = [];
-  private worker: Worker | undefined;
-  private stopFd = -1;
-  private readonly exitHook = () => this.signalStop();
+  /** fdWatch handles, one per entry, while started. */
+  private handles: FdWatchHandle[] | undefined;
 
   /** An eventfd (or other counter fd): `onReady` runs on the main thread after it fired. */
   watchCounter(fd: number, onReady: () => void): void {
     this.add(fd, 'counter', onReady);
   }
 
-  /** A packet fd (tap): each frame read from it is handed to `onFrame` on the main thread. */
+  /** A packet fd (tap): each frame read from it is handed to `onFrame` on the main thread (its own copy). */
   watchFrames(fd: number, onFrame: (frame: Uint8Array) => void): void {
     this.add(fd, 'frames', (frame) => onFrame(frame!));
   }
@@ -42,50 +37,56 @@ export class FdWatcher {
     return this.entries.length;
   }
 
-  /** Starts the thread; `onError` hears of a watched fd that failed. */
+  /**
+   * Starts watching; `onError` hears of a watched fd that failed, which is then no longer watched
+   * (a level-triggered error would otherwise call back on every turn of the loop).
+   */
   start(onError: (message: string) => void): void {
-    if (this.worker !== undefined) throw new Error('fd watcher already started');
-    if (this.entries.length === 0) return;
-    this.stopFd = addon().eventfd(0, EFD_CLOEXEC);
-    const data: FdWatcherThreadData = { fds: this.entries.map(({ fd, kind }) => ({ fd, kind })), stopFd: this.stopFd };
-    const worker = new Worker(FD_WATCHER_SCRIPT, { workerData: data });
-    worker.on('message', (m: FdWatcherMessage) => {
-      if (m.kind === 'ready') for (const i of m.indices) this.entries[i]!.onReady();
-      else if (m.kind === 'frame') this.entries[m.index]!.onReady(m.frame);
-      else onError(m.message);
+    if (this.handles !== undefined) throw new Error('fd watcher already started');
+    const native = addon();
+    const handles: FdWatchHandle[] = [];
+    this.handles = handles;
+    const counter = new Uint8Array(8);
+    const frame = new Uint8Array(MAX_FRAME_BYTES);
+    this.entries.forEach((e, i) => {
+      const fail = (why: string) => {
+        native.fdUnwatch(handles[i]);
+        onError(`fd ${e.fd} failed while being watched (${why})`);
+      };
+      handles.push(native.fdWatch(e.fd, (errno: number) => {
+        if (errno !== 0) return fail(`poll errno ${errno}`);
+        let n: number;
+        try {
+          // A counter's read resets it; a frame fd gives one frame per read, and stays readable (the
+          // loop calls again) while more wait.
+          n = native.read(e.fd, e.kind === 'counter' ? counter : frame);
+        } catch (err) {
+          if ((err as KvmError).errno === Errno.EAGAIN) return; // nothing after all (a spurious wake)
+          return fail((err as Error).message);
+        }
+        if (e.kind === 'counter') e.onReady();
+        else e.onReady(frame.slice(0, n));
+      }));
     });
-    worker.on('error', (e) => onError(e.message));
-    // The thread never keeps the process alive; at exit it is told to stop (a thread blocked in poll
-    // would otherwise never join).
-    worker.unref();
-    process.on('exit', this.exitHook);
-    this.worker = worker;
   }
 
-  /** Stops the thread and resolves once it has ended. */
+  /** Stops watching every fd (before they are closed). Resolves at once; async for the callers' sake. */
   async stop(): Promise<void> {
-    const worker = this.worker;
-    if (worker === undefined) return;
-    this.worker = undefined;
-    // Referenced again while we wait, or an otherwise idle event loop would end the process mid-await.
-    worker.ref();
-    const ended = new Promise<void>((resolve) => worker.once('exit', () => resolve()));
-    this.signalStop();
-    await ended;
-    process.off('exit', this.exitHook);
-    addon().close(this.stopFd);
-    this.stopFd = -1;
+    const handles = this.handles;
+    if (handles === undefined) return;
+    this.handles = undefined;
+    const native = addon();
+    for (const h of handles) native.fdUnwatch(h);
   }
 
   private add(fd: number, kind: 'counter' | 'frames', onReady: (frame?: Uint8Array) => void): void {
-    if (this.worker !== undefined) throw new Error('fd watcher: add every fd before start()');
+    if (this.handles !== undefined) throw new Error('fd watcher: add every fd before start()');
     this.entries.push({ fd, kind, onReady });
   }
-
-  private signalStop(): void {
-    if (this.stopFd >= 0) signalEventfd(this.stopFd);
-  }
 }
+
+/** A tap frame is at most 64 KiB (with IFF_NO_PI and no offloads, far less: the MTU plus 14 bytes). */
+const MAX_FRAME_BYTES = 65536;
 
 /** Adds 1 to an eventfd's counter (what KVM's ioeventfd does when the guest writes QueueNotify). */
 export function signalEventfd(fd: number): void {

@@ -64,7 +64,8 @@ const IFF_NO_PI = 0x1000;
 
 /**
  * A tap device (Documentation/networking/tuntap.rst), opened through /dev/net/tun and TUNSETIFF.
- * Frames are read by the fd watcher thread (a blocking read per frame, never on libuv's threadpool)
+ * Frames are read on the main thread when its event loop says the fd is readable (FdWatcher: one read
+ * per frame, never on libuv's threadpool)
  * and written with write(2), which never blocks on a tap: the kernel queues or drops.
  */
 export class TapNetBackend implements NetBackend {

@@ -13,7 +13,7 @@ export interface NetBackend {
   onReceive(deliver: (frame: Uint8Array) => void): void;
   /** A one-line description for messages ("udp 127.0.0.1:5555 -> 127.0.0.1:5556"). */
   readonly description: string;
-  /** Registers fds Node cannot watch (a tap) with the VM's fd watcher thread. */
+  /** Registers fds Node cannot watch (a tap) with the VM's fd watcher (the main thread's event loop). */
   attach?(watcher: FdWatcher): void;
   close(): Promise<void>;
 }
