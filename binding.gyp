@@ -9,6 +9,7 @@
         "native/fast-call.cc",
         "native/fds.cc",
         "native/fd-poll.cc",
+        "native/sockets.cc",
         "native/memory.cc",
         "native/bitmap.cc",
         "native/pages.cc",

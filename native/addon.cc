@@ -19,6 +19,7 @@ AddonInstance::AddonInstance(Napi::Env env, Napi::Object exports) {
   RegisterKvmVcpu(env, exports);
   RegisterTun(env, exports);
   RegisterFdPoll(env, exports);
+  RegisterSockets(env, exports);
   RegisterBench(env, exports);
 }
 

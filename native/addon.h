@@ -37,6 +37,7 @@ void RegisterKvmVm(Napi::Env env, Napi::Object exports);
 void RegisterKvmVcpu(Napi::Env env, Napi::Object exports);
 void RegisterTun(Napi::Env env, Napi::Object exports);
 void RegisterFdPoll(Napi::Env env, Napi::Object exports);
+void RegisterSockets(Napi::Env env, Napi::Object exports);
 void RegisterBench(Napi::Env env, Napi::Object exports);
 
 }  // namespace tsvmm

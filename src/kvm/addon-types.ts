@@ -40,6 +40,14 @@ export interface NativeAddon {
   fdWatch(fd: number, onReadable: (errno: number) => void): FdWatchHandle;
   /** Stops an fdWatch for good (again: nothing). Call before closing the fd. */
   fdUnwatch(handle: FdWatchHandle): void;
+  /** socket(domain, type, protocol); type may include SOCK_NONBLOCK | SOCK_CLOEXEC. Returns the fd. */
+  socket(domain: number, type: number, protocol: number): number;
+  /** bind(fd, addr, addr.length): `addr` is a struct sockaddr_in or sockaddr_in6 (see sockaddr.ts). */
+  bind(fd: number, addr: Uint8Array): void;
+  /** sendto(fd, buf, buf.length, 0, addr, addr.length); returns the bytes sent. */
+  sendto(fd: number, buf: Uint8Array, addr: Uint8Array): number;
+  /** setsockopt(fd, level, name, &value, sizeof(int)). */
+  setsockoptInt(fd: number, level: number, name: number, value: number): void;
   /** TUNSETIFF on an fd of /dev/net/tun with ifr_name = name and ifr_flags = flags (IFF_*); returns
    *  the interface name the kernel chose. */
   tunSetIff(fd: number, name: string, flags: number): string;

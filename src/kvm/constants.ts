@@ -88,3 +88,7 @@ export const EFD_NONBLOCK = 0o4000;
 export const Poll = { IN: 0x1, ERR: 0x8, HUP: 0x10, NVAL: 0x20 } as const;
 /** errno values the threads that wait on fds handle themselves: a signal interrupted the wait; nothing to read. */
 export const Errno = { EINTR: 4, EAGAIN: 11 } as const;
+/** socket(2): address families, the datagram type and its flags (the flags are O_NONBLOCK/O_CLOEXEC). */
+export const Socket = { AF_INET: 2, AF_INET6: 10, SOCK_DGRAM: 2, SOCK_NONBLOCK: 0o4000, SOCK_CLOEXEC: 0o2000000 } as const;
+/** setsockopt(2) at SOL_SOCKET: buffer sizes. */
+export const SockOpt = { SOL_SOCKET: 1, SO_SNDBUF: 7, SO_RCVBUF: 8 } as const;

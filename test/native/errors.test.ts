@@ -20,6 +20,9 @@ const EINVAL = 22;
 const ENODEV = 19;
 const ENOTTY = 25;
 const EEXIST = 17;
+const EAGAIN = 11;
+const EAFNOSUPPORT = 97;
+const ENOPROTOOPT = 92;
 const PAGE = 4096;
 /** Above any fd the kernel can hand out (NR_OPEN is 2^20), so it is never open. */
 const NEVER_OPEN_FD = 2 ** 31 - 1;
@@ -53,6 +56,9 @@ interface FdCall {
   syscall: string;
   call: (fd: number) => unknown;
 }
+
+/** struct sockaddr_in for 127.0.0.1, port 0. */
+const LOOPBACK_ANY_PORT = new Uint8Array([2, 0, 0, 0, 127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0]);
 
 /** Every wrapper whose first argument is a file descriptor, with otherwise valid arguments. */
 const fdCalls = {
@@ -130,6 +136,9 @@ const fdCalls = {
   kvmSetCpuid2: { syscall: 'KVM_SET_CPUID2', call: (fd) => native.kvmSetCpuid2(fd, counted(8, 40, 2)) },
   // libuv checks the fd first (it makes it non-blocking, and asks epoll whether it can be polled).
   fdWatch: { syscall: 'uv_poll_init', call: (fd) => native.fdWatch(fd, () => {}) },
+  bind: { syscall: 'bind', call: (fd) => native.bind(fd, LOOPBACK_ANY_PORT) },
+  sendto: { syscall: 'sendto', call: (fd) => native.sendto(fd, new Uint8Array(1), LOOPBACK_ANY_PORT) },
+  setsockoptInt: { syscall: 'setsockopt', call: (fd) => native.setsockoptInt(fd, 1 /* SOL_SOCKET */, 8 /* SO_RCVBUF */, 65536) },
 
   benchSyncDirtyLogs: {
     syscall: 'KVM_GET_DIRTY_LOG',
@@ -144,7 +153,7 @@ const fdCalls = {
 /** The wrappers that take no fd first; each has its own tests below. */
 const otherFunctions = [
   'setErrorConstructor', 'open', 'eventfd', 'memfdCreate', 'mmapAnonymous', 'mmapPrivate', 'mappingView', 'munmap', 'bufferAddress', 'madvise',
-  'gettid', 'tgkill', 'sigrtmin', 'installEmptySignalHandler', 'poll', 'fdUnwatch', 'bitmapOrLog', 'bitmapPages', 'bitmapTake', 'bitmapTakeOr', 'bitmapCount', 'packPages', 'unpackPages', 'xxh64Update', 'xxh64Digest',
+  'gettid', 'tgkill', 'sigrtmin', 'installEmptySignalHandler', 'poll', 'fdUnwatch', 'socket', 'bitmapOrLog', 'bitmapPages', 'bitmapTake', 'bitmapTakeOr', 'bitmapCount', 'packPages', 'unpackPages', 'xxh64Update', 'xxh64Digest',
 ] as const;
 
 // Fails to type-check if NativeAddon gains a function that neither list covers.
@@ -580,6 +589,23 @@ describe('memory mappings', () => {
     }
     expect(() => native.fdWatch(0, 'not a function' as unknown as () => void)).toThrow(TypeError);
     expect(() => native.fdUnwatch({} as never)).toThrow(TypeError);
+  });
+
+  it('socket, bind, sendto and setsockopt name their own failures; a datagram socket binds once', () => {
+    expectKvmError(() => native.socket(12345, 2, 0), 'socket', EAFNOSUPPORT);
+    const fd = native.socket(2 /* AF_INET */, 2 /* SOCK_DGRAM */ | 0o4000 /* SOCK_NONBLOCK */, 0);
+    try {
+      native.bind(fd, LOOPBACK_ANY_PORT);
+      // A socket binds once.
+      expectKvmError(() => native.bind(fd, LOOPBACK_ANY_PORT), 'bind', EINVAL);
+      expectKvmError(() => native.sendto(fd, new Uint8Array(1), new Uint8Array([2, 0])), 'sendto', EINVAL);
+      expectKvmError(() => native.read(fd, new Uint8Array(16)), 'read', EAGAIN);
+      expect(() => native.bind(fd, new Uint8Array(1))).toThrow(RangeError);
+      native.setsockoptInt(fd, 1 /* SOL_SOCKET */, 8 /* SO_RCVBUF */, 65536);
+      expectKvmError(() => native.setsockoptInt(fd, 1, 12345, 1), 'setsockopt', ENOPROTOOPT);
+    } finally {
+      native.close(fd);
+    }
   });
 
   it('poll of a closed fd reports POLLNVAL, and a negative count of entries is refused', () => {
