@@ -279,6 +279,29 @@ export class GuestMemory {
     return n;
   }
 
+  /**
+   * Lends `fill` the guest bytes [address, address + length) to write into, for the call only, then
+   * marks their pages (invariant B; marked even if `fill` throws, since it may have written part):
+   * how a disk is read straight into guest memory, without a bounce buffer. The view must not be kept.
+   */
+  writeWith(address: Gpa, length: number, fill: (target: Uint8Array) => void): void {
+    const target = this.bytesAt(address, length);
+    try {
+      fill(target);
+    } finally {
+      this.markWritten(address, length);
+    }
+  }
+
+  /**
+   * Lends `use` the guest bytes [address, address + length) to read, for the call only: how a disk
+   * write goes out straight from guest memory. `use` must not write them (they would escape the dirty
+   * bitmap) nor keep the view.
+   */
+  readWith<T>(address: Gpa, length: number, use: (source: Uint8Array) => T): T {
+    return use(this.bytesAt(address, length));
+  }
+
   fill(address: Gpa, length: number, value: number): void {
     this.bytesAt(address, length).fill(value);
     this.markWritten(address, length);

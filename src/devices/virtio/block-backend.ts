@@ -29,6 +29,20 @@ export interface BlockBackend {
 }
 
 /**
+ * A backend whose I/O is done when the call returns (a dataplane thread's, where blocking is the
+ * point). VirtioBlk serves such a backend's requests a batch at a time, straight between the image and
+ * guest memory: no promise and no bounce buffer per request, and one interrupt per batch.
+ */
+export interface SyncBlockBackend extends BlockBackend {
+  /** Fills `buf` from `offset` (exactly; a short image throws). */
+  readSync(buf: Uint8Array, offset: number): void;
+  /** Writes all of `buf` at `offset`. */
+  writeSync(buf: Uint8Array, offset: number): void;
+  /** fdatasync. */
+  flushSync(): void;
+}
+
+/**
  * A raw image file: each request is one positioned read or write on libuv's threadpool, so requests
  * overlap and the event loop stays free.
  *
@@ -118,10 +132,10 @@ function transferAll(io: typeof fsRead | typeof fsWrite, fd: number, buf: Uint8A
  * event-loop round trip per request. The promises it returns are already settled. It never closes the
  * fd: the backend that opened it does, after the serving thread has ended.
  */
-export class SyncFdBlockBackend implements BlockBackend {
+export class SyncFdBlockBackend implements SyncBlockBackend {
   constructor(readonly fd: number, readonly sizeBytes: number, readonly readOnly: boolean, readonly id: string) {}
 
-  async read(buf: Uint8Array, offset: number): Promise<void> {
+  readSync(buf: Uint8Array, offset: number): void {
     for (let done = 0; done < buf.length;) {
       const n = readSync(this.fd, buf, done, buf.length - done, offset + done);
       if (n === 0) throw new Error(`short read at ${offset + done}: the image ended`);
@@ -129,12 +143,24 @@ export class SyncFdBlockBackend implements BlockBackend {
     }
   }
 
-  async write(buf: Uint8Array, offset: number): Promise<void> {
+  writeSync(buf: Uint8Array, offset: number): void {
     for (let done = 0; done < buf.length;) done += writeSync(this.fd, buf, done, buf.length - done, offset + done);
   }
 
-  async flush(): Promise<void> {
+  flushSync(): void {
     fdatasyncSync(this.fd);
+  }
+
+  async read(buf: Uint8Array, offset: number): Promise<void> {
+    this.readSync(buf, offset);
+  }
+
+  async write(buf: Uint8Array, offset: number): Promise<void> {
+    this.writeSync(buf, offset);
+  }
+
+  async flush(): Promise<void> {
+    this.flushSync();
   }
 
   async close(): Promise<void> {}

@@ -106,6 +106,62 @@ describe('virtio-blk over a raw image file', () => {
     expect(env.d.usedIdx()).toBe((before + 1) & 0xffff);
   });
 
+  it('synchronous backend: a batch completes in one notify with one interrupt, data moving straight between image and guest buffers split anyhow, pages marked', async () => {
+    const env = await device(false, true);
+    mem.setLogging(true);
+    mem.regions[0]!.dirty.getAndReset();
+    const img = readFileSync(image);
+    // IN: 1024 bytes from sector 4 into three writable buffers (300 + 700 + 24 with the status byte).
+    const hdrIn = new DataView(new ArrayBuffer(16));
+    hdrIn.setUint32(0, BlkType.IN, true);
+    hdrIn.setBigUint64(8, 4n, true);
+    mem.write(gpa(HDR), new Uint8Array(hdrIn.buffer));
+    const A = 0x40000, B = 0x52000, C = 0x61000;
+    // OUT: the header and the first 100 data bytes share one buffer; 412 more follow in another.
+    const OUT_HDR = 0x70000, OUT_REST = 0x83000;
+    const hdrOut = new Uint8Array(116);
+    new DataView(hdrOut.buffer).setUint32(0, BlkType.OUT, true);
+    new DataView(hdrOut.buffer).setBigUint64(8, 9n, true);
+    hdrOut.fill(0x11, 16);
+    mem.write(gpa(OUT_HDR), hdrOut);
+    mem.write(gpa(OUT_REST), new Uint8Array(412).fill(0x22));
+    mem.regions[0]!.dirty.getAndReset();
+    env.levels.length = 0;
+    const before = env.d.usedIdx();
+    env.d.publish(env.d.chain([{ addr: HDR, len: 16 }, { addr: A, len: 300, write: true }, { addr: B, len: 700, write: true }, { addr: C, len: 25, write: true }]));
+    env.d.publish(env.d.chain([{ addr: OUT_HDR, len: 116 }, { addr: OUT_REST, len: 412 }, { addr: STATUS_AT, len: 1, write: true }]));
+    env.blk.notify(0);
+    // Both done within notify(): no promise, no turn of the event loop.
+    expect(env.d.usedIdx()).toBe((before + 2) & 0xffff);
+    expect(env.levels).toEqual([true]);
+    const used = env.d.takeUsed();
+    expect(used.map((u) => u.len)).toEqual([1025, 1]);
+    expect([...mem.read(gpa(A), 300), ...mem.read(gpa(B), 700), ...mem.read(gpa(C), 24)]).toEqual([...img.subarray(2048, 3072)]);
+    expect(mem.read(gpa(C + 24), 1)[0]).toBe(BlkStatus.OK);
+    expect(mem.read(gpa(STATUS_AT), 1)[0]).toBe(BlkStatus.OK);
+    for (const page of [A, B, C].map((a) => a / 4096)) expect(mem.regions[0]!.dirty.dirtyAt(page)).toBe(true);
+    expect(mem.regions[0]!.dirty.dirtyAt(OUT_REST / 4096)).toBe(false); // a disk write only reads guest memory
+    expect([...readFileSync(image).subarray(9 * 512, 10 * 512)]).toEqual([...new Uint8Array(100).fill(0x11), ...new Uint8Array(412).fill(0x22)]);
+  });
+
+  it('synchronous backend: a failing host I/O or a read-only disk answers IOERR, and a bad chain breaks the device', async () => {
+    const env = await device(false, true);
+    const served = (env.blk as unknown as { backend: SyncFdBlockBackend }).backend;
+    const real = served.readSync.bind(served);
+    served.readSync = () => { throw new Error('EIO'); };
+    expect(await request(env, BlkType.IN, 0, { len: 512, write: true })).toEqual({ status: BlkStatus.IOERR, len: 1 });
+    served.readSync = real;
+    expect((await request(env, BlkType.IN, 0, { len: 512, write: true })).status).toBe(BlkStatus.OK);
+    await backend?.close();
+    const ro = await device(true, true);
+    const before = readFileSync(image);
+    expect((await request(ro, BlkType.OUT, 0, { len: 512 })).status).toBe(BlkStatus.IOERR);
+    expect(readFileSync(image)).toEqual(before);
+    ro.d.publish(ro.d.chain([{ addr: HDR, len: 16 }]));
+    ro.blk.notify(0);
+    expect(ro.t.status & Status.DEVICE_NEEDS_RESET).toBe(Status.DEVICE_NEEDS_RESET);
+  });
+
   it('answers GET_ID with the image name, and an unknown type with UNSUPP', async () => {
     const env = await device();
     expect(await request(env, BlkType.GET_ID, 0, { len: 20, write: true })).toEqual({ status: BlkStatus.OK, len: 21 });
