@@ -9,9 +9,13 @@
 //          round trips per second after the first reply
 // and prints tsvmm's figure as a ratio to QEMU's (target >= 1.0x).
 //
-// Reproduce: npm install && node bench/virtio.mjs [--mib 16] [--trips 2000]
-//   (without /dev/kvm: scripts/nested-kvm/run.sh -- node bench/virtio.mjs; nested figures are
-//    dominated by emulation and say little about bare-metal speed)
+// The disk images live in the temporary directory (TMPDIR): a local file system measures the VMMs, a
+// network one (the nested-KVM VM's /tmp is 9p) mostly how many requests each keeps in flight.
+//
+// Reproduce: npm install && node bench/virtio.mjs [--mib 16] [--trips 2000] [--only block|UDP]
+//   (without /dev/kvm: scripts/nested-kvm/run.sh -- env TMPDIR=/dev/shm node bench/virtio.mjs; nested
+//    figures are dominated by emulation and say little about bare-metal speed, and vary from run to
+//    run by up to 2x for QEMU too: alternate builds in one boot to compare them)
 import { spawn } from 'node:child_process';
 import { createSocket } from 'node:dgram';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
