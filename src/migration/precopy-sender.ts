@@ -184,11 +184,15 @@ export class PrecopySender {
 
   /** Stops the guest and sends what is left: `pending` (taken by the last live sync) and the final sync. */
   private async switchOver(pending: RegionDirtyPages[]): Promise<void> {
-    this.setState('device');
+    // Downtime counts from before the pause, as QEMU's downtime_start is taken before vm_stop.
     const t0 = performance.now();
     tracePhase('migration: switch-over, pausing the vCPUs');
     await this.vm.pause();
     this.paused = true;
+    // 'device' (and the STOP it brings) once the guest has stopped, as QEMU's STOP follows
+    // pause_all_vcpus: a client hearing STOP may rely on the guest not running. (Before, the events
+    // went out first, and the QMP client they woke took the CPU from the pause in nested KVM.)
+    this.setState('device');
     this.held = [];
     tracePhase('migration: vCPUs paused');
     await this.sendDirty(pending);
