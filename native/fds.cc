@@ -74,6 +74,31 @@ Napi::Value write(const Napi::CallbackInfo& info) {
   return Napi::Number::New(args.Env(), static_cast<double>(n));
 }
 
+// pread(fd, buf, buf.length, offset) and pwrite(...): positioned I/O on an image file, from the thread
+// that serves the disk; offset is a byte offset below 2^53. Each returns the byte count (short counts
+// are the caller's to continue).
+Napi::Value pread(const Napi::CallbackInfo& info) {
+  Args args(info, __func__);
+  int32_t fd;
+  Bytes buf;
+  uint64_t offset;
+  if (!args.Int32(0, "fd", &fd) || !args.Uint8Array(1, "buf", 0, &buf) || !args.SafeUint(2, "offset", &offset)) return {};
+  ssize_t n = ::pread(fd, buf.data, buf.length, static_cast<off_t>(offset));
+  if (n < 0) return ThrowSyscallError(args.Env(), "pread", errno);
+  return Napi::Number::New(args.Env(), static_cast<double>(n));
+}
+
+Napi::Value pwrite(const Napi::CallbackInfo& info) {
+  Args args(info, __func__);
+  int32_t fd;
+  Bytes buf;
+  uint64_t offset;
+  if (!args.Int32(0, "fd", &fd) || !args.Uint8Array(1, "buf", 0, &buf) || !args.SafeUint(2, "offset", &offset)) return {};
+  ssize_t n = ::pwrite(fd, buf.data, buf.length, static_cast<off_t>(offset));
+  if (n < 0) return ThrowSyscallError(args.Env(), "pwrite", errno);
+  return Napi::Number::New(args.Env(), static_cast<double>(n));
+}
+
 // poll(fds, nfds, timeout): `fds` holds struct pollfd entries (8 bytes each) laid out by the caller;
 // the kernel fills in revents. Returns the number of ready entries (0 on timeout).
 Napi::Value poll(const Napi::CallbackInfo& info) {
@@ -99,6 +124,8 @@ void RegisterFds(Napi::Env env, Napi::Object exports) {
   EXPORT_FUNCTION(env, exports, eventfd);
   EXPORT_FUNCTION(env, exports, read);
   EXPORT_FUNCTION(env, exports, write);
+  EXPORT_FUNCTION(env, exports, pread);
+  EXPORT_FUNCTION(env, exports, pwrite);
   EXPORT_FUNCTION(env, exports, poll);
 }
 

@@ -31,6 +31,10 @@ export interface NativeAddon {
   read(fd: number, buf: Uint8Array): number;
   /** write(fd, buf, buf.length); returns the bytes written. */
   write(fd: number, buf: Uint8Array): number;
+  /** pread(fd, buf, buf.length, offset) (offset a byte count below 2^53); returns the bytes read, 0 at the end. */
+  pread(fd: number, buf: Uint8Array, offset: number): number;
+  /** pwrite(fd, buf, buf.length, offset); returns the bytes written. */
+  pwrite(fd: number, buf: Uint8Array, offset: number): number;
   /** poll(fds, n, timeoutMs) over caller-laid-out struct pollfd entries (8 bytes each: fd i32,
    *  events i16, revents i16); returns how many are ready. Blocks the calling thread. */
   poll(fds: Uint8Array, timeoutMs: number): number;

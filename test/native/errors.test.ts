@@ -2,6 +2,8 @@
 //
 // Every wrapper is reached with arguments that pass the addon's own checks, so what is asserted is
 // what the kernel said and which syscall name the addon attached to it.
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { setFlagsFromString } from 'node:v8';
 import { Worker } from 'node:worker_threads';
@@ -20,6 +22,7 @@ const EINVAL = 22;
 const ENODEV = 19;
 const ENOTTY = 25;
 const EEXIST = 17;
+const ESPIPE = 29;
 const EAGAIN = 11;
 const EAFNOSUPPORT = 97;
 const ENOPROTOOPT = 92;
@@ -137,6 +140,8 @@ const fdCalls = {
   // libuv checks the fd first (it makes it non-blocking, and asks epoll whether it can be polled).
   fdWatch: { syscall: 'uv_poll_init', call: (fd) => native.fdWatch(fd, () => {}) },
   bind: { syscall: 'bind', call: (fd) => native.bind(fd, LOOPBACK_ANY_PORT) },
+  pread: { syscall: 'pread', call: (fd) => native.pread(fd, new Uint8Array(8), 0) },
+  pwrite: { syscall: 'pwrite', call: (fd) => native.pwrite(fd, new Uint8Array(8), 0) },
   sendto: { syscall: 'sendto', call: (fd) => native.sendto(fd, new Uint8Array(1), LOOPBACK_ANY_PORT) },
   setsockoptInt: { syscall: 'setsockopt', call: (fd) => native.setsockoptInt(fd, 1 /* SOL_SOCKET */, 8 /* SO_RCVBUF */, 65536) },
 
@@ -589,6 +594,37 @@ describe('memory mappings', () => {
     }
     expect(() => native.fdWatch(0, 'not a function' as unknown as () => void)).toThrow(TypeError);
     expect(() => native.fdUnwatch({} as never)).toThrow(TypeError);
+  });
+
+  it('pread and pwrite move bytes at an offset of a file, leave the file position alone, and refuse a bad offset', () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'tsvmm-pio-'));
+    try {
+      const file = path.join(dir, 'img');
+      writeFileSync(file, new Uint8Array(64));
+      const fd = native.open(file);
+      try {
+        expect(native.pwrite(fd, Uint8Array.of(1, 2, 3), 10)).toBe(3);
+        const back = new Uint8Array(5);
+        expect(native.pread(fd, back, 9)).toBe(5);
+        expect([...back]).toEqual([0, 1, 2, 3, 0]);
+        expect(native.pread(fd, back, 62)).toBe(2); // short at the end
+        expect(native.pread(fd, back, 64)).toBe(0);
+        expect(native.read(fd, new Uint8Array(1))).toBe(1); // the position is still 0
+        expect(() => native.pread(fd, back, -1)).toThrow(RangeError);
+        expect(() => native.pwrite(fd, back, 2 ** 53)).toThrow(RangeError);
+        const eventfd = native.eventfd(0, 0);
+        try {
+          expectKvmError(() => native.pread(eventfd, new Uint8Array(8), 0), 'pread', ESPIPE);
+        } finally {
+          native.close(eventfd);
+        }
+      } finally {
+        native.close(fd);
+      }
+      expect([...readFileSync(file).subarray(9, 14)]).toEqual([0, 1, 2, 3, 0]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('socket, bind, sendto and setsockopt name their own failures; a datagram socket binds once', () => {

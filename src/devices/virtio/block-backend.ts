@@ -1,6 +1,7 @@
-import { constants, fdatasyncSync, read as fsRead, readSync, write as fsWrite, writeSync } from 'node:fs';
+import { constants, fdatasyncSync, read as fsRead, write as fsWrite } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
+import { addon } from '../../kvm/addon.js';
 import { BLK_ID_BYTES } from './constants.js';
 
 /** A disk option the user gave that cannot be used (missing, unreadable, not a regular file). */
@@ -135,16 +136,20 @@ function transferAll(io: typeof fsRead | typeof fsWrite, fd: number, buf: Uint8A
 export class SyncFdBlockBackend implements SyncBlockBackend {
   constructor(readonly fd: number, readonly sizeBytes: number, readonly readOnly: boolean, readonly id: string) {}
 
+  // The addon's pread/pwrite, not fs.readSync/writeSync: the same system calls without node:fs's
+  // argument checks and Buffer handling around each one.
   readSync(buf: Uint8Array, offset: number): void {
+    const native = addon();
     for (let done = 0; done < buf.length;) {
-      const n = readSync(this.fd, buf, done, buf.length - done, offset + done);
+      const n = native.pread(this.fd, done === 0 ? buf : buf.subarray(done), offset + done);
       if (n === 0) throw new Error(`short read at ${offset + done}: the image ended`);
       done += n;
     }
   }
 
   writeSync(buf: Uint8Array, offset: number): void {
-    for (let done = 0; done < buf.length;) done += writeSync(this.fd, buf, done, buf.length - done, offset + done);
+    const native = addon();
+    for (let done = 0; done < buf.length;) done += native.pwrite(this.fd, done === 0 ? buf : buf.subarray(done), offset + done);
   }
 
   flushSync(): void {
