@@ -25,8 +25,9 @@ export interface ServedVirtioDevice {
  * dataplane, in spirit): the thread waits on the queue's ioeventfd itself and does each request's
  * I/O synchronously into guest memory, so a request costs one thread wake-up instead of four (the
  * fd watcher thread the NICs then had, message to the main thread, libuv threadpool, completion back to
- * the main thread),
- * and no promise round trip through fs. Measured in nested KVM (diskcheck over a 4 MiB tmpfs image,
+ * the main thread), and no promise round trip through fs. (Since then the thread serves each batch in
+ * one go, pread/pwrite straight between the image and the guest's buffers, one interrupt per batch:
+ * see VirtioBlk's synchronous path.) Measured in nested KVM (diskcheck over a 4 MiB tmpfs image,
  * depth 8, time from its "id=" line to its "pass 1" line, old and new builds alternating in one L1
  * VM): 4 KiB requests 39.5-70 s before, 14.5-27 s after (QEMU 7.2: 2.3-3.4 s).
  *
