@@ -38,8 +38,14 @@ export class UdpNetBackend implements NetBackend {
   /** Binds `local`; a bind failure is a NetError naming the address. */
   static async open(local: HostPort, remote: HostPort): Promise<UdpNetBackend> {
     const native = addon();
-    const localAddr = sockaddr(local.host, local.port);
-    const remoteAddr = sockaddr(remote.host, remote.port);
+    let localAddr: Uint8Array;
+    let remoteAddr: Uint8Array;
+    try {
+      localAddr = sockaddr(local.host, local.port);
+      remoteAddr = sockaddr(remote.host, remote.port);
+    } catch (e) {
+      throw new NetError(`--net udp: ${(e as Error).message.replace(/^sockaddr: /, '')}`);
+    }
     if (localAddr.length !== remoteAddr.length) {
       throw new NetError(`--net udp: local ${local.host} and remote ${remote.host} must both be IPv4 or both IPv6`);
     }

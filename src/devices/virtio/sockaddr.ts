@@ -16,6 +16,7 @@ export function sockaddr(host: string, port: number): Uint8Array {
     return b;
   }
   if (isIPv6(host)) {
+    if (host.includes('%')) throw new RangeError(`sockaddr: '${host}' has a zone id, which is not supported (use a global address)`);
     const b = new Uint8Array(28); // family, port, flowinfo, 16 address bytes, scope id
     const v = new DataView(b.buffer);
     v.setUint16(0, Socket.AF_INET6, true);

@@ -42,6 +42,7 @@ describe('sockaddr', () => {
   it('refuses what is not an IP literal or a port', () => {
     expect(() => sockaddr('localhost', 1)).toThrow(/not an IP address/);
     expect(() => sockaddr('127.0.0.1', 65536)).toThrow(RangeError);
+    expect(() => sockaddr('fe80::1%eth0', 1)).toThrow(/zone id/);
   });
 });
 
@@ -84,6 +85,7 @@ describe('UdpNetBackend', () => {
       await expect(UdpNetBackend.open({ host: '127.0.0.1', port: taken.port }, { host: '127.0.0.1', port: 9 }))
         .rejects.toThrow(`--net udp: cannot bind 127.0.0.1:${taken.port}: EADDRINUSE`);
       await expect(UdpNetBackend.open({ host: '127.0.0.1', port: 0 }, { host: '::1', port: 9 })).rejects.toThrow(/must both be IPv4 or both IPv6/);
+      await expect(UdpNetBackend.open({ host: 'fe80::1%lo', port: 0 }, { host: '::1', port: 9 })).rejects.toThrow("--net udp: 'fe80::1%lo' has a zone id");
     } finally {
       taken.socket.close();
     }
