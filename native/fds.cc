@@ -1,5 +1,5 @@
-// Plain file descriptors: /dev/kvm itself, eventfds for irqfd/ioeventfd, tap devices, and the
-// read/write/poll calls the virtio fd watcher makes on them.
+// Plain file descriptors: /dev/kvm itself, eventfds for irqfd/ioeventfd, tap devices, disk images,
+// and the calls the virtio devices make on them (read/write, pread/pwrite, and the blk dataplane's poll).
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/eventfd.h>

@@ -33,10 +33,6 @@ export class FdWatcher {
     this.add(fd, 'frames', (frame) => onFrame(frame!));
   }
 
-  get watching(): number {
-    return this.entries.length;
-  }
-
   /**
    * Starts watching; `onError` hears of a watched fd that failed, which is then no longer watched
    * (a level-triggered error would otherwise call back on every turn of the loop).

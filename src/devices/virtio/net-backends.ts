@@ -1,8 +1,7 @@
-import { isIPv6 } from 'node:net';
 import { addon } from '../../kvm/addon.js';
 import { Socket, SockOpt } from '../../kvm/constants.js';
 import type { KvmError } from '../../kvm/kvm-error.js';
-import { sockaddr } from './sockaddr.js';
+import { sockaddr, sockaddrFamily } from './sockaddr.js';
 import type { FdWatcher } from './fd-watcher.js';
 import type { NetBackend } from './virtio-net.js';
 
@@ -46,10 +45,10 @@ export class UdpNetBackend implements NetBackend {
     } catch (e) {
       throw new NetError(`--net udp: ${(e as Error).message.replace(/^sockaddr: /, '')}`);
     }
-    if (localAddr.length !== remoteAddr.length) {
+    const family = sockaddrFamily(localAddr);
+    if (sockaddrFamily(remoteAddr) !== family) {
       throw new NetError(`--net udp: local ${local.host} and remote ${remote.host} must both be IPv4 or both IPv6`);
     }
-    const family = isIPv6(local.host) ? Socket.AF_INET6 : Socket.AF_INET;
     const fd = native.socket(family, Socket.SOCK_DGRAM | Socket.SOCK_NONBLOCK | Socket.SOCK_CLOEXEC, 0);
     try {
       native.bind(fd, localAddr);

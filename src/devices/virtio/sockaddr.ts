@@ -27,6 +27,11 @@ export function sockaddr(host: string, port: number): Uint8Array {
   throw new RangeError(`sockaddr: '${host}' is not an IP address`);
 }
 
+/** The address family (Socket.AF_INET or AF_INET6) a sockaddr() result is laid out for. */
+export function sockaddrFamily(addr: Uint8Array): number {
+  return new DataView(addr.buffer, addr.byteOffset, addr.byteLength).getUint16(0, true);
+}
+
 /** The 16 bytes of an IPv6 literal (isIPv6 says it is one: `::` shorthand and a dotted IPv4 tail allowed). */
 function ipv6Bytes(host: string): Uint8Array {
   // A trailing dotted IPv4 part (::ffff:127.0.0.1) becomes its two hex groups.

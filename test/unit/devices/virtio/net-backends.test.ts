@@ -2,7 +2,7 @@ import { createSocket, type Socket as DgramSocket } from 'node:dgram';
 import { describe, expect, it } from 'vitest';
 import { FdWatcher } from '../../../../src/devices/virtio/fd-watcher.js';
 import { NetError, UdpNetBackend } from '../../../../src/devices/virtio/net-backends.js';
-import { sockaddr } from '../../../../src/devices/virtio/sockaddr.js';
+import { sockaddr, sockaddrFamily } from '../../../../src/devices/virtio/sockaddr.js';
 import { until } from './test-driver.js';
 
 /** A node:dgram peer bound to a free port of `host`. */
@@ -31,6 +31,8 @@ describe('sockaddr', () => {
     const hex = (s: string) => s.match(/../g)!.map((h) => parseInt(h, 16));
     expect([...sockaddr('::1', 7).subarray(0, 8)]).toEqual([10, 0, 0, 7, 0, 0, 0, 0]);
     expect(sockaddr('::1', 7).length).toBe(28);
+    expect(sockaddrFamily(sockaddr('::1', 7))).toBe(10);
+    expect(sockaddrFamily(sockaddr('127.0.0.1', 7))).toBe(2);
     expect(addr('::1')).toEqual(hex('00000000000000000000000000000001'));
     expect(addr('::')).toEqual(hex('00000000000000000000000000000000'));
     expect(addr('fe80::1:2')).toEqual(hex('fe800000000000000000000000010002'));
