@@ -29,15 +29,31 @@ function u64(v: DataView, at: number, what: string): number {
   return Number(n);
 }
 
+/** A PT_LOAD program header: `fileSize` bytes from file `offset` go to `paddr`; the rest of `memSize` is zeroed. */
+export interface Elf64SegmentHeader {
+  readonly paddr: number;
+  readonly offset: number;
+  readonly fileSize: number;
+  readonly memSize: number;
+}
+
+/** How many bytes from the file's start hold the ELF header and every program header (for a reader that reads only those). */
+export function elf64HeadersEnd(head: Uint8Array): number {
+  if (!isElf64(head)) throw new BootError('not an ELF64 file');
+  if (head.length < EHDR64_SIZE) throw new BootError('truncated ELF64 header');
+  const v = new DataView(head.buffer, head.byteOffset, head.byteLength);
+  return Math.max(EHDR64_SIZE, u64(v, 32, 'program header offset') + v.getUint16(56, true) * v.getUint16(54, true));
+}
+
 /**
- * Parses a little-endian x86-64 ELF64 executable's PT_LOAD segments, by physical address, as
- * Firecracker's linux-loader does for vmlinux. Every offset is bounds-checked: the file is user input.
+ * Parses a little-endian x86-64 ELF64 executable's PT_LOAD program headers, by physical address, as
+ * Firecracker's linux-loader does for vmlinux, from `head` (the file's first bytes, at least up to
+ * elf64HeadersEnd) and the file's size. Every offset is bounds-checked: the file is user input.
  */
-export function parseElf64(image: Uint8Array): Elf64Image {
-  if (!isElf64(image)) throw new BootError('not an ELF64 file');
-  if (image.length < EHDR64_SIZE) throw new BootError('truncated ELF64 header');
-  if (image[5] !== ELFDATA2LSB) throw new BootError('big-endian ELF cannot run on x86');
-  const v = new DataView(image.buffer, image.byteOffset, image.byteLength);
+export function parseElf64Headers(head: Uint8Array, fileSize: number): { entry: number; segments: Elf64SegmentHeader[] } {
+  const end = elf64HeadersEnd(head);
+  if (head[5] !== ELFDATA2LSB) throw new BootError('big-endian ELF cannot run on x86');
+  const v = new DataView(head.buffer, head.byteOffset, head.byteLength);
   const type = v.getUint16(16, true);
   const machine = v.getUint16(18, true);
   if (type !== ET_EXEC) throw new BootError(`ELF type ${type} is not an executable (ET_EXEC)`);
@@ -46,20 +62,26 @@ export function parseElf64(image: Uint8Array): Elf64Image {
   const phoff = u64(v, 32, 'program header offset');
   const phentsize = v.getUint16(54, true);
   const phnum = v.getUint16(56, true);
-  if (phentsize < PHDR64_SIZE || phoff + phnum * phentsize > image.length) throw new BootError('ELF program headers lie outside the file');
-  const segments: Elf64Segment[] = [];
+  if (phentsize < PHDR64_SIZE || end > fileSize || end > head.length) throw new BootError('ELF program headers lie outside the file');
+  const segments: Elf64SegmentHeader[] = [];
   for (let i = 0; i < phnum; i++) {
     const at = phoff + i * phentsize;
     if (v.getUint32(at, true) !== PT_LOAD) continue;
     const offset = u64(v, at + 8, 'segment offset');
     const paddr = u64(v, at + 24, 'segment address');
-    const fileSize = u64(v, at + 32, 'segment size');
+    const segFileSize = u64(v, at + 32, 'segment size');
     const memSize = u64(v, at + 40, 'segment size');
-    if (offset + fileSize > image.length) throw new BootError(`ELF segment ${i} lies outside the file (is it truncated?)`);
-    if (fileSize > memSize) throw new BootError(`ELF segment ${i} has p_filesz > p_memsz`);
+    if (offset + segFileSize > fileSize) throw new BootError(`ELF segment ${i} lies outside the file (is it truncated?)`);
+    if (segFileSize > memSize) throw new BootError(`ELF segment ${i} has p_filesz > p_memsz`);
     if (memSize === 0) continue;
-    segments.push({ paddr, data: image.subarray(offset, offset + fileSize), memSize });
+    segments.push({ paddr, offset, fileSize: segFileSize, memSize });
   }
   if (segments.length === 0) throw new BootError('ELF file has no loadable segment');
   return { entry, segments };
+}
+
+/** parseElf64Headers over a whole file in memory, each segment's bytes a view of it. */
+export function parseElf64(image: Uint8Array): Elf64Image {
+  const { entry, segments } = parseElf64Headers(image, image.length);
+  return { entry, segments: segments.map((s) => ({ paddr: s.paddr, data: image.subarray(s.offset, s.offset + s.fileSize), memSize: s.memSize })) };
 }

@@ -1,25 +1,139 @@
-import { readFileSync } from 'node:fs';
+import { closeSync, fstatSync, openSync, readFileSync, readSync } from 'node:fs';
 import { BootError } from './boot-error.js';
+import { elf64HeadersEnd, isElf64, parseElf64Headers } from './elf64.js';
+import { KernelCache } from './kernel-cache.js';
 import { parseKernelImage, type KernelImage } from './kernel-image.js';
+import { declaredSize, unpackPayload } from './kernel-payload.js';
+import { linuxVmlinux, parseUnpackedBzImage, type FileRange, type VmlinuxKernel } from './linux.js';
+import { findMultibootHeader } from './multiboot.js';
+import { isBzImage } from './setup-header.js';
 
-/** Reads a file the user named as `what` (kernel, initrd); every failure names the file and the problem. */
-export function readBootFile(what: string, file: string): Uint8Array {
+/**
+ * Reads a file the user named as `what` (kernel, initrd), or its first `maxBytes`; every failure names
+ * the file and the problem.
+ */
+export function readBootFile(what: string, file: string, maxBytes?: number): Uint8Array {
   try {
-    return readFileSync(file);
+    if (maxBytes === undefined) return readFileSync(file);
+    const fd = openSync(file, 'r');
+    try {
+      return readAt(fd, maxBytes, 0);
+    } finally {
+      closeSync(fd);
+    }
   } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT') throw new BootError(`${what} file ${file} does not exist`);
-    if (code === 'EISDIR') throw new BootError(`${what} file ${file} is a directory`);
-    if (code === 'EACCES') throw new BootError(`${what} file ${file} is not readable (permission denied)`);
-    throw new BootError(`cannot read ${what} file ${file}: ${(e as Error).message}`);
+    throw bootFileError(what, file, e);
   }
 }
 
-/** Reads and validates a kernel file of any format tsvmm boots; errors start with the file's name. */
-export function readKernelFile(file: string): KernelImage {
+function bootFileError(what: string, file: string, e: unknown): BootError {
+  const code = (e as NodeJS.ErrnoException).code;
+  if (code === 'ENOENT') return new BootError(`${what} file ${file} does not exist`);
+  if (code === 'EISDIR') return new BootError(`${what} file ${file} is a directory`);
+  if (code === 'EACCES') return new BootError(`${what} file ${file} is not readable (permission denied)`);
+  return new BootError(`cannot read ${what} file ${file}: ${(e as Error).message}`);
+}
+
+/**
+ * A whole file the user named as `what` (an initrd), left in the file for the loader to read straight
+ * into guest RAM; a file that is missing, unreadable or not a regular file is a BootError now.
+ */
+export function bootFileRange(what: string, file: string): FileRange {
+  let fd: number;
+  try {
+    fd = openSync(file, 'r');
+  } catch (e) {
+    throw bootFileError(what, file, e);
+  }
+  try {
+    const st = fstatSync(fd);
+    if (st.isDirectory()) throw new BootError(`${what} file ${file} is a directory`);
+    if (!st.isFile()) throw new BootError(`${what} file ${file} is not a regular file`);
+    return { file, offset: 0, length: st.size };
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** Enough of a file's start to tell its format: "HdrS" at 0x202, a multiboot header in the first 8 KiB, ELF's magic. */
+const HEAD_BYTES = 16 * 1024;
+
+/** Up to `length` bytes from `offset` of an open file (fewer at its end). */
+function readAt(fd: number, length: number, offset: number): Uint8Array {
+  const buf = new Uint8Array(length);
+  let done = 0;
+  for (let n; done < length && (n = readSync(fd, buf, done, length - done, offset + done)) > 0;) done += n;
+  return buf.subarray(0, done);
+}
+
+/**
+ * A vmlinux known from its headers only: its segments stay in the file as FileRanges, which the loader
+ * reads straight into guest RAM.
+ */
+function readVmlinuxHeaders(file: string, fd: number, head: Uint8Array): VmlinuxKernel {
+  const size = fstatSync(fd).size;
+  const end = elf64HeadersEnd(head);
+  const headers = end <= head.length ? head : readAt(fd, end, 0);
+  const { entry, segments } = parseElf64Headers(headers, size);
+  return linuxVmlinux({ entry, segments: segments.map((s) => ({ paddr: s.paddr, memSize: s.memSize, data: { file, offset: s.offset, length: s.fileSize } })) });
+}
+
+/** readVmlinuxHeaders of a file by name; an unreadable file is a BootError. */
+function openVmlinux(file: string): VmlinuxKernel {
+  const fd = openSync(file, 'r');
+  try {
+    return readVmlinuxHeaders(file, fd, readAt(fd, HEAD_BYTES, 0));
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** Who unpacks a bzImage's compressed kernel: tsvmm before the boot (the default), or the guest's decompressor. */
+export type KernelDecompress = 'host' | 'guest';
+
+export interface KernelFileOptions {
+  readonly decompress?: KernelDecompress;
+  readonly cache?: KernelCache;
+  /** Told when a bzImage is left to the guest's decompressor for want of a host tool (which the user can install). */
+  readonly onNotice?: (message: string) => void;
+}
+
+/**
+ * Reads and validates a kernel file of any format tsvmm boots; errors start with the file's name.
+ * A bzImage is unpacked on the host (through the cache) unless `decompress` is 'guest'; one the host
+ * cannot unpack boots as a bzImage (and `onNotice` hears of a missing tool).
+ */
+export function readKernelFile(file: string, options: KernelFileOptions = {}): KernelImage {
+  // A vmlinux (ELF64 and neither of the other formats) is read from its headers; its segments are
+  // loaded from the file later. Everything else is read whole and told apart by parseKernelImage.
+  const head = readBootFile('kernel', file, HEAD_BYTES);
+  try {
+    if (isElf64(head) && !isBzImage(head) && findMultibootHeader(head) === undefined) {
+      return { kind: 'linux', kernel: openVmlinux(file) };
+    }
+  } catch (e) {
+    if (e instanceof BootError) throw new BootError(`${file}: ${e.message}`);
+    throw e;
+  }
   const image = readBootFile('kernel', file);
   try {
-    return parseKernelImage(image);
+    const parsed = parseKernelImage(image);
+    if (options.decompress === 'guest' || parsed.kind !== 'linux' || parsed.kernel.format !== 'bzImage') return parsed;
+    const { header } = parsed.kernel;
+    if (header.payload === undefined) return parsed; // before protocol 2.08: only the guest knows where it is
+    const cache = options.cache ?? new KernelCache(KernelCache.defaultDir());
+    const key = KernelCache.key(header.payload);
+    const size = declaredSize(header.payload);
+    const cached = cache.lookup(key, size);
+    if (cached !== undefined) return { kind: 'linux', kernel: { ...openVmlinux(cached), unpackedFrom: header } };
+    const unpacked = unpackPayload(header.payload);
+    if (!unpacked.ok) {
+      if (unpacked.reason === 'no-tool') options.onNotice?.(`${file}: the guest decompresses this kernel (slower): ${unpacked.why}`);
+      return parsed;
+    }
+    const kernel = parseUnpackedBzImage(header, unpacked.vmlinux);
+    cache.store(key, unpacked.vmlinux);
+    return { kind: 'linux', kernel };
   } catch (e) {
     if (e instanceof BootError) throw new BootError(`${file}: ${e.message}`);
     throw e;

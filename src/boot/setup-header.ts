@@ -41,6 +41,10 @@ export const Hdr = {
   XLOADFLAGS: 0x236,
   /** 0x238/4 cmdline_size (2.06+): maximum command line length, excluding the NUL. */
   CMDLINE_SIZE: 0x238,
+  /** 0x248/4 payload_offset (2.08+): the compressed kernel, from the start of the protected-mode code. */
+  PAYLOAD_OFFSET: 0x248,
+  /** 0x24C/4 payload_length (2.08+). */
+  PAYLOAD_LENGTH: 0x24c,
   /** 0x258/8 pref_address (2.10+): preferred load address of a relocatable kernel. */
   PREF_ADDRESS: 0x258,
   /** 0x260/4 init_size (2.10+): bytes from the load address the kernel needs while it starts. */
@@ -82,6 +86,11 @@ export interface BzImageHeader {
   readonly raw: Uint8Array;
   /** The protected-mode kernel: everything after the setup sectors. */
   readonly kernel: Uint8Array;
+  /**
+   * The compressed vmlinux the decompressor in `kernel` unpacks (2.08+; undefined before, or when the
+   * header's payload range lies outside the file, which only the guest's decompressor would then notice).
+   */
+  readonly payload?: Uint8Array;
 }
 
 /** Where the setup header starts and the most boot_params has room for (the zero page ends at 0x1000). */
@@ -119,6 +128,11 @@ export function parseBzImage(image: Uint8Array): BzImageHeader {
   }
   const headerEnd = Math.min(SETUP_HEADER_MAX_END, Hdr.HEADER + v.getInt8(Hdr.JUMP + 1));
   const relocatable = v.getUint8(Hdr.RELOCATABLE_KERNEL) !== 0;
+  const kernel = image.subarray(kernelStart);
+  const payloadOffset = protocol >= 0x0208 ? v.getUint32(Hdr.PAYLOAD_OFFSET, true) : 0;
+  const payloadLength = protocol >= 0x0208 ? v.getUint32(Hdr.PAYLOAD_LENGTH, true) : 0;
+  const payload = payloadLength > 0 && payloadOffset + payloadLength <= kernel.length
+    ? kernel.subarray(payloadOffset, payloadOffset + payloadLength) : undefined;
   return {
     protocol,
     setupSects,
@@ -131,6 +145,7 @@ export function parseBzImage(image: Uint8Array): BzImageHeader {
     prefAddress: protocol >= 0x020a ? Number(v.getBigUint64(Hdr.PREF_ADDRESS, true)) : 0x100000,
     initSize: protocol >= 0x020a ? v.getUint32(Hdr.INIT_SIZE, true) : 0,
     raw: image.subarray(SETUP_HEADER_START, Math.max(headerEnd, Hdr.INIT_SIZE + 4)),
-    kernel: image.subarray(kernelStart),
+    kernel,
+    payload,
   };
 }

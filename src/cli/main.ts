@@ -3,7 +3,7 @@ import { totalmem } from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { BootError } from '../boot/boot-error.js';
-import { readKernelFile } from '../boot/kernel-file.js';
+import { readKernelFile, type KernelDecompress } from '../boot/kernel-file.js';
 import { packageRoot } from '../kvm/addon.js';
 import { KvmUnavailableError } from '../kvm/kvm.js';
 import { Vm, VmConfigError, planBoot, type BootPlan } from '../machine/vm.js';
@@ -39,6 +39,8 @@ interface RunOptions {
   memBytes: number;
   cpus: number;
   cmdline: string;
+  /** Who unpacks a bzImage's compressed kernel (--kernel-decompress). */
+  kernelDecompress: KernelDecompress;
   serial: { kind: 'stdio' } | { kind: 'file'; path: string };
   kvmPath: string;
   /** QMP control socket address (unix:PATH or tcp:HOST:PORT). */
@@ -63,6 +65,7 @@ async function parseRun(args: string[]): Promise<RunOptions | 'help'> {
         kernel: { type: 'string' },
         initrd: { type: 'string' },
         cmdline: { type: 'string', default: '' },
+        'kernel-decompress': { type: 'string', default: 'host' },
         serial: { type: 'string', default: 'stdio' },
         kvm: { type: 'string', default: '/dev/kvm' },
         qmp: { type: 'string' },
@@ -97,6 +100,10 @@ async function parseRun(args: string[]): Promise<RunOptions | 'help'> {
     throw new UsageError(`--mem ${values.mem} does not fit: this host has ${formatBytes(totalmem())} of memory`);
   }
   if (!/^\d+$/.test(values.cpus) || Number(values.cpus) < 1) throw new UsageError(`--cpus: '${values.cpus}' is not a positive whole number`);
+  const kernelDecompress = values['kernel-decompress'];
+  if (kernelDecompress !== 'host' && kernelDecompress !== 'guest') {
+    throw new UsageError(`--kernel-decompress: '${kernelDecompress}' is neither 'host' nor 'guest'`);
+  }
   let serial: RunOptions['serial'];
   if (values.serial === 'stdio') serial = { kind: 'stdio' };
   else if (values.serial.startsWith('file:') && values.serial.length > 5) serial = { kind: 'file', path: values.serial.slice(5) };
@@ -136,7 +143,7 @@ async function parseRun(args: string[]): Promise<RunOptions | 'help'> {
     }
   }
   return {
-    kernel, initrd: values.initrd, memBytes, cpus: Number(values.cpus), cmdline: values.cmdline, serial, kvmPath: values.kvm,
+    kernel, initrd: values.initrd, memBytes, cpus: Number(values.cpus), cmdline: values.cmdline, kernelDecompress, serial, kvmPath: values.kvm,
     qmp: values.qmp, incoming: values.incoming, tlsCreds, devices,
   };
 }
@@ -186,7 +193,10 @@ async function run(options: RunOptions, launch: Launch): Promise<number> {
   // hosts without KVM. A multiboot kernel's command line starts with its path, as QEMU and GRUB pass
   // it; a Linux kernel gets exactly --cmdline, as QEMU's -append.
   tracePhase(`modules loaded (node started at +${performance.nodeTiming.nodeStart.toFixed(1)}, bootstrapped at +${performance.nodeTiming.bootstrapComplete.toFixed(1)})`);
-  const image = readKernelFile(options.kernel);
+  const image = readKernelFile(options.kernel, {
+    decompress: options.kernelDecompress,
+    onNotice: (message) => process.stderr.write(`tsvmm: ${message}\n`),
+  });
   tracePhase('kernel file read and parsed');
   const cmdline = image.kind === 'linux' ? options.cmdline
     : options.cmdline === '' ? options.kernel : `${options.kernel} ${options.cmdline}`;

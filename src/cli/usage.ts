@@ -17,6 +17,11 @@ Options for run:
   --initrd PATH         initrd/initramfs for a Linux kernel (placed high, below initrd_addr_max)
   --cmdline STR         kernel command line (Linux: as given; multiboot: appended to the kernel path,
                         as QEMU does)
+  --kernel-decompress host|guest
+                        who unpacks a bzImage's compressed kernel: host (tsvmm, with xz/zstd/...,
+                        cached in $TSVMM_CACHE_DIR or ~/.cache/tsvmm; the kernel then starts at
+                        its link address, without KASLR) or guest (its own decompressor)
+                                                                            [default: host]
   --serial stdio|file:PATH
                         where the serial console goes; stdio also feeds stdin to the guest
                                                                             [default: stdio]

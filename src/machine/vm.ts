@@ -1,8 +1,8 @@
 import { KVM_IDENTITY_MAP_ADDR, KVM_TSS_ADDR, MiB } from '../arch/x86/layout.js';
 import { BootError } from '../boot/boot-error.js';
-import { readBootFile, readKernelFile } from '../boot/kernel-file.js';
+import { bootFileRange, readKernelFile } from '../boot/kernel-file.js';
 import type { KernelImage } from '../boot/kernel-image.js';
-import { loadLinux, planLinuxBoot, type LinuxKernel } from '../boot/linux.js';
+import { loadLinux, planLinuxBoot, type FileRange, type LinuxKernel } from '../boot/linux.js';
 import { memoryMap } from '../boot/memory-map.js';
 import { loadMultiboot, type MultibootKernel } from '../boot/multiboot.js';
 import { addon } from '../kvm/addon.js';
@@ -80,7 +80,7 @@ export class VmConfigError extends Error {
 /** A validated kernel with everything it boots with, read before any KVM object exists. */
 export type BootPlan =
   | { readonly kind: 'multiboot'; readonly kernel: MultibootKernel; readonly cmdline: string }
-  | { readonly kind: 'linux'; readonly kernel: LinuxKernel; readonly cmdline: string; readonly initrd?: Uint8Array };
+  | { readonly kind: 'linux'; readonly kernel: LinuxKernel; readonly cmdline: string; readonly initrd?: FileRange };
 
 /**
  * Reads the kernel (and initrd) and checks that they boot in a VM of this shape: format, command-line
@@ -100,7 +100,7 @@ export function planBoot(
     }
     return { kind: 'multiboot', kernel: image.kernel, cmdline: config.cmdline };
   }
-  const initrd = config.initrdPath === undefined ? undefined : readBootFile('initrd', config.initrdPath);
+  const initrd = config.initrdPath === undefined ? undefined : bootFileRange('initrd', config.initrdPath);
   try {
     planLinuxBoot(image.kernel, memoryMap(ramLayout(config.memBytes)), { cmdline: config.cmdline, initrd, cpus: config.cpus });
   } catch (e) {

@@ -3,7 +3,7 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { makeBzImage } from '../helpers/linux-images.js';
+import { compressAsKbuild, makeBzImage, makeVmlinux } from '../helpers/linux-images.js';
 import { guest } from '../helpers/paths.js';
 import { runCli } from '../helpers/run-cli.js';
 
@@ -81,6 +81,8 @@ describe('tsvmm CLI: bad input gets one clear line on stderr and a non-zero stat
     const old = file('old-bzImage', makeBzImage({ version: 0x0204 }));
     const bz = file('bzImage', makeBzImage({ cmdlineSize: 32 }));
     const big = file('big-initrd', new Uint8Array(300 * 1024 * 1024 / 8));
+    const damaged = compressAsKbuild(makeVmlinux(), 'xz');
+    damaged[40] ^= 0xff;
     const cases: [string[], RegExp][] = [
       [['--kernel', old], /old-bzImage: boot protocol 2.04 is too old: tsvmm needs 2.06 or newer/],
       [['--kernel', file('no-64', makeBzImage({ xloadflags: 0 }))], /no 64-bit entry point \(XLF_KERNEL_64\)/],
@@ -90,6 +92,8 @@ describe('tsvmm CLI: bad input gets one clear line on stderr and a non-zero stat
       [['--kernel', guest('hello'), '--initrd', bz], /is a multiboot kernel: --initrd is for Linux kernels/],
       [['--kernel', bz, guest('hello')], /both --kernel and KERNEL/],
       [['--cmdline', 'x'], /missing kernel: --kernel PATH/],
+      [['--kernel', file('damaged', makeBzImage({ compressed: damaged }))], /damaged: bzImage payload \(xz\) does not decompress: xz says .*: the file is damaged/],
+      [['--kernel', bz, '--kernel-decompress', 'later'], /--kernel-decompress: 'later' is neither 'host' nor 'guest'/],
     ];
     for (const [args, message] of cases) {
       const r = await runCli(['run', ...args, '--kvm', '/nonexistent/kvm']);

@@ -27,30 +27,38 @@ const BOOT_TIMEOUT_MS = 6 * 60_000;
 const hex16 = (n: number) => `0x${n.toString(16).padStart(16, '0')}`;
 
 describeKvm('Linux boots on tsvmm', () => {
-  it("Debian's kernel prints its banner and the e820 map our loader wrote, and brings up both vCPUs of our MP table", async () => {
+  /** Starts tsvmm on Debian's kernel; `waitForConsole` fails at once, saying why, if tsvmm ends first. */
+  function boot(extra: string[]) {
     const kernel = linuxKernel();
-    const t0 = Date.now();
-    const vm = new TsvmmProcess(['--kernel', kernel, '--mem', '512M', '--cpus', '2', '--cmdline', 'console=ttyS0 earlyprintk=ttyS0'], 'linux');
+    const vm = new TsvmmProcess(['--kernel', kernel, '--mem', '512M', '--cpus', '2', '--cmdline', 'console=ttyS0 earlyprintk=ttyS0', ...extra], 'linux');
     let exitStatus: number | null | undefined;
     void vm.exited.then((s) => { exitStatus = s; });
-    // A wait fails at once, saying why, if tsvmm ends before the console shows what is awaited.
     const waitForConsole = async (pattern: RegExp) => {
       await vm.waitFor(() => exitStatus !== undefined || pattern.test(vm.console()), `console ${pattern}`, BOOT_TIMEOUT_MS);
       if (!pattern.test(vm.console())) {
         throw new Error(`tsvmm exited with ${exitStatus} before ${pattern}: ${vm.stderr.trim()}; console ends: ${vm.console().slice(-600)}`);
       }
     };
+    return { kernel, vm, waitForConsole };
+  }
+
+  /** Linux prints the whole e820 table before its next line; the serial console ends lines with \r\n. */
+  async function expectOurE820(vm: TsvmmProcess, waitForConsole: (p: RegExp) => Promise<void>) {
+    const expected = e820Entries(memoryMap(ramLayout(MEM))).map((e) =>
+      `BIOS-e820: [mem ${hex16(e.addr)}-${hex16(e.addr + e.size - 1)}] ${e.type === 1 ? 'usable' : 'reserved'}`);
+    await waitForConsole(/BIOS-e820: .*\r?\n(?!.*BIOS-e820)[^\n]*\n/);
+    const printed = [...vm.console().matchAll(/BIOS-e820: \[mem [^\]]+\] \w+/g)].map((m) => m[0]);
+    expect(printed).toEqual(expected);
+    expect(vm.console()).toContain('Command line: console=ttyS0 earlyprintk=ttyS0');
+  }
+
+  it("Debian's kernel, unpacked on the host, prints its banner and the e820 map our loader wrote, and brings up both vCPUs of our MP table", async () => {
+    const t0 = Date.now();
+    const { kernel, vm, waitForConsole } = boot([]);
     try {
       await waitForConsole(/Linux version \d+\.\d+/);
       const bannerMs = Date.now() - t0;
-      const expected = e820Entries(memoryMap(ramLayout(MEM))).map((e) =>
-        `BIOS-e820: [mem ${hex16(e.addr)}-${hex16(e.addr + e.size - 1)}] ${e.type === 1 ? 'usable' : 'reserved'}`);
-      // Linux prints the whole table before its next line ("printk: bootconsole ..." or "NX ..."); the
-      // serial console ends lines with \r\n.
-      await waitForConsole(/BIOS-e820: .*\r?\n(?!.*BIOS-e820)[^\n]*\n/);
-      const printed = [...vm.console().matchAll(/BIOS-e820: \[mem [^\]]+\] \w+/g)].map((m) => m[0]);
-      expect(printed).toEqual(expected);
-      expect(vm.console()).toContain('Command line: console=ttyS0 earlyprintk=ttyS0');
+      await expectOurE820(vm, waitForConsole);
       // The MP table lists both vCPUs, as Linux reports when it parses it, and the AP starts (INIT/SIPI
       // through the in-kernel LAPIC; KVM_RUN's EAGAIN on the way).
       await waitForConsole(/Processors: 2\r?\n/);
@@ -58,6 +66,19 @@ describeKvm('Linux boots on tsvmm', () => {
       process.stderr.write(`linux-boot: "Linux version" after ${(bannerMs / 1000).toFixed(1)} s, both CPUs up after ${((Date.now() - t0) / 1000).toFixed(1)} s (${kernel})\n`);
       vm.kill('SIGTERM');
       expect(await vm.exited).toBe(143);
+    } finally {
+      vm.kill();
+    }
+  }, BOOT_TIMEOUT_MS + 60_000);
+
+  it('with --kernel-decompress guest, the bzImage\'s own decompressor runs and the kernel reaches the same e820 map', async () => {
+    const t0 = Date.now();
+    const { kernel, vm, waitForConsole } = boot(['--kernel-decompress', 'guest']);
+    try {
+      // (Debian's decompressor is silent: CONFIG_X86_VERBOSE_BOOTUP is off.)
+      await waitForConsole(/Linux version \d+\.\d+/);
+      await expectOurE820(vm, waitForConsole);
+      process.stderr.write(`linux-boot (guest decompresses): "Linux version" after ${((Date.now() - t0) / 1000).toFixed(1)} s (${kernel})\n`);
     } finally {
       vm.kill();
     }

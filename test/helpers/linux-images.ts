@@ -1,12 +1,19 @@
+import { spawnSync } from 'node:child_process';
+import { gzipSync } from 'node:zlib';
+
 /** Synthetic Linux kernel images for the loader's tests: just enough header for each rule. */
 
 /** A synthetic bzImage: boot sector + `setupSects` sectors of setup, then `payload` bytes of kernel. */
 export function makeBzImage(o: {
   version?: number; xloadflags?: number; loadflags?: number; setupSects?: number; payload?: number; magic?: number;
   cmdlineSize?: number; initrdAddrMax?: number; prefAddress?: number; initSize?: number; relocatable?: number;
+  /** A compressed kernel to place 0x100 into the protected-mode code, named by payload_offset/length. */
+  compressed?: Uint8Array;
 } = {}): Uint8Array {
   const setupSects = o.setupSects ?? 4;
-  const img = new Uint8Array((setupSects + 1) * 512 + (o.payload ?? 0x1000));
+  const payloadOffset = 0x100;
+  const pmSize = Math.max(o.payload ?? 0x1000, o.compressed === undefined ? 0 : payloadOffset + o.compressed.length);
+  const img = new Uint8Array((setupSects + 1) * 512 + pmSize);
   const v = new DataView(img.buffer);
   v.setUint8(0x1f1, setupSects);
   v.setUint16(0x1fe, 0xaa55, true);
@@ -23,7 +30,24 @@ export function makeBzImage(o: {
   v.setUint32(0x238, o.cmdlineSize ?? 0x7ff, true);
   v.setBigUint64(0x258, BigInt(o.prefAddress ?? 0x1000000), true);
   v.setUint32(0x260, o.initSize ?? 0x400000, true);
+  if (o.compressed !== undefined) {
+    v.setUint32(0x248, payloadOffset, true);
+    v.setUint32(0x24c, o.compressed.length, true);
+    img.set(o.compressed, (setupSects + 1) * 512 + payloadOffset);
+  }
   return img;
+}
+
+/** `data` compressed as the kernel build does: the tool's stream, then size_append's little-endian u32 (gzip's ISIZE is that already). */
+export function compressAsKbuild(data: Uint8Array, format: 'gzip' | 'xz' | 'zstd'): Uint8Array {
+  if (format === 'gzip') return gzipSync(data);
+  const r = format === 'xz'
+    ? spawnSync('xz', ['--compress', '--stdout', '--check=crc32'], { input: data })
+    : spawnSync('zstd', ['--compress', '--stdout', '--quiet'], { input: data });
+  if (r.status !== 0) throw new Error(`${format} failed: ${r.error?.message ?? r.stderr.toString()}`);
+  const size = new Uint8Array(4);
+  new DataView(size.buffer).setUint32(0, data.length, true);
+  return Uint8Array.of(...r.stdout, ...size);
 }
 
 /** A minimal ELF64 vmlinux: one PT_LOAD segment at physical `paddr`, entry at its start. */

@@ -1,0 +1,77 @@
+import { mkdirSync, readdirSync, renameSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+
+/**
+ * Unpacked kernels on disk, keyed by the content of the compressed payload they came from, so a kernel
+ * is unpacked once, not on every boot (xz needs about a second natively for Debian's 66 MB vmlinux).
+ *
+ * The cache is an optimisation and never an error: a directory that cannot be made or written (a
+ * read-only home, a full disk) just means the next boot unpacks again. A file is published by rename,
+ * so a reader sees a whole vmlinux or none, and a reader also checks the length the bzImage declares.
+ * The least recently used files beyond `keep` are removed after each store (about 66 MB each).
+ */
+export class KernelCache {
+  constructor(readonly dir: string, private readonly keep = 4) {}
+
+  /** $TSVMM_CACHE_DIR, else $XDG_CACHE_HOME/tsvmm/kernels, else ~/.cache/tsvmm/kernels. */
+  static defaultDir(env: NodeJS.ProcessEnv = process.env): string {
+    if (env.TSVMM_CACHE_DIR) return path.join(env.TSVMM_CACHE_DIR, 'kernels');
+    const base = env.XDG_CACHE_HOME || path.join(env.HOME || os.homedir(), '.cache');
+    return path.join(base, 'tsvmm', 'kernels');
+  }
+
+  /** The key of a payload: BLAKE2b (the fastest of node:crypto's secure hashes here), hex, 256 bits. */
+  static key(payload: Uint8Array): string {
+    // node:crypto on first use: a multiboot guest's start does not load it (test/unit/cli/bundle.test.ts).
+    return process.getBuiltinModule('node:crypto').createHash('blake2b512').update(payload).digest('hex').slice(0, 64);
+  }
+
+  private file(key: string): string {
+    return path.join(this.dir, `vmlinux-${key}`);
+  }
+
+  /** The path of the cached vmlinux for `key` if there is one of exactly `size` bytes (marked as just used). */
+  lookup(key: string, size: number): string | undefined {
+    const file = this.file(key);
+    try {
+      if (statSync(file).size !== size) return undefined;
+      const now = new Date();
+      utimesSync(file, now, now);
+      return file;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** Stores `bytes` under `key`; false (and nothing half-written left behind) if the disk refuses. */
+  store(key: string, bytes: Uint8Array): boolean {
+    const file = this.file(key);
+    const tmp = `${file}.${process.pid}.tmp`;
+    try {
+      mkdirSync(this.dir, { recursive: true });
+      writeFileSync(tmp, bytes);
+      renameSync(tmp, file);
+    } catch {
+      try {
+        rmSync(tmp, { force: true });
+      } catch {
+        // Nothing was written where nothing could be made.
+      }
+      return false;
+    }
+    this.prune();
+    return true;
+  }
+
+  private prune(): void {
+    try {
+      const files = readdirSync(this.dir).filter((f) => f.startsWith('vmlinux-') && !f.endsWith('.tmp'))
+        .map((f) => ({ f, mtime: statSync(path.join(this.dir, f)).mtimeMs }))
+        .sort((a, b) => b.mtime - a.mtime);
+      for (const { f } of files.slice(this.keep)) rmSync(path.join(this.dir, f), { force: true });
+    } catch {
+      // A file another tsvmm removed meanwhile, or a directory gone: pruning is best effort.
+    }
+  }
+}
