@@ -1,7 +1,7 @@
 import { closeSync, fstatSync, openSync, readFileSync, readSync } from 'node:fs';
 import { BootError } from './boot-error.js';
 import { elf64HeadersEnd, isElf64, parseElf64Headers } from './elf64.js';
-import { KernelCache } from './kernel-cache.js';
+import { KernelCache, fileStamp } from './kernel-cache.js';
 import { parseKernelImage, type KernelImage } from './kernel-image.js';
 import { declaredSize, unpackPayload } from './kernel-payload.js';
 import { linuxVmlinux, parseUnpackedBzImage, type FileRange, type VmlinuxKernel } from './linux.js';
@@ -115,14 +115,17 @@ export function readKernelFile(file: string, options: KernelFileOptions = {}): K
     if (e instanceof BootError) throw new BootError(`${file}: ${e.message}`);
     throw e;
   }
+  // The stamp, if the file did not change while it was read, lets the cache skip hashing the payload.
+  const before = options.decompress === 'guest' ? undefined : fileStamp(file);
   const image = readBootFile('kernel', file);
+  const stamp = before !== undefined && fileStamp(file) === before ? before : undefined;
   try {
     const parsed = parseKernelImage(image);
     if (options.decompress === 'guest' || parsed.kind !== 'linux' || parsed.kernel.format !== 'bzImage') return parsed;
     const { header } = parsed.kernel;
     if (header.payload === undefined) return parsed; // before protocol 2.08: only the guest knows where it is
     const cache = options.cache ?? new KernelCache(KernelCache.defaultDir());
-    const key = KernelCache.key(header.payload);
+    const key = cache.keyOf(header.payload, stamp);
     const size = declaredSize(header.payload);
     const cached = cache.lookup(key, size);
     if (cached !== undefined) return { kind: 'linux', kernel: { ...openVmlinux(cached), unpackedFrom: header } };

@@ -1,7 +1,7 @@
-import { readFileSync, readdirSync, utimesSync, writeFileSync } from 'node:fs';
+import { readFileSync, readdirSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { KernelCache } from '../../../src/boot/kernel-cache.js';
+import { KernelCache, fileStamp } from '../../../src/boot/kernel-cache.js';
 import { scratchDirs } from '../../helpers/scratch.js';
 
 const tempDir = scratchDirs('tsvmm-kcache-');
@@ -18,6 +18,26 @@ describe('KernelCache', () => {
     expect(a).toMatch(/^[0-9a-f]{64}$/);
     expect(KernelCache.key(Uint8Array.of(1, 2, 3))).toBe(a);
     expect(KernelCache.key(Uint8Array.of(1, 2, 4))).not.toBe(a);
+  });
+
+  it('memoises a key by file stamp: the same stamp is not hashed again, another stamp is', () => {
+    const cache = new KernelCache(path.join(tempDir(), 'k'));
+    const a = Uint8Array.of(1, 2, 3);
+    const b = Uint8Array.of(4, 5, 6);
+    expect(cache.keyOf(a, '1-2-3-4-5')).toBe(KernelCache.key(a));
+    expect(readdirSync(cache.dir)).toEqual(['seen-1-2-3-4-5']);
+    // Under the same stamp the memo answers (which is why a stamp must change with the content).
+    expect(cache.keyOf(b, '1-2-3-4-5')).toBe(KernelCache.key(a));
+    expect(cache.keyOf(b, '1-2-3-4-6')).toBe(KernelCache.key(b));
+    expect(cache.keyOf(b, undefined)).toBe(KernelCache.key(b)); // no stamp: always hashed
+  });
+
+  it('stamps a file by device, inode, size, mtime and ctime', () => {
+    const file = path.join(tempDir(), 'f');
+    writeFileSync(file, 'x');
+    const st = statSync(file, { bigint: true });
+    expect(fileStamp(file)).toBe(`${st.dev}-${st.ino}-${st.size}-${st.mtimeNs}-${st.ctimeNs}`);
+    expect(fileStamp(path.join(tempDir(), 'none'))).toBeUndefined();
   });
 
   it('gives back what it stored, only at the declared size', () => {

@@ -1,4 +1,4 @@
-import { readdirSync, truncateSync, writeFileSync } from 'node:fs';
+import { readdirSync, statSync, truncateSync, utimesSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { MiB, ZERO_PAGE_ADDR, gpa } from '../../../src/arch/x86/layout.js';
@@ -41,12 +41,34 @@ describe('readKernelFile and a bzImage', () => {
   it('unpacks once: the next boot takes the cached vmlinux, even where the tool is gone', () => {
     const { file, cache } = bzImageFile('xz');
     expect(readKernelFile(file, { cache })).toMatchObject({ kernel: { format: 'vmlinux' } });
-    expect(readdirSync(cache.dir)).toHaveLength(1);
+    const unpacked = readdirSync(cache.dir).filter((f) => f.startsWith('vmlinux-'));
+    expect(unpacked).toHaveLength(1);
     const again = withoutTools(() => readKernelFile(file, { cache }));
     expect(again).toMatchObject({ kernel: { format: 'vmlinux', unpackedFrom: { protocol: 0x020f } } });
     // ... and loads its segments from the cached file, not from a copy in memory.
     expect(again.kind === 'linux' && again.kernel.format === 'vmlinux' && again.kernel.segments[0]!.data)
-      .toEqual({ file: path.join(cache.dir, readdirSync(cache.dir)[0]!), offset: 0x200, length: 0x800 });
+      .toEqual({ file: path.join(cache.dir, unpacked[0]!), offset: 0x200, length: 0x800 });
+  });
+
+  it('knows an unchanged file by its stamp without hashing it again, and a changed one as new, even with its old size and mtime', () => {
+    const dir = tempDir();
+    const file = path.join(dir, 'vmlinuz');
+    const cache = new KernelCache(path.join(dir, 'cache'));
+    const bzImageOf = (paddr: number) => makeBzImage({ payload: 0x2000, compressed: compressAsKbuild(makeVmlinux(paddr), 'gzip') });
+    const sameTime = 1_700_000_000; // whole seconds: utimes sets them exactly, to the nanosecond
+    writeFileSync(file, bzImageOf(0x1000000));
+    utimesSync(file, sameTime, sameTime);
+    expect(readKernelFile(file, { cache })).toMatchObject({ kernel: { format: 'vmlinux', entry: 0x1000000 } });
+    const memos = readdirSync(cache.dir).filter((f) => f.startsWith('seen-'));
+    expect(memos).toHaveLength(1);
+    expect(readKernelFile(file, { cache })).toMatchObject({ kernel: { entry: 0x1000000 } });
+    // Same size, same mtime, other content: only the ctime tells, and it must.
+    const { ino, size } = statSync(file);
+    writeFileSync(file, bzImageOf(0x2000000));
+    utimesSync(file, sameTime, sameTime);
+    expect(statSync(file)).toMatchObject({ ino, size, mtimeMs: sameTime * 1000 });
+    expect(readKernelFile(file, { cache })).toMatchObject({ kernel: { format: 'vmlinux', entry: 0x2000000 } });
+    expect(readdirSync(cache.dir).filter((f) => f.startsWith('vmlinux-'))).toHaveLength(2);
   });
 
   it('leaves the kernel to its own decompressor when asked, or when no tool can unpack it (and says so)', () => {
