@@ -22,6 +22,7 @@ const ENTRIES = {
   tsvmm: 'cli/main.js',
   'vcpu-thread': 'vcpu/vcpu-thread.js',
   'multifd-channel-thread': 'migration/multifd-channel-thread.js',
+  'blk-dataplane-thread': 'machine/blk-dataplane-thread.js',
 };
 
 /**

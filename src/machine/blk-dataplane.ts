@@ -1,6 +1,6 @@
-import path from 'node:path';
 import { Worker } from 'node:worker_threads';
-import { addon, packageRoot } from '../kvm/addon.js';
+import { addon } from '../kvm/addon.js';
+import { threadScript } from '../kvm/thread-script.js';
 import { EFD_CLOEXEC } from '../kvm/constants.js';
 import type { GuestMemory } from '../memory/guest-memory.js';
 import { signalEventfd } from '../devices/virtio/fd-watcher.js';
@@ -8,8 +8,8 @@ import type { VirtioMmioTransport } from '../devices/virtio/mmio-transport.js';
 import { checkStateVersion, type VirtioDeviceState } from '../devices/virtio/virtio-device.js';
 import type { BlkDataplaneThreadData, FromDataplane, ToDataplane } from './blk-dataplane-thread.js';
 
-/** The compiled thread body (workers run built JavaScript, like the vCPU threads). */
-export const BLK_DATAPLANE_SCRIPT = path.join(packageRoot, 'dist', 'machine', 'blk-dataplane-thread.js');
+/** The thread body: its one-file bundle beside the CLI's, or the compiled module (see threadScript). */
+export const BLK_DATAPLANE_SCRIPT = threadScript('blk-dataplane-thread', 'machine/blk-dataplane-thread.js');
 
 /** What the main thread does with a virtio device, wherever its requests are served. */
 export interface ServedVirtioDevice {

@@ -5,7 +5,7 @@ import { describe, expect, it } from 'vitest';
 import { ROOT, CLI } from '../../helpers/paths.js';
 
 const BUNDLE = path.join(ROOT, 'dist', 'bundle');
-const THREADS = ['vcpu-thread.js', 'multifd-channel-thread.js'];
+const THREADS = ['vcpu-thread.js', 'multifd-channel-thread.js', 'blk-dataplane-thread.js'];
 
 /** The specifiers `file` imports: static (import/export ... from) and dynamic (import('...')). */
 function imports(file: string): { static: string[]; dynamic: string[] } {
