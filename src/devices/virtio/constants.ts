@@ -79,6 +79,8 @@ export const DescFlag = {
 export const DESC_SIZE = 16;
 /** struct virtq_avail flags: the driver does not want interrupts. */
 export const VIRTQ_AVAIL_F_NO_INTERRUPT = 1;
+/** used->flags bit: the device asks the driver not to notify it of new buffers (2.6.7.1, advisory). */
+export const VIRTQ_USED_F_NO_NOTIFY = 1;
 
 /** 5.2.3 Block feature bits. */
 export const BlkFeature = {

@@ -1,6 +1,6 @@
 import { gpa } from '../../arch/x86/layout.js';
 import type { GuestMemory } from '../../memory/guest-memory.js';
-import { DESC_SIZE, DescFlag, VIRTQ_AVAIL_F_NO_INTERRUPT } from './constants.js';
+import { DESC_SIZE, DescFlag, VIRTQ_AVAIL_F_NO_INTERRUPT, VIRTQ_USED_F_NO_NOTIFY } from './constants.js';
 import type { QueueConfig } from './mmio-transport.js';
 
 /**
@@ -45,9 +45,14 @@ export interface QueuePosition {
   usedIdx: number;
 }
 
+/** A cell for Atomics.add: a locked instruction, i.e. a full fence, between a store and a later load. */
+const FENCE = new Int32Array(new SharedArrayBuffer(4));
+
 export class SplitQueue {
   lastAvailIdx: number;
   usedIdx: number;
+  /** What used->flags last said about notifications; unknown until set (a restored ring keeps its own). */
+  private notifying: boolean | undefined;
   private readonly size: number;
   private readonly desc: number;
   private readonly avail: number;
@@ -105,6 +110,20 @@ export class SplitQueue {
     // (x86 keeps stores in order; these are plain stores into the shared mapping).
     this.usedIdx = (this.usedIdx + 1) & 0xffff;
     this.mem.writeU16(gpa(this.used + 2), this.usedIdx);
+  }
+
+  /**
+   * Asks the driver to notify the device of new buffers, or not to (VIRTQ_USED_F_NO_NOTIFY; advisory:
+   * a driver may kick anyway). Whoever turns notifications back on must look at pending() again after
+   * this returns: a driver that made buffers available before it saw the flag cleared did not kick.
+   * The fence keeps that later load of avail->idx from passing the flag's store (x86 lets a load pass
+   * an earlier store to another address); the driver fences between avail->idx and used->flags.
+   */
+  setNotification(enabled: boolean): void {
+    if (enabled === this.notifying) return;
+    this.notifying = enabled;
+    this.mem.writeU16(gpa(this.used), enabled ? 0 : VIRTQ_USED_F_NO_NOTIFY);
+    Atomics.add(FENCE, 0, 0);
   }
 
   /** Whether the driver wants an interrupt for used buffers (VIRTQ_AVAIL_F_NO_INTERRUPT clear). */

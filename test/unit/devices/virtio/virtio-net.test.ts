@@ -62,6 +62,27 @@ describe('virtio-net', () => {
     expect(t.read(MmioReg.INTERRUPT_STATUS, 4)).toBe(Interrupt.USED_BUFFER);
   });
 
+  it('asks the driver not to kick its receive queue while it has buffers, and to kick again once frames wait for one (VIRTQ_USED_F_NO_NOTIFY)', () => {
+    const { backend, net, rx } = device();
+    const usedFlags = () => mem.readU16(gpa(rx.config.used));
+    expect(usedFlags()).toBe(0); // a fresh ring: kicks wanted
+    rx.publish(rx.chain([{ addr: 0x50000, len: 2048, write: true }]));
+    net.notify(0);
+    backend.deliver(Uint8Array.of(1));
+    expect(rx.takeUsed()).toHaveLength(1);
+    expect(usedFlags()).toBe(1); // it found a buffer: no kicks while nothing waits
+    backend.deliver(Uint8Array.of(2)); // no buffer left: the frame waits, and kicks are wanted again
+    expect(usedFlags()).toBe(0);
+    rx.publish(rx.chain([{ addr: 0x51000, len: 2048, write: true }]));
+    net.notify(0);
+    expect(rx.takeUsed()).toEqual([{ id: 1, len: 13 }]);
+    expect(usedFlags()).toBe(1);
+    // A buffer the driver posted without a kick (it saw NO_NOTIFY) is found when the next frame comes.
+    rx.publish(rx.chain([{ addr: 0x52000, len: 2048, write: true }]));
+    backend.deliver(Uint8Array.of(3));
+    expect(rx.takeUsed()).toEqual([{ id: 2, len: 13 }]);
+  });
+
   it('drops frames beyond its backlog while the guest posts no buffers, as a NIC overruns', () => {
     const { backend, net } = device();
     for (let i = 0; i < RX_BACKLOG_FRAMES + 5; i++) backend.deliver(Uint8Array.of(i & 0xff));
