@@ -7,12 +7,14 @@
 //          before, drowned in start-up jitter: in nested KVM tsvmm's start varies by seconds.)
 //   net    netecho over the udp backend (QEMU: -netdev dgram); one request in flight at a time;
 //          round trips per second after the first reply
-// and prints tsvmm's figure as a ratio to QEMU's (target >= 1.0x).
+// and prints tsvmm's figure as a ratio to QEMU's (target >= 1.0x). Each row alternates QEMU and tsvmm
+// for --rounds rounds (default 3) and reports the medians and each round's ratio: in nested KVM one
+// VMM's own figure varies by up to 2x from run to run, so a single pair says little.
 //
 // The disk images live in the temporary directory (TMPDIR): a local file system measures the VMMs, a
 // network one (the nested-KVM VM's /tmp is 9p) mostly how many requests each keeps in flight.
 //
-// Reproduce: npm install && node bench/virtio.mjs [--mib 16] [--trips 2000] [--only block|UDP]
+// Reproduce: npm install && node bench/virtio.mjs [--mib 16] [--trips 2000] [--rounds 3] [--only block|UDP]
 //   (without /dev/kvm: scripts/nested-kvm/run.sh -- env TMPDIR=/dev/shm node bench/virtio.mjs; nested
 //    figures are dominated by emulation and say little about bare-metal speed, and vary from run to
 //    run by up to 2x for QEMU too: alternate builds in one boot to compare them)
@@ -28,7 +30,13 @@ const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const { kvmAvailable } = await import(path.join(root, 'bench', 'kvm-available.mjs'));
 const { values } = parseArgs({ options: {
   mib: { type: 'string', default: '16' }, trips: { type: 'string', default: '2000' }, only: { type: 'string' },
+  rounds: { type: 'string', default: '3' },
 } });
+const rounds = Number(values.rounds);
+if (!Number.isInteger(rounds) || rounds < 1) {
+  console.error(`bench/virtio: --rounds '${values.rounds}' is not a positive whole number`);
+  process.exit(2);
+}
 const imageBytes = Number(values.mib) * 1024 * 1024;
 const trips = Number(values.trips);
 if (!kvmAvailable()) {
@@ -157,12 +165,16 @@ try {
     ['UDP round trips per second', (v) => udpTripsPerSecond(v)],
   ]) {
     if (values.only !== undefined && !label.startsWith(values.only)) continue;
-    const qemu = await run('qemu');
-    const tsvmm = await run('tsvmm');
+    const pairs = [];
+    for (let r = 0; r < rounds; r++) pairs.push({ qemu: await run('qemu'), tsvmm: await run('tsvmm') });
+    const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+    const tsvmm = median(pairs.map((p) => p.tsvmm));
+    const qemu = median(pairs.map((p) => p.qemu));
     rows.push({ label, tsvmm, qemu });
-    console.log(`  ${label.padEnd(30)} tsvmm ${tsvmm.toFixed(1).padStart(9)}   qemu ${qemu.toFixed(1).padStart(9)}   ${(tsvmm / qemu).toFixed(2)}x`);
+    const each = pairs.map((p) => `${p.tsvmm.toFixed(1)}/${p.qemu.toFixed(1)}=${(p.tsvmm / p.qemu).toFixed(2)}`).join(', ');
+    console.log(`  ${label.padEnd(30)} tsvmm ${tsvmm.toFixed(1).padStart(9)}   qemu ${qemu.toFixed(1).padStart(9)}   ${(tsvmm / qemu).toFixed(2)}x   (medians of ${rounds}; rounds tsvmm/qemu: ${each})`);
   }
 } finally {
   rmSync(dir, { recursive: true, force: true });
 }
-console.log(`bench/virtio: image ${values.mib} MiB, ${trips} round trips; reproduce: node bench/virtio.mjs --mib ${values.mib} --trips ${trips}`);
+console.log(`bench/virtio: image ${values.mib} MiB, ${trips} round trips; reproduce: node bench/virtio.mjs --mib ${values.mib} --trips ${trips} --rounds ${rounds}`);

@@ -87,6 +87,10 @@ export class VirtioNet extends VirtioDevice {
   }
 
   private receive(frame: Uint8Array): void {
+    // A reset the device has not looked at yet empties the backlog of what came before it: apply it
+    // now, before this frame joins the backlog, or the first frame after a driver's start-up reset
+    // (nothing else wakes the device between that reset and it) would be thrown away with the old.
+    this.currentEpoch();
     if (this.backlog.length >= RX_BACKLOG_FRAMES) {
       this.rxDropped++;
       return;

@@ -82,6 +82,7 @@ export class TestDriver {
 /** Runs the driver's initialisation (3.1.1) on `t` with `features`, setting up `drivers[q]` as queue q. */
 export function bringUp(t: import('../../../../src/devices/virtio/mmio-transport.js').VirtioMmioTransport, features: bigint, drivers: TestDriver[]): number {
   const R = { STATUS: 0x70, DF_SEL: 0x24, DF: 0x20, QSEL: 0x30, QNUM: 0x38, QREADY: 0x44, DESC: 0x80, DRIVER: 0x90, DEVICE: 0xa0 };
+  t.write(R.STATUS, 4, 0); // 3.1.1: a driver starts by resetting the device (the device sees a new epoch)
   t.write(R.STATUS, 4, 1);
   t.write(R.STATUS, 4, 3);
   t.write(R.DF_SEL, 4, 0);

@@ -83,6 +83,17 @@ describe('virtio-net', () => {
     expect(rx.takeUsed()).toEqual([{ id: 2, len: 13 }]);
   });
 
+  it('keeps the first frame that arrives after the driver reset and set it up, before anything else told the device of the reset', () => {
+    // The guest's init resets the device (STATUS 0), posts buffers and kicks, while no frame waits;
+    // the first frame must not be taken for one that predates the reset.
+    const { backend, net, rx } = device();
+    rx.publish(rx.chain([{ addr: 0x50000, len: 2048, write: true }]));
+    net.notify(0);
+    backend.deliver(Uint8Array.of(9));
+    expect(rx.takeUsed()).toEqual([{ id: 0, len: 13 }]);
+    expect(net.rxFrames).toBe(1);
+  });
+
   it('drops frames beyond its backlog while the guest posts no buffers, as a NIC overruns', () => {
     const { backend, net } = device();
     for (let i = 0; i < RX_BACKLOG_FRAMES + 5; i++) backend.deliver(Uint8Array.of(i & 0xff));
