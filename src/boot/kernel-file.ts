@@ -80,7 +80,12 @@ function readVmlinuxHeaders(file: string, fd: number, head: Uint8Array): Vmlinux
 
 /** readVmlinuxHeaders of a file by name; an unreadable file is a BootError. */
 function openVmlinux(file: string): VmlinuxKernel {
-  const fd = openSync(file, 'r');
+  let fd: number;
+  try {
+    fd = openSync(file, 'r');
+  } catch (e) {
+    throw bootFileError('kernel', file, e);
+  }
   try {
     return readVmlinuxHeaders(file, fd, readAt(fd, HEAD_BYTES, 0));
   } finally {
@@ -128,7 +133,13 @@ export function readKernelFile(file: string, options: KernelFileOptions = {}): K
     const key = cache.keyOf(header.payload, stamp);
     const size = declaredSize(header.payload);
     const cached = cache.lookup(key, size);
-    if (cached !== undefined) return { kind: 'linux', kernel: { ...openVmlinux(cached), unpackedFrom: header } };
+    if (cached !== undefined) {
+      try {
+        return { kind: 'linux', kernel: { ...openVmlinux(cached), unpackedFrom: header } };
+      } catch {
+        // Removed or damaged since the lookup (another tsvmm pruning, a disk error): unpack afresh.
+      }
+    }
     const unpacked = unpackPayload(header.payload);
     if (!unpacked.ok) {
       if (unpacked.reason === 'no-tool') options.onNotice?.(`${file}: the guest decompresses this kernel (slower): ${unpacked.why}`);

@@ -71,6 +71,16 @@ describe('readKernelFile and a bzImage', () => {
     expect(readdirSync(cache.dir).filter((f) => f.startsWith('vmlinux-'))).toHaveLength(2);
   });
 
+  it('unpacks afresh when the cached vmlinux is damaged, and replaces it', () => {
+    const { file, cache } = bzImageFile('gzip');
+    readKernelFile(file, { cache });
+    const cached = path.join(cache.dir, readdirSync(cache.dir).find((f) => f.startsWith('vmlinux-'))!);
+    const size = statSync(cached).size;
+    writeFileSync(cached, new Uint8Array(size)); // same size, no longer an ELF file
+    expect(readKernelFile(file, { cache })).toMatchObject({ kernel: { format: 'vmlinux', entry: 0x1000000 } });
+    expect(readKernelFile(file, { cache })).toMatchObject({ kernel: { segments: [{ data: { file: cached } }] } });
+  });
+
   it('leaves the kernel to its own decompressor when asked, or when no tool can unpack it (and says so)', () => {
     const { file, cache } = bzImageFile('xz');
     expect(readKernelFile(file, { cache, decompress: 'guest' })).toMatchObject({ kernel: { format: 'bzImage' } });
