@@ -55,15 +55,7 @@ export class KernelCache {
       }
     }
     const key = KernelCache.key(payload);
-    if (memo !== undefined) {
-      try {
-        mkdirSync(this.dir, { recursive: true });
-        writeFileSync(`${memo}.${process.pid}.tmp`, key);
-        renameSync(`${memo}.${process.pid}.tmp`, memo);
-      } catch {
-        // Best effort, as the whole cache.
-      }
-    }
+    if (memo !== undefined) this.publish(memo, key);
     return key;
   }
 
@@ -86,12 +78,22 @@ export class KernelCache {
 
   /** Stores `bytes` under `key`; false (and nothing half-written left behind) if the disk refuses. */
   store(key: string, bytes: Uint8Array): boolean {
-    const file = this.file(key);
+    if (!this.publish(this.file(key), bytes)) return false;
+    this.prune();
+    return true;
+  }
+
+  /**
+   * Writes `file` whole or not at all (a temporary file, then rename, so a reader never sees part of
+   * it); false, with the temporary file gone, if the disk refuses.
+   */
+  private publish(file: string, data: Uint8Array | string): boolean {
     const tmp = `${file}.${process.pid}.tmp`;
     try {
       mkdirSync(this.dir, { recursive: true });
-      writeFileSync(tmp, bytes);
+      writeFileSync(tmp, data);
       renameSync(tmp, file);
+      return true;
     } catch {
       try {
         rmSync(tmp, { force: true });
@@ -100,8 +102,6 @@ export class KernelCache {
       }
       return false;
     }
-    this.prune();
-    return true;
   }
 
   /** Keeps the `keep` most recently used kernels and four times as many memos (a few bytes each). */

@@ -78,8 +78,8 @@ function readVmlinuxHeaders(file: string, fd: number, head: Uint8Array): Vmlinux
   return linuxVmlinux({ entry, segments: segments.map((s) => ({ paddr: s.paddr, memSize: s.memSize, data: { file, offset: s.offset, length: s.fileSize } })) });
 }
 
-/** readVmlinuxHeaders of a file by name; an unreadable file is a BootError. */
-function openVmlinux(file: string): VmlinuxKernel {
+/** readVmlinuxHeaders of a file by name (`head`: its first bytes, if already read); an unreadable file is a BootError. */
+function openVmlinux(file: string, head?: Uint8Array): VmlinuxKernel {
   let fd: number;
   try {
     fd = openSync(file, 'r');
@@ -87,7 +87,7 @@ function openVmlinux(file: string): VmlinuxKernel {
     throw bootFileError('kernel', file, e);
   }
   try {
-    return readVmlinuxHeaders(file, fd, readAt(fd, HEAD_BYTES, 0));
+    return readVmlinuxHeaders(file, fd, head ?? readAt(fd, HEAD_BYTES, 0));
   } finally {
     closeSync(fd);
   }
@@ -114,7 +114,7 @@ export function readKernelFile(file: string, options: KernelFileOptions = {}): K
   const head = readBootFile('kernel', file, HEAD_BYTES);
   try {
     if (isElf64(head) && !isBzImage(head) && findMultibootHeader(head) === undefined) {
-      return { kind: 'linux', kernel: openVmlinux(file) };
+      return { kind: 'linux', kernel: openVmlinux(file, head) };
     }
   } catch (e) {
     if (e instanceof BootError) throw new BootError(`${file}: ${e.message}`);

@@ -176,6 +176,11 @@ export interface LoadPiece {
   readonly fromFile?: FileRange;
 }
 
+/** The piece that puts `data` at `address`: bytes in hand, or a range still in its file. */
+function piece(address: Gpa, data: Uint8Array | FileRange): LoadPiece {
+  return data instanceof Uint8Array ? { address, bytes: data } : { address, fromFile: data };
+}
+
 /**
  * Everything the loader writes, as a pure function of the kernel, the memory map and the options, so
  * the whole layout is tested without KVM: kernel, zero page, command line, initrd, page tables, GDT,
@@ -196,14 +201,14 @@ export function planLinuxBoot(
     pieces.push({ address: gpa(kernel.loadAddr), bytes: kernel.header.kernel });
   } else {
     for (const s of kernel.segments) {
-      pieces.push(s.data instanceof Uint8Array ? { address: gpa(s.paddr), bytes: s.data } : { address: gpa(s.paddr), fromFile: s.data });
+      pieces.push(piece(gpa(s.paddr), s.data));
       if (s.memSize > s.data.length) pieces.push({ address: gpa(s.paddr + s.data.length), zeroBytes: s.memSize - s.data.length });
     }
   }
   let initrd: LinuxEntry['initrd'];
   if (options.initrd !== undefined) {
     initrd = { addr: placeInitrd(kernel, map, options.initrd.length), sizeBytes: options.initrd.length };
-    pieces.push(options.initrd instanceof Uint8Array ? { address: initrd.addr, bytes: options.initrd } : { address: initrd.addr, fromFile: options.initrd });
+    pieces.push(piece(initrd.addr, options.initrd));
   }
   const e820 = e820Entries(map);
   const bootParams = buildBootParams({
