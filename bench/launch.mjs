@@ -20,7 +20,7 @@ if (!kvmAvailable()) {
   process.exit(4);
 }
 
-const tsvmm = [process.execPath, [path.join(root, 'bin', 'tsvmm.js'), 'run', hello]];
+const tsvmm = [process.execPath, [path.join(root, 'bin', 'tsvmm.cjs'), 'run', hello]];
 const qemu = ['qemu-system-x86_64', [
   '-enable-kvm', '-M', 'microvm,x-option-roms=off,isa-serial=on,rtc=off', '-nodefaults', '-no-user-config',
   '-display', 'none', '-serial', 'stdio', '-device', 'isa-debug-exit,iobase=0xf4,iosize=4', '-kernel', hello,

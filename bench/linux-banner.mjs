@@ -39,7 +39,7 @@ if (!kvmAvailable()) {
   process.exit(4);
 }
 
-const tsvmmRun = (...extra) => [process.execPath, [path.join(root, 'bin', 'tsvmm.js'), 'run', '--kernel', kernel, '--mem', values.mem, '--cmdline', cmdline, ...extra]];
+const tsvmmRun = (...extra) => [process.execPath, [path.join(root, 'bin', 'tsvmm.cjs'), 'run', '--kernel', kernel, '--mem', values.mem, '--cmdline', cmdline, ...extra]];
 const tsvmm = tsvmmRun();
 const tsvmmGuestUnpacks = tsvmmRun('--kernel-decompress', 'guest');
 const qemuWith = (k) => ['qemu-system-x86_64', [
@@ -107,7 +107,7 @@ for (let i = 0; i < runs; i++) {
   if (vmlinux !== undefined) oursGuestUnpacks.push((await timeToBanner(tsvmmGuestUnpacks, tsvmmEnv)).ms);
   if (haveQemu && vmlinux !== undefined) theirsVmlinux.push((await timeToBanner(qemuWith(vmlinux))).ms);
 }
-const nodeStart = median(Array.from({ length: 3 }, () => timeSync([process.execPath, [path.join(root, 'bin', 'tsvmm.js'), '--version']])));
+const nodeStart = median(Array.from({ length: 3 }, () => timeSync([process.execPath, [path.join(root, 'bin', 'tsvmm.cjs'), '--version']])));
 const kernelBytes = readFileSync(kernel).length;
 // From tsvmm's own trace: the CLI loaded, then the kernel file read, parsed and (cache hit) mapped.
 const readMs = median(oursPhases.map((p) => phaseMs(p, /^kernel file read and parsed/) - phaseMs(p, /^modules loaded/)));

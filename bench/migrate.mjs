@@ -166,14 +166,14 @@ const vmms = {
   tsvmm: {
     source(g, memGiB) {
       const qmp = socketPath('tsvmm-src');
-      const args = [path.join(root, 'bin', 'tsvmm.js'), 'run', g.kernel, '--mem', `${memGiB}G`, '--qmp', `unix:${qmp}`];
+      const args = [path.join(root, 'bin', 'tsvmm.cjs'), 'run', g.kernel, '--mem', `${memGiB}G`, '--qmp', `unix:${qmp}`];
       if (g.cmdline) args.push('--cmdline', g.cmdline);
       return new VmmProcess('tsvmm source', process.execPath, args, qmp);
     },
     async destination(g, memGiB, port) {
       const qmp = socketPath('tsvmm-dst');
       const p = new VmmProcess('tsvmm destination', process.execPath, [
-        path.join(root, 'bin', 'tsvmm.js'), 'run', g.kernel, '--mem', `${memGiB}G`,
+        path.join(root, 'bin', 'tsvmm.cjs'), 'run', g.kernel, '--mem', `${memGiB}G`,
         '--incoming', `tcp:127.0.0.1:${port}`, '--qmp', `unix:${qmp}`,
       ], qmp);
       await p.waitFor(() => p.stderr.includes('waiting for an incoming migration'), 'it to listen');

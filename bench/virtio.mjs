@@ -50,7 +50,7 @@ const MAC = '52:54:00:12:34:56';
 
 const vmms = {
   tsvmm: {
-    argv: (kernel, dev, append) => [process.execPath, path.join(root, 'bin', 'tsvmm.js'), 'run', kernel, '--mem', '256M', ...dev.tsvmm, '--cmdline', append],
+    argv: (kernel, dev, append) => [process.execPath, path.join(root, 'bin', 'tsvmm.cjs'), 'run', kernel, '--mem', '256M', ...dev.tsvmm, '--cmdline', append],
   },
   qemu: {
     argv: (kernel, dev, append) => ['qemu-system-x86_64', '-M', 'microvm,x-option-roms=off,isa-serial=on,rtc=off,ioapic2=off', '-accel', 'kvm',

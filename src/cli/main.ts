@@ -343,7 +343,7 @@ function openSerialFile(file: string): number {
   }
 }
 
-/** What bin/tsvmm.js prepared before loading the CLI. */
+/** What bin/tsvmm.cjs prepared before loading the CLI. */
 export interface Launch {
   /** The first vCPU thread, already starting (only for `run`). */
   readonly prestartedVcpuThread?: PrestartedThread;

@@ -8,10 +8,10 @@ const bundled = path.basename(bundleDir) === 'bundle';
 
 /**
  * The file a worker thread runs. Bundled, every thread has its own one-file bundle beside the main
- * thread's (`bundleName`.js in dist/bundle/), so the thread reads one file instead of its module graph.
+ * thread's (`bundleName`.cjs in dist/bundle/), so the thread reads one file instead of its module graph.
  * Otherwise (dist/ run directly, or vitest running src/) it is the compiled module `distModule` under
  * dist/: workers always run built JavaScript.
  */
 export function threadScript(bundleName: string, distModule: string): string {
-  return bundled ? path.join(bundleDir, `${bundleName}.js`) : path.join(packageRoot, 'dist', ...distModule.split('/'));
+  return bundled ? path.join(bundleDir, `${bundleName}.cjs`) : path.join(packageRoot, 'dist', ...distModule.split('/'));
 }

@@ -5,7 +5,7 @@
  * The thread loads its module and waits for its VcpuThreadData as its first message (see
  * vcpu-thread.ts); VcpuThreads.start hands it over.
  *
- * This module imports nothing of tsvmm's, so bin/tsvmm.js can load it before the CLI.
+ * This module imports nothing of tsvmm's, so bin/tsvmm.cjs can load it before the CLI.
  */
 import { Worker } from 'node:worker_threads';
 

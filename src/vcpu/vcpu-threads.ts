@@ -48,7 +48,7 @@ export class VcpuThreads {
     vcpuFds: readonly number[],
     private readonly runMmapSize: number,
     private readonly board: BoardDescription,
-    /** A thread already started for vCPU 0 (bin/tsvmm.js starts one before loading the CLI). */
+    /** A thread already started for vCPU 0 (bin/tsvmm.cjs starts one before loading the CLI). */
     private readonly prestarted?: PrestartedThread,
   ) {
     const native = addon();

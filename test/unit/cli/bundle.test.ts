@@ -5,14 +5,21 @@ import { describe, expect, it } from 'vitest';
 import { ROOT, CLI } from '../../helpers/paths.js';
 
 const BUNDLE = path.join(ROOT, 'dist', 'bundle');
-const THREADS = ['vcpu-thread.js', 'multifd-channel-thread.js', 'blk-dataplane-thread.js'];
+const THREADS = ['vcpu-thread.cjs', 'multifd-channel-thread.cjs', 'blk-dataplane-thread.cjs', 'prestarted-thread.cjs'];
 
-/** The specifiers `file` imports: static (import/export ... from) and dynamic (import('...')). */
-function imports(file: string): { static: string[]; dynamic: string[] } {
+/**
+ * The specifiers `file` requires (the bundles are CommonJS): at start (a top-level `require(...)`,
+ * rolldown's form for a static import) and on demand (`Promise.resolve().then(() => require(...))`, its
+ * form for import()). `all` leaves out rolldown's import.meta.url, `require("url").pathToFileURL(__filename)`;
+ * any other require() or import() would fall in neither list and fail the tests below.
+ */
+function imports(file: string): { static: string[]; dynamic: string[]; all: string[] } {
   const text = readFileSync(path.join(BUNDLE, file), 'utf8');
+  const spec = (m: RegExpMatchArray) => m[1]!;
   return {
-    static: [...text.matchAll(/^(?:import|export)\b[^'"]*?\bfrom\s*["']([^"']+)["']/gm)].map((m) => m[1]!),
-    dynamic: [...text.matchAll(/\bimport\(\s*["']([^"']+)["']\s*\)/g)].map((m) => m[1]!),
+    static: [...text.matchAll(/^(?:const|let|var) [\w$]+ = require\("([^"]+)"\);$/gm)].map(spec),
+    dynamic: [...text.matchAll(/Promise\.resolve\(\)\.then\(\(\) => require\("([^"]+)"\)\)/g)].map(spec),
+    all: [...text.replaceAll('require("url").pathToFileURL(__filename)', '').matchAll(/\b(?:require|import)\(\s*["']([^"']+)["']\s*\)/g)].map(spec),
   };
 }
 
@@ -32,10 +39,11 @@ function loadedAtStart(file: string, seen = new Set<string>()): Set<string> {
 describe('the bundled CLI (scripts/bundle.mjs, run by npm test / npm run build)', () => {
   it('is self-contained: every file imports only Node built-ins and files beside it', () => {
     for (const f of readdirSync(BUNDLE)) {
-      const { static: s, dynamic: d } = imports(f);
-      for (const spec of [...s, ...d]) {
+      const { static: s, dynamic: d, all } = imports(f);
+      expect(all.length, `${f}: every require() is a static or a dynamic import`).toBe(s.length + d.length);
+      for (const spec of all) {
         if (spec.startsWith('node:')) continue;
-        expect(spec, `${f} imports ${spec}`).toMatch(/^\.\/[^/]+\.js$/);
+        expect(spec, `${f} imports ${spec}`).toMatch(/^\.\/[^/]+\.cjs$/);
         expect(existsSync(path.join(BUNDLE, spec)), `${f} imports ${spec}`).toBe(true);
       }
     }
@@ -50,16 +58,16 @@ describe('the bundled CLI (scripts/bundle.mjs, run by npm test / npm run build)'
   });
 
   it('starts `run` without migration, QMP, TLS or the virtio backends (nor Node\'s net, tls, crypto, dgram)', () => {
-    const atStart = loadedAtStart('tsvmm.js');
-    expect([...atStart].filter((f) => f.endsWith('.js')).sort()).toEqual(['tsvmm-core.js', 'tsvmm.js']);
+    const atStart = loadedAtStart('tsvmm.cjs');
+    expect([...atStart].filter((f) => f.endsWith('.cjs')).sort()).toEqual(['tsvmm-core.cjs', 'tsvmm-rolldown-runtime.cjs', 'tsvmm.cjs']);
     for (const heavy of ['node:net', 'node:tls', 'node:crypto', 'node:dgram', 'node:fs/promises', 'node:events']) {
       expect(atStart.has(heavy), heavy).toBe(false);
     }
     // ... which are there, imported when the options name them.
-    expect(imports('tsvmm-core.js').dynamic.length).toBeGreaterThanOrEqual(5);
+    expect(imports('tsvmm-core.cjs').dynamic.length).toBeGreaterThanOrEqual(5);
   });
 
-  it('is what bin/tsvmm.js runs, and finds the package from dist/bundle/', () => {
+  it('is what bin/tsvmm.cjs runs, and finds the package from dist/bundle/', () => {
     const r = spawnSync(process.execPath, [CLI, '--version'], { encoding: 'utf8' });
     const pkg = JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { version: string };
     expect(r.stdout).toBe(`tsvmm ${pkg.version}\n`);
