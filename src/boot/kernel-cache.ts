@@ -1,4 +1,4 @@
-import { mkdirSync, readFileSync, readdirSync, renameSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, readdirSync, renameSync, rmSync, statSync, utimesSync, writeFileSync, type BigIntStats } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 
@@ -14,11 +14,15 @@ import path from 'node:path';
 /** What identifies a file's content without reading it: device, inode, size, mtime and ctime (ns); undefined if it cannot be stat'd. */
 export function fileStamp(file: string): string | undefined {
   try {
-    const st = statSync(file, { bigint: true });
-    return `${st.dev}-${st.ino}-${st.size}-${st.mtimeNs}-${st.ctimeNs}`;
+    return stampOf(statSync(file, { bigint: true }));
   } catch {
     return undefined;
   }
+}
+
+/** fileStamp from a file's stat (of an open file: fstatSync(fd, { bigint: true })). */
+export function stampOf(st: BigIntStats): string {
+  return `${st.dev}-${st.ino}-${st.size}-${st.mtimeNs}-${st.ctimeNs}`;
 }
 
 export class KernelCache {
@@ -45,18 +49,25 @@ export class KernelCache {
    * node:crypto on every boot (about 0.35 s of a 2.5 s boot in nested KVM, 10 ms natively).
    */
   keyOf(payload: Uint8Array, stamp: string | undefined): string {
-    const memo = stamp === undefined ? undefined : path.join(this.dir, `seen-${stamp}`);
-    if (memo !== undefined) {
-      try {
-        const key = readFileSync(memo, 'latin1');
-        if (/^[0-9a-f]{64}$/.test(key)) return key;
-      } catch {
-        // Not seen: hash it.
-      }
-    }
+    const known = stamp === undefined ? undefined : this.knownKey(stamp);
+    if (known !== undefined) return known;
     const key = KernelCache.key(payload);
-    if (memo !== undefined) this.publish(memo, key);
+    if (stamp !== undefined) this.publish(this.memo(stamp), key);
     return key;
+  }
+
+  /** The key memoised for a file of this stamp (see keyOf), if it was seen. */
+  knownKey(stamp: string): string | undefined {
+    try {
+      const key = readFileSync(this.memo(stamp), 'latin1');
+      return /^[0-9a-f]{64}$/.test(key) ? key : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
+  private memo(stamp: string): string {
+    return path.join(this.dir, `seen-${stamp}`);
   }
 
   private file(key: string): string {

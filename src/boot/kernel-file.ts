@@ -1,12 +1,12 @@
 import { closeSync, fstatSync, openSync, readFileSync, readSync } from 'node:fs';
 import { BootError } from './boot-error.js';
 import { elf64HeadersEnd, isElf64, parseElf64Headers } from './elf64.js';
-import { KernelCache, fileStamp } from './kernel-cache.js';
+import { KernelCache, fileStamp, stampOf } from './kernel-cache.js';
 import { parseKernelImage, type KernelImage } from './kernel-image.js';
 import { declaredSize, unpackPayload } from './kernel-payload.js';
 import { linuxVmlinux, parseUnpackedBzImage, type FileRange, type VmlinuxKernel } from './linux.js';
 import { findMultibootHeader } from './multiboot.js';
-import { isBzImage } from './setup-header.js';
+import { isBzImage, parseSetupHeader, type SetupHeader } from './setup-header.js';
 
 /**
  * Reads a file the user named as `what` (kernel, initrd), or its first `maxBytes`; every failure names
@@ -93,6 +93,37 @@ function openVmlinux(file: string, head?: Uint8Array): VmlinuxKernel {
   }
 }
 
+/**
+ * A bzImage this cache has unpacked before, booted from its first bytes (`head`, read while the file
+ * had the stamp `before`) and the cached vmlinux, without reading the 8 MB of payload: the memo knows
+ * the payload's key from the stamp, and the payload's last four bytes give the size to check the cached
+ * file against. Undefined, to read the file whole, if the stamp is new, the file changed since `before`,
+ * the header is not one parseBzImage takes (the whole read reports it), or the cache has no such file.
+ */
+function unpackedBefore(file: string, head: Uint8Array, before: string, cache: KernelCache): KernelImage | undefined {
+  const key = cache.knownKey(before);
+  if (key === undefined) return undefined;
+  try {
+    const fd = openSync(file, 'r');
+    let header: SetupHeader;
+    let size: number;
+    try {
+      const st = fstatSync(fd, { bigint: true });
+      if (stampOf(st) !== before) return undefined;
+      header = parseSetupHeader(head, Number(st.size));
+      if (header.payloadRange === undefined) return undefined;
+      const { offset, length } = header.payloadRange;
+      size = declaredSize(readAt(fd, 4, offset + length - 4));
+    } finally {
+      closeSync(fd);
+    }
+    const cached = cache.lookup(key, size);
+    return cached === undefined ? undefined : { kind: 'linux', kernel: { ...openVmlinux(cached), unpackedFrom: header } };
+  } catch {
+    return undefined;
+  }
+}
+
 /** Who unpacks a bzImage's compressed kernel: tsvmm before the boot (the default), or the guest's decompressor. */
 export type KernelDecompress = 'host' | 'guest';
 
@@ -109,6 +140,10 @@ export interface KernelFileOptions {
  * cannot unpack boots as a bzImage (and `onNotice` hears of a missing tool).
  */
 export function readKernelFile(file: string, options: KernelFileOptions = {}): KernelImage {
+  // The stamp, taken before any read and found again after, says the file did not change while it was
+  // read: then the cache may know its payload's key without hashing it, or without reading it at all.
+  const hostUnpacks = options.decompress !== 'guest';
+  const before = hostUnpacks ? fileStamp(file) : undefined;
   // A vmlinux (ELF64 and neither of the other formats) is read from its headers; its segments are
   // loaded from the file later. Everything else is read whole and told apart by parseKernelImage.
   const head = readBootFile('kernel', file, HEAD_BYTES);
@@ -120,16 +155,18 @@ export function readKernelFile(file: string, options: KernelFileOptions = {}): K
     if (e instanceof BootError) throw new BootError(`${file}: ${e.message}`);
     throw e;
   }
-  // The stamp, if the file did not change while it was read, lets the cache skip hashing the payload.
-  const before = options.decompress === 'guest' ? undefined : fileStamp(file);
+  const cache = hostUnpacks ? options.cache ?? new KernelCache(KernelCache.defaultDir()) : undefined;
+  if (cache !== undefined && before !== undefined && isBzImage(head)) {
+    const seen = unpackedBefore(file, head, before, cache);
+    if (seen !== undefined) return seen;
+  }
   const image = readBootFile('kernel', file);
   const stamp = before !== undefined && fileStamp(file) === before ? before : undefined;
   try {
     const parsed = parseKernelImage(image);
-    if (options.decompress === 'guest' || parsed.kind !== 'linux' || parsed.kernel.format !== 'bzImage') return parsed;
+    if (cache === undefined || parsed.kind !== 'linux' || parsed.kernel.format !== 'bzImage') return parsed;
     const { header } = parsed.kernel;
     if (header.payload === undefined) return parsed; // before protocol 2.08: only the guest knows where it is
-    const cache = options.cache ?? new KernelCache(KernelCache.defaultDir());
     const key = cache.keyOf(header.payload, stamp);
     const size = declaredSize(header.payload);
     const cached = cache.lookup(key, size);

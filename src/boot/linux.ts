@@ -11,7 +11,7 @@ import { BootError } from './boot-error.js';
 import { buildBootParams, e820Entries, type E820Entry } from './boot-params.js';
 import { parseElf64 } from './elf64.js';
 import { memoryMap, type MemoryMapEntry } from './memory-map.js';
-import { STARTUP_64_OFFSET, parseBzImage, type BzImageHeader } from './setup-header.js';
+import { STARTUP_64_OFFSET, parseBzImage, type BzImageHeader, type SetupHeader } from './setup-header.js';
 
 /**
  * The Linux x86 64-bit boot protocol (Documentation/arch/x86/boot.rst), without firmware, as Firecracker
@@ -34,7 +34,7 @@ export type LinuxKernel =
      * The bzImage this vmlinux was unpacked from on the host (see kernel-payload.ts): its setup header
      * goes into boot_params as a bzImage's would, and its cmdline_size and initrd_addr_max hold.
      */
-    readonly unpackedFrom?: BzImageHeader;
+    readonly unpackedFrom?: SetupHeader;
   };
 
 /**
@@ -100,7 +100,7 @@ export function linuxVmlinux(elf: { readonly entry: number; readonly segments: r
  * link address, so the guest runs no decompressor. As with any vmlinux, nothing randomises the kernel's
  * base (the decompressor does KASLR); `--kernel-decompress guest` keeps the bzImage path for that.
  */
-export function parseUnpackedBzImage(header: BzImageHeader, vmlinux: Uint8Array): LinuxKernel {
+export function parseUnpackedBzImage(header: SetupHeader, vmlinux: Uint8Array): LinuxKernel {
   let kernel: VmlinuxKernel;
   try {
     kernel = parseLinuxVmlinux(vmlinux);
@@ -112,7 +112,7 @@ export function parseUnpackedBzImage(header: BzImageHeader, vmlinux: Uint8Array)
 }
 
 /** The setup header that speaks for the kernel: a bzImage's own, or the one a vmlinux was unpacked from. */
-function setupHeaderOf(kernel: LinuxKernel): BzImageHeader | undefined {
+function setupHeaderOf(kernel: LinuxKernel): SetupHeader | undefined {
   return kernel.format === 'bzImage' ? kernel.header : kernel.unpackedFrom;
 }
 

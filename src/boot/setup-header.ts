@@ -68,7 +68,8 @@ export const STARTUP_64_OFFSET = 0x200;
 /** Before 2.03 there was no initrd_addr_max field and this was the limit. */
 const DEFAULT_INITRD_ADDR_MAX = 0x37ff_ffff;
 
-export interface BzImageHeader {
+/** A bzImage's setup header, read from the file's first bytes (enough for SETUP_HEADER_MAX_END). */
+export interface SetupHeader {
   readonly protocol: number;
   /** Setup sectors after the boot sector (0 already replaced by 4). */
   readonly setupSects: number;
@@ -84,12 +85,21 @@ export interface BzImageHeader {
   readonly initSize: number;
   /** The header bytes (0x1F1 up to the end the jump at 0x200 gives), copied into boot_params as is. */
   readonly raw: Uint8Array;
+  /** Where the protected-mode kernel starts in the file: after the boot sector and the setup sectors. */
+  readonly kernelStart: number;
+  /**
+   * Where the compressed vmlinux lies in the file (payload_offset, from kernelStart, and payload_length:
+   * 2.08+); undefined before 2.08, or when the range lies outside the file, which only the guest's
+   * decompressor would then notice.
+   */
+  readonly payloadRange?: { readonly offset: number; readonly length: number };
+}
+
+/** A whole bzImage: its setup header and the bytes after it. */
+export interface BzImageHeader extends SetupHeader {
   /** The protected-mode kernel: everything after the setup sectors. */
   readonly kernel: Uint8Array;
-  /**
-   * The compressed vmlinux the decompressor in `kernel` unpacks (2.08+; undefined before, or when the
-   * header's payload range lies outside the file, which only the guest's decompressor would then notice).
-   */
+  /** The compressed vmlinux the decompressor in `kernel` unpacks, at `payloadRange`. */
   readonly payload?: Uint8Array;
 }
 
@@ -107,7 +117,22 @@ export function isBzImage(image: Uint8Array): boolean {
  * sectors it declares. Every refusal says what is wrong and what to use instead.
  */
 export function parseBzImage(image: Uint8Array): BzImageHeader {
-  if (!isBzImage(image)) throw new BootError('not a bzImage: no "HdrS" signature at offset 0x202');
+  const header = parseSetupHeader(image, image.length);
+  const { payloadRange } = header;
+  return {
+    ...header,
+    kernel: image.subarray(header.kernelStart),
+    payload: payloadRange && image.subarray(payloadRange.offset, payloadRange.offset + payloadRange.length),
+  };
+}
+
+/**
+ * parseBzImage's checks and header from the first bytes of a bzImage of `fileSize` bytes (`head`
+ * must reach past the header, SETUP_HEADER_MAX_END): for a boot that does not need the rest of the file.
+ */
+export function parseSetupHeader(head: Uint8Array, fileSize: number): SetupHeader {
+  if (!isBzImage(head)) throw new BootError('not a bzImage: no "HdrS" signature at offset 0x202');
+  const image = head;
   const v = new DataView(image.buffer, image.byteOffset, image.byteLength);
   const protocol = v.getUint16(Hdr.VERSION, true);
   const version = `${protocol >> 8}.${(protocol & 0xff).toString().padStart(2, '0')}`;
@@ -123,16 +148,15 @@ export function parseBzImage(image: Uint8Array): BzImageHeader {
   }
   const setupSects = v.getUint8(Hdr.SETUP_SECTS) || 4;
   const kernelStart = (setupSects + 1) * 512;
-  if (kernelStart >= image.length) {
-    throw new BootError(`bzImage is truncated: its ${setupSects} setup sectors reach past the end of the ${image.length}-byte file`);
+  if (kernelStart >= fileSize) {
+    throw new BootError(`bzImage is truncated: its ${setupSects} setup sectors reach past the end of the ${fileSize}-byte file`);
   }
   const headerEnd = Math.min(SETUP_HEADER_MAX_END, Hdr.HEADER + v.getInt8(Hdr.JUMP + 1));
   const relocatable = v.getUint8(Hdr.RELOCATABLE_KERNEL) !== 0;
-  const kernel = image.subarray(kernelStart);
   const payloadOffset = protocol >= 0x0208 ? v.getUint32(Hdr.PAYLOAD_OFFSET, true) : 0;
   const payloadLength = protocol >= 0x0208 ? v.getUint32(Hdr.PAYLOAD_LENGTH, true) : 0;
-  const payload = payloadLength > 0 && payloadOffset + payloadLength <= kernel.length
-    ? kernel.subarray(payloadOffset, payloadOffset + payloadLength) : undefined;
+  const payloadRange = payloadLength > 0 && kernelStart + payloadOffset + payloadLength <= fileSize
+    ? { offset: kernelStart + payloadOffset, length: payloadLength } : undefined;
   return {
     protocol,
     setupSects,
@@ -145,7 +169,7 @@ export function parseBzImage(image: Uint8Array): BzImageHeader {
     prefAddress: protocol >= 0x020a ? Number(v.getBigUint64(Hdr.PREF_ADDRESS, true)) : 0x100000,
     initSize: protocol >= 0x020a ? v.getUint32(Hdr.INIT_SIZE, true) : 0,
     raw: image.subarray(SETUP_HEADER_START, Math.max(headerEnd, Hdr.INIT_SIZE + 4)),
-    kernel,
-    payload,
+    kernelStart,
+    payloadRange,
   };
 }

@@ -1,4 +1,4 @@
-import { readdirSync, statSync, truncateSync, utimesSync, writeFileSync } from 'node:fs';
+import { readFileSync, readdirSync, statSync, truncateSync, utimesSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { MiB, ZERO_PAGE_ADDR, gpa } from '../../../src/arch/x86/layout.js';
@@ -69,6 +69,28 @@ describe('readKernelFile and a bzImage', () => {
     expect(statSync(file)).toMatchObject({ ino, size, mtimeMs: sameTime * 1000 });
     expect(readKernelFile(file, { cache })).toMatchObject({ kernel: { format: 'vmlinux', entry: 0x2000000 } });
     expect(readdirSync(cache.dir).filter((f) => f.startsWith('vmlinux-'))).toHaveLength(2);
+  });
+
+  it('boots a bzImage it has unpacked before from its first bytes and the cache, without reading the rest', () => {
+    // Bytes this thread has read(2) so far (Linux's rchar, /proc/thread-self/io).
+    const readSoFar = () => Number(/^rchar: (\d+)$/m.exec(readFileSync('/proc/thread-self/io', 'latin1'))![1]);
+    const { file, cache } = bzImageFile('gzip', { payload: 8 * MiB, setupSects: 6 });
+    const first = readSoFar();
+    readKernelFile(file, { cache });
+    const firstBoot = readSoFar() - first;
+    expect(firstBoot).toBeGreaterThan(8 * MiB);
+    const again = readSoFar();
+    const image = readKernelFile(file, { cache });
+    expect(readSoFar() - again).toBeLessThan(MiB);
+    // The same kernel and setup header as the first boot's, from the cached vmlinux.
+    expect(image).toMatchObject({ kind: 'linux', kernel: { format: 'vmlinux', entry: 0x1000000, unpackedFrom: { setupSects: 6, protocol: 0x020f } } });
+    expect(image.kind === 'linux' && image.kernel.format === 'vmlinux' && image.kernel.segments[0]!.data)
+      .toMatchObject({ file: expect.stringContaining(cache.dir), offset: 0x200, length: 0x800 });
+    // A file rewritten meanwhile (even to the same bytes) is a new stamp, read whole again.
+    writeFileSync(file, readFileSync(file));
+    const rewritten = readSoFar();
+    readKernelFile(file, { cache });
+    expect(readSoFar() - rewritten).toBeGreaterThan(8 * MiB);
   });
 
   it('unpacks afresh when the cached vmlinux is damaged, and replaces it', () => {
