@@ -1,6 +1,6 @@
 import { closeSync, fstatSync, openSync, readFileSync, readSync } from 'node:fs';
 import { BootError } from './boot-error.js';
-import { elf64HeadersEnd, isElf64, parseElf64Headers } from './elf64.js';
+import { elf64HeadersEnd, isElf64, parseElf64Headers, trimSegmentZeroTails } from './elf64.js';
 import { KernelCache, fileStamp, stampOf } from './kernel-cache.js';
 import { parseKernelImage, type KernelImage } from './kernel-image.js';
 import { declaredSize, unpackPayload } from './kernel-payload.js';
@@ -182,6 +182,8 @@ export function readKernelFile(file: string, options: KernelFileOptions = {}): K
       if (unpacked.reason === 'no-tool') options.onNotice?.(`${file}: the guest decompresses this kernel (slower): ${unpacked.why}`);
       return parsed;
     }
+    parseUnpackedBzImage(header, unpacked.vmlinux); // a payload that is no vmlinux is reported as damaged
+    trimSegmentZeroTails(unpacked.vmlinux);
     const kernel = parseUnpackedBzImage(header, unpacked.vmlinux);
     cache.store(key, unpacked.vmlinux);
     return { kind: 'linux', kernel };

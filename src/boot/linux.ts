@@ -227,17 +227,22 @@ export function planLinuxBoot(
   return { pieces, entry: { entry: gpa(kernel.entry), bootParams: ZERO_PAGE_ADDR, format: kernel.format, e820, initrd } };
 }
 
-/** Writes the plan into guest RAM through GuestMemory, which marks every page it touches (invariant B). */
+/**
+ * Writes the plan into guest RAM through GuestMemory, which marks every page it touches (invariant B).
+ * With `ramIsZero` (RAM fresh from GuestMemory.create, never written) the plan's zero runs (a segment's
+ * p_memsz past its p_filesz: .bss) are already there and are not written: nothing touches those pages,
+ * so they stay unallocated and clean, and read as zeros on a migration's destination too.
+ */
 export function loadLinux(
   kernel: LinuxKernel,
   memory: GuestMemory,
-  options: { readonly cmdline: string; readonly initrd?: Uint8Array | FileRange; readonly cpus: number },
+  options: { readonly cmdline: string; readonly initrd?: Uint8Array | FileRange; readonly cpus: number; readonly ramIsZero?: boolean },
 ): LinuxEntry {
   const { pieces, entry } = planLinuxBoot(kernel, memoryMap(memory.regions), options);
   for (const p of pieces) {
     if (p.bytes !== undefined) memory.write(p.address, p.bytes);
     else if (p.fromFile !== undefined) readIntoGuest(memory, p.address, p.fromFile);
-    else memory.fill(p.address, p.zeroBytes ?? 0, 0);
+    else if (!options.ramIsZero) memory.fill(p.address, p.zeroBytes ?? 0, 0);
   }
   return entry;
 }

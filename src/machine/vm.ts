@@ -262,7 +262,7 @@ export class Vm {
       native.kvmGetSregs(vcpuFds[0]!, sregsBuf);
       const boot = plan.kind === 'multiboot'
         ? multibootEntryState(loadMultiboot(plan.kernel, memory, plan.cmdline), decodeSregs(sregsBuf))
-        : linuxEntryState(loadLinux(plan.kernel, memory, { cmdline: plan.cmdline, initrd: plan.initrd, cpus: config.cpus }), decodeSregs(sregsBuf));
+        : linuxEntryState(loadLinux(plan.kernel, memory, { cmdline: plan.cmdline, initrd: plan.initrd, cpus: config.cpus, ramIsZero: true }), decodeSregs(sregsBuf));
       native.kvmSetSregs(vcpuFds[0]!, encodeSregs(boot.sregs));
       native.kvmSetRegs(vcpuFds[0]!, encodeRegs(boot.regs));
       tracePhase('VM: vCPUs created, kernel loaded');

@@ -50,9 +50,14 @@ export function compressAsKbuild(data: Uint8Array, format: 'gzip' | 'xz' | 'zstd
   return Uint8Array.of(...r.stdout, ...size);
 }
 
-/** A minimal ELF64 vmlinux: one PT_LOAD segment at physical `paddr`, entry at its start. */
+/**
+ * A minimal ELF64 vmlinux: one PT_LOAD segment at physical `paddr`, entry at its start, 0x800 bytes
+ * in the file (from 0x200) of which the last 0x200 are zero (as Debian's kernel carries its .bss), in
+ * 0x10000 of memory.
+ */
 export function makeVmlinux(paddr = 0x1000000, entry = paddr): Uint8Array {
   const img = new Uint8Array(0x1000);
+  for (let i = 0; i < 0x600; i++) img[0x200 + i] = (i % 255) + 1;
   const v = new DataView(img.buffer);
   img.set([0x7f, 0x45, 0x4c, 0x46, 2, 1, 1]);
   v.setUint16(16, 2, true);

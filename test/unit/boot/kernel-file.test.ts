@@ -34,8 +34,10 @@ describe('readKernelFile and a bzImage', () => {
     expect(new DataView(zeroPage.buffer, zeroPage.byteOffset).getUint32(0x202, true)).toBe(0x53726448);
     expect(() => planLinuxBoot(image.kernel, memoryMap(ramLayout(256 * MiB)), { cmdline: 'y'.repeat(101), cpus: 1 }))
       .toThrow(/accepts at most 100/);
-    // The segment went where the vmlinux says, from the unpacked bytes.
-    expect(pieces.find((p) => p.address === 0x1000000)?.bytes?.length).toBe(0x800);
+    // The segment went where the vmlinux says, from the unpacked bytes, less its zero tail (which the
+    // loader leaves to fresh RAM: trimSegmentZeroTails).
+    expect(pieces.find((p) => p.address === 0x1000000)?.bytes?.length).toBe(0x600);
+    expect(pieces.find((p) => p.address === 0x1000600)?.zeroBytes).toBe(0x10000 - 0x600);
   });
 
   it('unpacks once: the next boot takes the cached vmlinux, even where the tool is gone', () => {
@@ -47,7 +49,7 @@ describe('readKernelFile and a bzImage', () => {
     expect(again).toMatchObject({ kernel: { format: 'vmlinux', unpackedFrom: { protocol: 0x020f } } });
     // ... and loads its segments from the cached file, not from a copy in memory.
     expect(again.kind === 'linux' && again.kernel.format === 'vmlinux' && again.kernel.segments[0]!.data)
-      .toEqual({ file: path.join(cache.dir, unpacked[0]!), offset: 0x200, length: 0x800 });
+      .toEqual({ file: path.join(cache.dir, unpacked[0]!), offset: 0x200, length: 0x600 });
   });
 
   it('knows an unchanged file by its stamp without hashing it again, and a changed one as new, even with its old size and mtime', () => {
@@ -85,7 +87,7 @@ describe('readKernelFile and a bzImage', () => {
     // The same kernel and setup header as the first boot's, from the cached vmlinux.
     expect(image).toMatchObject({ kind: 'linux', kernel: { format: 'vmlinux', entry: 0x1000000, unpackedFrom: { setupSects: 6, protocol: 0x020f } } });
     expect(image.kind === 'linux' && image.kernel.format === 'vmlinux' && image.kernel.segments[0]!.data)
-      .toMatchObject({ file: expect.stringContaining(cache.dir), offset: 0x200, length: 0x800 });
+      .toMatchObject({ file: expect.stringContaining(cache.dir), offset: 0x200, length: 0x600 });
     // A file rewritten meanwhile (even to the same bytes) is a new stamp, read whole again.
     writeFileSync(file, readFileSync(file));
     const rewritten = readSoFar();
@@ -151,6 +153,34 @@ describe('a vmlinux read from its headers, its segments loaded from the file', (
       expect(memory.read(gpa(0x1000000 + 0x800), 1)[0]).toBe(0);
       const region = memory.regions[0]!;
       expect(region.dirty.count()).toBeGreaterThanOrEqual(0x10000 / 4096); // invariant B: the kernel's pages are marked
+    } finally {
+      memory.dispose();
+    }
+  });
+
+  it('into fresh RAM (ramIsZero) writes only the file bytes: the zeros up to p_memsz are the fresh pages, left untouched', () => {
+    const { file, bytes } = vmlinuxFile();
+    const image = readKernelFile(file);
+    if (image.kind !== 'linux' || image.kernel.format !== 'vmlinux') throw new Error(`not a vmlinux: ${image.kind}`);
+    const memory = GuestMemory.create(256 * MiB);
+    try {
+      memory.setLogging(true);
+      loadLinux(image.kernel, memory, { cmdline: '', cpus: 1, ramIsZero: true });
+      expect(Buffer.from(memory.read(gpa(0x1000000), 0x800)).equals(Buffer.from(bytes.subarray(0x200, 0xa00)))).toBe(true);
+      expect(memory.read(gpa(0x1000800), 0x10000 - 0x800).every((b) => b === 0)).toBe(true);
+      const { dirty, start } = memory.regions[0]!;
+      const page = (addr: number) => (addr - start) / 4096;
+      expect(dirty.dirtyAt(page(0x1000000))).toBe(true); // invariant B: what the loader wrote is marked
+      for (let addr = 0x1001000; addr < 0x1010000; addr += 4096) expect(dirty.dirtyAt(page(addr)), addr.toString(16)).toBe(false);
+      // Without the promise, the same load writes (and marks) the zeros.
+      const used = GuestMemory.create(256 * MiB);
+      try {
+        used.setLogging(true);
+        loadLinux(image.kernel, used, { cmdline: '', cpus: 1 });
+        expect(used.regions[0]!.dirty.dirtyAt(page(0x100f000))).toBe(true);
+      } finally {
+        used.dispose();
+      }
     } finally {
       memory.dispose();
     }

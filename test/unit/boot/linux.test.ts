@@ -4,6 +4,7 @@ import {
   BOOT_GDT_ADDR, GiB, LINUX_CMDLINE_ADDR, MPTABLE_ADDR, MiB, ZERO_PAGE_ADDR, gpa,
 } from '../../../src/arch/x86/layout.js';
 import { BootError } from '../../../src/boot/boot-error.js';
+import { parseElf64, trimSegmentZeroTails } from '../../../src/boot/elf64.js';
 import { E820_RAM, E820_RESERVED, ZeroPage, buildBootParams, e820Entries } from '../../../src/boot/boot-params.js';
 import { parseKernelImage } from '../../../src/boot/kernel-image.js';
 import {
@@ -165,5 +166,31 @@ describe('planLinuxBoot', () => {
   it('refuses a kernel whose init_size does not fit in RAM', () => {
     const k = parseLinuxBzImage(makeBzImage({ initSize: 300 * MiB }));
     expect(() => planLinuxBoot(k, map256M, { cmdline: '', cpus: 1 })).toThrow(/needs RAM up to .*\(--mem\)/);
+  });
+});
+
+describe('trimSegmentZeroTails (a vmlinux unpacked on the host, before it is cached)', () => {
+  /** The bytes each segment puts in memory: its file bytes, then zeros up to p_memsz. */
+  const memoryImage = (image: Uint8Array) => parseElf64(image).segments.map((s) => {
+    const m = new Uint8Array(s.memSize);
+    m.set(s.data);
+    return { paddr: s.paddr, bytes: m };
+  });
+
+  it('cuts each segment\'s file bytes at its last non-zero byte and leaves the memory it describes unchanged', () => {
+    const vmlinux = makeVmlinux();
+    const before = memoryImage(vmlinux);
+    trimSegmentZeroTails(vmlinux);
+    expect(parseElf64(vmlinux).segments.map((s) => s.data.length)).toEqual([0x600]);
+    expect(memoryImage(vmlinux)).toEqual(before);
+    // A segment of zeros only keeps no file bytes at all.
+    const zeros = makeVmlinux();
+    zeros.fill(0, 0x200, 0xa00);
+    trimSegmentZeroTails(zeros);
+    expect(parseElf64(zeros).segments).toMatchObject([{ paddr: 0x1000000, memSize: 0x10000, data: { length: 0 } }]);
+  });
+
+  it('refuses what is not a valid ELF64 executable, as the parser does', () => {
+    expect(() => trimSegmentZeroTails(new Uint8Array(4096))).toThrow(BootError);
   });
 });
