@@ -158,7 +158,7 @@ const socketPath = (name) => path.join(workDir, `${name}-${++serial}.qmp`);
 function guestFor(kind) {
   return kind === 'idle'
     ? { kernel: SPIN, cmdline: '', ready: /spinning\n/ }
-    : { kernel: DIRTIER, cmdline: `start=0x${DIRTY_START.toString(16)} size=0x${dirtyBytes.toString(16)}`, ready: /dirtier: start=/ };
+    : { kernel: DIRTIER, cmdline: `start=0x${DIRTY_START.toString(16)} size=0x${dirtyBytes.toString(16)}`, ready: /dirtier: dirtying/ };
 }
 
 /** The two VMMs, started the same way: same guest, RAM, command line; the destination waits for a stream. */

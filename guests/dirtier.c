@@ -245,6 +245,11 @@ static void run(void *unused)
          * the OUT: a compiler barrier makes the report follow the pass. */
         __asm__ volatile("" : : : "memory");
         outl(PASS_PORT, (uint32_t)pass);
+        /* Said once: a host that migrates from here on finds stamped
+         * pages and a guest rewriting them (before it, kmain's ring-0 setup
+         * may still be running, emulated, with nothing written yet). */
+        if (pass == 1)
+            serial_puts("dirtier: dirtying\n");
         if (pass == cfg.passes) {
             verify(pass);
             poweroff();

@@ -84,7 +84,7 @@ expect "triple-fault -no-reboot" 0 $'about to triple fault\n'
 
 # dirtier with 128 MiB: 16 MiB-128 MiB is 0x7000000 bytes, 28672 pages.
 run 30 dirtier -m 128M -append "passes=3" </dev/null
-expect "dirtier passes=3" 0 $'dirtier: start=0x1000000 size=0x7000000 pages=28672\ndirtier: verify ok pass=3 pages=28672\n'
+expect "dirtier passes=3" 0 $'dirtier: start=0x1000000 size=0x7000000 pages=28672\ndirtier: dirtying\ndirtier: verify ok pass=3 pages=28672\n'
 
 # Commands are read once per pass, so which pass they hit depends on timing.
 run 30 dirtier -m 128M < <(printf 'vq')
@@ -93,17 +93,17 @@ expect_has "dirtier stdin vq" 0 "dirtier: start=0x1000000 size=0x7000000 pages=2
 
 # corrupt=1 leaves the middle page (0x1000000 + 128 pages) at pass 1.
 run 30 dirtier -append "passes=2 size=1M corrupt=1" </dev/null
-expect "dirtier corrupt=1 (verify fails -> 7)" 7 $'dirtier: start=0x1000000 size=0x100000 pages=256\ndirtier: verify FAILED at 0x1080000: pass=1 index=0x1080 expected pass=2 index=0x1080\ndirtier: 1 bad pages\n'
+expect "dirtier corrupt=1 (verify fails -> 7)" 7 $'dirtier: start=0x1000000 size=0x100000 pages=256\ndirtier: dirtying\ndirtier: verify FAILED at 0x1080000: pass=1 index=0x1080 expected pass=2 index=0x1080\ndirtier: 1 bad pages\n'
 
 # span=1 across the hole below 4 GiB: microvm's RAM ends at 3 GiB and goes on
 # from 4 GiB (3200 MiB: 128 MiB there), which only page directories the
 # dirtier builds itself map: 4 MiB below the hole, 128 MiB above, 33792 pages.
 run 60 dirtier -m 3200M -append "start=0xbfc00000 span=1 passes=3" </dev/null
-expect "dirtier span=1 across the 3-4 GiB hole" 0 $'dirtier: start=0xbfc00000 size=0x8400000 pages=33792 pieces=2 end=0x108000000\ndirtier: verify ok pass=3 pages=33792\n'
+expect "dirtier span=1 across the 3-4 GiB hole" 0 $'dirtier: start=0xbfc00000 size=0x8400000 pages=33792 pieces=2 end=0x108000000\ndirtier: dirtying\ndirtier: verify ok pass=3 pages=33792\n'
 
 # RAM far above 4 GiB (16 GiB into a 20 GiB guest: thirteen directories).
 run 60 dirtier -m 20G -append "start=0x400000000 span=1 size=16M passes=2" </dev/null
-expect "dirtier span=1 at 16 GiB" 0 $'dirtier: start=0x400000000 size=0x1000000 pages=4096 pieces=1 end=0x401000000\ndirtier: verify ok pass=2 pages=4096\n'
+expect "dirtier span=1 at 16 GiB" 0 $'dirtier: start=0x400000000 size=0x1000000 pages=4096 pieces=1 end=0x401000000\ndirtier: dirtying\ndirtier: verify ok pass=2 pages=4096\n'
 
 run 20 dirtier -m 3200M -append "start=0xb00000 span=1" </dev/null
 expect "dirtier span=1 refuses its page directories (-> 5)" 5 $'dirtier: bad range start=0xb00000 size=0x0: range overlaps the page directories for RAM above 4 GiB (0xc00000-0xc3bfff)\n'

@@ -1,6 +1,7 @@
 /*
  * The assembly half of lib/usermode.c: the iretq into ring 3 and the
- * exception entry stubs.
+ * exception entry stubs, which return to the faulting code when
+ * usermode_trap() has emulated the instruction.
  */
 #include "usermode.h"
 
@@ -37,9 +38,10 @@ usermode_returned:
 /*
  * One stub per exception vector 0-31. The CPU has switched to TSS.RSP0 if
  * the fault came from ring 3, aligned RSP to 16 and pushed SS, RSP, RFLAGS,
- * CS, RIP and maybe an error code; we add the vector. That is
- * struct usermode_frame in usermode.c. The handler never returns, so no
- * registers are saved.
+ * CS, RIP and maybe an error code; we add the vector and every general
+ * register. That is struct usermode_frame in usermode.c, which
+ * usermode_trap() may change (an emulated instruction: its result, the next
+ * RIP) before it returns; or it does not return at all.
  */
         .macro exc_stub vec
 exc_\vec:
@@ -55,12 +57,44 @@ exc_\vec:
         .endr
 
 exc_common:
+        pushq %rax
+        pushq %rbx
+        pushq %rcx
+        pushq %rdx
+        pushq %rsi
+        pushq %rdi
+        pushq %rbp
+        pushq %r8
+        pushq %r9
+        pushq %r10
+        pushq %r11
+        pushq %r12
+        pushq %r13
+        pushq %r14
+        pushq %r15
         cld
         movq %rsp, %rdi               /* struct usermode_frame * */
+        movq %rsp, %rbx               /* callee-saved: the frame, after the call */
         andq $-16, %rsp               /* the SysV ABI wants it at the call */
-        call usermode_fault           /* noreturn */
-1:      hlt
-        jmp 1b
+        call usermode_trap
+        movq %rbx, %rsp
+        popq %r15
+        popq %r14
+        popq %r13
+        popq %r12
+        popq %r11
+        popq %r10
+        popq %r9
+        popq %r8
+        popq %rbp
+        popq %rdi
+        popq %rsi
+        popq %rdx
+        popq %rcx
+        popq %rbx
+        popq %rax
+        addq $16, %rsp                /* vector and error code */
+        iretq
 
         .section .rodata
         .align 8

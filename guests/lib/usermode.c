@@ -20,10 +20,15 @@ struct tss64 {
     uint16_t iomap_base;
 } __attribute__((packed));
 
-/* What usermode.S leaves on the kernel stack, lowest address first. */
+/* What usermode.S leaves on the kernel stack, lowest address first: the
+ * general registers it pushed, then the vector, error code and the CPU's
+ * interrupt frame. usermode.S reloads all of it when usermode_trap returns. */
 struct usermode_frame {
+    uint64_t r15, r14, r13, r12, r11, r10, r9, r8, rbp, rdi, rsi, rdx, rcx, rbx, rax;
     uint64_t vector, error, rip, cs, rflags, rsp, ss;
 };
+
+#define RFLAGS_IF    0x200ULL
 
 struct table_ptr {
     uint16_t limit;
@@ -38,7 +43,7 @@ struct idt_gate {
 extern const uint64_t usermode_exc_stubs[32];
 extern void usermode_returned(void);
 __attribute__((noreturn)) void usermode_iret(uint64_t rip, void *arg, uint64_t rsp);
-__attribute__((noreturn)) void usermode_fault(const struct usermode_frame *f);
+void usermode_trap(struct usermode_frame *f);
 
 static struct tss64 tss;
 static struct idt_gate idt[32];
@@ -122,8 +127,76 @@ void usermode_enter(void (*fn)(void *), void *arg)
     usermode_iret((uintptr_t)fn, arg, (uintptr_t)&top[-1]);
 }
 
-void usermode_fault(const struct usermode_frame *f)
+/*
+ * Does, in ring 0, the instruction at f->rip that IOPL=3 entitles ring 3 to
+ * but that raised #GP anyway: in/out (byte, word, dword; immediate port or
+ * DX) and cli/sti. Returns 0 for anything else. Why: a KVM host that runs
+ * CPL3 natively (kvm_pvm) runs it in the host's user mode, where the host's
+ * IOPL of 0, not the guest's, decides; the guest then gets the #GP, and its
+ * frame shows IOPL=0 (seen: RFLAGS 0x10046 after usermode_iret set 0x3002).
+ * Ring 3 here is only ever entered through usermode_iret with IOPL=3, so a
+ * #GP from it on these instructions is always that host's doing. Under a
+ * host that honours IOPL this never runs. Each use costs an exception entry
+ * and this decode at CPL0, so hot loops should not do port I/O.
+ */
+static int emulate_iopl_insn(struct usermode_frame *f)
 {
+    const uint8_t *p = (const uint8_t *)(uintptr_t)f->rip;
+    unsigned n = 0, size = 4;
+    uint16_t port;
+    uint8_t op;
+
+    if (f->vector != 13 || (f->cs & 3) != 3)
+        return 0;
+    if (p[n] == 0x66) {
+        size = 2;
+        n++;
+    }
+    while ((p[n] & 0xf0) == 0x40)       /* REX: not even W widens port I/O */
+        n++;
+    op = p[n++];
+    switch (op) {
+    case 0xfa:
+        f->rflags &= ~RFLAGS_IF;
+        f->rip += n;
+        return 1;
+    case 0xfb:
+        f->rflags |= RFLAGS_IF;
+        f->rip += n;
+        return 1;
+    case 0xe4: case 0xe5: case 0xe6: case 0xe7:
+        port = p[n++];
+        break;
+    case 0xec: case 0xed: case 0xee: case 0xef:
+        port = (uint16_t)f->rdx;
+        break;
+    default:
+        return 0;
+    }
+    if (!(op & 1))
+        size = 1;
+    if (op & 2) {                       /* out */
+        if (size == 1)
+            outb(port, (uint8_t)f->rax);
+        else if (size == 2)
+            outw(port, (uint16_t)f->rax);
+        else
+            outl(port, (uint32_t)f->rax);
+    } else if (size == 1) {             /* in: as the CPU, AL and AX merge, EAX zero-extends */
+        f->rax = (f->rax & ~0xffULL) | inb(port);
+    } else if (size == 2) {
+        f->rax = (f->rax & ~0xffffULL) | inw(port);
+    } else {
+        f->rax = inl(port);
+    }
+    f->rip += n;
+    return 1;
+}
+
+void usermode_trap(struct usermode_frame *f)
+{
+    if (emulate_iopl_insn(f))
+        return;
     /* hlt is privileged, so halt_forever() in ring 3 (e.g. after a
      * guest_exit() no device heard) lands here: do what it meant. */
     if (f->vector == 13 && (f->cs & 3) == 3 && *(const uint8_t *)(uintptr_t)f->rip == 0xf4)
@@ -136,6 +209,8 @@ void usermode_fault(const struct usermode_frame *f)
     serial_put_hex(f->rip);
     serial_puts(" cs=");
     serial_put_hex(f->cs);
+    serial_puts(" rflags=");
+    serial_put_hex(f->rflags);
     serial_puts(" rsp=");
     serial_put_hex(f->rsp);
     if (f->vector == 14) {

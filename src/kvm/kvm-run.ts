@@ -29,8 +29,13 @@ export const KvmRunOffset = {
   MMIO_IS_WRITE: 52,
   // KVM_EXIT_FAIL_ENTRY: { u64 hardware_entry_failure_reason; u32 cpu; }
   FAIL_ENTRY_REASON: 32,
-  // KVM_EXIT_INTERNAL_ERROR: { u32 suberror; u32 ndata; u64 data[16]; }
+  // KVM_EXIT_INTERNAL_ERROR: { u32 suberror; u32 ndata; u64 data[16]; }; for suberror 1 (emulation)
+  // data is { u64 flags; u8 insn_size; u8 insn_bytes[15]; ... } (struct emulation_failure).
   INTERNAL_SUBERROR: 32,
+  INTERNAL_NDATA: 36,
+  EMULATION_FAILURE_FLAGS: 40,
+  EMULATION_FAILURE_INSN_SIZE: 48,
+  EMULATION_FAILURE_INSN_BYTES: 49,
   // KVM_EXIT_SYSTEM_EVENT: { u32 type; u32 ndata; u64 data[16]; }
   SYSTEM_EVENT_TYPE: 32,
 } as const;

@@ -63,13 +63,39 @@ export function handleExit(run: KvmRunView, buses: ExitBuses): VcpuStop | undefi
         message: `KVM could not enter the guest (KVM_EXIT_FAIL_ENTRY, hardware reason 0x${v.getBigUint64(R.FAIL_ENTRY_REASON, true).toString(16)})`,
       };
     case ExitReason.INTERNAL_ERROR:
-      return {
-        kind: 'error',
-        message: `KVM internal error (KVM_EXIT_INTERNAL_ERROR, suberror ${v.getUint32(R.INTERNAL_SUBERROR, true)})`,
-      };
+      return { kind: 'error', message: `KVM internal error (${describeInternalError(v)})` };
     default:
       return { kind: 'error', message: `unhandled exit ${exitReasonName(reason)}` };
   }
+}
+
+/** include/uapi/linux/kvm.h, KVM_INTERNAL_ERROR_*. */
+const INTERNAL_SUBERRORS: Readonly<Record<number, string>> = {
+  1: 'emulation failure',
+  2: 'simultaneous exceptions',
+  3: 'an event could not be delivered',
+  4: 'unexpected exit reason',
+};
+const INTERNAL_ERROR_EMULATION = 1;
+const EMULATION_FLAG_INSTRUCTION_BYTES = 1;
+
+/**
+ * KVM_EXIT_INTERNAL_ERROR's suberror by name and, for an emulation failure whose instruction bytes KVM
+ * reported (flag 1), those bytes: on a host that emulates guest CPL0 code (kvm_pvm), this is how a
+ * guest instruction the host cannot emulate, or a triple fault it cannot deliver, reaches us.
+ */
+function describeInternalError(v: DataView): string {
+  const suberror = v.getUint32(R.INTERNAL_SUBERROR, true);
+  let text = `KVM_EXIT_INTERNAL_ERROR, suberror ${suberror}`;
+  const name = INTERNAL_SUBERRORS[suberror];
+  if (name !== undefined) text += `: ${name}`;
+  if (suberror === INTERNAL_ERROR_EMULATION && v.getUint32(R.INTERNAL_NDATA, true) >= 3
+    && (v.getUint32(R.EMULATION_FAILURE_FLAGS, true) & EMULATION_FLAG_INSTRUCTION_BYTES) !== 0) {
+    const size = Math.min(v.getUint8(R.EMULATION_FAILURE_INSN_SIZE), 15);
+    const bytes = Array.from({ length: size }, (_, i) => v.getUint8(R.EMULATION_FAILURE_INSN_BYTES + i).toString(16).padStart(2, '0'));
+    if (size > 0) text += `, instruction bytes ${bytes.join(' ')}`;
+  }
+  return text;
 }
 
 function handleIo(run: KvmRunView, pio: IoBus): void {

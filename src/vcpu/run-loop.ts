@@ -1,5 +1,6 @@
 import type { NativeAddon } from '../kvm/addon-types.js';
 import { KvmRunOffset, kvmRun } from '../kvm/kvm-run.js';
+import { KVM_REGS_SIZE, decodeRegs } from '../kvm/structs.js';
 import { Ctl, Request, State, THROTTLE_SLICE_MS } from './control-block.js';
 import { tracePhase } from '../machine/phase-trace.js';
 import { handleExit, type ExitBuses, type KvmRunView, type VcpuStop } from './exit-handler.js';
@@ -80,7 +81,20 @@ export function runLoop(
     }
     exitPending = true;
     ctl[Ctl.EXITS] = (ctl[Ctl.EXITS]! + 1) | 0;
-    const stop = handleExit(run, buses) ?? deviceStop();
+    const exitStop = handleExit(run, buses);
+    if (exitStop?.kind === 'error') return { kind: 'error', message: `${exitStop.message} at guest RIP ${guestRip(native, vcpuFd)}` };
+    const stop = exitStop ?? deviceStop();
     if (stop !== undefined) return stop;
   }
+}
+
+/** Where the guest was when KVM gave up on it, for the error that ends the VM; off the hot path. */
+function guestRip(native: NativeAddon, vcpuFd: number): string {
+  const regs = new Uint8Array(KVM_REGS_SIZE);
+  try {
+    native.kvmGetRegs(vcpuFd, regs);
+  } catch (e) {
+    return `unknown (${e instanceof Error ? e.message : String(e)})`;
+  }
+  return `0x${decodeRegs(regs).rip.toString(16)}`;
 }

@@ -4,7 +4,7 @@ import { MiB } from '../../src/arch/x86/layout.js';
 import { e820Entries } from '../../src/boot/boot-params.js';
 import { memoryMap } from '../../src/boot/memory-map.js';
 import { ramLayout } from '../../src/memory/guest-memory.js';
-import { describeKvm } from '../helpers/kvm.js';
+import { describeKvm, kvmIsPvm } from '../helpers/kvm.js';
 import { TsvmmProcess } from '../helpers/tsvmm-process.js';
 
 /**
@@ -21,7 +21,10 @@ function linuxKernel(): string {
 }
 
 const MEM = 512 * MiB;
-/** Nested KVM (under QEMU TCG) takes about a minute to the banner and three to the second CPU; real KVM, a second. */
+/**
+ * Nested KVM (under QEMU TCG) takes about a minute to the banner and three to the second CPU; kvm_pvm
+ * about 20 s to the banner (guest CPL0 code emulated) and 40 s to the MP table; hardware KVM, a second.
+ */
 const BOOT_TIMEOUT_MS = 6 * 60_000;
 
 const hex16 = (n: number) => `0x${n.toString(16).padStart(16, '0')}`;
@@ -52,7 +55,7 @@ describeKvm('Linux boots on tsvmm', () => {
     expect(vm.console()).toContain('Command line: console=ttyS0 earlyprintk=ttyS0');
   }
 
-  it("Debian's kernel, unpacked on the host, prints its banner and the e820 map our loader wrote, and brings up both vCPUs of our MP table", async () => {
+  it("Debian's kernel, unpacked on the host, prints its banner, the e820 map our loader wrote and our MP table's two vCPUs, and (where the host runs it that far) brings both up", async () => {
     const t0 = Date.now();
     const { kernel, vm, waitForConsole } = boot([]);
     try {
@@ -62,6 +65,15 @@ describeKvm('Linux boots on tsvmm', () => {
       // The MP table lists both vCPUs, as Linux reports when it parses it, and the AP starts (INIT/SIPI
       // through the in-kernel LAPIC; KVM_RUN's EAGAIN on the way).
       await waitForConsole(/Processors: 2\r?\n/);
+      if (kvmIsPvm()) {
+        // kvm_pvm emulates the kernel (CPL0) instruction by instruction and cannot emulate all of it:
+        // Debian's 6.1 stops in mm_init at a lock cmpxchg16b (f0 48 0f c7 ...), under QEMU too, long
+        // before the AP starts. What we can check here ends with the MP table.
+        process.stderr.write(`linux-boot: "Linux version" after ${(bannerMs / 1000).toFixed(1)} s, the MP table's 2 CPUs after ${((Date.now() - t0) / 1000).toFixed(1)} s (${kernel}); kvm_pvm cannot run the kernel as far as the second CPU\n`);
+        vm.kill('SIGTERM');
+        expect([143, 6]).toContain(await vm.exited);
+        return;
+      }
       await waitForConsole(/smp: Brought up 1 node, 2 CPUs/);
       process.stderr.write(`linux-boot: "Linux version" after ${(bannerMs / 1000).toFixed(1)} s, both CPUs up after ${((Date.now() - t0) / 1000).toFixed(1)} s (${kernel})\n`);
       vm.kill('SIGTERM');
@@ -71,7 +83,12 @@ describeKvm('Linux boots on tsvmm', () => {
     }
   }, BOOT_TIMEOUT_MS + 60_000);
 
-  it('with --kernel-decompress guest, the bzImage\'s own decompressor runs and the kernel reaches the same e820 map', async () => {
+  // The decompressor is guest CPL0 code: at kvm_pvm's ~2 million instructions per second, unpacking
+  // Debian's xz payload alone takes many minutes, more than CI can give one test.
+  const itUnlessPvm = kvmIsPvm() ? it.skip : it;
+  if (kvmIsPvm()) process.stderr.write('linux-boot: SKIPPING the --kernel-decompress guest boot: /dev/kvm is kvm_pvm, which emulates the decompressor too slowly for a test\n');
+
+  itUnlessPvm('with --kernel-decompress guest, the bzImage\'s own decompressor runs and the kernel reaches the same e820 map', async () => {
     const t0 = Date.now();
     const { kernel, vm, waitForConsole } = boot(['--kernel-decompress', 'guest']);
     try {

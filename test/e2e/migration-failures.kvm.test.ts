@@ -6,7 +6,7 @@ import net from 'node:net';
 import { expect, it } from 'vitest';
 import { describeKvm } from '../helpers/kvm.js';
 import {
-  DIRTIER, destination, guestVerifies, migrationEnd, migrationWhere, processPool, qmp, truncatingRelay,
+  DIRTIER, DIRTYING, destination, guestVerifies, migrationEnd, migrationWhere, processPool, qmp, truncatingRelay,
 } from '../helpers/migration.js';
 
 const MEM = '256M';
@@ -17,7 +17,7 @@ const start = processPool();
 
 async function dirtyingSource(name = 'src') {
   const src = start([DIRTIER, '--mem', MEM, '--cmdline', STAMPS], name);
-  await src.waitForConsole(/dirtier: start=/);
+  await src.waitForConsole(DIRTYING);
   const client = await qmp(src);
   await client.execute('migrate-set-parameters', { 'max-bandwidth': SLOW_BYTES_PER_S });
   return { src, client };

@@ -2,7 +2,7 @@
 // stream crosses a real (virtual) link between two network stacks rather than loopback.
 import { afterAll, expect, it } from 'vitest';
 import { describeKvm } from '../helpers/kvm.js';
-import { DIRTIER, destination, guestVerifies, migrationEnd, processPool, qmp } from '../helpers/migration.js';
+import { DIRTIER, DIRTYING, destination, guestVerifies, migrationEnd, processPool, qmp } from '../helpers/migration.js';
 import { makeHostPair } from '../helpers/netns.js';
 
 const MEM = '256M';
@@ -22,7 +22,7 @@ describeKvm('live migration between two network namespaces', () => {
     const { dst, uri } = await destination(start, [DIRTIER, '--mem', MEM], 'dst-b', hosts.b.ip, hosts.b.prefix);
     expect(uri).toMatch(/^tcp:10\.211\.0\.2:/);
     const src = start([DIRTIER, '--mem', MEM, '--cmdline', STAMPS], 'src-a', {}, hosts.a.prefix);
-    await src.waitForConsole(/dirtier: start=/);
+    await src.waitForConsole(DIRTYING);
     const client = await qmp(src);
     await client.execute('migrate-set-parameters', { 'x-verify': true });
     await client.execute('migrate', { uri });
@@ -35,7 +35,7 @@ describeKvm('live migration between two network namespaces', () => {
 
   it('host B is unreachable from A on a port nobody listens on: failed, and A keeps its guest', async () => {
     const src = start([DIRTIER, '--mem', MEM, '--cmdline', STAMPS], 'src-a', {}, hosts.a.prefix);
-    await src.waitForConsole(/dirtier: start=/);
+    await src.waitForConsole(DIRTYING);
     const client = await qmp(src);
     await client.execute('migrate', { uri: `tcp:${hosts.b.ip}:1` });
     const info = await migrationEnd(client);

@@ -3,7 +3,7 @@
 // --incoming defer that listens on migrate-incoming.
 import { expect, it } from 'vitest';
 import { describeKvm } from '../helpers/kvm.js';
-import { DIRTIER, guestVerifies, migrationEnd, processPool, qmp } from '../helpers/migration.js';
+import { DIRTIER, DIRTYING, guestVerifies, migrationEnd, processPool, qmp } from '../helpers/migration.js';
 import { makeCa, makeCreds } from '../helpers/tls-certs.js';
 import { migrationPort } from '../helpers/tsvmm-process.js';
 
@@ -21,7 +21,7 @@ async function tlsMigration(clientDir: string, multifdChannels = 0) {
   const uri = `tcp:127.0.0.1:${migrationPort()}`;
   await dstQmp.execute('migrate-incoming', { uri });
   const src = start([DIRTIER, '--mem', MEM, '--cmdline', STAMPS, '--object', creds(clientDir, 'client')], 'src');
-  await src.waitForConsole(/dirtier: start=/);
+  await src.waitForConsole(DIRTYING);
   const client = await qmp(src);
   await client.execute('migrate-set-parameters', { 'tls-creds': 'tls0', 'x-verify': true });
   if (multifdChannels > 0) {

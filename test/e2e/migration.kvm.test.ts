@@ -2,7 +2,9 @@
 import { expect, it } from 'vitest';
 import { QmpClient } from '../../src/control/qmp-client.js';
 import { describeKvm } from '../helpers/kvm.js';
-import { DIRTIER, destination, guestVerifies, migrationEnd, processPool, qmp, sleep } from '../helpers/migration.js';
+import {
+  DIRTIER, DIRTYING, destination, guestVerifies, migrationEnd, processPool, qmp, sleep,
+} from '../helpers/migration.js';
 import { TsvmmProcess, migrationPort } from '../helpers/tsvmm-process.js';
 
 const MEM = '256M';
@@ -13,7 +15,7 @@ describeKvm('live migration between two tsvmm processes', () => {
   it('a 1 GiB dirtier migrates while dirtying; verify on; it verifies its own stamps on the destination', async () => {
     const { dst, uri } = await destination(start, [DIRTIER, '--mem', '1G']);
     const src = start([DIRTIER, '--mem', '1G', '--cmdline', STAMPS], 'src');
-    await src.waitForConsole(/dirtier: start=/);
+    await src.waitForConsole(DIRTYING);
     await sleep(300); // let it dirty for a while
 
     const client = await qmp(src);
@@ -36,7 +38,7 @@ describeKvm('live migration between two tsvmm processes', () => {
 
   it('a failed migration (destination gone) leaves the source guest running', async () => {
     const src = start([DIRTIER, '--mem', MEM, '--cmdline', STAMPS], 'src');
-    await src.waitForConsole(/dirtier: start=/);
+    await src.waitForConsole(DIRTYING);
     const client = await qmp(src);
     await client.execute('migrate', { uri: `tcp:127.0.0.1:${migrationPort()}` }); // nobody listens
     const info = await migrationEnd(client);
@@ -52,7 +54,7 @@ describeKvm('live migration between two tsvmm processes', () => {
   it('the destination refuses a machine shape mismatch before touching its guest; the source runs on', async () => {
     const { dst, uri } = await destination(start, [DIRTIER, '--mem', '128M']);
     const src = start([DIRTIER, '--mem', MEM, '--cmdline', STAMPS], 'src');
-    await src.waitForConsole(/dirtier: start=/);
+    await src.waitForConsole(DIRTYING);
     const client = await qmp(src);
     await client.execute('migrate', { uri });
     const info = await migrationEnd(client);
@@ -70,7 +72,7 @@ describeKvm('live migration between two tsvmm processes', () => {
   async function migrateWhileChurning(env: Record<string, string>): Promise<{ info: Record<string, any>; src: TsvmmProcess; dst: TsvmmProcess; client: QmpClient; runEvents: string[] }> {
     const { dst, uri } = await destination(start, [DIRTIER, '--mem', MEM]);
     const src = start([DIRTIER, '--mem', MEM, '--cmdline', STAMPS], 'src', { TSVMM_TEST_ONLY_CHURN_MEMSLOTS: '1', ...env });
-    await src.waitForConsole(/dirtier: start=/);
+    await src.waitForConsole(DIRTYING);
     await sleep(300);
     const client = await qmp(src);
     const runEvents: string[] = [];
@@ -108,7 +110,7 @@ describeKvm('live migration between two tsvmm processes', () => {
   it('ping-pong: the same guest migrates back and forth 10 times and verifies itself after every hop', async () => {
     const PING_MEM = '64M';
     let here = start([DIRTIER, '--mem', PING_MEM, '--cmdline', 'start=0x1000000 size=0x1000000'], 'hop0');
-    await here.waitForConsole(/dirtier: start=/);
+    await here.waitForConsole(DIRTYING);
     for (let hop = 1; hop <= 10; hop++) {
       const { dst, uri } = await destination(start, [DIRTIER, '--mem', PING_MEM], `hop${hop}`);
       const client = await qmp(here);
@@ -127,7 +129,7 @@ describeKvm('live migration between two tsvmm processes', () => {
   it('multifd: RAM over 3 channel connections from worker threads; verify on; the guest verifies itself', async () => {
     const { dst, uri } = await destination(start, [DIRTIER, '--mem', MEM]);
     const src = start([DIRTIER, '--mem', MEM, '--cmdline', STAMPS], 'src');
-    await src.waitForConsole(/dirtier: start=/);
+    await src.waitForConsole(DIRTYING);
     const client = await qmp(src);
     await client.execute('migrate-set-capabilities', { capabilities: [{ capability: 'multifd', state: true }] });
     await client.execute('migrate-set-parameters', { 'multifd-channels': 3, 'x-verify': true });

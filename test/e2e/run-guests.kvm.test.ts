@@ -2,7 +2,7 @@ import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { expect, it } from 'vitest';
-import { describeKvm } from '../helpers/kvm.js';
+import { describeKvm, kvmIsPvm } from '../helpers/kvm.js';
 import { guest } from '../helpers/paths.js';
 import { runCli } from '../helpers/run-cli.js';
 
@@ -25,7 +25,13 @@ describeKvm('tsvmm run: real guests on real KVM, as a user runs them', () => {
   it('a triple fault ends the VM with status 6 and says so', async () => {
     const r = await runCli(['run', guest('triple-fault')]);
     expect(r.stdout).toContain('about to triple fault');
-    expect(r.stderr).toBe('tsvmm: guest triple-faulted (KVM_EXIT_SHUTDOWN)\n');
+    if (kvmIsPvm()) {
+      // kvm_pvm emulates the int3 that should triple-fault (empty IDT) and fails: KVM reports an
+      // emulation failure with the instruction's bytes, not a shutdown (QEMU there prints the same).
+      expect(r.stderr).toMatch(/^tsvmm: KVM internal error \(KVM_EXIT_INTERNAL_ERROR, suberror 1: emulation failure, instruction bytes cc( [0-9a-f]{2})*\) at guest RIP 0x[0-9a-f]+\n$/);
+    } else {
+      expect(r.stderr).toBe('tsvmm: guest triple-faulted (KVM_EXIT_SHUTDOWN)\n');
+    }
     expect(r.status).toBe(6);
   });
 

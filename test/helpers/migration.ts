@@ -7,6 +7,12 @@ import { guest } from './paths.js';
 import { TsvmmProcess, migrationPort } from './tsvmm-process.js';
 
 export const DIRTIER = guest('dirtier');
+/**
+ * What the dirtier says after its first pass. Wait for it, not for its start-up line, before
+ * migrating: until then its ring-0 set-up may still be running (emulated, on kvm_pvm, while the VMM
+ * runs natively) with nothing stamped, and a migration of untouched RAM completes before it starts.
+ */
+export const DIRTYING = /dirtier: dirtying\n/;
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** The processes a suite started; every one is killed after each test, whatever its outcome. */

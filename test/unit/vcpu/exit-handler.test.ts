@@ -108,7 +108,21 @@ describe('handleExit', () => {
     v.setBigUint64(R.FAIL_ENTRY_REASON, 0x21n, true);
     expect(handleExit(run, b)).toEqual({ kind: 'error', message: expect.stringContaining('0x21') });
     v.setUint32(R.EXIT_REASON, ExitReason.INTERNAL_ERROR, true);
-    expect(handleExit(run, b)).toMatchObject({ kind: 'error', message: expect.stringContaining('KVM_EXIT_INTERNAL_ERROR') });
+    v.setUint32(R.INTERNAL_SUBERROR, 3, true);
+    expect(handleExit(run, b)).toEqual({ kind: 'error', message: 'KVM internal error (KVM_EXIT_INTERNAL_ERROR, suberror 3: an event could not be delivered)' });
+    // An emulation failure with its instruction bytes (flags bit 0), as kvm_pvm reports the int3 of
+    // guests/triple-fault.c: what QEMU prints as "extra data" 0x1, 0xfeebcc0f ...
+    v.setUint32(R.INTERNAL_SUBERROR, 1, true);
+    v.setUint32(R.INTERNAL_NDATA, 4, true);
+    v.setBigUint64(R.EMULATION_FAILURE_FLAGS, 1n, true);
+    v.setUint8(R.EMULATION_FAILURE_INSN_SIZE, 3);
+    run.bytes.set([0xcc, 0xeb, 0xfe], R.EMULATION_FAILURE_INSN_BYTES);
+    expect(handleExit(run, b)).toEqual({
+      kind: 'error', message: 'KVM internal error (KVM_EXIT_INTERNAL_ERROR, suberror 1: emulation failure, instruction bytes cc eb fe)',
+    });
+    // Without the flag the bytes are not KVM's to trust.
+    v.setBigUint64(R.EMULATION_FAILURE_FLAGS, 0n, true);
+    expect(handleExit(run, b)).toEqual({ kind: 'error', message: 'KVM internal error (KVM_EXIT_INTERNAL_ERROR, suberror 1: emulation failure)' });
     v.setUint32(R.EXIT_REASON, 99, true);
     expect(handleExit(run, b)).toMatchObject({ kind: 'error', message: 'unhandled exit KVM_EXIT_99' });
   });
