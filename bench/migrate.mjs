@@ -375,9 +375,12 @@ function row(label, r, limit) {
     + `passes ${i.ram['dirty-sync-count']}${r.dirtyRate === undefined ? '' : `, guest dirtied ${Math.round(r.dirtyRate)} pages/s before`}; ${r.check}`;
 }
 
-const inNested = existsSync('/proc/cpuinfo') && /hypervisor/.test(readFileSync('/proc/cpuinfo', 'utf8'));
+/** kvm_pvm (a KVM for hosts that are VMs themselves) is this host's own KVM, not nested KVM on TCG. */
+const kvmPvm = existsSync('/sys/module/kvm_pvm');
+const inNested = !kvmPvm && existsSync('/proc/cpuinfo') && /hypervisor/.test(readFileSync('/proc/cpuinfo', 'utf8'));
 console.log('migrate: live migration over loopback TCP, tsvmm vs QEMU microvm with KVM, the same guests, in one run');
 if (inNested) console.log('  NOTE: this host is itself a VM (cpuinfo: hypervisor); under nested KVM on TCG all figures are distorted');
+if (kvmPvm) console.log('  NOTE: /dev/kvm is kvm_pvm: guest CPL0 code is emulated (the idle guest\'s loop), CPL3 runs natively (the dirtier\'s)');
 console.log(`  both: max-bandwidth 0 (unlimited), downtime-limit ${downtimeLimitMs} ms, auto-converge on, ${multifdChannels > 0 ? `multifd with ${multifdChannels} channels` : 'one TCP channel'}`);
 console.log(`  idle = guests/build/spin.elf (ring-0 counter loop, one page dirty); dirtying = guests/build/dirtier.elf `
   + `rewriting ${fmtBytes(dirtyBytes)} from 16 MiB, pass after pass, migrated after a full pass, verified on the destination`);
