@@ -12,12 +12,12 @@
 // Reproduce: node bench/linux-banner.mjs [--kernel /boot/vmlinuz-...|vmlinux] [--runs N] [--timeout SECONDS]
 //   (no /dev/kvm here? scripts/nested-kvm/run.sh -- node bench/linux-banner.mjs ...)
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
-import { kvmAvailable } from './kvm-available.mjs';
+import { kvmAvailable, kvmIsPvm } from './kvm-available.mjs';
 import { TRACE_ENV, milestones, parsePhases, phaseMs } from './phase-trace.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -58,7 +58,7 @@ const tsvmmGuestUnpacks = tsvmmRun('--kernel-decompress', 'guest');
  * QEMU aborts), and at its ~2 million instructions per second a guest-side decompressor takes minutes:
  * there QEMU runs its default CPU model and tsvmm's --kernel-decompress guest runs are left out.
  */
-const kvmPvm = existsSync('/sys/module/kvm_pvm');
+const kvmPvm = kvmIsPvm();
 const qemuWith = (k) => ['qemu-system-x86_64', [
   '-enable-kvm', ...(kvmPvm ? [] : ['-cpu', 'host']), '-M', 'microvm,isa-serial=on', '-nodefaults', '-no-user-config', '-display', 'none',
   '-serial', 'stdio', '-m', values.mem, '-kernel', k, '-append', cmdline,

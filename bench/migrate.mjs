@@ -26,7 +26,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
-import { kvmAvailable } from './kvm-available.mjs';
+import { kvmAvailable, kvmIsPvm } from './kvm-available.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const { QmpClient } = await import(path.join(root, 'dist', 'control', 'qmp-client.js'));
@@ -404,7 +404,7 @@ function row(label, r, limit) {
 }
 
 /** kvm_pvm (a KVM for hosts that are VMs themselves) is this host's own KVM, not nested KVM on TCG. */
-const kvmPvm = existsSync('/sys/module/kvm_pvm');
+const kvmPvm = kvmIsPvm();
 const inNested = !kvmPvm && existsSync('/proc/cpuinfo') && /hypervisor/.test(readFileSync('/proc/cpuinfo', 'utf8'));
 console.log('migrate: live migration over loopback TCP, tsvmm vs QEMU microvm with KVM, the same guests, in one run');
 if (inNested) console.log('  NOTE: this host is itself a VM (cpuinfo: hypervisor); under nested KVM on TCG all figures are distorted');

@@ -31,6 +31,8 @@ function u64(v: DataView, at: number, what: string): number {
 
 /** A PT_LOAD program header: `fileSize` bytes from file `offset` go to `paddr`; the rest of `memSize` is zeroed. */
 export interface Elf64SegmentHeader {
+  /** Where in the file the program header itself lies. */
+  readonly headerAt: number;
   readonly paddr: number;
   readonly offset: number;
   readonly fileSize: number;
@@ -74,7 +76,7 @@ export function parseElf64Headers(head: Uint8Array, fileSize: number): { entry: 
     if (offset + segFileSize > fileSize) throw new BootError(`ELF segment ${i} lies outside the file (is it truncated?)`);
     if (segFileSize > memSize) throw new BootError(`ELF segment ${i} has p_filesz > p_memsz`);
     if (memSize === 0) continue;
-    segments.push({ paddr, offset, fileSize: segFileSize, memSize });
+    segments.push({ headerAt: at, paddr, offset, fileSize: segFileSize, memSize });
   }
   if (segments.length === 0) throw new BootError('ELF file has no loadable segment');
   return { entry, segments };
@@ -94,16 +96,10 @@ export function parseElf64(image: Uint8Array): Elf64Image {
  * `image` must be a valid ELF64 file (parseElf64Headers throws a BootError otherwise).
  */
 export function trimSegmentZeroTails(image: Uint8Array): void {
-  parseElf64Headers(image, image.length);
   const v = new DataView(image.buffer, image.byteOffset, image.byteLength);
-  const phoff = Number(v.getBigUint64(32, true));
-  const phentsize = v.getUint16(54, true);
-  for (let i = 0; i < v.getUint16(56, true); i++) {
-    const at = phoff + i * phentsize;
-    if (v.getUint32(at, true) !== PT_LOAD) continue;
-    const offset = Number(v.getBigUint64(at + 8, true));
-    let end = offset + Number(v.getBigUint64(at + 32, true));
+  for (const { headerAt, offset, fileSize } of parseElf64Headers(image, image.length).segments) {
+    let end = offset + fileSize;
     while (end > offset && image[end - 1] === 0) end--;
-    v.setBigUint64(at + 32, BigInt(end - offset), true);
+    v.setBigUint64(headerAt + 32, BigInt(end - offset), true); // p_filesz
   }
 }
