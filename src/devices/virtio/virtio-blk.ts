@@ -50,14 +50,22 @@ export class VirtioBlk extends VirtioDevice {
     if (isSyncBlockBackend(backend)) {
       // Each request is done before the next is popped, so a batch completes within this call: its
       // used entries go in as they finish and one interrupt follows the batch, not one per request.
+      // While it is served the driver is asked not to kick (QEMU's virtio_blk_handle_vq does the
+      // same): what it adds meanwhile is popped here anyway, and each kick it skips is a vCPU exit,
+      // ~10 us of guest time on kvm_pvm against ~45 us per 4 KiB request. Kicks go back on before
+      // the ring is looked at a last time (see setNotification).
       this.guarded(() => {
         let used = 0;
-        for (let chain = queue.pop(); chain !== undefined; chain = this.active ? queue.pop() : undefined) {
-          const len = this.serveNow(chain, backend, epoch);
-          if (!this.isCurrent(epoch)) return; // reset under us: this batch is the old device's
-          queue.pushUsed(chain.head, len);
-          used++;
-        }
+        do {
+          queue.setNotification(false);
+          for (let chain = queue.pop(); chain !== undefined; chain = this.active ? queue.pop() : undefined) {
+            const len = this.serveNow(chain, backend, epoch);
+            if (!this.isCurrent(epoch)) return; // reset under us: this batch is the old device's
+            queue.pushUsed(chain.head, len);
+            used++;
+          }
+          queue.setNotification(true);
+        } while (this.active && queue.pending() > 0);
         if (used > 0 && queue.wantsInterrupt()) this.transport.raiseInterrupt(Interrupt.USED_BUFFER);
       });
       return;

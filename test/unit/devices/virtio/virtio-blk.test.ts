@@ -5,7 +5,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { gpa, MiB } from '../../../../src/arch/x86/layout.js';
 import { GuestMemory } from '../../../../src/memory/guest-memory.js';
 import { DiskError, FileBlockBackend, SyncFdBlockBackend, type BlockBackend } from '../../../../src/devices/virtio/block-backend.js';
-import { BlkStatus, BlkType, MmioReg, Status } from '../../../../src/devices/virtio/constants.js';
+import { BlkStatus, BlkType, MmioReg, Status, VIRTQ_USED_F_NO_NOTIFY } from '../../../../src/devices/virtio/constants.js';
 import { VirtioMmioTransport, createTransportState } from '../../../../src/devices/virtio/mmio-transport.js';
 import { VirtioBlk, blkIdentity } from '../../../../src/devices/virtio/virtio-blk.js';
 import { TestDriver, bringUp, until } from './test-driver.js';
@@ -142,6 +142,31 @@ describe('virtio-blk over a raw image file', () => {
     for (const page of [A, B, C].map((a) => a / 4096)) expect(mem.regions[0]!.dirty.dirtyAt(page)).toBe(true);
     expect(mem.regions[0]!.dirty.dirtyAt(OUT_REST / 4096)).toBe(false); // a disk write only reads guest memory
     expect([...readFileSync(image).subarray(9 * 512, 10 * 512)]).toEqual([...new Uint8Array(100).fill(0x11), ...new Uint8Array(412).fill(0x22)]);
+  });
+
+  it('synchronous backend: kicks are off while a batch is served, and what the driver adds meanwhile is served in the same notify; kicks are back on after', async () => {
+    const env = await device(false, true);
+    const usedFlags = () => mem.readU16(gpa(env.d.config.used));
+    const served = (env.blk as unknown as { backend: SyncFdBlockBackend }).backend;
+    const real = served.readSync.bind(served);
+    const flagsSeen: number[] = [];
+    served.readSync = (target, offset) => {
+      flagsSeen.push(usedFlags());
+      // The driver adds a second request while the first is being served, and (seeing NO_NOTIFY) does not kick.
+      if (flagsSeen.length === 1) env.d.publish(env.d.chain([{ addr: HDR, len: 16 }, { addr: DATA + 0x1000, len: 512, write: true }, { addr: STATUS_AT + 1, len: 1, write: true }]));
+      return real(target, offset);
+    };
+    const header = new DataView(new ArrayBuffer(16));
+    header.setUint32(0, BlkType.IN, true);
+    mem.write(gpa(HDR), new Uint8Array(header.buffer));
+    const before = env.d.usedIdx();
+    env.d.publish(env.d.chain([{ addr: HDR, len: 16 }, { addr: DATA, len: 512, write: true }, { addr: STATUS_AT, len: 1, write: true }]));
+    expect(usedFlags()).toBe(0);
+    env.blk.notify(0);
+    expect(flagsSeen).toEqual([VIRTQ_USED_F_NO_NOTIFY, VIRTQ_USED_F_NO_NOTIFY]);
+    expect(env.d.usedIdx()).toBe((before + 2) & 0xffff);
+    expect(usedFlags()).toBe(0);
+    expect(env.levels).toEqual([true]);
   });
 
   it('synchronous backend: a failing host I/O or a read-only disk answers IOERR, and a bad chain breaks the device', async () => {
