@@ -1,4 +1,4 @@
-import { tracePhase } from '../machine/phase-trace.js';
+import { TRACE_PHASES, tracePhase } from '../machine/phase-trace.js';
 import { randomBytes } from 'node:crypto';
 import type { Socket } from 'node:net';
 import type { GuestMemory } from '../memory/guest-memory.js';
@@ -25,6 +25,8 @@ export interface MigrationSource {
   throttle(percent: number): void;
   shape(): MachineShape;
   captureState(): { name: string; state: unknown }[];
+  /** State readable while the guest runs, to rehearse the switch-over's encoding on (Vm.rehearsalState). */
+  rehearsalState?(): { name: string; state: unknown }[];
 }
 
 export class MigrationFailed extends Error {
@@ -163,8 +165,14 @@ export class PrecopySender {
         this.channels = await multifd.open(session, () => this.send(multifdRecord(multifd.channels, session)));
       }
       this.setState('active');
+      // The switch-over's encoder, run once now on state read live and dropped: its first run (V8
+      // compiling it) is then not in the downtime. On kvm_pvm an idle guest's capture and encode at
+      // switch-over took 1.9 ms without this, 1.2 ms with it (medians of 5, of ~5 ms of downtime).
+      // The destination rehearses its restore likewise (Vm.rehearseStateRestore).
+      for (const piece of this.vm.rehearsalState?.() ?? []) stateRecord(piece.name, piece.state);
       await this.vm.dirty.start();
       const passStart = Date.now();
+      tracePhase('migration: pass 1, every page');
       await this.sendAllPages();
       await this.endPass(passStart, 0);
       let pending: RegionDirtyPages[];
@@ -185,6 +193,7 @@ export class PrecopySender {
         const sinceLastSync = Math.max(0.001, (t0 - lastSync) / 1000);
         lastSync = t0;
         this.remainingBytes = pages * PAGE_BYTES;
+        if (TRACE_PHASES) tracePhase(`migration: sync ${this.pass}: ${pages} dirty pages, expected downtime ${this.expectedDowntimeMs().toFixed(1)} ms`);
         const shrinking = pages <= SETTLE_SHRINK * previousPages;
         previousPages = pages;
         if (this.expectedDowntimeMs() <= this.params()['downtime-limit']) {
