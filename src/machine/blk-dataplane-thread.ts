@@ -41,6 +41,15 @@ export type FromDataplane =
   | { readonly kind: 'error'; readonly message: string };
 
 
+/**
+ * How long the thread watches the queue after a batch before it sleeps in poll(2). On kvm_pvm a 64 KiB
+ * request took ~190 us of the guest's time and a 4 KiB one ~45; the guest's next submission after a
+ * completion comes within tens of microseconds, and a kick costs it ~10 us of exit.
+ */
+const POLL_MS = 0.05;
+/** Polling rounds (batches served without a kick) before the control fd is looked at again. */
+const MAX_POLL_ROUNDS = 64;
+
 function main(data: BlkDataplaneThreadData, port: MessagePort): void {
   const native = addon();
   const mem = GuestMemory.attach(data.memory);
@@ -84,6 +93,10 @@ function main(data: BlkDataplaneThreadData, port: MessagePort): void {
     if (v.getInt16(6, true) & Poll.IN) {
       drain(data.notifyFd);
       blk.notify(0);
+      // While the driver keeps submitting within POLL_MS of the last batch, serve without kicks or
+      // wake-ups (QEMU's IOThread polls the same way, up to 32 us by default). Bounded, so the control
+      // fd is looked at between rounds; the ring needs no kick afterwards (pollQueue leaves kicks on).
+      for (let round = 0; round < MAX_POLL_ROUNDS && blk.pollQueue(0, POLL_MS); round++);
     }
     if (v.getInt16(14, true) & Poll.IN) {
       drain(data.ctlFd);

@@ -169,6 +169,28 @@ describe('virtio-blk over a raw image file', () => {
     expect(env.levels).toEqual([true]);
   });
 
+  it('pollQueue (virtqueue polling): serves what the driver made available, else gives up after its budget; kicks are on when it returns; a quiesced device does not poll', async () => {
+    const env = await device(false, true);
+    const usedFlags = () => mem.readU16(gpa(env.d.config.used));
+    const t0 = performance.now();
+    expect(env.blk.pollQueue(0, 2)).toBe(false);
+    expect(performance.now() - t0).toBeGreaterThanOrEqual(2);
+    expect(usedFlags()).toBe(0);
+    const header = new DataView(new ArrayBuffer(16));
+    header.setUint32(0, BlkType.IN, true);
+    mem.write(gpa(HDR), new Uint8Array(header.buffer));
+    const before = env.d.usedIdx();
+    env.d.publish(env.d.chain([{ addr: HDR, len: 16 }, { addr: DATA, len: 512, write: true }, { addr: STATUS_AT, len: 1, write: true }]));
+    expect(env.blk.pollQueue(0, 1000)).toBe(true);
+    expect(env.d.usedIdx()).toBe((before + 1) & 0xffff);
+    expect(mem.read(gpa(STATUS_AT), 1)[0]).toBe(BlkStatus.OK);
+    expect(usedFlags()).toBe(0);
+    await env.blk.quiesce();
+    env.d.publish(env.d.chain([{ addr: HDR, len: 16 }, { addr: DATA, len: 512, write: true }, { addr: STATUS_AT, len: 1, write: true }]));
+    expect(env.blk.pollQueue(0, 1000)).toBe(false);
+    expect(env.d.usedIdx()).toBe((before + 1) & 0xffff); // stays in the avail ring, for after the resume
+  });
+
   it('synchronous backend: a failing host I/O or a read-only disk answers IOERR, and a bad chain breaks the device', async () => {
     const env = await device(false, true);
     const served = (env.blk as unknown as { backend: SyncFdBlockBackend }).backend;
