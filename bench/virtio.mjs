@@ -7,14 +7,17 @@
 //          nested KVM tsvmm's start varies by seconds.)
 //   net    netecho over the udp backend (QEMU: -netdev dgram); one request in flight at a time;
 //          round trips per second over --trips, after --warmup untimed ones
+// and prints tsvmm's figure as a ratio to QEMU's (target >= 1.0x). Each row alternates QEMU and tsvmm
+// for --rounds rounds (default 3) and reports the medians and each round's ratio: in nested KVM one
+// VMM's own figure varies by up to 2x from run to run, so a single pair says little.
+//
 // Both VMMs run the same untimed warm-up (the first pass, the first trips): the figure is the steady
 // exchange. tsvmm's device code runs in V8, which compiles it while it runs: over the first ~0.3 s of
 // I/O its CPU per request is higher (on kvm_pvm, 2000 UDP trips timed from the first reply cost V8's
 // compiler threads ~20 us of CPU per trip, 20000 trips ~1 us), a one-time cost per device that a
-// short timed window would count as throughput.
-// and prints tsvmm's figure as a ratio to QEMU's (target >= 1.0x). Each row alternates QEMU and tsvmm
-// for --rounds rounds (default 3) and reports the medians and each round's ratio: in nested KVM one
-// VMM's own figure varies by up to 2x from run to run, so a single pair says little.
+// short timed window would count as throughput. So that it stays in view, each row is followed by
+// its warm-up's own figures (the first pass from the guest's "diskcheck: id=" line; the warm-up trips
+// from the first reply).
 //
 // The disk images live in the temporary directory (TMPDIR): a local file system measures the VMMs, a
 // network one (the nested-KVM VM's /tmp is 9p) mostly how many requests each keeps in flight.
@@ -80,7 +83,10 @@ function start(argv) {
   return child;
 }
 
-/** MB/s of diskcheck over `passes` timed passes, after one untimed warm-up pass. */
+/**
+ * MB/s of diskcheck over `passes` timed passes (`rate`), after one untimed warm-up pass, whose own MB/s
+ * (from the guest's "diskcheck: id=" line, set up, to its first pass line) is `warmUp`.
+ */
 async function blockMBps(vmm, reqBytes, passes) {
   const img = path.join(dir, `${vmm}.img`);
   writeFileSync(img, Buffer.alloc(0));
@@ -88,11 +94,13 @@ async function blockMBps(vmm, reqBytes, passes) {
   const dev = { tsvmm: ['--disk', img], qemu: ['-drive', `if=none,id=d0,file=${img},format=raw`, '-device', 'virtio-blk-device,drive=d0'] };
   const argv = vmms[vmm].argv(guest('diskcheck'), dev, `run=1 passes=${1 + passes} req=${reqBytes} depth=8`);
   const child = start(argv);
+  let setUp;
   let firstPass;
   let lastPass;
   let seen = 0;
   child.stdout.on('data', () => {
     const now = performance.now();
+    if (setUp === undefined && child.out.includes('diskcheck: id=')) setUp = now;
     const count = child.out.split('diskcheck: pass ').length - 1;
     if (count > seen) {
       if (seen === 0) firstPass = now;
@@ -101,8 +109,8 @@ async function blockMBps(vmm, reqBytes, passes) {
     }
   });
   const status = await child.done;
-  if (status !== 33 || seen !== 1 + passes) throw new Error(`${vmm} diskcheck exited ${status} after ${seen} of ${1 + passes} passes: ${child.out.slice(-400)}`);
-  return (2 * imageBytes * passes) / 1e6 / ((lastPass - firstPass) / 1000);
+  if (status !== 33 || setUp === undefined || seen !== 1 + passes) throw new Error(`${vmm} diskcheck exited ${status} after ${seen} of ${1 + passes} passes: ${child.out.slice(-400)}`);
+  return { rate: (2 * imageBytes * passes) / 1e6 / ((lastPass - firstPass) / 1000), warmUp: (2 * imageBytes) / 1e6 / ((firstPass - setUp) / 1000) };
 }
 
 function udpFrame(srcMac, dstMac, payload) {
@@ -118,6 +126,7 @@ function udpFrame(srcMac, dstMac, payload) {
   return Buffer.concat([dstMac, srcMac, Buffer.from([0x08, 0x00]), ip, udp, payload]);
 }
 
+/** Round trips per second over `trips` timed ones (`rate`), and over the `warmup` before them (`warmUp`, from the first reply). */
 async function udpTripsPerSecond(vmm) {
   const peer = createSocket('udp4');
   await new Promise((r) => peer.bind(0, '127.0.0.1', r));
@@ -147,11 +156,13 @@ async function udpTripsPerSecond(vmm) {
     peer.send(udpFrame(ourMac, guestMac, Buffer.alloc(16)), vmPort, '127.0.0.1');
   };
   let t0 = performance.now();
+  let first = t0;
   await new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`${vmm}: only ${replies} of ${warmup + trips} replies; console: ${child.out}`)), 300_000);
     onReply = () => {
       // The clock starts at the last warm-up reply (the first, without warm-up): what is measured is
       // the steady exchange, not start-up.
+      if (replies === 1) first = performance.now();
       if (replies === Math.max(1, warmup)) t0 = performance.now();
       if (replies < Math.max(1, warmup) + trips) return send();
       clearTimeout(timer);
@@ -162,10 +173,11 @@ async function udpTripsPerSecond(vmm) {
   });
   if (resends > 0) console.log(`  (${vmm}: ${resends} requests resent after 1 s without a reply)`);
   const rate = trips / ((performance.now() - t0) / 1000);
+  const warmUp = warmup > 1 ? (warmup - 1) / ((t0 - first) / 1000) : undefined;
   child.stdin.write('q');
   await child.done;
   peer.close();
-  return rate;
+  return { rate, warmUp };
 }
 
 const rows = [];
@@ -180,11 +192,17 @@ try {
     const pairs = [];
     for (let r = 0; r < rounds; r++) pairs.push({ qemu: await run('qemu'), tsvmm: await run('tsvmm') });
     const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
-    const tsvmm = median(pairs.map((p) => p.tsvmm));
-    const qemu = median(pairs.map((p) => p.qemu));
+    const tsvmm = median(pairs.map((p) => p.tsvmm.rate));
+    const qemu = median(pairs.map((p) => p.qemu.rate));
     rows.push({ label, tsvmm, qemu });
-    const each = pairs.map((p) => `${p.tsvmm.toFixed(1)}/${p.qemu.toFixed(1)}=${(p.tsvmm / p.qemu).toFixed(2)}`).join(', ');
+    const each = pairs.map((p) => `${p.tsvmm.rate.toFixed(1)}/${p.qemu.rate.toFixed(1)}=${(p.tsvmm.rate / p.qemu.rate).toFixed(2)}`).join(', ');
     console.log(`  ${label.padEnd(30)} tsvmm ${tsvmm.toFixed(1).padStart(9)}   qemu ${qemu.toFixed(1).padStart(9)}   ${(tsvmm / qemu).toFixed(2)}x   (medians of ${rounds}; rounds tsvmm/qemu: ${each})`);
+    // The untimed warm-up too, so what it left out stays in view (tsvmm's V8 compiles its device path then).
+    if (pairs.every((p) => p.tsvmm.warmUp !== undefined && p.qemu.warmUp !== undefined)) {
+      const tw = median(pairs.map((p) => p.tsvmm.warmUp));
+      const qw = median(pairs.map((p) => p.qemu.warmUp));
+      console.log(`  ${'  its untimed warm-up'.padEnd(30)} tsvmm ${tw.toFixed(1).padStart(9)}   qemu ${qw.toFixed(1).padStart(9)}   ${(tw / qw).toFixed(2)}x`);
+    }
   }
 } finally {
   rmSync(dir, { recursive: true, force: true });
