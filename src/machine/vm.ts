@@ -161,10 +161,17 @@ export class Vm {
     return [
       { name: 'vm', state: captureVmKernelState(native, this.vmFd) },
       ...this.vcpuFds.map((fd, i) => ({ name: `vcpu${i}`, state: captureVcpuState(native, fd, this.msrIndices) })),
+      ...this.boardDeviceStates(),
+      ...this.virtio.captureState(),
+    ];
+  }
+
+  /** The board devices' state pieces: shared registers this thread can read at any time, consistent with the guest only while its vCPUs are paused. */
+  private boardDeviceStates(): { name: string; state: unknown }[] {
+    return [
       { name: 'uart', state: this.devices.uart.state() },
       { name: 'i8042', state: this.devices.i8042.state() },
       { name: 'rtc', state: this.devices.rtc.state() },
-      ...this.virtio.captureState(),
     ];
   }
 
@@ -175,12 +182,7 @@ export class Vm {
    * encoder's first run, V8 compiling it, is not paid in the guest's downtime.
    */
   rehearsalState(): { name: string; state: unknown }[] {
-    return [
-      { name: 'vm', state: captureVmKernelState(addon(), this.vmFd) },
-      { name: 'uart', state: this.devices.uart.state() },
-      { name: 'i8042', state: this.devices.i8042.state() },
-      { name: 'rtc', state: this.devices.rtc.state() },
-    ];
+    return [{ name: 'vm', state: captureVmKernelState(addon(), this.vmFd) }, ...this.boardDeviceStates()];
   }
 
   /** Loads state captured by captureState on a VM of the same shape, before its vCPUs start. */

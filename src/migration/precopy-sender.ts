@@ -53,7 +53,7 @@ const SETTLE_SHRINK = 0.75;
 const MAX_SETTLE_PASSES = 4;
 
 /** The least a pass must send for its time to measure the link (endPass): one full RAM record. */
-const MIN_MEASURED_PASS_BYTES = 1024 * 1024;
+const MIN_MEASURED_PASS_BYTES = BATCH_PAGES * PAGE_BYTES;
 
 /** The switch-over writes what it holds once this much has gathered (and at END). */
 const HELD_MAX_BYTES = 4 * 1024 * 1024;
@@ -79,7 +79,10 @@ export class PrecopySender {
   private bandwidth = 0; // bytes/s so far in the current pass (query-migrate's mbps, max-bandwidth pacing)
   /** Bytes/s the last pass that could measure the link carried, whole (endPass): what the switch-over decision uses. */
   private passBandwidth = 0;
-  /** When and at what transferred() the current pass began sending (sendAllPages, sendDirty). */
+  /**
+   * When (performance.now()) and at what transferred() the current pass began sending (sendAllPages,
+   * sendDirty): the base of sendBatch's running figure and of endPass's whole-pass one.
+   */
   private passSend = { ms: 0, bytes: 0 };
   private dirtyRate = 0; // pages/s, last pass
   private error: string | undefined;
@@ -330,15 +333,13 @@ export class PrecopySender {
    * listed is dirty in the log that started before, and goes again in a later pass.
    */
   private async sendAllPages(): Promise<void> {
-    const passStart = Date.now();
-    const startBytes = this.transferred();
-    this.passSend = { ms: performance.now(), bytes: startBytes };
+    this.passSend = { ms: performance.now(), bytes: this.transferred() };
     for (let r = 0; r < this.vm.memory.regions.length; r++) {
       const pages = this.vm.memory.regions[r]!.sizeBytes / PAGE_BYTES;
       let batch: number[] = [];
       let zeroRuns: PageRange[] = [];
       const flush = async () => {
-        await this.sendBatch(r, batch, passStart, startBytes, zeroRuns);
+        await this.sendBatch(r, batch, zeroRuns);
         batch = [];
         zeroRuns = [];
       };
@@ -356,9 +357,7 @@ export class PrecopySender {
   }
 
   private async sendDirty(dirty: RegionDirtyPages[]): Promise<void> {
-    const passStart = Date.now();
-    const startBytes = this.transferred();
-    this.passSend = { ms: performance.now(), bytes: startBytes };
+    this.passSend = { ms: performance.now(), bytes: this.transferred() };
     const native = addon();
     for (let r = 0; r < dirty.length; r++) {
       const { bitmap, pages } = dirty[r]!;
@@ -366,7 +365,7 @@ export class PrecopySender {
       for (let from = 0, left = pages; left > 0;) {
         const n = native.bitmapPages(bitmap, from, this.batchPages);
         if (n === 0) break;
-        await this.sendBatch(r, this.batchPages.subarray(0, n), passStart, startBytes);
+        await this.sendBatch(r, this.batchPages.subarray(0, n));
         from = this.batchPages[n - 1]! + 1;
         left -= n;
       }
@@ -374,7 +373,7 @@ export class PrecopySender {
   }
 
   /** One RAM record of `pages` of region `regionIndex`, over a multifd channel or else the main connection. */
-  private async sendBatch(regionIndex: number, pages: ArrayLike<number>, passStart: number, passStartBytes: number, zeroRuns?: readonly PageRange[]): Promise<void> {
+  private async sendBatch(regionIndex: number, pages: ArrayLike<number>, zeroRuns?: readonly PageRange[]): Promise<void> {
     if (this.channels !== undefined) {
       this.check();
       await this.channels.send(regionIndex, pages, zeroRuns);
@@ -391,11 +390,12 @@ export class PrecopySender {
     // Yield once per batch even when the socket never pushes back: the destination's REFUSED, QMP
     // (query-migrate, migrate_cancel) and the throttle timer all need the event loop.
     await new Promise<void>((resolve) => setImmediate(resolve));
-    const elapsed = Math.max(1, Date.now() - passStart) / 1000;
-    this.bandwidth = (this.transferred() - passStartBytes) / elapsed;
+    const elapsed = Math.max(1, performance.now() - this.passSend.ms) / 1000;
+    const sentThisPass = this.transferred() - this.passSend.bytes;
+    this.bandwidth = sentThisPass / elapsed;
     const max = this.params()['max-bandwidth'];
     if (max > 0) {
-      const ahead = (this.transferred() - passStartBytes) / max - elapsed;
+      const ahead = sentThisPass / max - elapsed;
       if (ahead > 0) await sleep(ahead * 1000);
     }
   }
