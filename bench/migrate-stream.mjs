@@ -53,7 +53,7 @@ if (values.role === 'receiver') {
 } else {
   const { encodeRamRecord, BATCH_PAGES, RecordBufferPool } = await dist('migration/ram-record.js');
   const { StreamChecksum } = await dist('migration/stream-checksum.js');
-  const { endRecord, headerRecord, stateRecord, u32Record, RecordReader, RecordType } = await dist('migration/protocol.js');
+  const { endRecord, headerRecord, record, stateRecord, u32Record, RecordReader, RecordType } = await dist('migration/protocol.js');
   // Every page holds data the way the dirtier's do: a stamp at its start, zeros after.
   const memory = GuestMemory.create(bytes);
   const stamp = Buffer.alloc(16);
@@ -123,6 +123,8 @@ if (values.role === 'receiver') {
     await write(socket, endRecord(checksum.bytes, checksum.value));
     await loaded; // not the ACCEPTED that came first
     const ms = performance.now() - t0;
+    // As PrecopySender: COMMIT answers LOADED (the destination would not run a guest without it).
+    await new Promise((resolve) => socket.end(record(RecordType.COMMIT, new Uint8Array(0)), resolve));
     socket.destroy();
     await new Promise((resolve) => child.once('exit', resolve));
     return { ms, wire };

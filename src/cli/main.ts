@@ -244,7 +244,7 @@ async function runWith(
   try {
     if (options.qmp !== undefined || options.incoming !== undefined) {
       const { VmController } = await import('../machine/vm-controller.js');
-      controller = new VmController(vm, options.incoming !== undefined, testOnly.churnMemslots, options.tlsCreds);
+      controller = new VmController(vm, options.incoming !== undefined, { churnMemslots: testOnly.churnMemslots, resumeOnLoaded: testOnly.resumeOnLoaded }, options.tlsCreds);
     }
   } catch (e) {
     vm.dispose();
@@ -322,12 +322,14 @@ async function runWith(
  * so no user stumbles on them, and announced on stderr whenever one is set.
  *   TSVMM_TEST_ONLY_SKIP_SYNC_BEFORE_DELETE=1  invariant A off: memslots go without a dirty-log fetch
  *   TSVMM_TEST_ONLY_CHURN_MEMSLOTS=1           split and merge memslots throughout an outgoing migration
+ *   TSVMM_TEST_ONLY_RESUME_ON_LOADED=1         as a destination, run the guest without the source's COMMIT
  */
-function testOnlySwitches(): { skipSyncBeforeDelete: boolean; churnMemslots: boolean } {
+function testOnlySwitches(): { skipSyncBeforeDelete: boolean; churnMemslots: boolean; resumeOnLoaded: boolean } {
   const on = (name: string) => process.env[name] === '1';
   const switches = {
     skipSyncBeforeDelete: on('TSVMM_TEST_ONLY_SKIP_SYNC_BEFORE_DELETE'),
     churnMemslots: on('TSVMM_TEST_ONLY_CHURN_MEMSLOTS'),
+    resumeOnLoaded: on('TSVMM_TEST_ONLY_RESUME_ON_LOADED'),
   };
   for (const [name, value] of Object.entries(switches)) {
     if (value) process.stderr.write(`tsvmm: WARNING: test-only switch ${name} is on; this VM is not safe to migrate\n`);

@@ -45,8 +45,12 @@ export class VmController implements VmControl {
   constructor(
     private readonly vm: Vm,
     incoming: boolean,
-    /** Tests only: churn memslots on the source while a migration runs, the way QEMU's 2015 boot did. */
-    private readonly testOnlyChurnMemslots = false,
+    private readonly testOnly: {
+      /** Churn memslots on the source while a migration runs, the way QEMU's 2015 boot did. */
+      readonly churnMemslots?: boolean;
+      /** As a destination, run the guest on sending LOADED, without the source's COMMIT (ReceiveOptions). */
+      readonly resumeOnLoaded?: boolean;
+    } = {},
     /** The tls-creds-x509 objects given with --object, by id (QMP tls-creds names one). */
     private readonly tlsCreds: ReadonlyMap<string, TlsCredsX509> = new Map(),
   ) {
@@ -112,7 +116,7 @@ export class VmController implements VmControl {
       // The name the destination's certificate must carry: tls-hostname, else the URI's host.
       const hostname = this.params['tls-hostname'] || parseTcpUri(uri).host;
       const socket = creds === undefined ? tcp : await secureClient(tcp, creds, hostname);
-      const churn = this.testOnlyChurnMemslots;
+      const churn = this.testOnly.churnMemslots === true;
       sender = new PrecopySender(this.vm, socket, () => this.params, () => this.caps.get('auto-converge') === true, (status) => {
         if (status !== 'setup') this.emitMigration(status);
         // The guest stops for the switch-over, and runs on here if it fails: STOP and RESUME say so,
@@ -193,7 +197,8 @@ export class VmController implements VmControl {
       await this.vm.rehearseStateRestore((name, state) => parseState(stateRecord(name, state).subarray(RECORD_HEADER_BYTES)).state)
         .catch((e: unknown) => process.stderr.write(`tsvmm: rehearsing the state restore failed (the migration goes on): ${e instanceof Error ? e.message : String(e)}\n`));
       const main = await secure(await listener.connection);
-      await receiveMigration(this.vm, main, async (count, timeoutMs) => Promise.all((await listener.next(count, timeoutMs)).map(secure)));
+      await receiveMigration(this.vm, main, async (count, timeoutMs) => Promise.all((await listener.next(count, timeoutMs)).map(secure)),
+        { testOnlyResumeOnLoaded: this.testOnly.resumeOnLoaded });
       // The guest first: everything after this is downtime until it runs (QMP's events still come in
       // QEMU's order, MIGRATION completed then RESUME).
       this.state = 'running';

@@ -21,7 +21,13 @@ export interface MigrationDestination {
 export type AcceptChannels = (count: number, timeoutMs: number) => Promise<Socket[]>;
 
 /** The receiver's states, in order; a record that does not belong to the current one is refused. */
-type ReceiverState = 'header' | 'ram' | 'device' | 'end' | 'loaded';
+type ReceiverState = 'header' | 'ram' | 'device' | 'end' | 'loaded' | 'committed';
+
+/** Test-only switches of receiveMigration, so a safety test can show the failure it prevents. */
+export interface ReceiveOptions {
+  /** Resolve (start the guest) as soon as LOADED is sent, without waiting for the source's COMMIT. */
+  readonly testOnlyResumeOnLoaded?: boolean;
+}
 
 /** How long a refusing destination waits for the source to hang up before closing itself. */
 const REFUSED_LINGER_MS = 3000;
@@ -29,6 +35,17 @@ const REFUSED_LINGER_MS = 3000;
 /** Why an incoming migration was refused or broke off; the guest was not resumed. */
 export class IncomingMigrationError extends Error {
   override name = 'IncomingMigrationError';
+}
+
+/**
+ * The connection ended between this destination's LOADED and the source's COMMIT. The source may have
+ * resumed the guest (its migration failed, or was cancelled, before it read LOADED), so it must not
+ * run here too; or it may have committed, and then the guest runs nowhere, which only the source's
+ * own report can tell.
+ */
+function noCommit(how: string): IncomingMigrationError {
+  return new IncomingMigrationError(`${how} after LOADED, before the source's COMMIT: the guest was not resumed here, `
+    + 'since a source whose migration fails before it reads LOADED resumes the guest itself; if the source reports the migration completed, the guest runs on neither host');
 }
 
 /** One multifd channel connection as the receiver tracks it. */
@@ -48,11 +65,12 @@ interface ChannelIn {
  * Receives one migration stream into `vm` (see protocol.ts for the sequence). RAM pages are written as
  * they come (the guest is not running); state records are held until END proves the stream complete
  * and intact, and only then loaded. With a VERIFY record, RAM is hashed and compared before LOADED is
- * sent. Resolves once LOADED is sent: the caller may then start the vCPUs. Rejects, after telling the
- * source REFUSED where the connection still allows, on anything else: the guest must not run.
+ * sent. Resolves once the source has answered LOADED with COMMIT: the caller may then start the vCPUs.
+ * Rejects, after telling the source REFUSED where the connection still allows, on anything else,
+ * including a connection lost between LOADED and COMMIT: the guest must not run.
  * With multifd, `acceptChannels` supplies the channel connections; without it MULTIFD is refused.
  */
-export async function receiveMigration(vm: MigrationDestination, socket: Socket, acceptChannels?: AcceptChannels): Promise<{ passes: number; bytes: number }> {
+export async function receiveMigration(vm: MigrationDestination, socket: Socket, acceptChannels?: AcceptChannels, options: ReceiveOptions = {}): Promise<{ passes: number; bytes: number }> {
   const reader = new RecordReader();
   const checksum = new StreamChecksum();
   let state: ReceiverState = 'header';
@@ -75,6 +93,8 @@ export async function receiveMigration(vm: MigrationDestination, socket: Socket,
   };
   const unexpected = (type: number, where = ''): never => refuse(`unexpected ${recordName(type)} record${where} in state ${state}`);
   const allSynced = (pass: number) => multifd !== undefined && multifd.ready && multifd.channels.every((c) => c.synced >= pass);
+  /** LOADED has gone out: nothing but the main connection's COMMIT is read any more. */
+  const handedOver = () => state === 'loaded' || state === 'committed';
 
   const handle = (type: number, payload: Buffer): void => {
     switch (type) {
@@ -189,14 +209,14 @@ export async function receiveMigration(vm: MigrationDestination, socket: Socket,
           again = false;
           pumpMain();
           for (const ch of multifd?.channels ?? []) pumpChannel(ch);
-        } while (again && !failed && state !== 'loaded');
+        } while (again && !failed && !handedOver());
       } finally {
         pumping = false;
       }
     };
 
     const pumpChannel = (ch: ChannelIn) => {
-      while (!failed && state !== 'loaded') {
+      while (!failed && !handedOver()) {
         if (ch.heldAt !== undefined) {
           if (!allSynced(ch.heldAt)) return;
           ch.heldAt = undefined;
@@ -214,7 +234,16 @@ export async function receiveMigration(vm: MigrationDestination, socket: Socket,
     };
 
     const pumpMain = () => {
-      while (!failed && state !== 'loaded' && state !== 'end') {
+      while (!failed && state !== 'end' && state !== 'committed') {
+        if (state === 'loaded') {
+          const r = reader.next();
+          if (r === undefined) return;
+          if (r.type !== RecordType.COMMIT) unexpected(r.type);
+          state = 'committed';
+          tracePhase('incoming migration: COMMIT received');
+          resolve({ passes, bytes: checksum.bytes });
+          return;
+        }
         if (multifd !== undefined && !multifd.ready) return; // channels still connecting
         if (mainHeldAt !== undefined) {
           if (!allSynced(mainHeldAt)) return;
@@ -243,7 +272,10 @@ export async function receiveMigration(vm: MigrationDestination, socket: Socket,
               socket.resume();
               socket.write(record(RecordType.LOADED, new Uint8Array(0)));
               tracePhase('incoming migration: LOADED sent');
-              resolve({ passes, bytes: checksum.bytes });
+              if (options.testOnlyResumeOnLoaded) {
+                state = 'committed';
+                resolve({ passes, bytes: checksum.bytes });
+              }
             }));
           return;
         }
@@ -267,7 +299,7 @@ export async function receiveMigration(vm: MigrationDestination, socket: Socket,
         }));
         for (const ch of multifd!.channels) {
           readChunks(ch.socket, (chunk, transient) => guard(() => {
-            if (failed || state === 'loaded') return;
+            if (failed || handedOver()) return;
             ch.reader.push(chunk, transient);
             try {
               pumpAll();
@@ -277,7 +309,8 @@ export async function receiveMigration(vm: MigrationDestination, socket: Socket,
           }));
           ch.socket.on('error', (e) => failWith(new IncomingMigrationError(`multifd channel connection failed: ${e.message}`)));
           ch.socket.on('close', () => {
-            if (state !== 'loaded' && !failed) failWith(new IncomingMigrationError(`a multifd channel connection ended early, in state ${state}: the guest was not resumed`));
+            // The source closes its channels once it has committed, maybe before COMMIT arrives here.
+            if (!handedOver() && !failed) failWith(new IncomingMigrationError(`a multifd channel connection ended early, in state ${state}: the guest was not resumed`));
           });
         }
         multifd!.ready = true;
@@ -286,13 +319,17 @@ export async function receiveMigration(vm: MigrationDestination, socket: Socket,
       }, (e: unknown) => guard(() => refuse(`multifd channels did not all connect: ${e instanceof Error ? e.message : String(e)}`)));
     };
 
-    socket.on('error', (e) => failWith(new IncomingMigrationError(`migration connection failed: ${e.message}`)));
+    socket.on('error', (e) => {
+      if (state === 'committed') return;
+      failWith(state === 'loaded' ? noCommit(e.message) : new IncomingMigrationError(`migration connection failed: ${e.message}`));
+    });
     socket.on('close', () => {
-      if (state !== 'loaded' && !failed) failWith(new IncomingMigrationError(`the migration stream ended early, in state ${state}: the guest was not resumed`));
+      if (state === 'committed' || failed) return;
+      failWith(state === 'loaded' ? noCommit('the connection closed') : new IncomingMigrationError(`the migration stream ended early, in state ${state}: the guest was not resumed`));
     });
     let start: Buffer | undefined = Buffer.alloc(0);
     readChunks(socket, (chunk, transient) => guard(() => {
-      if (state === 'loaded' || failed) return;
+      if (state === 'committed' || failed) return;
       if (start !== undefined) {
         start = Buffer.concat([start, chunk]);
         if (start.length >= STREAM_START_BYTES) {

@@ -61,8 +61,8 @@ const HELD_MAX_BYTES = 4 * 1024 * 1024;
 /**
  * Pre-copy migration of a running VM over one connection: pass 1 sends every page, each later pass
  * the pages a dirty-log sync reports; when the remaining dirty bytes fit in the downtime limit at the
- * measured bandwidth and no longer shrink well from pass to pass (settling, above), the vCPUs stop, the last pages and the state go, and the destination's LOADED
- * completes it. Explicit states: setup -> active -> device -> completed, or failed / cancelled, after
+ * measured bandwidth and no longer shrink well from pass to pass (settling, above), the vCPUs stop, the last pages and the state go, and the destination's LOADED,
+ * answered with COMMIT, completes it. Explicit states: setup -> active -> device -> completed, or failed / cancelled, after
  * which the source's guest runs again exactly as before.
  */
 export class PrecopySender {
@@ -89,6 +89,8 @@ export class PrecopySender {
   private cancelled = false;
   private throttlePercent = 0;
   private paused = false;
+  /** The source has answered LOADED with COMMIT: the guest belongs to the destination now. */
+  private committed = false;
   /** Whether the destination has answered HEADER with ACCEPTED (it must, before LOADED). */
   private accepted = false;
   /**
@@ -269,12 +271,20 @@ export class PrecopySender {
     if (answer.type !== RecordType.LOADED) throw new MigrationFailed(`unexpected ${recordName(answer.type)} from the destination in state device`);
     if (!this.accepted) throw new MigrationFailed('the destination answered LOADED without having ACCEPTED the header; not a tsvmm destination of this stream version');
     this.downtimeMs = performance.now() - t0;
+    // The commit point. INVARIANT: from here on the guest never runs here again, whatever fails: the
+    // destination runs it once COMMIT arrives (protocol.ts).
+    this.committed = true;
+    const lost = await new Promise<Error | undefined>((resolve) => {
+      this.socket.once('error', resolve);
+      this.socket.end(record(RecordType.COMMIT, new Uint8Array(0)), (e?: Error | null) => resolve(e ?? undefined));
+    });
+    tracePhase('migration: COMMIT sent');
     this.endMs = Date.now();
-    await this.vm.dirty.stop();
-    // The guest now runs on the destination; it must never run here again.
+    // Only this VM's bookkeeping is left: a failure from here on is reported, never a failed migration.
+    if (lost !== undefined) process.stderr.write(`tsvmm: the connection failed as COMMIT went out (${lost.message}): the destination runs the guest only if COMMIT reached it, and says so if not\n`);
+    await this.vm.dirty.stop().catch((e: unknown) => process.stderr.write(`tsvmm: stopping dirty tracking after the migration failed: ${e instanceof Error ? e.message : String(e)}\n`));
     this.setState('completed');
     this.channels?.close();
-    this.socket.end();
   }
 
   private async fail(e: unknown): Promise<void> {
@@ -284,8 +294,9 @@ export class PrecopySender {
     this.socket.destroy();
     await this.channels?.destroy();
     if (this.vm.dirty.isTracking) await this.vm.dirty.stop().catch(() => {});
-    // INVARIANT: a migration that did not complete leaves the source guest running as it was.
-    if (this.paused) {
+    // INVARIANT: a migration that did not complete leaves the source guest running as it was; one
+    // that committed never runs it here again (nothing after the commit point throws, but if it did).
+    if (this.paused && !this.committed) {
       this.paused = false;
       this.vm.resume();
     }

@@ -1,5 +1,5 @@
 /**
- * The tsvmm migration stream, version 5: one TCP connection, records in both directions.
+ * The tsvmm migration stream, version 6: one TCP connection, records in both directions.
  *
  *   source                                              destination (tsvmm run --incoming tcp:H:P)
  *     | HEADER  magic "TSVMMIG\0", version, machine shape  |  refuses a shape mismatch before touching
@@ -19,9 +19,17 @@
  *     | END     byte count and XXH64 of everything before  |
  *     |--------------------------------------------------->|  checks END, loads state, checks VERIFY
  *     |                    LOADED | REFUSED "reason"       |
- *     |<---------------------------------------------------|  resumes the guest only after LOADED
- *   source quits on LOADED; on anything else (REFUSED, a closed or failed connection, cancel) it
- *   resumes its own guest: nothing is lost until the destination has everything.
+ *     |<---------------------------------------------------|
+ *     | COMMIT  the source will never run the guest again  |
+ *     |--------------------------------------------------->|  resumes the guest only after COMMIT
+ *   On LOADED the source commits: it sends COMMIT and quits, and its guest never runs again. On
+ *   anything else (REFUSED, a closed or failed connection, cancel) it resumes its own guest: nothing
+ *   is lost until the destination has everything. The destination runs the guest only once COMMIT
+ *   has come, so the two never both run it: without COMMIT, a connection lost (or a cancel taken)
+ *   after the destination sent LOADED and before the source read it left the guest running on both.
+ *   If the connection dies after the source commits and before COMMIT arrives, neither runs it (as
+ *   with QEMU, whose source counts a migration complete once it has written the stream): a
+ *   destination that sent LOADED and got no COMMIT says so, and does not guess.
  *
  * Multifd (capability multifd, multifd-channels N): right after HEADER the source sends MULTIFD (N, a
  * random 16-byte session) and opens N more connections to the same address, each starting with
@@ -38,16 +46,17 @@ import { createHash } from 'node:crypto';
 
 export const STREAM_MAGIC = Buffer.from('TSVMMIG\0', 'latin1');
 /**
+ * 6: the source answers LOADED with COMMIT, and the destination runs the guest only after it.
  * 5: the destination answers a HEADER it takes with ACCEPTED, and LOADED is valid only after it.
  * 4: STATE carries its byte arrays (registers, XSAVE, LAPIC, irqchips...) raw after its JSON, where
  * version 3 put them in the JSON as base64.
  * 3: END and SYNC carry XXH64 (StreamChecksum), where version 2 carried CRC-32C and version 1 SHA-1;
  * RAM records may hold ZERO_RUN entries (a whole never-written range in 9 bytes).
  */
-export const STREAM_VERSION = 5;
+export const STREAM_VERSION = 6;
 export const PAGE_BYTES = 4096;
 export const RECORD_HEADER_BYTES = 5;
-/** No record of version 5 is larger (a RAM batch of 256 pages is ~1 MiB). */
+/** No record of version 6 is larger (a RAM batch of 256 pages is ~1 MiB). */
 export const MAX_RECORD_BYTES = 4 * 1024 * 1024;
 
 export const RecordType = {
@@ -63,6 +72,8 @@ export const RecordType = {
   CHANNEL: 8,
   /** On a channel: every page of pass N this channel carries has been sent; with its running count and XXH64. */
   SYNC: 9,
+  /** Main connection, the source's answer to LOADED: it has handed the guest over and will never run it again. */
+  COMMIT: 10,
   LOADED: 0x80,
   REFUSED: 0x81,
   /**

@@ -6,8 +6,9 @@ import net from 'node:net';
 import { expect, it } from 'vitest';
 import { describeKvm } from '../helpers/kvm.js';
 import {
-  DIRTIER, DIRTYING, destination, guestVerifies, migrationEnd, migrationWhere, processPool, qmp, truncatingRelay,
+  DIRTIER, DIRTYING, destination, guestVerifies, loadedCuttingRelay, migrationEnd, migrationWhere, processPool, qmp, truncatingRelay,
 } from '../helpers/migration.js';
+import { migrationPort } from '../helpers/tsvmm-process.js';
 
 const MEM = '256M';
 const STAMPS = 'start=0x1000000 size=0x4000000'; // 64 MiB of pages rewritten every pass
@@ -81,6 +82,46 @@ describeKvm('failed and cancelled migrations', () => {
     } finally {
       relay.close();
     }
+  }, 300_000);
+
+  // The source's migration fails once the destination has everything but before the source hears so;
+  // the source then resumes its guest, so the destination must not run it too (two copies of one
+  // guest, each believing it is the only one). The destination runs it only on the source's COMMIT.
+  async function connectionLostAtLoaded(destinationEnv: Record<string, string>) {
+    const uri = `tcp:127.0.0.1:${migrationPort()}`;
+    const dst = start([DIRTIER, '--mem', MEM, '--incoming', uri], 'dst', destinationEnv);
+    await dst.waitFor(() => dst.stderr.includes('waiting for an incoming migration'), 'dst to listen');
+    const [, host, port] = /^tcp:(.*):(\d+)$/.exec(uri)!;
+    const relay = await loadedCuttingRelay({ host: host!, port: Number(port) });
+    const { src, client } = await dirtyingSource();
+    await client.execute('migrate-set-parameters', { 'max-bandwidth': 0 });
+    await client.execute('migrate', { uri: relay.uri });
+    const info = await migrationEnd(client);
+    relay.close();
+    expect(relay.cut()).toBe(true);
+    return { dst, src, client, info };
+  }
+
+  it('the connection lost right after the destination\'s LOADED: the source resumes its guest, and the destination does not run it', async () => {
+    const { dst, src, client, info } = await connectionLostAtLoaded({});
+    expect(info.status).toBe('failed');
+    expect(info['error-desc']).toMatch(/connection to the destination failed|the destination closed the connection/);
+    expect(await dst.exited).toBe(8);
+    expect(dst.stderr).toMatch(/incoming migration failed: the connection closed after LOADED, before the source's COMMIT: the guest was not resumed here/);
+    expect(await client.execute('query-status')).toMatchObject({ running: true, status: 'running' });
+    expect(await guestVerifies(src)).toMatch(/verify ok/);
+  }, 300_000);
+
+  it('with the destination\'s COMMIT wait switched off (test-only), the same lost connection leaves the guest running on both hosts: the case above is caught', async () => {
+    const { dst, src, client, info } = await connectionLostAtLoaded({ TSVMM_TEST_ONLY_RESUME_ON_LOADED: '1' });
+    expect(info.status).toBe('failed');
+    expect(await client.execute('query-status')).toMatchObject({ running: true });
+    const dstClient = await qmp(dst);
+    expect(await dstClient.execute('query-status')).toMatchObject({ running: true, status: 'running' });
+    // Two live copies of one guest, each checking its own stamps.
+    expect(await guestVerifies(src)).toMatch(/verify ok/);
+    expect(await guestVerifies(dst)).toMatch(/verify ok/);
+    dstClient.close();
   }, 300_000);
 
   it('random bytes at the incoming port: a clear error, and no guest is started', async () => {

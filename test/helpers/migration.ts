@@ -3,6 +3,7 @@
 import net from 'node:net';
 import { afterEach } from 'vitest';
 import { QmpClient } from '../../src/control/qmp-client.js';
+import { RECORD_HEADER_BYTES, RecordType } from '../../src/migration/protocol.js';
 import { guest } from './paths.js';
 import { TsvmmProcess, migrationPort } from './tsvmm-process.js';
 
@@ -78,6 +79,41 @@ export async function guestVerifies(p: TsvmmProcess): Promise<string> {
   p.type('v');
   await p.waitFor(() => /dirtier: verify (ok|FAILED)[^\n]*\n/.test(p.console().slice(before)), 'the guest to verify itself', 180_000);
   return /dirtier: verify (ok|FAILED)[^\n]*/.exec(p.console().slice(before))![0];
+}
+
+/**
+ * A TCP relay between a source and a destination that passes everything until the destination answers
+ * LOADED, and then, instead of passing that on, cuts both connections: the network dying at the worst
+ * moment, when the destination has everything and the source does not know it. Reads the answers'
+ * record framing (u8 type, u32 length, payload).
+ */
+export async function loadedCuttingRelay(target: { host: string; port: number }): Promise<{ uri: string; cut: () => boolean; close: () => void }> {
+  let cut = false;
+  const server = net.createServer((from) => {
+    const to = net.connect(target);
+    const cutBoth = () => { from.destroy(); to.destroy(); };
+    let answers = Buffer.alloc(0);
+    from.on('data', (chunk: Buffer) => to.write(chunk));
+    to.on('data', (chunk: Buffer) => {
+      answers = Buffer.concat([answers, chunk]);
+      while (answers.length >= RECORD_HEADER_BYTES) {
+        const length = RECORD_HEADER_BYTES + answers.readUInt32LE(1);
+        if (answers.length < length) return;
+        if (answers[0] === RecordType.LOADED) {
+          cut = true;
+          cutBoth();
+          return;
+        }
+        from.write(answers.subarray(0, length));
+        answers = answers.subarray(length);
+      }
+    });
+    from.on('error', cutBoth);
+    to.on('error', cutBoth);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = (server.address() as net.AddressInfo).port;
+  return { uri: `tcp:127.0.0.1:${port}`, cut: () => cut, close: () => server.close() };
 }
 
 /**

@@ -1,12 +1,12 @@
 // What a destination answers, over real loopback TCP: ACCEPTED for a HEADER it takes (stream version
-// 5), then LOADED after a good END; REFUSED alone for a shape it cannot take. No KVM: the destination
-// is guest memory and a state sink.
+// 6), then LOADED after a good END, and it lets its guest run only once the source answers COMMIT;
+// REFUSED alone for a shape it cannot take. No KVM: the destination is guest memory and a state sink.
 import net from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { MiB } from '../../../src/arch/x86/layout.js';
 import { GuestMemory } from '../../../src/memory/guest-memory.js';
-import { receiveMigration, type MigrationDestination } from '../../../src/migration/incoming.js';
-import { RecordReader, RecordType, endRecord, headerRecord, recordName, stateRecord, u32Record, type MachineShape } from '../../../src/migration/protocol.js';
+import { receiveMigration, type MigrationDestination, type ReceiveOptions } from '../../../src/migration/incoming.js';
+import { RecordReader, RecordType, endRecord, headerRecord, record, recordName, stateRecord, u32Record, type MachineShape } from '../../../src/migration/protocol.js';
 import { StreamChecksum } from '../../../src/migration/stream-checksum.js';
 import { bulkReads, listenForMigration } from '../../../src/migration/transport.js';
 import { freePort } from '../../helpers/free-port.js';
@@ -15,14 +15,14 @@ const MEM = 4 * MiB;
 const cleanups: (() => void)[] = [];
 afterEach(() => { cleanups.splice(0).forEach((c) => c()); });
 
-async function destinationAndSource(): Promise<{ shape: MachineShape; received: Promise<unknown>; source: net.Socket; answers: () => string[] }> {
+async function destinationAndSource(options: ReceiveOptions = {}): Promise<{ shape: MachineShape; received: Promise<unknown>; source: net.Socket; answers: () => string[] }> {
   const mem = GuestMemory.create(MEM);
   cleanups.push(() => mem.dispose());
   const shape: MachineShape = { memBytes: MEM, cpus: 1, regions: mem.regions.map((r) => ({ start: r.start, sizeBytes: r.sizeBytes })), devices: [] };
   const dst: MigrationDestination = { memory: mem, shape: () => shape, restoreState: () => {} };
   const listener = await listenForMigration(`tcp:127.0.0.1:${await freePort()}`);
   cleanups.push(() => listener.close());
-  const received = listener.connection.then((s) => receiveMigration(dst, bulkReads(s)));
+  const received = listener.connection.then((s) => receiveMigration(dst, bulkReads(s), undefined, options));
   received.catch(() => {});
   const source = await new Promise<net.Socket>((resolve) => { const s = net.connect(listener.port, '127.0.0.1', () => resolve(s)); });
   cleanups.push(() => source.destroy());
@@ -37,18 +37,51 @@ async function destinationAndSource(): Promise<{ shape: MachineShape; received: 
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** Sends a whole (RAM-less) stream up to END, and waits for the destination's LOADED. */
+async function streamUntilLoaded(shape: MachineShape, source: net.Socket, answers: () => string[]): Promise<void> {
+  const sum = new StreamChecksum();
+  const send = (b: Buffer) => { sum.update(b); source.write(b); };
+  send(headerRecord(shape));
+  await expect.poll(answers).toEqual(['ACCEPTED']);
+  send(u32Record(RecordType.PASS_END, 1));
+  send(stateRecord('vm', {}));
+  source.write(endRecord(sum.bytes, sum.value));
+  await expect.poll(answers).toEqual(['ACCEPTED', 'LOADED']);
+}
+
+/** 'pending', or how `p` has settled within `ms`. */
+const settledWithin = (p: Promise<unknown>, ms: number) => Promise.race([p.then(() => 'resolved', () => 'rejected'), sleep(ms).then(() => 'pending')]);
+
 describe('incoming migration answers', () => {
-  it('ACCEPTED right after a HEADER it takes, before any RAM; LOADED after END', async () => {
+  it('ACCEPTED right after a HEADER it takes, before any RAM; LOADED after END; the guest may run only after COMMIT', async () => {
     const { shape, received, source, answers } = await destinationAndSource();
-    const sum = new StreamChecksum();
-    const send = (b: Buffer) => { sum.update(b); source.write(b); };
-    send(headerRecord(shape));
-    await expect.poll(answers).toEqual(['ACCEPTED']);
-    send(u32Record(RecordType.PASS_END, 1));
-    send(stateRecord('vm', {}));
-    source.write(endRecord(sum.bytes, sum.value));
+    await streamUntilLoaded(shape, source, answers);
+    expect(await settledWithin(received, 100)).toBe('pending');
+    source.write(record(RecordType.COMMIT, new Uint8Array(0)));
     await received;
-    await expect.poll(answers).toEqual(['ACCEPTED', 'LOADED']);
+  });
+
+  // The split brain COMMIT prevents: the source's migration failed (a lost connection, a cancel) after
+  // the destination sent LOADED but before the source read it, so the source runs the guest on.
+  it('a connection lost between LOADED and COMMIT: the destination does not run the guest', async () => {
+    const { shape, received, source, answers } = await destinationAndSource();
+    await streamUntilLoaded(shape, source, answers);
+    source.destroy();
+    await expect(received).rejects.toThrow(/the connection closed after LOADED, before the source's COMMIT: the guest was not resumed here/);
+  });
+
+  it('with the COMMIT wait switched off (test-only), the same lost connection lets the guest run here too: the case above is caught', async () => {
+    const { shape, received, source, answers } = await destinationAndSource({ testOnlyResumeOnLoaded: true });
+    await streamUntilLoaded(shape, source, answers);
+    source.destroy();
+    expect(await settledWithin(received, 200)).toBe('resolved');
+  });
+
+  it('anything but COMMIT after LOADED is refused', async () => {
+    const { shape, received, source, answers } = await destinationAndSource();
+    await streamUntilLoaded(shape, source, answers);
+    source.write(u32Record(RecordType.PASS_END, 2));
+    await expect(received).rejects.toThrow(/unexpected PASS_END record in state loaded/);
   });
 
   it('a shape it cannot take: REFUSED, and never ACCEPTED', async () => {

@@ -12,7 +12,7 @@ import { MultifdChannels } from '../../../src/migration/multifd-channels.js';
 import { PrecopySender, type MigrationSource } from '../../../src/migration/precopy-sender.js';
 import { channelRecord, multifdRecord, syncRecord } from '../../../src/migration/multifd.js';
 import { StreamChecksum } from '../../../src/migration/stream-checksum.js';
-import { endRecord, headerRecord, stateRecord, u32Record, RecordType, type MachineShape } from '../../../src/migration/protocol.js';
+import { endRecord, headerRecord, record, stateRecord, u32Record, RecordReader, RecordType, type MachineShape } from '../../../src/migration/protocol.js';
 import { encodeRamRecord } from '../../../src/migration/ram-record.js';
 import { parseTlsCredsObject, secureClient, secureServer } from '../../../src/migration/tls.js';
 import { bulkReads, listenForMigration, type IncomingListener } from '../../../src/migration/transport.js';
@@ -34,10 +34,18 @@ function destination(mem: GuestMemory): MigrationDestination {
   return { memory: mem, shape: () => shape, restoreState: () => {} };
 }
 
-/** The main connection's records, with END's count and XXH64 over everything before it. */
+/** The main connection's records, with END's count and XXH64 over everything before it; answers LOADED with COMMIT, as a source does. */
 class MainStream {
   private readonly checksum = new StreamChecksum();
-  constructor(private readonly socket: net.Socket) {}
+  private readonly answers = new RecordReader();
+  constructor(private readonly socket: net.Socket) {
+    socket.on('data', (d: Buffer) => {
+      this.answers.push(d);
+      for (let r = this.answers.next(); r !== undefined; r = this.answers.next()) {
+        if (r.type === RecordType.LOADED) socket.write(record(RecordType.COMMIT, new Uint8Array(0)));
+      }
+    });
+  }
   send(buf: Buffer): void {
     this.checksum.update(buf);
     this.socket.write(buf);
