@@ -183,6 +183,53 @@ uint64_t Xxh64Digest(const Xxh64State* s) {
 
 // xxh64Update(state, bytes): feeds `bytes` into the running XXH64 in `state` (80 bytes, zeroed to
 // begin). Feeding in pieces gives the hash of the pieces joined.
+// pagemapToggles(entries, startMapped, out): `entries` holds /proc/self/pagemap entries (u64,
+// little-endian, one per page); a page is mapped when bit 63 (present) or 62 (swapped) is set. Writes
+// to `out`, ascending, the index of every entry whose mapped-ness differs from the entry before it
+// (before the first: `startMapped`), and returns how many; `out` needs one element per entry at most.
+// Stretches of unmapped entries are skipped 256 bytes at a time. GuestMemory.allocatedPages runs this
+// once per region per migration, cold: in JS the scan of 262144 entries (1 GiB) took 6-7 ms, here
+// ~0.2 ms beside the kernel's ~1.2 ms to fill them; an idle guest's migration on kvm_pvm went from
+// 18-24 to 14-19 ms at 1 GiB and from ~43 to 21-31 ms at 4 GiB (bench/migrate --cases idle).
+Napi::Value pagemapToggles(const Napi::CallbackInfo& info) {
+  Args args(info, __func__);
+  Bytes entries;
+  uint32_t start_mapped;
+  uint32_t* out;
+  size_t out_length;
+  if (!args.Uint8Array(0, "entries", 0, &entries) || !args.Uint32(1, "startMapped", &start_mapped) ||
+      !args.Words32(2, "out", &out, &out_length)) {
+    return {};
+  }
+  if (entries.length % 8 != 0) {
+    Napi::RangeError::New(args.Env(), "pagemapToggles: argument entries must be whole u64 entries")
+        .ThrowAsJavaScriptException();
+    return {};
+  }
+  size_t count = entries.length / 8;
+  if (out_length < count) {
+    Napi::RangeError::New(args.Env(), "pagemapToggles: argument out must have an element per entry")
+        .ThrowAsJavaScriptException();
+    return {};
+  }
+  const uint64_t kMapped = 3ULL << 62;
+  bool mapped = start_mapped != 0;
+  size_t n = 0;
+  size_t i = 0;
+  while (i < count) {
+    if (!mapped && i % 32 == 0 && i + 32 <= count && AllZeroBytes(entries.data + i * 8, 256)) {
+      i += 32;
+      continue;
+    }
+    if (((Load64(entries.data + i * 8) & kMapped) != 0) != mapped) {
+      mapped = !mapped;
+      out[n++] = static_cast<uint32_t>(i);
+    }
+    ++i;
+  }
+  return Napi::Number::New(args.Env(), static_cast<double>(n));
+}
+
 Napi::Value xxh64Update(const Napi::CallbackInfo& info) {
   Args args(info, __func__);
   Bytes state, bytes;
@@ -218,6 +265,7 @@ Napi::Value xxh64Digest(const Napi::CallbackInfo& info) {
 void RegisterPages(Napi::Env env, Napi::Object exports) {
   EXPORT_FUNCTION(env, exports, packPages);
   EXPORT_FUNCTION(env, exports, unpackPages);
+  EXPORT_FUNCTION(env, exports, pagemapToggles);
   EXPORT_FUNCTION(env, exports, xxh64Update);
   EXPORT_FUNCTION(env, exports, xxh64Digest);
 }

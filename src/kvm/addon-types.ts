@@ -171,6 +171,12 @@ export interface NativeAddon {
    *  until it is full; returns how many (fewer than out.length: no more are set). */
   bitmapPages(bitmap: Uint32Array, fromPage: number, out: Uint32Array): number;
   /**
+   * Where mapped-ness (bit 63 present or 62 swapped) changes along /proc/self/pagemap `entries` (u64
+   * each), starting from `startMapped` (0 or 1) before the first: the entry indices, ascending,
+   * written into `out` (an element per entry at most); returns how many.
+   */
+  pagemapToggles(entries: Uint8Array, startMapped: number, out: Uint32Array): number;
+  /**
    * Moves every set bit of `src` into `dst` (every word of `dst` up to src's length is written, zero
    * where `src` is clear), clearing `src` atomically per word; returns the number of bits moved.
    */

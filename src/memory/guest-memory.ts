@@ -368,9 +368,11 @@ export class GuestMemory {
       return [{ firstPage: 0, count: pages }];
     }
     const CHUNK_PAGES = 64 * 1024;
-    const entries = new Uint32Array(CHUNK_PAGES * 2);
-    const bytes = new Uint8Array(entries.buffer);
+    const bytes = new Uint8Array(CHUNK_PAGES * 8);
+    const toggles = new Uint32Array(CHUNK_PAGES);
+    const native = addon();
     const ranges: PageRange[] = [];
+    /** The first page of the mapped run under way, or -1 between runs. */
     let start = -1;
     const firstEntry = Number(r.hva / BigInt(PAGE_SIZE));
     for (let at = 0; at < pages; at += CHUNK_PAGES) {
@@ -381,12 +383,13 @@ export class GuestMemory {
         if (got === 0) throw new GuestMemoryError(`/proc/self/pagemap ended at page ${at} of region ${index}`);
         done += got;
       }
-      for (let i = 0; i < n; i++) {
-        // Each entry is a little-endian u64: bit 63 present, bit 62 swapped, in the high word here.
-        const mapped = (entries[2 * i + 1]! & 0xc0000000) !== 0;
-        if (mapped && start < 0) start = at + i;
-        else if (!mapped && start >= 0) {
-          ranges.push({ firstPage: start, count: at + i - start });
+      // The scan in the addon: in JS it was 6-7 ms per GiB, run once per migration and cold.
+      const found = native.pagemapToggles(bytes.subarray(0, want), start >= 0 ? 1 : 0, toggles);
+      for (let t = 0; t < found; t++) {
+        const page = at + toggles[t]!;
+        if (start < 0) start = page;
+        else {
+          ranges.push({ firstPage: start, count: page - start });
           start = -1;
         }
       }

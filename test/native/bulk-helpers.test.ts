@@ -65,6 +65,52 @@ describe('unpackPages', () => {
   });
 });
 
+describe('pagemapToggles', () => {
+  /** pagemap entries for `mapped` (one flag per page): present (bit 63) or swapped (bit 62), with a PFN. */
+  const entries = (mapped: boolean[], swappedAt = -1) => {
+    const e = new BigUint64Array(mapped.length);
+    mapped.forEach((m, i) => { if (m) e[i] = (i === swappedAt ? 1n << 62n : 1n << 63n) | BigInt(0x1000 + i); });
+    return new Uint8Array(e.buffer);
+  };
+  /** The toggles of a JS scan, to compare with. */
+  const reference = (mapped: boolean[], startMapped: boolean) => {
+    const out: number[] = [];
+    let m = startMapped;
+    mapped.forEach((x, i) => { if (x !== m) { out.push(i); m = x; } });
+    return out;
+  };
+
+  it('lists every change of mapped-ness, across skipped unmapped stretches, from either starting state', () => {
+    const n = 300;
+    const patterns: boolean[][] = [
+      Array.from({ length: n }, () => false),
+      Array.from({ length: n }, () => true),
+      Array.from({ length: n }, (_, i) => i === 0 || i === 31 || i === 32 || i === 63 || i === 64 || i === 299),
+      Array.from({ length: n }, (_, i) => i % 2 === 1),
+      Array.from({ length: n }, (_, i) => i >= 100 && i < 200),
+    ];
+    for (const [k, p] of patterns.entries()) {
+      for (const startMapped of [false, true]) {
+        const out = new Uint32Array(n);
+        const found = native.pagemapToggles(entries(p, 150), startMapped ? 1 : 0, out);
+        expect([...out.subarray(0, found)], `pattern ${k}, start ${startMapped}`).toEqual(reference(p, startMapped));
+      }
+    }
+  });
+
+  it('counts a swapped page as mapped, and ignores the other bits (the PFN, soft-dirty)', () => {
+    const e = new BigUint64Array([0n, 1n << 62n, (1n << 55n) | 0xfffffn, 1n << 63n]);
+    const out = new Uint32Array(4);
+    expect(native.pagemapToggles(new Uint8Array(e.buffer), 0, out)).toBe(3);
+    expect([...out.subarray(0, 3)]).toEqual([1, 2, 3]);
+  });
+
+  it('refuses a partial entry and an out array shorter than the entries', () => {
+    expect(() => native.pagemapToggles(new Uint8Array(12), 0, new Uint32Array(2))).toThrow(/whole u64 entries/);
+    expect(() => native.pagemapToggles(new Uint8Array(32), 0, new Uint32Array(3))).toThrow(/an element per entry/);
+  });
+});
+
 describe('xxh64Update / xxh64Digest', () => {
   const xxh64 = (...pieces: Uint8Array[]): bigint => {
     const state = new Uint8Array(80);
