@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // bench/migrate: live migration over loopback TCP, tsvmm against QEMU (Debian's qemu-system-x86_64,
 // -M microvm -enable-kvm) migrating the same guests, in one run: 1 GiB and 4 GiB of RAM, an idle
-// guest and the dirtier, each VMM driven the same way over QMP (max-bandwidth 0 = unlimited, the same
+// guest and the dirtier (and, with --cases full, RAM full of data that no longer changes: the one
+// case whose wire rate measures the stream), each VMM driven the same way over QMP (max-bandwidth 0 = unlimited, the same
 // downtime-limit, auto-converge on). For each it prints total time, downtime, bytes sent and pages/s,
 // the tsvmm/QEMU ratios, and the loopback TCP limit measured in the same run (a Node sender pushing
 // bytes into a Node receiver in another process, the shape of a migration).
@@ -14,8 +15,11 @@
 // So it also prints "guest stopped", measured alike for both from outside: the source's STOP event
 // (the switch-over stops the guest) to the destination's RESUME (the guest runs again), by the
 // events' timestamps; that one includes each destination's load and start.
+// Each destination receives into memory freed just as its migration starts, by a child process
+// that held as much as the guest's RAM until then (holdHostMemory: on a host that is a VM, memory
+// freed a while ago costs a hypervisor fault per page to write, memory freed just now does not).
 //
-// Reproduce: npm install && node bench/migrate.mjs [--sizes 1,4] [--cases idle,dirtying]
+// Reproduce: npm install && node bench/migrate.mjs [--sizes 1,4] [--cases idle,dirtying[,full]]
 //   [--dirty-bytes 64M] [--downtime-limit 300] [--timeout 600] [--loopback-seconds 3] [--rounds N]
 // Without /dev/kvm: scripts/nested-kvm/run.sh --mem 10G -- env TMPDIR=/dev/shm node bench/migrate.mjs
 // (10G: a 4 GiB source and destination, QEMU's or ours, may each end up with all guest RAM resident.)
@@ -62,7 +66,7 @@ const rounds = Number(values.rounds);
 if (!Number.isInteger(rounds) || rounds < 1) usage(`--rounds: '${values.rounds}' is not a number of migrations (1 or more)`);
 if (!Number.isInteger(multifdChannels) || multifdChannels < 0 || multifdChannels > 255) usage(`--multifd: '${values.multifd}' is not a channel count (0 to 255)`);
 for (const c of cases) {
-  if (c !== 'idle' && c !== 'dirtying') usage(`--cases: unknown case '${c}' (idle, dirtying)`);
+  if (c !== 'idle' && c !== 'dirtying' && c !== 'full') usage(`--cases: unknown case '${c}' (idle, dirtying, full)`);
 }
 if (sizesGiB.some((s) => !(s > 0))) usage(`--sizes: '${values.sizes}' is not a list of GiB sizes such as 1,4`);
 if (!(downtimeLimitMs > 0) || !(timeoutMs > 0) || !(loopbackSeconds > 0)) usage('--downtime-limit, --timeout and --loopback-seconds take positive numbers');
@@ -164,9 +168,10 @@ let serial = 0;
 const socketPath = (name) => path.join(workDir, `${name}-${++serial}.qmp`);
 
 function guestFor(kind) {
-  return kind === 'idle'
-    ? { kernel: SPIN, cmdline: '', ready: /spinning\n/ }
-    : { kernel: DIRTIER, cmdline: `start=0x${DIRTY_START.toString(16)} size=0x${dirtyBytes.toString(16)}`, ready: /dirtier: dirtying/ };
+  if (kind === 'idle') return { kernel: SPIN, cmdline: '', ready: /spinning\n/ };
+  // full: every page of RAM from 16 MiB up stamped once (span=1: above 4 GiB too), then left alone.
+  if (kind === 'full') return { kernel: DIRTIER, cmdline: `start=0x${DIRTY_START.toString(16)} span=1 hold=1`, ready: /dirtier: holding/ };
+  return { kernel: DIRTIER, cmdline: `start=0x${DIRTY_START.toString(16)} size=0x${dirtyBytes.toString(16)}`, ready: /dirtier: dirtying/ };
 }
 
 /** The two VMMs, started the same way: same guest, RAM, command line; the destination waits for a stream. */
@@ -242,16 +247,51 @@ async function migrationEnd(client, label) {
   }
 }
 
+/**
+ * Memory for the destination to receive into, the same for both VMMs: a child process writes `bytes`
+ * and holds them until release(), called as the migration starts, so the destination writes guest
+ * RAM into memory just freed. On a host that is itself a VM (this one: virtio-balloon free page
+ * reporting, about 2 s after memory is freed) memory free for longer has been handed back to the
+ * hypervisor, and the first write to each page of it costs a hypervisor fault: writing 1 GiB took
+ * 2.3-2.4 s in fresh memory here, 0.12 s in memory just freed; on a host that is not a VM the
+ * first is the only kind. Without this, whichever VMM ran right after the other's processes exited
+ * got the warm memory: one run had QEMU's full 1 GiB migration at 0.7 s after tsvmm's, 2.9 s before.
+ */
+async function holdHostMemory(bytes) {
+  // Guest memory as the VMMs map it (transparent huge pages): what it frees is what they take.
+  const script = `const { GuestMemory } = await import(${JSON.stringify(path.join(root, 'dist', 'memory', 'guest-memory.js'))});
+    const m = GuestMemory.create(${Math.ceil(bytes / (2 * MiB)) * 2 * MiB});
+    for (const r of m.regions) r.bytes.fill(1);
+    process.stdout.write('held\\n'); setInterval(() => {}, 1 << 30);`;
+  const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'ignore'] });
+  const exited = new Promise((resolve) => child.once('exit', resolve));
+  await new Promise((resolve, reject) => {
+    child.stdout.once('data', resolve);
+    child.once('exit', (code) => reject(new Error(`holding ${fmtBytes(bytes)} of host memory failed (exit ${code})`)));
+  });
+  let released = false;
+  return {
+    /** Frees the memory (the process exits) and resolves once it has. */
+    async release() {
+      if (!released) child.kill('SIGKILL');
+      released = true;
+      await exited;
+    },
+  };
+}
+
 /** One migration of one VMM; returns the source's final query-migrate figures and what the destination said. */
 async function migrateOnce(vmm, kind, memGiB) {
   const g = guestFor(kind);
+  const warm = await holdHostMemory(Math.ceil(1.1 * memGiB * GiB));
   const port = await freePort();
   const dst = await vmm.destination(g, memGiB, port);
   const src = vmm.source(g, memGiB);
   let srcQmp;
   let dstQmp;
   try {
-    await src.waitFor(() => g.ready.test(src.stdout), `the guest (${g.ready})`);
+    // A full guest's one pass writes all its RAM first: on kvm_pvm a write-protect fault per page.
+    await src.waitFor(() => g.ready.test(src.stdout), `the guest (${g.ready})`, kind === 'full' ? 600_000 : undefined);
     let dirtyRate;
     if (kind === 'dirtying') {
       // Migrate only once the whole range holds stamps ('p' is answered after a complete pass), and
@@ -286,6 +326,7 @@ async function migrateOnce(vmm, kind, memGiB) {
     dstQmp = await dst.qmp();
     dstQmp.on('event', (e) => { if (e.event === 'RESUME' && resumeAt === undefined) resumeAt = eventMs(e); });
     progress(`${vmm === vmms.tsvmm ? 'tsvmm' : 'QEMU'} ${memGiB} GiB ${kind}: migrating`);
+    await warm.release();
     await srcQmp.execute('migrate', { uri: `tcp:127.0.0.1:${port}` });
     const info = await migrationEnd(srcQmp, `${vmm === vmms.tsvmm ? 'tsvmm' : 'QEMU'} ${memGiB} GiB ${kind}`);
     let check = '';
@@ -294,7 +335,7 @@ async function migrateOnce(vmm, kind, memGiB) {
       if (stopAt !== undefined && resumeAt !== undefined) info['x-guest-stopped'] = resumeAt - stopAt;
       const st = await dstQmp.execute('query-status');
       check = `destination ${st.status}`;
-      if (kind === 'dirtying') {
+      if (kind !== 'idle') {
         // The guest, now on the destination, checks every stamp it wrote on the source.
         dst.type('v');
         await dst.waitFor(() => /dirtier: verify (ok|FAILED)[^\n]*\n/.test(dst.stdout), 'the guest to verify itself', 300_000);
@@ -308,6 +349,7 @@ async function migrateOnce(vmm, kind, memGiB) {
     const said = (p) => `${p.label} ${p.exitStatus === undefined ? 'still running' : `exited (${p.exitStatus})`}: ${p.stderr.trim().slice(-600) || 'nothing on stderr'}`;
     throw new Error(`${e.message}; ${said(src)}; ${said(dst)}`, { cause: e });
   } finally {
+    await warm.release();
     for (const c of [srcQmp, dstQmp]) {
       if (c && !c.closed) {
         await c.execute('quit').catch(() => {});
@@ -412,6 +454,7 @@ if (kvmPvm) console.log('  NOTE: /dev/kvm is kvm_pvm: guest CPL0 code is emulate
 console.log(`  both: max-bandwidth 0 (unlimited), downtime-limit ${downtimeLimitMs} ms, auto-converge on, ${multifdChannels > 0 ? `multifd with ${multifdChannels} channels` : 'one TCP channel'}`);
 console.log(`  idle = guests/build/spin.elf (ring-0 counter loop, one page dirty); dirtying = guests/build/dirtier.elf `
   + `rewriting ${fmtBytes(dirtyBytes)} from 16 MiB, pass after pass, migrated after a full pass, verified on the destination`);
+if (cases.includes('full')) console.log('  full = guests/build/dirtier.elf hold=1: every page from 16 MiB up stamped once, then unchanged; verified on the destination');
 console.log(`  QEMU: ${haveQemu ? qemuVersion : 'not installed: its half is skipped (apt install qemu-system-x86)'}`);
 const limitBefore = await loopbackLimit('before the migrations');
 

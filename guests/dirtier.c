@@ -2,7 +2,9 @@
  * dirtier: stresses dirty-page tracking and checks migrations from inside
  * the guest. Pass after pass, as fast as it can, it stamps every 4 KiB page
  * of a RAM range with (pass, page index), and verifies the stamps on
- * request. A page a migration failed to copy keeps an older pass.
+ * request. A page a migration failed to copy keeps an older pass. With
+ * hold=1 it stamps the range once and then only waits, still verifying on
+ * request: RAM full of data that no longer changes.
  *
  * kmain (ring 0) only checks the command line and prints the range; all the
  * work, printing included, runs in ring 3 because some KVM hosts emulate
@@ -54,6 +56,7 @@ static struct {
     uint64_t pages;
     uint64_t passes;                    /* 0: forever */
     uint64_t skip;                      /* corrupt=1: not restamped after pass 1 */
+    uint64_t hold;                      /* hold=1: stamp once, then wait */
 } cfg;
 
 /*
@@ -197,6 +200,30 @@ static void stamp_pass(uint64_t pass)
     }
 }
 
+/*
+ * hold=1, after pass 1: waits, writing nothing, and answers v (verify pass
+ * 1) and q. Polls the console rarely: on hosts that trap ring-3 port I/O
+ * (lib/usermode.h) each poll writes the ring-0 stack, a page or two.
+ */
+static void verify(uint64_t pass);
+
+static void hold(void)
+{
+    serial_puts("dirtier: holding\n");
+    for (;;) {
+        for (volatile uint32_t spin = 0; spin < 4000000; spin++)
+            ;
+        switch (serial_try_getc()) {
+        case 'v':
+            verify(1);
+            break;
+        case 'q':
+            serial_puts("dirtier: quit after pass 1\n");
+            poweroff();
+        }
+    }
+}
+
 /* Runs between passes, so every page must hold the same pass. */
 static void verify(uint64_t pass)
 {
@@ -250,6 +277,8 @@ static void run(void *unused)
          * may still be running, emulated, with nothing written yet). */
         if (pass == 1)
             serial_puts("dirtier: dirtying\n");
+        if (cfg.hold)
+            hold();
         if (pass == cfg.passes) {
             verify(pass);
             poweroff();
@@ -338,6 +367,7 @@ void kmain(uint32_t magic, uint32_t mbi)
     for (uint32_t r = 0; r < cfg.ranges; r++)
         cfg.pages += (cfg.range[r].end - cfg.range[r].start) / PAGE_SIZE;
     cfg.passes = cmdline_get_num(cmd, "passes", 0);
+    cfg.hold = cmdline_get_num(cmd, "hold", 0);
     /* Test switch: one page (the middle one of the first piece) keeps its
      * pass-1 stamp, as if a migration had lost its later writes, so verify
      * after pass >= 2 fails. */
