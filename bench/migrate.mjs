@@ -31,6 +31,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { kvmAvailable, kvmIsPvm } from './kvm-available.mjs';
+import { holdHostMemory } from './host-memory.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const { QmpClient } = await import(path.join(root, 'dist', 'control', 'qmp-client.js'));
@@ -247,42 +248,10 @@ async function migrationEnd(client, label) {
   }
 }
 
-/**
- * Memory for the destination to receive into, the same for both VMMs: a child process writes `bytes`
- * and holds them until release(), called as the migration starts, so the destination writes guest
- * RAM into memory just freed. On a host that is itself a VM (this one: virtio-balloon free page
- * reporting, about 2 s after memory is freed) memory free for longer has been handed back to the
- * hypervisor, and the first write to each page of it costs a hypervisor fault: writing 1 GiB took
- * 2.3-2.4 s in fresh memory here, 0.12 s in memory just freed; on a host that is not a VM the
- * first is the only kind. Without this, whichever VMM ran right after the other's processes exited
- * got the warm memory: one run had QEMU's full 1 GiB migration at 0.7 s after tsvmm's, 2.9 s before.
- */
-async function holdHostMemory(bytes) {
-  // Guest memory as the VMMs map it (transparent huge pages): what it frees is what they take.
-  const script = `const { GuestMemory } = await import(${JSON.stringify(path.join(root, 'dist', 'memory', 'guest-memory.js'))});
-    const m = GuestMemory.create(${Math.ceil(bytes / (2 * MiB)) * 2 * MiB});
-    for (const r of m.regions) r.bytes.fill(1);
-    process.stdout.write('held\\n'); setInterval(() => {}, 1 << 30);`;
-  const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'ignore'] });
-  const exited = new Promise((resolve) => child.once('exit', resolve));
-  await new Promise((resolve, reject) => {
-    child.stdout.once('data', resolve);
-    child.once('exit', (code) => reject(new Error(`holding ${fmtBytes(bytes)} of host memory failed (exit ${code})`)));
-  });
-  let released = false;
-  return {
-    /** Frees the memory (the process exits) and resolves once it has. */
-    async release() {
-      if (!released) child.kill('SIGKILL');
-      released = true;
-      await exited;
-    },
-  };
-}
-
 /** One migration of one VMM; returns the source's final query-migrate figures and what the destination said. */
 async function migrateOnce(vmm, kind, memGiB) {
   const g = guestFor(kind);
+  // Memory for the destination to receive into, the same for both VMMs (host-memory.mjs).
   const warm = await holdHostMemory(Math.ceil(1.1 * memGiB * GiB));
   const port = await freePort();
   const dst = await vmm.destination(g, memGiB, port);
