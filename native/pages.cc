@@ -8,6 +8,7 @@
 
 #include "addon.h"
 #include "args.h"
+#include "xxh3.h"
 #include "zero.h"
 
 namespace tsvmm {
@@ -89,100 +90,6 @@ Napi::Value unpackPages(const Napi::CallbackInfo& info) {
   return Napi::Number::New(args.Env(), done);
 }
 
-// XXH64 (Yann Collet's xxHash, 64-bit), streaming: four 64-bit lanes over 32-byte stripes, then a
-// merge and an avalanche. It replaced CRC-32C as the stream checksum: plain 64-bit multiplies and
-// rotates, so it runs at memory speed everywhere, while the crc32 instruction (when it exists) does
-// 8 bytes per step and, emulated (nested KVM on TCG), crawled at ~50 MB/s.
-constexpr uint64_t kPrime1 = 0x9E3779B185EBCA87ULL;
-constexpr uint64_t kPrime2 = 0xC2B2AE3D27D4EB4FULL;
-constexpr uint64_t kPrime3 = 0x165667B19E3779F9ULL;
-constexpr uint64_t kPrime4 = 0x85EBCA77C2B2AE63ULL;
-constexpr uint64_t kPrime5 = 0x27D4EB2F165667C5ULL;
-
-// The running state, kept by the caller in a Uint8Array of kXxh64StateBytes (all zero = seed 0,
-// nothing fed): the four lanes hold (lane - its seed offset), so a zeroed state is a valid start.
-struct Xxh64State {
-  uint64_t lane[4];
-  uint64_t total;
-  uint8_t pending[32];
-  uint32_t pending_bytes;
-  uint32_t reserved;
-};
-constexpr size_t kXxh64StateBytes = sizeof(Xxh64State);
-static_assert(kXxh64StateBytes == 80);
-// Lane i starts at seed + kLaneStart[i] (seed 0); the state stores it without, so zeros mean "new".
-constexpr uint64_t kLaneStart[4] = {kPrime1 + kPrime2, kPrime2, 0, 0 - kPrime1};
-
-inline uint64_t Rotl(uint64_t x, int r) { return (x << r) | (x >> (64 - r)); }
-inline uint64_t Read64(const uint8_t* p) { uint64_t v; std::memcpy(&v, p, 8); return v; }
-inline uint32_t Read32(const uint8_t* p) { uint32_t v; std::memcpy(&v, p, 4); return v; }
-inline uint64_t Round(uint64_t acc, uint64_t input) { return Rotl(acc + input * kPrime2, 31) * kPrime1; }
-inline uint64_t MergeRound(uint64_t acc, uint64_t lane) { return (acc ^ Round(0, lane)) * kPrime1 + kPrime4; }
-
-// Consumes whole stripes from p (n a multiple of 32) into live lanes v.
-inline void Stripes(uint64_t v[4], const uint8_t* p, size_t n) {
-  uint64_t a = v[0], b = v[1], c = v[2], d = v[3];
-  for (const uint8_t* end = p + n; p < end; p += 32) {
-    a = Round(a, Read64(p));
-    b = Round(b, Read64(p + 8));
-    c = Round(c, Read64(p + 16));
-    d = Round(d, Read64(p + 24));
-  }
-  v[0] = a; v[1] = b; v[2] = c; v[3] = d;
-}
-
-void Xxh64Update(Xxh64State* s, const uint8_t* p, size_t n) {
-  uint64_t v[4];
-  for (int i = 0; i < 4; ++i) v[i] = s->lane[i] + kLaneStart[i];
-  s->total += n;
-  if (s->pending_bytes > 0) {
-    size_t take = std::min<size_t>(32 - s->pending_bytes, n);
-    std::memcpy(s->pending + s->pending_bytes, p, take);
-    s->pending_bytes += take;
-    p += take;
-    n -= take;
-    if (s->pending_bytes == 32) {
-      Stripes(v, s->pending, 32);
-      s->pending_bytes = 0;
-    }
-  }
-  size_t whole = n & ~static_cast<size_t>(31);
-  Stripes(v, p, whole);
-  std::memcpy(s->pending + s->pending_bytes, p + whole, n - whole);
-  s->pending_bytes += n - whole;
-  for (int i = 0; i < 4; ++i) s->lane[i] = v[i] - kLaneStart[i];
-}
-
-uint64_t Xxh64Digest(const Xxh64State* s) {
-  uint64_t h;
-  if (s->total >= 32) {
-    uint64_t v[4];
-    for (int i = 0; i < 4; ++i) v[i] = s->lane[i] + kLaneStart[i];
-    h = Rotl(v[0], 1) + Rotl(v[1], 7) + Rotl(v[2], 12) + Rotl(v[3], 18);
-    for (int i = 0; i < 4; ++i) h = MergeRound(h, v[i]);
-  } else {
-    h = kPrime5;
-  }
-  h += s->total;
-  const uint8_t* p = s->pending;
-  size_t n = s->pending_bytes;
-  for (; n >= 8; p += 8, n -= 8) h = Rotl(h ^ Round(0, Read64(p)), 27) * kPrime1 + kPrime4;
-  if (n >= 4) {
-    h = Rotl(h ^ (static_cast<uint64_t>(Read32(p)) * kPrime1), 23) * kPrime2 + kPrime3;
-    p += 4;
-    n -= 4;
-  }
-  for (; n > 0; ++p, --n) h = Rotl(h ^ (*p * kPrime5), 11) * kPrime1;
-  h ^= h >> 33;
-  h *= kPrime2;
-  h ^= h >> 29;
-  h *= kPrime3;
-  h ^= h >> 32;
-  return h;
-}
-
-// xxh64Update(state, bytes): feeds `bytes` into the running XXH64 in `state` (80 bytes, zeroed to
-// begin). Feeding in pieces gives the hash of the pieces joined.
 // pagemapToggles(entries, startMapped, out): `entries` holds /proc/self/pagemap entries (u64,
 // little-endian, one per page); a page is mapped when bit 63 (present) or 62 (swapped) is set. Writes
 // to `out`, ascending, the index of every entry whose mapped-ness differs from the entry before it
@@ -230,34 +137,36 @@ Napi::Value pagemapToggles(const Napi::CallbackInfo& info) {
   return Napi::Number::New(args.Env(), static_cast<double>(n));
 }
 
-Napi::Value xxh64Update(const Napi::CallbackInfo& info) {
+// xxh3Update(state, bytes): feeds `bytes` into the running XXH3-64 in `state` (xxh3::kStateBytes,
+// zeroed to begin; native/xxh3.h). Feeding in pieces gives the hash of the pieces joined.
+Napi::Value xxh3Update(const Napi::CallbackInfo& info) {
   Args args(info, __func__);
   Bytes state, bytes;
-  if (!args.Uint8Array(0, "state", kXxh64StateBytes, &state) || !args.Uint8Array(1, "bytes", 0, &bytes)) return {};
-  Xxh64State s;
-  std::memcpy(&s, state.data, sizeof s);
-  if (s.pending_bytes > 32) {
-    Napi::RangeError::New(args.Env(), "xxh64Update: state is not an XXH64 state (pending bytes > 32)").ThrowAsJavaScriptException();
+  if (!args.Uint8Array(0, "state", xxh3::kStateBytes, &state) || !args.Uint8Array(1, "bytes", 0, &bytes)) return {};
+  xxh3::State s;
+  std::memcpy(&s, state.data, sizeof s);  // a Uint8Array need not be aligned
+  if (!xxh3::Valid(s)) {
+    Napi::RangeError::New(args.Env(), "xxh3Update: state is not an XXH3 state").ThrowAsJavaScriptException();
     return {};
   }
-  Xxh64Update(&s, bytes.data, bytes.length);
+  xxh3::Update(&s, bytes.data, bytes.length);
   std::memcpy(state.data, &s, sizeof s);
   return args.Env().Undefined();
 }
 
-// xxh64Digest(state): the XXH64 (seed 0) of everything fed into `state`, as a BigInt; the state is
+// xxh3Digest(state): the XXH3-64 (seed 0) of everything fed into `state`, as a BigInt; the state is
 // unchanged, so feeding may go on.
-Napi::Value xxh64Digest(const Napi::CallbackInfo& info) {
+Napi::Value xxh3Digest(const Napi::CallbackInfo& info) {
   Args args(info, __func__);
   Bytes state;
-  if (!args.Uint8Array(0, "state", kXxh64StateBytes, &state)) return {};
-  Xxh64State s;
+  if (!args.Uint8Array(0, "state", xxh3::kStateBytes, &state)) return {};
+  xxh3::State s;
   std::memcpy(&s, state.data, sizeof s);
-  if (s.pending_bytes > 32) {
-    Napi::RangeError::New(args.Env(), "xxh64Digest: state is not an XXH64 state (pending bytes > 32)").ThrowAsJavaScriptException();
+  if (!xxh3::Valid(s)) {
+    Napi::RangeError::New(args.Env(), "xxh3Digest: state is not an XXH3 state").ThrowAsJavaScriptException();
     return {};
   }
-  return Napi::BigInt::New(args.Env(), Xxh64Digest(&s));
+  return Napi::BigInt::New(args.Env(), xxh3::Digest(s));
 }
 
 }  // namespace
@@ -266,8 +175,8 @@ void RegisterPages(Napi::Env env, Napi::Object exports) {
   EXPORT_FUNCTION(env, exports, packPages);
   EXPORT_FUNCTION(env, exports, unpackPages);
   EXPORT_FUNCTION(env, exports, pagemapToggles);
-  EXPORT_FUNCTION(env, exports, xxh64Update);
-  EXPORT_FUNCTION(env, exports, xxh64Digest);
+  EXPORT_FUNCTION(env, exports, xxh3Update);
+  EXPORT_FUNCTION(env, exports, xxh3Digest);
 }
 
 }  // namespace tsvmm

@@ -200,12 +200,12 @@ export interface NativeAddon {
   /** The reverse of packPages for a run of data entries: copies each into its page of `bytes`; returns how many (see native/pages.cc). */
   unpackPages(payload: Uint8Array, at: number, maxEntries: number, dataKind: number, bytes: Uint8Array, pageBytes: number): number;
   /**
-   * Feeds `bytes` into the running XXH64 kept in `state` (80 bytes, zeroed to begin): feeding in
-   * pieces hashes the pieces joined. Throws RangeError for a state too short or not an XXH64 state.
+   * Feeds `bytes` into the running XXH3-64 kept in `state` (344 bytes, zeroed to begin): feeding in
+   * pieces hashes the pieces joined. Throws RangeError for a state too short or not an XXH3 state.
    */
-  xxh64Update(state: Uint8Array, bytes: Uint8Array): void;
-  /** The XXH64 (seed 0) of everything fed into `state`, which stays as it was. */
-  xxh64Digest(state: Uint8Array): bigint;
+  xxh3Update(state: Uint8Array, bytes: Uint8Array): void;
+  /** The XXH3-64 (seed 0) of everything fed into `state`, which stays as it was. */
+  xxh3Digest(state: Uint8Array): bigint;
 
   // --- benchmark baseline (bench/ only) ---------------------------------------------------------
   /**

@@ -35,7 +35,7 @@ export function parseChannel(payload: Buffer): { session: Buffer; index: number 
   return { session: payload.subarray(0, SESSION_BYTES), index: payload.readUInt32LE(SESSION_BYTES) };
 }
 
-/** SYNC: u32 pass, u64 bytes this channel sent before this record, u64 XXH64 of those bytes. */
+/** SYNC: u32 pass, u64 bytes this channel sent before this record, u64 XXH3-64 of those bytes. */
 export function syncRecord(pass: number, bytesBefore: number, hash: bigint): Buffer {
   const p = Buffer.alloc(4 + 8 + 8);
   p.writeUInt32LE(pass, 0);

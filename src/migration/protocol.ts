@@ -1,5 +1,5 @@
 /**
- * The tsvmm migration stream, version 6: one TCP connection, records in both directions.
+ * The tsvmm migration stream, version 7: one TCP connection, records in both directions.
  *
  *   source                                              destination (tsvmm run --incoming tcp:H:P)
  *     | HEADER  magic "TSVMMIG\0", version, machine shape  |  refuses a shape mismatch before touching
@@ -16,7 +16,7 @@
  *     | RAM ... PASS_END last                              |
  *     | STATE   "vm", "vcpu0".., "uart": named, versioned  |  held until END checks out
  *     | VERIFY  SHA-256 of each RAM region (if x-verify)   |
- *     | END     byte count and XXH64 of everything before  |
+ *     | END     byte count and XXH3 of everything before   |
  *     |--------------------------------------------------->|  checks END, loads state, checks VERIFY
  *     |                    LOADED | REFUSED "reason"       |
  *     |<---------------------------------------------------|
@@ -34,7 +34,7 @@
  * Multifd (capability multifd, multifd-channels N): right after HEADER the source sends MULTIFD (N, a
  * random 16-byte session) and opens N more connections to the same address, each starting with
  * CHANNEL (session, index). RAM records then travel over the channels, not the main connection; at
- * the end of each pass every channel sends SYNC (pass, its byte count and running XXH64) before the
+ * the end of each pass every channel sends SYNC (pass, its byte count and running XXH3) before the
  * main connection's PASS_END. The destination applies no page of pass n+1 from any channel, and no
  * record after PASS_END n from the main connection, before every channel has delivered SYNC n: a page
  * resent in a later pass over another channel can never be overtaken by its older copy.
@@ -46,6 +46,7 @@ import { createHash } from 'node:crypto';
 
 export const STREAM_MAGIC = Buffer.from('TSVMMIG\0', 'latin1');
 /**
+ * 7: END and SYNC carry XXH3-64, where versions 3 to 6 carried XXH64.
  * 6: the source answers LOADED with COMMIT, and the destination runs the guest only after it.
  * 5: the destination answers a HEADER it takes with ACCEPTED, and LOADED is valid only after it.
  * 4: STATE carries its byte arrays (registers, XSAVE, LAPIC, irqchips...) raw after its JSON, where
@@ -53,10 +54,10 @@ export const STREAM_MAGIC = Buffer.from('TSVMMIG\0', 'latin1');
  * 3: END and SYNC carry XXH64 (StreamChecksum), where version 2 carried CRC-32C and version 1 SHA-1;
  * RAM records may hold ZERO_RUN entries (a whole never-written range in 9 bytes).
  */
-export const STREAM_VERSION = 6;
+export const STREAM_VERSION = 7;
 export const PAGE_BYTES = 4096;
 export const RECORD_HEADER_BYTES = 5;
-/** No record of version 6 is larger (a RAM batch of 256 pages is ~1 MiB). */
+/** No record of version 7 is larger (a RAM batch of 256 pages is ~1 MiB). */
 export const MAX_RECORD_BYTES = 4 * 1024 * 1024;
 
 export const RecordType = {
@@ -70,7 +71,7 @@ export const RecordType = {
   MULTIFD: 7,
   /** First record of a channel connection: which migration (session) and which channel. */
   CHANNEL: 8,
-  /** On a channel: every page of pass N this channel carries has been sent; with its running count and XXH64. */
+  /** On a channel: every page of pass N this channel carries has been sent; with its running count and XXH3. */
   SYNC: 9,
   /** Main connection, the source's answer to LOADED: it has handed the guest over and will never run it again. */
   COMMIT: 10,
@@ -292,7 +293,7 @@ export function verifyMismatches(regions: readonly { start: number; sizeBytes: n
   return bad;
 }
 
-/** The END record: u64 byte count and u64 XXH64 of every byte the source sent before it. */
+/** The END record: u64 byte count and u64 XXH3-64 of every byte the source sent before it. */
 export function endRecord(bytesBefore: number, hash: bigint): Buffer {
   const p = Buffer.alloc(8 + 8);
   p.writeBigUInt64LE(BigInt(bytesBefore), 0);

@@ -111,46 +111,57 @@ describe('pagemapToggles', () => {
   });
 });
 
-describe('xxh64Update / xxh64Digest', () => {
-  const xxh64 = (...pieces: Uint8Array[]): bigint => {
-    const state = new Uint8Array(80);
-    for (const p of pieces) native.xxh64Update(state, p);
-    return native.xxh64Digest(state);
+describe('xxh3Update / xxh3Digest', () => {
+  const STATE_BYTES = 344;
+  const xxh3 = (...pieces: Uint8Array[]): bigint => {
+    const state = new Uint8Array(STATE_BYTES);
+    for (const p of pieces) native.xxh3Update(state, p);
+    return native.xxh3Digest(state);
   };
 
-  it('gives the reference XXH64 values and chains across calls', () => {
-    // XXH64 with seed 0: the empty input's value is in xxHash's own sanity tests; the others were
-    // computed with xxhash-wasm 1.1.0 (the reference C implementation compiled to WebAssembly).
-    expect(xxh64(new Uint8Array(0))).toBe(0xef46db3751d8e999n);
-    expect(xxh64(Buffer.from('abc'))).toBe(0x44bc2cf5ad770999n);
-    expect(xxh64(Buffer.from('123456789'))).toBe(0x8cb841db40e6ae83n);
-    expect(xxh64(new Uint8Array(32))).toBe(0xf6e9be5d70632cf5n);
-    expect(xxh64(Buffer.from('1234'), Buffer.from('56789'))).toBe(0x8cb841db40e6ae83n);
-    expect(xxh64(new Uint8Array(7), new Uint8Array(25))).toBe(0xf6e9be5d70632cf5n);
+  it('gives the reference XXH3-64 values, short, medium and long inputs alike, and chains across calls', () => {
+    // XXH3-64 with seed 0: the empty input's value is in xxHash's own sanity tests; the others were
+    // computed with hash-wasm 4 (xxHash's C implementation compiled to WebAssembly). A scratch run
+    // against it also matched every length 0-599 and 20 longer ones, each fed whole and in 7 ways.
+    expect(xxh3(new Uint8Array(0))).toBe(0x2d06800538d394c2n);
+    expect(xxh3(Buffer.from('abc'))).toBe(0x78af5f94892f3950n);
+    expect(xxh3(Buffer.from('123456789'))).toBe(0x72dcb18b67a17dffn);
+    expect(xxh3(new Uint8Array(32))).toBe(0xa057271c9071c99dn);
+    expect(xxh3(new Uint8Array(200))).toBe(0x8f8c9188233578c2n);
+    expect(xxh3(new Uint8Array(4096))).toBe(0x93d76fe148c689ban);
+    expect(xxh3(Buffer.from('1234'), Buffer.from('56789'))).toBe(0x72dcb18b67a17dffn);
+    expect(xxh3(new Uint8Array(7), new Uint8Array(193))).toBe(0x8f8c9188233578c2n);
   });
 
-  it('is the same whatever the split, and changes when any bit of a long buffer flips', () => {
+  it('is the same whatever the split, across its 256-byte buffer and 1 KiB blocks, and changes when any bit of a long buffer flips', () => {
     const data = createHash('sha256').update('seed').digest();
     const long = Buffer.concat(Array.from({ length: 100 }, () => data)).subarray(3); // unaligned, odd length
-    const whole = xxh64(long);
-    for (const split of [1, 31, 32, 33, 1001]) {
-      expect(xxh64(long.subarray(0, split), long.subarray(split, split + 17), long.subarray(split + 17)), `split ${split}`).toBe(whole);
+    const whole = xxh3(long);
+    expect(whole).toBe(0x9bed38ff4232abc8n);
+    for (const split of [1, 63, 64, 65, 255, 256, 257, 1023, 1024, 1025, 3000]) {
+      expect(xxh3(long.subarray(0, split), long.subarray(split, split + 17), long.subarray(split + 17)), `split ${split}`).toBe(whole);
     }
+    const byteByByte = new Uint8Array(STATE_BYTES);
+    for (let i = 0; i < long.length; i++) native.xxh3Update(byteByByte, long.subarray(i, i + 1));
+    expect(native.xxh3Digest(byteByByte)).toBe(whole);
     for (const bit of [0, 7, 8 * 1000 + 3, long.length * 8 - 1]) {
       const flipped = Buffer.from(long);
       flipped[bit >> 3]! ^= 1 << (bit & 7);
-      expect(xxh64(flipped), `bit ${bit}`).not.toBe(whole);
+      expect(xxh3(flipped), `bit ${bit}`).not.toBe(whole);
     }
   });
 
   it('digests without consuming, and refuses a state that is not one', () => {
-    const state = new Uint8Array(80);
-    native.xxh64Update(state, Buffer.from('abc'));
-    expect(native.xxh64Digest(state)).toBe(native.xxh64Digest(state));
-    expect(() => native.xxh64Update(new Uint8Array(79), Buffer.from('a'))).toThrow(/state/);
-    const garbled = new Uint8Array(80);
-    garbled[72] = 200; // pending-bytes field beyond a stripe
-    expect(() => native.xxh64Update(garbled, Buffer.from('a'))).toThrow(RangeError);
-    expect(() => native.xxh64Digest(garbled)).toThrow(RangeError);
+    const state = new Uint8Array(STATE_BYTES);
+    native.xxh3Update(state, Buffer.from('abc'));
+    expect(native.xxh3Digest(state)).toBe(native.xxh3Digest(state));
+    native.xxh3Update(state, Buffer.from('def'));
+    expect(native.xxh3Digest(state)).toBe(xxh3(Buffer.from('abcdef')));
+    expect(() => native.xxh3Update(new Uint8Array(STATE_BYTES - 1), Buffer.from('a'))).toThrow(/state/);
+    const garbled = new Uint8Array(STATE_BYTES);
+    garbled[76] = 1; // buffered-bytes field beyond the 256-byte buffer
+    garbled[77] = 1;
+    expect(() => native.xxh3Update(garbled, Buffer.from('a'))).toThrow(RangeError);
+    expect(() => native.xxh3Digest(garbled)).toThrow(RangeError);
   });
 });

@@ -34,7 +34,7 @@ function destination(mem: GuestMemory): MigrationDestination {
   return { memory: mem, shape: () => shape, restoreState: () => {} };
 }
 
-/** The main connection's records, with END's count and XXH64 over everything before it; answers LOADED with COMMIT, as a source does. */
+/** The main connection's records, with END's count and XXH3 over everything before it; answers LOADED with COMMIT, as a source does. */
 class MainStream {
   private readonly checksum = new StreamChecksum();
   private readonly answers = new RecordReader();
