@@ -6,7 +6,10 @@
 // in memory just freed; on a host that is not a VM the second is the only kind. A benchmark whose
 // subject writes fresh memory (a migration destination receiving guest RAM) measures that state more
 // than itself unless every run starts from the same one: in one bench/migrate run, QEMU's full 1 GiB
-// migration took 0.7 s right after tsvmm's processes had exited and 2.9 s before them.
+// migration took 0.7 s right after tsvmm's processes had exited and 2.9 s before them. This narrows
+// that spread without removing it: the host keeps handing free memory back while a run goes on, so a
+// run that writes for more than a second or two meets fresh memory again, and levelled full 1 GiB
+// migrations still ranged from 0.54 to 2.9 s (QEMU) and 0.56 to 0.97 s (tsvmm) over a few runs.
 import { spawn } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
