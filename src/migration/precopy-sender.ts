@@ -44,22 +44,13 @@ const THROTTLE_AFTER_PASSES = 2;
 /**
  * Settling: a pass whose dirty set fits the downtime limit is still sent live (not in the pause) when
  * it is at most this fraction of the pass before (the first fit always: nothing to compare it with),
- * up to MAX_SETTLE_PASSES times, and while it would take longer than SETTLED_MS to send. On kvm_pvm a guest rewriting 64 MiB dirties ~250 MiB/s under logging
+ * up to MAX_SETTLE_PASSES times. On kvm_pvm a guest rewriting 64 MiB dirties ~250 MiB/s under logging
  * (write-protect faults) against ~400-600 MiB/s sent, so each pass about halves the set: stopping on
  * the first that fits paused the guest for 40-110 ms, where QEMU, iterating on, paused it for 6-30 ms;
- * settling, 3-9 ms (bench/migrate --rounds 5). An idle guest switches over at once.
+ * settling, 3-9 ms (bench/migrate --rounds 5). An idle guest pays one more pass of a few pages.
  */
 const SETTLE_SHRINK = 0.75;
 const MAX_SETTLE_PASSES = 4;
-/**
- * No settling pass once the pages left would take at most this long to send: the switch-over's own
- * fixed costs (stopping the vCPUs, capturing and loading the state, the round trips) are several
- * milliseconds on kvm_pvm, so a pass to save less than this shortens the pause by little, while the
- * guest runs on and the migration goes on through it. The 1 GiB dirtier (bench/migrate --cases
- * dirtying --rounds 5) went from 6 passes to 3-4 and from a total of 96-120 ms to 77-91 (QEMU:
- * 105-174), its downtime from 3-5 ms to 4-7 (QEMU: 10-18).
- */
-const SETTLED_MS = 2;
 
 /** The least a pass must send for its time to measure the link (endPass): one full RAM record. */
 const MIN_MEASURED_PASS_BYTES = BATCH_PAGES * PAGE_BYTES;
@@ -201,8 +192,7 @@ export class PrecopySender {
       let lastSync = passStart;
       /**
        * What the last live sync found. Unknown at the first (pass 1 sent every page, and how long it
-       * took decides how much the guest dirtied meanwhile): a first fit settles once unless it is
-       * already under SETTLED_MS.
+       * took decides how much the guest dirtied meanwhile): a first fit always settles once.
        */
       let previousPages = Infinity;
       let settlePasses = 0;
@@ -221,10 +211,9 @@ export class PrecopySender {
         if (this.expectedDowntimeMs() <= this.params()['downtime-limit']) {
           // It fits the limit. But while the dirty set still shrinks pass after pass (the guest
           // dirties slower than the link carries), another live pass shortens the pause for the
-          // price of a pass the guest runs through; stop once it stops shrinking well, or once what
-          // is left would take no longer than SETTLED_MS. A settling guest needs no more throttle
-          // than it has.
-          if (!shrinking || settlePasses >= MAX_SETTLE_PASSES || this.expectedDowntimeMs() <= SETTLED_MS) break;
+          // price of a pass the guest runs through; stop once it stops shrinking well. A settling
+          // guest needs no more throttle than it has.
+          if (!shrinking || settlePasses >= MAX_SETTLE_PASSES) break;
           settlePasses++;
         } else if (this.pass >= THROTTLE_AFTER_PASSES && this.autoConverge()) {
           this.throttle(this.nextThrottle(this.remainingBytes / sinceLastSync));
