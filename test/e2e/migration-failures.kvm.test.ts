@@ -88,7 +88,7 @@ describeKvm('failed and cancelled migrations', () => {
   // the source then resumes its guest, so the destination must not run it too (two copies of one
   // guest, each believing it is the only one). The destination runs it only on the source's COMMIT.
   async function connectionLostAtLoaded(destinationEnv: Record<string, string>) {
-    const uri = `tcp:127.0.0.1:${migrationPort()}`;
+    const uri = `tcp:127.0.0.1:${await migrationPort()}`;
     const dst = start([DIRTIER, '--mem', MEM, '--incoming', uri], 'dst', destinationEnv);
     await dst.waitFor(() => dst.stderr.includes('waiting for an incoming migration'), 'dst to listen');
     const [, host, port] = /^tcp:(.*):(\d+)$/.exec(uri)!;

@@ -18,7 +18,7 @@ async function tlsMigration(clientDir: string, multifdChannels = 0) {
   const dst = start([DIRTIER, '--mem', MEM, '--incoming', 'defer', '--object', creds(serverCreds, 'server')], 'dst');
   const dstQmp = await qmp(dst);
   await dstQmp.execute('migrate-set-parameters', { 'tls-creds': 'tls0' });
-  const uri = `tcp:127.0.0.1:${migrationPort()}`;
+  const uri = `tcp:127.0.0.1:${await migrationPort()}`;
   await dstQmp.execute('migrate-incoming', { uri });
   const src = start([DIRTIER, '--mem', MEM, '--cmdline', STAMPS, '--object', creds(clientDir, 'client')], 'src');
   await src.waitForConsole(DIRTYING);

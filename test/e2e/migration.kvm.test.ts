@@ -40,7 +40,7 @@ describeKvm('live migration between two tsvmm processes', () => {
     const src = start([DIRTIER, '--mem', MEM, '--cmdline', STAMPS], 'src');
     await src.waitForConsole(DIRTYING);
     const client = await qmp(src);
-    await client.execute('migrate', { uri: `tcp:127.0.0.1:${migrationPort()}` }); // nobody listens
+    await client.execute('migrate', { uri: `tcp:127.0.0.1:${await migrationPort()}` }); // nobody listens
     const info = await migrationEnd(client);
     expect(info.status).toBe('failed');
     expect(info['error-desc']).toMatch(/nothing listens at tcp:127\.0\.0\.1/);

@@ -78,7 +78,7 @@ describeKvm('migration with virtio I/O in flight', () => {
   it('diskcheck keeps writing and verifying across the migration; it passes on the destination and the host finds its stamps', async () => {
     const disk = path.join(mkdtempSync(path.join(tmpdir(), 'tsvmm-mig-blk-')), 'disk.img');
     writeFileSync(disk, Buffer.alloc(1 << 20));
-    const port = migrationPort();
+    const port = await migrationPort();
     // Both sides open the same image: shared storage, as a QEMU migration without block copy assumes.
     const dst = start([guest('diskcheck'), '--mem', MEM, '--disk', disk, '--incoming', `tcp:127.0.0.1:${port}`], 'dst');
     await dst.waitFor(() => dst.stderr.includes('waiting for an incoming migration'), 'the destination to listen');
@@ -104,7 +104,7 @@ describeKvm('migration with virtio I/O in flight', () => {
     closers.push(() => peer.close());
     const relay = await Relay.open(relayPort, peer.port);
     closers.push(() => relay.close());
-    const port = migrationPort();
+    const port = await migrationPort();
     const net = (local: number) => ['--net', `udp,local=127.0.0.1:${local},remote=127.0.0.1:${relayPort}`];
     const dst = start([guest('netecho'), '--mem', MEM, ...net(dstPort), '--incoming', `tcp:127.0.0.1:${port}`], 'dst');
     await dst.waitFor(() => dst.stderr.includes('waiting for an incoming migration'), 'the destination to listen');

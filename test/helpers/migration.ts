@@ -34,7 +34,7 @@ export async function qmp(p: TsvmmProcess): Promise<QmpClient> {
 
 /** Starts a destination on a fresh loopback port and waits until it listens. */
 export async function destination(start: ReturnType<typeof processPool>, args: string[], name = 'dst', host = '127.0.0.1', prefix: readonly string[] = []): Promise<{ dst: TsvmmProcess; uri: string }> {
-  const uri = `tcp:${host}:${migrationPort()}`;
+  const uri = `tcp:${host}:${await migrationPort()}`;
   const dst = start([...args, '--incoming', uri], name, {}, prefix);
   await dst.waitFor(() => dst.stderr.includes('waiting for an incoming migration'), `${name} to listen`);
   return { dst, uri };

@@ -2,6 +2,7 @@ import { existsSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { ConsoleProcess } from './console-process.js';
+import { freePort } from './free-port.js';
 import { CLI } from './paths.js';
 
 /** A real `tsvmm run` process with its serial console on stdio (typed into, read back) and QMP on a unix socket. */
@@ -21,8 +22,11 @@ export class TsvmmProcess extends ConsoleProcess {
   }
 }
 
-let nextPort = 47000 + (process.pid % 1000) * 10;
-/** A loopback port for a migration stream (distinct per call within a test run). */
-export function migrationPort(): number {
-  return nextPort++;
+/**
+ * A loopback port for a migration stream: one the kernel found free a moment ago. (Ports counted up
+ * from 47000 + pid % 1000 * 10 overlapped between test files, whose workers' pids differ, and lay in
+ * the ephemeral range: a CI run found one "in use" when a destination came to listen on it.)
+ */
+export async function migrationPort(): Promise<number> {
+  return freePort();
 }
