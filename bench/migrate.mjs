@@ -234,7 +234,13 @@ async function migrationEnd(client, label) {
   const t0 = Date.now();
   let lastPass;
   for (;;) {
-    const info = await client.execute('query-migrate');
+    let info = await client.execute('query-migrate');
+    // QEMU 7.2 sets 'completed' a moment before it fills in the figures (migration_completion,
+    // then migration_calculate_complete): asked in between, it answers total-time 0.
+    for (let i = 0; i < 50 && info.status === 'completed' && !(info['total-time'] > 0); i++) {
+      await sleep(10);
+      info = await client.execute('query-migrate');
+    }
     if (['completed', 'failed', 'cancelled'].includes(info.status)) return info;
     if (info.ram && info.ram['dirty-sync-count'] !== lastPass) {
       lastPass = info.ram['dirty-sync-count'];
