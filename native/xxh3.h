@@ -15,6 +15,8 @@
 #include <cstdint>
 #include <cstring>
 
+#include "zero.h"  // Load64
+
 namespace tsvmm {
 namespace xxh3 {
 
@@ -75,7 +77,6 @@ inline bool Valid(const State& s) {
          s.stripes < kStripesPerBlock;
 }
 
-inline uint64_t Read64(const uint8_t* p) { uint64_t v; std::memcpy(&v, p, 8); return v; }
 inline uint32_t Read32(const uint8_t* p) { uint32_t v; std::memcpy(&v, p, 4); return v; }
 inline uint64_t Rotl64(uint64_t x, int r) { return (x << r) | (x >> (64 - r)); }
 inline uint64_t Mul128Fold(uint64_t a, uint64_t b) {
@@ -118,7 +119,7 @@ inline void Scramble(uint64_t acc[8]) {
   for (int i = 0; i < 8; ++i) {
     uint64_t a = acc[i];
     a ^= a >> 47;
-    a ^= Read64(key + 8 * i);
+    a ^= Load64(key + 8 * i);
     acc[i] = a * kPrime32_1;
   }
 }
@@ -211,13 +212,13 @@ inline void Update(State* s, const uint8_t* p, size_t n) {
 }
 
 inline uint64_t MixStep(const uint8_t* data, const uint8_t* secret) {
-  return Mul128Fold(Read64(data) ^ Read64(secret), Read64(data + 8) ^ Read64(secret + 8));
+  return Mul128Fold(Load64(data) ^ Load64(secret), Load64(data + 8) ^ Load64(secret + 8));
 }
 
 // The whole-input algorithms for 0 to 240 bytes (seed 0).
 inline uint64_t HashShort(const uint8_t* in, size_t len) {
   const uint8_t* k = kSecret;
-  if (len == 0) return AvalancheXxh64(Read64(k + 56) ^ Read64(k + 64));
+  if (len == 0) return AvalancheXxh64(Load64(k + 56) ^ Load64(k + 64));
   if (len <= 3) {
     uint32_t combined = static_cast<uint32_t>(in[len - 1]) | (static_cast<uint32_t>(len) << 8) |
                         (static_cast<uint32_t>(in[0]) << 16) | (static_cast<uint32_t>(in[len >> 1]) << 24);
@@ -226,7 +227,7 @@ inline uint64_t HashShort(const uint8_t* in, size_t len) {
   }
   if (len <= 8) {
     uint64_t combined = static_cast<uint64_t>(Read32(in + len - 4)) | (static_cast<uint64_t>(Read32(in)) << 32);
-    uint64_t value = (Read64(k + 8) ^ Read64(k + 16)) ^ combined;
+    uint64_t value = (Load64(k + 8) ^ Load64(k + 16)) ^ combined;
     value ^= Rotl64(value, 49) ^ Rotl64(value, 24);
     value *= kPrimeMx2;
     value ^= (value >> 35) + len;
@@ -234,8 +235,8 @@ inline uint64_t HashShort(const uint8_t* in, size_t len) {
     return value ^ (value >> 28);
   }
   if (len <= 16) {
-    uint64_t low = (Read64(k + 24) ^ Read64(k + 32)) ^ Read64(in);
-    uint64_t high = (Read64(k + 40) ^ Read64(k + 48)) ^ Read64(in + len - 8);
+    uint64_t low = (Load64(k + 24) ^ Load64(k + 32)) ^ Load64(in);
+    uint64_t high = (Load64(k + 40) ^ Load64(k + 48)) ^ Load64(in + len - 8);
     uint64_t value = len + __builtin_bswap64(low) + high + Mul128Fold(low, high);
     return Avalanche(value);
   }
@@ -272,7 +273,7 @@ inline uint64_t Digest(const State& s) {
   Accumulate(acc, last, kSecret + kSecretBytes - kStripeBytes - 7);
   uint64_t result = s.total * kPrime64_1;
   for (int i = 0; i < 4; ++i) {
-    result += Mul128Fold(acc[2 * i] ^ Read64(kSecret + 11 + 16 * i), acc[2 * i + 1] ^ Read64(kSecret + 11 + 16 * i + 8));
+    result += Mul128Fold(acc[2 * i] ^ Load64(kSecret + 11 + 16 * i), acc[2 * i + 1] ^ Load64(kSecret + 11 + 16 * i + 8));
   }
   return Avalanche(result);
 }
