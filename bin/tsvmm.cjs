@@ -17,6 +17,8 @@ if (!existsSync(compiled)) {
   process.exit(2);
 }
 const bundled = existsSync(bundle) && statSync(bundle).mtimeMs >= statSync(compiled).mtimeMs;
+// Bundles compile from their code caches, every function already compiled (see bundle-loader.cjs).
+if (bundled) require('./bundle-loader.cjs').installBundleLoader(bundleDir);
 const argv = process.argv.slice(2);
 
 /** A module of dist/: the bundle's CommonJS file, or the compiled ES module. */

@@ -15,7 +15,8 @@
 // together). import() becomes require() and import.meta.url the file's URL; nothing here uses
 // top-level await, which CommonJS could not express (rolldown would refuse).
 import { rolldown } from 'rolldown';
-import { readFileSync, rmSync } from 'node:fs';
+import { readFileSync, readdirSync, rmSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -69,3 +70,7 @@ for (const [name, entry] of Object.entries(ENTRIES)) {
   });
   await bundle.close();
 }
+
+// Every bundle's V8 code cache, made in a process of its own (see scripts/code-cache.cjs).
+const bundles = readdirSync(out).filter((f) => f.endsWith('.cjs')).map((f) => path.join(out, f));
+execFileSync(process.execPath, [path.join(root, 'scripts', 'code-cache.cjs'), ...bundles], { stdio: 'inherit' });

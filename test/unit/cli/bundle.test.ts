@@ -1,5 +1,6 @@
 import { spawnSync } from 'node:child_process';
-import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, utimesSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ROOT, CLI } from '../../helpers/paths.js';
@@ -38,7 +39,7 @@ function loadedAtStart(file: string, seen = new Set<string>()): Set<string> {
 
 describe('the bundled CLI (scripts/bundle.mjs, run by npm test / npm run build)', () => {
   it('is self-contained: every file imports only Node built-ins and files beside it', () => {
-    for (const f of readdirSync(BUNDLE)) {
+    for (const f of readdirSync(BUNDLE).filter((f) => f.endsWith('.cjs'))) {
       const { static: s, dynamic: d, all } = imports(f);
       expect(all.length, `${f}: every require() is a static or a dynamic import`).toBe(s.length + d.length);
       for (const spec of all) {
@@ -65,6 +66,37 @@ describe('the bundled CLI (scripts/bundle.mjs, run by npm test / npm run build)'
     }
     // ... which are there, imported when the options name them.
     expect(imports('tsvmm-core.cjs').dynamic.length).toBeGreaterThanOrEqual(5);
+  });
+
+  it('loads the main thread\'s files from V8 code caches that V8 accepts (bin/bundle-loader.cjs)', () => {
+    const mainFiles = readdirSync(BUNDLE).filter((f) => f.endsWith('.cjs') && !THREADS.includes(f));
+    for (const f of mainFiles) expect(existsSync(path.join(BUNDLE, `${f}.cache`)), `${f}.cache`).toBe(true);
+    // A fresh process, as bin/tsvmm.cjs starts: every file loaded through the hook, none rejected.
+    const script = `
+      const loader = require(${JSON.stringify(path.join(ROOT, 'bin', 'bundle-loader.cjs'))});
+      const rejected = loader.installBundleLoader(${JSON.stringify(BUNDLE)});
+      const files = ${JSON.stringify(mainFiles)};
+      for (const f of files) require(${JSON.stringify(BUNDLE)} + '/' + f);
+      process.stdout.write(JSON.stringify(rejected));`;
+    const r = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8' });
+    expect(r.stderr).toBe('');
+    expect(JSON.parse(r.stdout)).toEqual([]);
+  });
+
+  it('ignores a code cache that was not made from the bundle as it is now', () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'bundle-cache-'));
+    const file = path.join(dir, 'm.cjs');
+    writeFileSync(file, 'module.exports = () => 1;\n');
+    const make = spawnSync(process.execPath, [path.join(ROOT, 'scripts', 'code-cache.cjs'), file], { encoding: 'utf8' });
+    expect(make.status, make.stderr).toBe(0);
+    // Same length, other text, newer mtime: V8 alone would take the cache (it checks the length).
+    writeFileSync(file, 'module.exports = () => 2;\n');
+    utimesSync(file, new Date(), new Date(Date.now() + 5000));
+    const script = `
+      require(${JSON.stringify(path.join(ROOT, 'bin', 'bundle-loader.cjs'))}).installBundleLoader(${JSON.stringify(dir)});
+      process.stdout.write(String(require(${JSON.stringify(file)})()));`;
+    const r = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8' });
+    expect(r.stdout).toBe('2');
   });
 
   it('is what bin/tsvmm.cjs runs, and finds the package from dist/bundle/', () => {
