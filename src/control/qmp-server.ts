@@ -202,6 +202,10 @@ class Connection implements Session {
   private queue: Promise<void> = Promise.resolve();
   private queued = 0;
   private hungUp = false;
+  /** Lines send() queued for writeOut, and their `flushed` callbacks. */
+  private unwritten = '';
+  private unwrittenFlushed: (() => void)[] = [];
+  private writeScheduled = false;
 
   constructor(readonly server: QmpServer, private readonly socket: net.Socket, private readonly control: VmControl) {
     socket.setEncoding('utf8');
@@ -211,7 +215,14 @@ class Connection implements Session {
     this.send({ QMP: { version: server.version, capabilities: [] } });
   }
 
-  /** Writes one message line; `flushed` runs once the kernel has it (or the socket is gone). */
+  /**
+   * Writes one message line; `flushed` runs once the kernel has it (or the socket is gone). Lines go
+   * out in order, on the next turn of the event loop rather than now: an event raised inside a
+   * migration's switch-over (MIGRATION 'device', STOP) woke the client at once, and on a 2-CPU host
+   * the client took the CPU the switch-over ran on, 0.2-2.5 ms of the guest's downtime (kvm_pvm).
+   * QEMU's monitor likewise writes its events after the migration thread has moved on; each keeps
+   * the timestamp of the moment it happened (QmpServer.broadcast).
+   */
   send(message: object, flushed?: () => void): void {
     if (this.socket.destroyed) return flushed?.();
     let line: string;
@@ -228,7 +239,27 @@ class Connection implements Session {
         line = JSON.stringify({ error }) + '\n';
       }
     }
-    this.socket.write(line, flushed && (() => flushed()));
+    this.unwritten += line;
+    if (flushed !== undefined) this.unwrittenFlushed.push(flushed);
+    if (!this.writeScheduled) {
+      this.writeScheduled = true;
+      setImmediate(() => this.writeOut());
+    }
+  }
+
+  /** Writes what send() queued, as one write. */
+  private writeOut(): void {
+    this.writeScheduled = false;
+    const text = this.unwritten;
+    const callbacks = this.unwrittenFlushed;
+    this.unwritten = '';
+    this.unwrittenFlushed = [];
+    if (this.socket.destroyed) {
+      for (const f of callbacks) f();
+      return;
+    }
+    if (text === '') return;
+    this.socket.write(text, callbacks.length === 0 ? undefined : () => { for (const f of callbacks) f(); });
     if (this.socket.writableLength > MAX_OUTPUT_BACKLOG_BYTES) this.socket.destroy();
   }
 
@@ -237,6 +268,7 @@ class Connection implements Session {
    * flushed; a peer that does not read is cut off after FLUSH_LIMIT_MS.
    */
   close(): void {
+    this.writeOut();
     const cutOff = setTimeout(() => this.socket.destroy(), FLUSH_LIMIT_MS);
     cutOff.unref();
     this.socket.end(() => { clearTimeout(cutOff); this.socket.destroy(); });
