@@ -160,10 +160,16 @@ export class Vm {
     const native = addon();
     return [
       { name: 'vm', state: captureVmKernelState(native, this.vmFd) },
-      ...this.vcpuFds.map((fd, i) => ({ name: `vcpu${i}`, state: captureVcpuState(native, fd, this.msrIndices) })),
+      ...this.vcpuStates(),
       ...this.boardDeviceStates(),
       ...this.virtio.captureState(),
     ];
+  }
+
+  /** Each vCPU's state piece; only while its thread is outside KVM_RUN. */
+  private vcpuStates(): { name: string; state: unknown }[] {
+    const native = addon();
+    return this.vcpuFds.map((fd, i) => ({ name: `vcpu${i}`, state: captureVcpuState(native, fd, this.msrIndices) }));
   }
 
   /** The board devices' state pieces: shared registers this thread can read at any time, consistent with the guest only while its vCPUs are paused. */
@@ -182,8 +188,16 @@ export class Vm {
    * encoder's first run, V8 compiling it, is not paid in the guest's downtime.
    */
   rehearsalState(): { name: string; state: unknown }[] {
-    return [{ name: 'vm', state: captureVmKernelState(addon(), this.vmFd) }, ...this.boardDeviceStates()];
+    return [{ name: 'vm', state: captureVmKernelState(addon(), this.vmFd) }, ...this.bootVcpuStates, ...this.boardDeviceStates()];
   }
+
+  /**
+   * Each vCPU's state as it was before the guest first ran (start() captures it), for rehearsals only.
+   * A vCPU's registers can be read only while its thread is outside KVM_RUN, so this is the one chance
+   * to rehearse their capture without stopping the guest: on kvm_pvm a migration's first capture took
+   * 0.4-0.65 ms of its downtime, and one after a rehearsal 0.2-0.3 ms.
+   */
+  private bootVcpuStates: { name: string; state: unknown }[] = [];
 
   /** Loads state captured by captureState on a VM of the same shape, before its vCPUs start. */
   restoreState(pieces: ReadonlyMap<string, unknown>): void {
@@ -315,6 +329,8 @@ export class Vm {
   start(): void {
     this.virtio.start();
     if (!this.parkedAtStart) {
+      // Reading state has no effect on a vCPU that has not run (nor pending INIT or SIPI to complete).
+      if (!this.vcpus.isStarted) this.bootVcpuStates = this.vcpuStates();
       this.vcpus.start();
       return;
     }
