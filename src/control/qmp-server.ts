@@ -180,6 +180,25 @@ export const QMP_COMMANDS: readonly string[] = [...COMMANDS.keys()];
 
 // ---------------------------------------------------------------------------------------------
 
+/**
+ * `message` as one line of JSON. A BigInt in a VmControl answer, or an id nested beyond the stack,
+ * becomes an error reply instead of a dropped one, keeping the id if it alone can be encoded, so the
+ * client is not left waiting.
+ */
+function encodeLine(message: object): string {
+  try {
+    return JSON.stringify(message) + '\n';
+  } catch (e) {
+    const error = { class: 'GenericError', desc: `cannot encode the answer: ${(e as Error).message}` };
+    const id = (message as { id?: unknown }).id;
+    try {
+      return JSON.stringify(id === undefined ? { error } : { error, id }) + '\n';
+    } catch {
+      return JSON.stringify({ error }) + '\n';
+    }
+  }
+}
+
 /** QMP timestamps are wall-clock seconds and microseconds (qmp-spec.rst, "Asynchronous events"). */
 function timestamp(): { seconds: number; microseconds: number } {
   const us = Math.floor((performance.timeOrigin + performance.now()) * 1000);
@@ -202,8 +221,8 @@ class Connection implements Session {
   private queue: Promise<void> = Promise.resolve();
   private queued = 0;
   private hungUp = false;
-  /** Lines send() queued for writeOut, and their `flushed` callbacks. */
-  private unwritten = '';
+  /** What send() (lines) and sendEvent() (events, not yet encoded) queued for writeOut, and the `flushed` callbacks. */
+  private unwritten: (string | object)[] = [];
   private unwrittenFlushed: (() => void)[] = [];
   private writeScheduled = false;
 
@@ -225,21 +244,20 @@ class Connection implements Session {
    */
   send(message: object, flushed?: () => void): void {
     if (this.socket.destroyed) return flushed?.();
-    let line: string;
-    try {
-      line = JSON.stringify(message) + '\n';
-    } catch (e) {
-      // A BigInt in a VmControl answer, or an id nested beyond the stack: report instead of dropping,
-      // keeping the id if it alone can be encoded, so the client is not left waiting.
-      const error = { class: 'GenericError', desc: `cannot encode the answer: ${(e as Error).message}` };
-      const id = (message as { id?: unknown }).id;
-      try {
-        line = JSON.stringify(id === undefined ? { error } : { error, id }) + '\n';
-      } catch {
-        line = JSON.stringify({ error }) + '\n';
-      }
-    }
-    this.unwritten += line;
+    this.enqueue(encodeLine(message), flushed);
+  }
+
+  /**
+   * send() for an event, encoded when it is written rather than now (the switch-over's STOP costs
+   * only its timestamp then). The caller never changes `event` afterwards.
+   */
+  sendEvent(event: object): void {
+    if (this.socket.destroyed) return;
+    this.enqueue(event);
+  }
+
+  private enqueue(line: string | object, flushed?: () => void): void {
+    this.unwritten.push(line);
     if (flushed !== undefined) this.unwrittenFlushed.push(flushed);
     if (!this.writeScheduled) {
       this.writeScheduled = true;
@@ -247,18 +265,19 @@ class Connection implements Session {
     }
   }
 
-  /** Writes what send() queued, as one write. */
+  /** Writes what send() and sendEvent() queued, as one write. */
   private writeOut(): void {
     this.writeScheduled = false;
-    const text = this.unwritten;
+    const lines = this.unwritten;
     const callbacks = this.unwrittenFlushed;
-    this.unwritten = '';
+    this.unwritten = [];
     this.unwrittenFlushed = [];
     if (this.socket.destroyed) {
       for (const f of callbacks) f();
       return;
     }
-    if (text === '') return;
+    if (lines.length === 0) return;
+    const text = lines.map((l) => (typeof l === 'string' ? l : encodeLine(l))).join('');
     this.socket.write(text, callbacks.length === 0 ? undefined : () => { for (const f of callbacks) f(); });
     if (this.socket.writableLength > MAX_OUTPUT_BACKLOG_BYTES) this.socket.destroy();
   }
@@ -385,7 +404,7 @@ export class QmpServer {
   /** Pushes an event to every client that finished negotiation (qmp-spec: none before). */
   private broadcast(e: VmEvent): void {
     const message = e.data === undefined ? { event: e.event, timestamp: timestamp() } : { event: e.event, data: e.data, timestamp: timestamp() };
-    for (const c of this.connections) if (c.negotiated) c.send(message);
+    for (const c of this.connections) if (c.negotiated) c.sendEvent(message);
   }
 
   /**
