@@ -145,7 +145,16 @@ class VmmProcess {
 
   async qmp() {
     await this.waitFor(() => existsSync(this.qmpPath), 'its QMP socket');
-    return QmpClient.connect(`unix:${this.qmpPath}`, { timeoutMs: 30_000 });
+    // A unix socket's file exists from bind(), before listen(): a connect in between is refused (one
+    // QEMU destination's was, failing a whole 4 GiB round). Refused while the VMM lives: try again.
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await QmpClient.connect(`unix:${this.qmpPath}`, { timeoutMs: 30_000 });
+      } catch (e) {
+        if (!/ECONNREFUSED/.test(e.message) || this.exitStatus !== undefined || attempt >= 100) throw e;
+        await sleep(20);
+      }
+    }
   }
 
   kill() {
