@@ -10,22 +10,22 @@
 //
 // The cache is a hint, never a source of truth: one that does not record the bundle's present size
 // and modification time (scripts/bundle.mjs writes both together) is not offered to V8, and one V8
-// rejects (another Node, other V8 flags) leaves V8 compiling the source as without a cache. Either way
+// rejects (another Node) leaves V8 compiling the source as without a cache. Either way
 // the code that runs is the bundle's. (V8 itself checks only the source's length.)
 'use strict';
 const { readFileSync, statSync } = require('node:fs');
 const Module = require('node:module');
 const path = require('node:path');
-const v8 = require('node:v8');
 const vm = require('node:vm');
 
-/**
- * V8 flags the caches are made and used with. V8 rejects a cache made under other flags, so
- * scripts/code-cache.cjs sets exactly these too. --no-flush-bytecode: V8 otherwise drops the bytecode
- * of functions that have not run for a few garbage collections, and a VM that has run for hours
- * before it migrates would compile its switch-over in the downtime again.
+/*
+ * No V8 flag is changed here, though --no-flush-bytecode would keep the eagerly compiled bytecode of
+ * functions that have not run for a few garbage collections (V8 drops it, and compiles again on the
+ * next call): V8 checks a hash of its flags against every code cache, Node's own included, so after
+ * any flag change Node compiled its internal modules from source, and each worker thread started
+ * 25-35 ms later (the vCPU thread of a launch among them). A VM that runs for hours before it migrates
+ * may so compile parts of its switch-over again; PrecopySender's rehearsal re-runs the largest part.
  */
-const CACHE_FLAGS = '--no-flush-bytecode';
 
 /** Bytes of the header that opens each cache file: the bundle's mtimeMs and size, float64 LE each. */
 const HEADER_BYTES = 16;
@@ -42,11 +42,6 @@ function cacheHeader(file) {
   header.writeDoubleLE(mtimeMs, 0);
   header.writeDoubleLE(size, 8);
   return header;
-}
-
-/** Sets the flags every cached bundle was compiled under; before the first bundle loads. */
-function setCacheFlags() {
-  v8.setFlagsFromString(CACHE_FLAGS);
 }
 
 /** The V8 data of `file`'s cache if it was made from `file` as it is now, else undefined. */
@@ -76,7 +71,6 @@ function requireFor(mod) {
  * cache V8 rejected so far (for tests and `TSVMM_TRACE_PHASES`), filled in as bundles load.
  */
 function installBundleLoader(bundleDir) {
-  setCacheFlags();
   const rejected = [];
   const compile = Module.prototype._compile;
   Module.prototype._compile = function compileWithCache(content, filename) {
@@ -91,4 +85,4 @@ function installBundleLoader(bundleDir) {
   return rejected;
 }
 
-module.exports = { installBundleLoader, setCacheFlags, cachePath, cacheHeader };
+module.exports = { installBundleLoader, cachePath, cacheHeader };

@@ -72,15 +72,20 @@ describe('the bundled CLI (scripts/bundle.mjs, run by npm test / npm run build)'
     const mainFiles = readdirSync(BUNDLE).filter((f) => f.endsWith('.cjs') && !THREADS.includes(f));
     for (const f of mainFiles) expect(existsSync(path.join(BUNDLE, `${f}.cache`)), `${f}.cache`).toBe(true);
     // A fresh process, as bin/tsvmm.cjs starts: every file loaded through the hook, none rejected.
+    // Then a cache made by a process with V8's default flags must still be accepted: a loader that
+    // changed a flag would make V8 reject Node's own caches too (each worker then started ~30 ms later).
+    const probe = 'module.exports = 1;';
+    const made = spawnSync(process.execPath, ['-e', `process.stdout.write(new (require('node:vm').Script)(${JSON.stringify(probe)}).createCachedData().toString('base64'))`], { encoding: 'utf8' });
     const script = `
       const loader = require(${JSON.stringify(path.join(ROOT, 'bin', 'bundle-loader.cjs'))});
       const rejected = loader.installBundleLoader(${JSON.stringify(BUNDLE)});
       const files = ${JSON.stringify(mainFiles)};
       for (const f of files) require(${JSON.stringify(BUNDLE)} + '/' + f);
-      process.stdout.write(JSON.stringify(rejected));`;
+      const probe = new (require('node:vm').Script)(${JSON.stringify(probe)}, { cachedData: Buffer.from(${JSON.stringify(made.stdout)}, 'base64') });
+      process.stdout.write(JSON.stringify({ rejected, probeRejected: probe.cachedDataRejected }));`;
     const r = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8' });
     expect(r.stderr).toBe('');
-    expect(JSON.parse(r.stdout)).toEqual([]);
+    expect(JSON.parse(r.stdout)).toEqual({ rejected: [], probeRejected: false });
   });
 
   it('ignores a code cache that was not made from the bundle as it is now', () => {
