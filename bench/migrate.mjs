@@ -199,7 +199,12 @@ const vmms = {
         path.join(root, 'bin', 'tsvmm.cjs'), 'run', g.kernel, '--mem', `${memGiB}G`,
         '--incoming', `tcp:127.0.0.1:${port}`, '--qmp', `unix:${qmp}`,
       ], qmp);
-      await p.waitFor(() => p.stderr.includes('waiting for an incoming migration'), 'it to listen');
+      try {
+        await p.waitFor(() => p.stderr.includes('waiting for an incoming migration'), 'it to listen');
+      } catch (e) {
+        p.kill();
+        throw e;
+      }
       return p;
     },
   },
@@ -223,8 +228,12 @@ const vmms = {
       const qmp = socketPath('qemu-dst');
       const p = new VmmProcess('QEMU destination', 'qemu-system-x86_64', [...this.args(g, memGiB, qmp), '-incoming', `tcp:127.0.0.1:${port}`], qmp);
       // QEMU binds the -incoming port during start-up, before its main loop serves QMP: a QMP answer means it listens.
-      const client = await p.qmp();
-      client.close();
+      try {
+        (await p.qmp()).close();
+      } catch (e) {
+        p.kill(); // not yet the caller's to stop: one such QEMU outlived its bench run
+        throw e;
+      }
       return p;
     },
   },
