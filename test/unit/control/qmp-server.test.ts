@@ -295,6 +295,28 @@ describe('QmpServer: events', () => {
     expect(unnegotiated.pending()).toBe(0);
   });
 
+  it('stamps an event with the moment it was raised, however late the line is written', async () => {
+    // Lines go out on the next turn of the event loop: after a switch-over's synchronous work, whose
+    // STOP must still say when the guest stopped (bench/migrate's guest-stopped figure reads it).
+    const c = await client();
+    const raised = Date.now();
+    control.emit({ event: 'STOP' });
+    while (Date.now() - raised < 50); // the switch-over's synchronous work
+    const m = await c.next();
+    const ts = m.timestamp as { seconds: number; microseconds: number };
+    const at = ts.seconds * 1000 + ts.microseconds / 1000;
+    expect(at - raised).toBeGreaterThanOrEqual(-1);
+    expect(at - raised).toBeLessThan(40);
+  });
+
+  it('keeps an event raised inside a command before that command\'s answer, as QEMU writes them', async () => {
+    const c = await client();
+    control.onCancel = () => control.emit({ event: 'MIGRATION', data: { status: 'cancelling' } });
+    c.send({ execute: 'migrate_cancel', id: 7 });
+    expect(await c.next()).toMatchObject({ event: 'MIGRATION', data: { status: 'cancelling' } });
+    expect(await c.next()).toEqual({ return: {}, id: 7 });
+  });
+
   it('serves two clients at once, each with its own negotiation', async () => {
     const a = await client();
     const b = await client(false);
