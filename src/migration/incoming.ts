@@ -260,22 +260,30 @@ export async function receiveMigration(vm: MigrationDestination, socket: Socket,
           tracePhase('incoming migration: END checks out, restoring state');
           vm.restoreState(pieces);
           tracePhase('incoming migration: state restored');
+          const loaded = () => {
+            state = 'loaded';
+            socket.write(record(RecordType.LOADED, new Uint8Array(0)));
+            tracePhase('incoming migration: LOADED sent');
+            if (options.testOnlyResumeOnLoaded) {
+              state = 'committed';
+              resolve({ passes, bytes: checksum.bytes });
+            }
+          };
+          // Without VERIFY, at once: the source's guest is stopped until LOADED arrives.
+          if (verify === undefined) {
+            loaded();
+            return;
+          }
           // Hashing RAM takes a while: the event loop keeps running, and nothing more is read meanwhile.
           socket.pause();
-          void (verify === undefined ? Promise.resolve([]) : hashRegions(regions).then((mine) => verifyMismatches(regions, verify!, mine)))
+          void hashRegions(regions).then((mine) => verifyMismatches(regions, verify!, mine))
             .then((bad) => guard(() => {
               if (failed) return;
               if (bad.length > 0) {
                 refuse(`RAM verification failed: guest memory ${bad.slice(0, 8).join(', ')}${bad.length > 8 ? ` and ${bad.length - 8} more 2 MiB ranges` : ''} differs from the source's (SHA-256 at switch-over); not resuming`);
               }
-              state = 'loaded';
               socket.resume();
-              socket.write(record(RecordType.LOADED, new Uint8Array(0)));
-              tracePhase('incoming migration: LOADED sent');
-              if (options.testOnlyResumeOnLoaded) {
-                state = 'committed';
-                resolve({ passes, bytes: checksum.bytes });
-              }
+              loaded();
             }));
           return;
         }
