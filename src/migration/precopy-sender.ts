@@ -232,6 +232,10 @@ export class PrecopySender {
 
   /** Stops the guest and sends what is left: `pending` (taken by the last live sync) and the final sync. */
   private async switchOver(pending: RegionDirtyPages[]): Promise<void> {
+    // The encoder once more, on state read live, while the guest still runs: its code and data are then
+    // in the caches when the pause needs them (encoding the state took ~0.25 ms of an idle switch-over
+    // with the last rehearsal at the migration's start, ~0.1 ms with this one; kvm_pvm).
+    for (const piece of this.vm.rehearsalState?.() ?? []) stateRecord(piece.name, piece.state);
     // Downtime counts from before the pause, as QEMU's downtime_start is taken before vm_stop.
     const t0 = performance.now();
     tracePhase('migration: switch-over, pausing the vCPUs');
