@@ -62,6 +62,20 @@ describeKvm('tsvmm run: real guests on real KVM, as a user runs them', () => {
     expect(r.status).toBe(0);
   });
 
+  it('TSVMM_TRACE_PHASES=2 writes wall-clock phase lines of every thread, in order, by the time it exits', async () => {
+    const r = await runCli(['run', guest('hello')], { env: { ...process.env, TSVMM_TRACE_PHASES: '2' } });
+    expect(r.status).toBe(0);
+    const lines = [...r.stderr.matchAll(/^tsvmm-trace: @(\d+\.\d{3}) (\S+) (.*)$/gm)].map((m) => ({ at: Number(m[1]), thread: m[2]!, what: m[3]! }));
+    // Nothing else on stderr but those lines.
+    expect(r.stderr.split('\n').filter((l) => l !== '' && !l.startsWith('tsvmm-trace: @'))).toEqual([]);
+    const main = lines.filter((l) => l.thread === 'main');
+    expect(main.map((l) => l.what)).toEqual(expect.arrayContaining(['VM created', 'VM disposed']));
+    expect(lines.some((l) => l.thread.startsWith('worker') && l.what === 'vcpu thread: entering the guest')).toBe(true);
+    for (let i = 1; i < main.length; i++) expect(main[i]!.at).toBeGreaterThanOrEqual(main[i - 1]!.at);
+    // The wall clock: within a minute of now.
+    expect(Math.abs(main[0]!.at - Date.now())).toBeLessThan(60_000);
+  });
+
   it('runs with several vCPUs (APs wait for INIT/SIPI; the BSP runs the guest)', async () => {
     const r = await runCli(['run', guest('hello'), '--cpus', '2']);
     expect(r.stdout).toContain('Hello from a tsvmm guest!\n');
