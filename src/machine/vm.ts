@@ -184,8 +184,8 @@ export class Vm {
   /**
    * The pieces of captureState that can be read while the guest runs (the in-kernel irqchips, PIT and
    * clock, and the board devices), for rehearsal only: not a consistent snapshot, never to be sent.
-   * A migration source encodes them once before its switch-over (see PrecopySender), so that the
-   * encoder's first run, V8 compiling it, is not paid in the guest's downtime.
+   * A migration source encodes them right before it pauses the guest for its switch-over (see
+   * PrecopySender), so that the encoder's first run is not paid in the guest's downtime.
    */
   rehearsalState(): { name: string; state: unknown }[] {
     return [{ name: 'vm', state: captureVmKernelState(addon(), this.vmFd) }, ...this.bootVcpuStates, ...this.boardDeviceStates()];

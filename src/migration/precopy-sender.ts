@@ -177,11 +177,6 @@ export class PrecopySender {
         this.channels = await multifd.open(session, () => this.send(multifdRecord(multifd.channels, session)));
       }
       this.setState('active');
-      // The switch-over's encoder, run once now on state read live and dropped: its first run (V8
-      // compiling it) is then not in the downtime. On kvm_pvm an idle guest's capture and encode at
-      // switch-over took 1.9 ms without this, 1.2 ms with it (medians of 5, of ~5 ms of downtime).
-      // The destination rehearses its restore likewise (Vm.rehearseStateRestore).
-      for (const piece of this.vm.rehearsalState?.() ?? []) stateRecord(piece.name, piece.state);
       await this.vm.dirty.start();
       const passStart = Date.now();
       tracePhase('migration: pass 1, every page');
@@ -232,9 +227,12 @@ export class PrecopySender {
 
   /** Stops the guest and sends what is left: `pending` (taken by the last live sync) and the final sync. */
   private async switchOver(pending: RegionDirtyPages[]): Promise<void> {
-    // The encoder once more, on state read live, while the guest still runs: its code and data are then
-    // in the caches when the pause needs them (encoding the state took ~0.25 ms of an idle switch-over
-    // with the last rehearsal at the migration's start, ~0.1 ms with this one; kvm_pvm).
+    // The switch-over's encoder, run once now on state read live and dropped, while the guest still
+    // runs: its first run (V8 compiling it, when the code cache does not hold it) is then not in the
+    // downtime, and its code and data are in the caches when the pause needs them. On kvm_pvm an idle
+    // guest's capture and encode took 1.9 ms without any rehearsal, 1.2 ms with one at the migration's
+    // start (medians of 5), and encoding alone ~0.25 ms with that one, ~0.1 ms with this one here.
+    // The destination rehearses its restore likewise (Vm.rehearseStateRestore).
     for (const piece of this.vm.rehearsalState?.() ?? []) stateRecord(piece.name, piece.state);
     // Downtime counts from before the pause, as QEMU's downtime_start is taken before vm_stop.
     const t0 = performance.now();
