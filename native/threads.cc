@@ -1,4 +1,5 @@
 // Thread ids and signals: how another thread kicks a vCPU thread out of a blocking KVM_RUN.
+#include <sched.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -26,6 +27,12 @@ Napi::Value tgkill(const Napi::CallbackInfo& info) {
   return args.Env().Undefined();
 }
 
+// sched_yield(): lets another runnable thread of this CPU go first. Cannot fail on Linux.
+Napi::Value schedYield(const Napi::CallbackInfo& info) {
+  ::sched_yield();
+  return info.Env().Undefined();
+}
+
 // A function, not a constant: glibc decides at run time how many real-time signals it reserves.
 Napi::Value sigrtmin(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), SIGRTMIN);
@@ -51,6 +58,7 @@ Napi::Value installEmptySignalHandler(const Napi::CallbackInfo& info) {
 void RegisterThreads(Napi::Env env, Napi::Object exports) {
   EXPORT_FUNCTION(env, exports, gettid);
   EXPORT_FUNCTION(env, exports, tgkill);
+  EXPORT_FUNCTION(env, exports, schedYield);
   EXPORT_FUNCTION(env, exports, sigrtmin);
   EXPORT_FUNCTION(env, exports, installEmptySignalHandler);
 }

@@ -79,6 +79,8 @@ export interface NativeAddon {
   // --- threads and signals --------------------------------------------------------------------
   /** gettid() of the calling thread. */
   gettid(): number;
+  /** sched_yield(): another runnable thread of this CPU runs first, if there is one. */
+  schedYield(): void;
   /** tgkill(getpid(), tid, signo). */
   tgkill(tid: number, signo: number): void;
   /** SIGRTMIN as seen by this libc (glibc reserves the first two real-time signals). */

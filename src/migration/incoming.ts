@@ -3,7 +3,7 @@ import type { Socket } from 'node:net';
 import type { GuestMemory } from '../memory/guest-memory.js';
 import { CHANNELS_TIMEOUT_MS, parseChannel, parseMultifd, parseSync } from './multifd.js';
 import { applyRamRecord } from './ram-record.js';
-import { readChunks } from './transport.js';
+import { SWITCHOVER_SPIN_MS, readChunks, spinUntilReadable } from './transport.js';
 import { StreamChecksum } from './stream-checksum.js';
 import {
   STREAM_START_BYTES, checkStreamStart, RecordReader, RecordType, hashRegions, parseEnd, parseHeader, parseState, record,
@@ -75,6 +75,8 @@ export async function receiveMigration(vm: MigrationDestination, socket: Socket,
   const checksum = new StreamChecksum();
   let state: ReceiverState = 'header';
   let passes = 0;
+  /** SWITCHOVER has come: the source's guest is stopping, and the rest of the stream is on its way. */
+  let awaitingTail = false;
   let sawRam = false;
   const pieces = new Map<string, unknown>();
   let verify: string[][] | undefined;
@@ -118,6 +120,10 @@ export async function receiveMigration(vm: MigrationDestination, socket: Socket,
         if (multifd !== undefined) unexpected(type, ' on the main connection of a multifd migration');
         sawRam = true;
         applyRamRecord(vm.memory, payload);
+        return;
+      case RecordType.SWITCHOVER:
+        if (state !== 'ram' || awaitingTail) unexpected(type);
+        awaitingTail = true;
         return;
       case RecordType.PASS_END:
         if (state !== 'ram') unexpected(type);
@@ -350,6 +356,15 @@ export async function receiveMigration(vm: MigrationDestination, socket: Socket,
         pumpAll();
       } finally {
         reader.retain();
+      }
+      // From SWITCHOVER to COMMIT the source's guest is stopped: what the source sends next (the tail;
+      // COMMIT after LOADED) is waited for awake, not asleep in the event loop (spinUntilReadable).
+      if (failed) return;
+      if (awaitingTail && (state === 'ram' || state === 'device')) {
+        tracePhase('incoming migration: waiting awake for the tail');
+        spinUntilReadable([socket, ...(multifd?.channels.map((c) => c.socket) ?? [])], SWITCHOVER_SPIN_MS);
+      } else if ((state as ReceiverState) === 'loaded') {
+        spinUntilReadable([socket], SWITCHOVER_SPIN_MS);
       }
     }));
   });

@@ -1,5 +1,5 @@
 /**
- * The tsvmm migration stream, version 7: one TCP connection, records in both directions.
+ * The tsvmm migration stream, version 8: one TCP connection, records in both directions.
  *
  *   source                                              destination (tsvmm run --incoming tcp:H:P)
  *     | HEADER  magic "TSVMMIG\0", version, machine shape  |  refuses a shape mismatch before touching
@@ -11,6 +11,7 @@
  *     |--------------------------------------------------->|
  *     | PASS_END 1                                         |
  *     | RAM ... PASS_END n   pages dirtied since last sync |
+ *     | SWITCHOVER  the guest stops now; the rest follows  |  waits for it awake (spinUntilReadable)
  *     |--------------------------------------------------->|
  *     |   [source pauses vCPUs, final sync]                |
  *     | RAM ... PASS_END last                              |
@@ -46,6 +47,7 @@ import { createHash } from 'node:crypto';
 
 export const STREAM_MAGIC = Buffer.from('TSVMMIG\0', 'latin1');
 /**
+ * 8: SWITCHOVER announces the pause, and the rest of the stream (last pages to END) follows in one write.
  * 7: END and SYNC carry XXH3-64, where versions 3 to 6 carried XXH64.
  * 6: the source answers LOADED with COMMIT, and the destination runs the guest only after it.
  * 5: the destination answers a HEADER it takes with ACCEPTED, and LOADED is valid only after it.
@@ -54,10 +56,10 @@ export const STREAM_MAGIC = Buffer.from('TSVMMIG\0', 'latin1');
  * 3: END and SYNC carry XXH64 (StreamChecksum), where version 2 carried CRC-32C and version 1 SHA-1;
  * RAM records may hold ZERO_RUN entries (a whole never-written range in 9 bytes).
  */
-export const STREAM_VERSION = 7;
+export const STREAM_VERSION = 8;
 export const PAGE_BYTES = 4096;
 export const RECORD_HEADER_BYTES = 5;
-/** No record of version 7 is larger (a RAM batch of 256 pages is ~1 MiB). */
+/** No record of version 8 is larger (a RAM batch of 256 pages is ~1 MiB). */
 export const MAX_RECORD_BYTES = 4 * 1024 * 1024;
 
 export const RecordType = {
@@ -75,6 +77,12 @@ export const RecordType = {
   SYNC: 9,
   /** Main connection, the source's answer to LOADED: it has handed the guest over and will never run it again. */
   COMMIT: 10,
+  /**
+   * Main connection, no payload: the source is stopping its guest, and the last pages, PASS_END, STATE,
+   * VERIFY and END follow as soon as it has captured the device state. The destination waits for them
+   * awake, not asleep (transport.ts, spinUntilReadable): it wakes now, while the source pauses.
+   */
+  SWITCHOVER: 11,
   LOADED: 0x80,
   REFUSED: 0x81,
   /**

@@ -158,7 +158,7 @@ const fdCalls = {
 /** The wrappers that take no fd first; each has its own tests below. */
 const otherFunctions = [
   'setErrorConstructor', 'open', 'eventfd', 'memfdCreate', 'mmapAnonymous', 'mmapPrivate', 'mappingView', 'munmap', 'bufferAddress', 'madvise',
-  'gettid', 'tgkill', 'sigrtmin', 'installEmptySignalHandler', 'poll', 'fdUnwatch', 'socket', 'bitmapOrLog', 'bitmapPages', 'bitmapTake', 'bitmapTakeOr', 'bitmapCount', 'packPages', 'unpackPages', 'pagemapToggles', 'xxh3Update', 'xxh3Digest',
+  'gettid', 'tgkill', 'schedYield', 'sigrtmin', 'installEmptySignalHandler', 'poll', 'fdUnwatch', 'socket', 'bitmapOrLog', 'bitmapPages', 'bitmapTake', 'bitmapTakeOr', 'bitmapCount', 'packPages', 'unpackPages', 'pagemapToggles', 'xxh3Update', 'xxh3Digest',
 ] as const;
 
 // Fails to type-check if NativeAddon gains a function that neither list covers.
@@ -682,6 +682,10 @@ describe('threads and signals', () => {
     expect(Number.isInteger(tid)).toBe(true);
     expect(tid).toBeGreaterThan(0);
     expect(native.gettid()).toBe(tid);
+  });
+
+  it('schedYield returns, with nothing else to run or not', () => {
+    for (let i = 0; i < 100; i++) expect(native.schedYield()).toBeUndefined();
   });
 
   it('sigrtmin is glibc\'s SIGRTMIN', () => {

@@ -1,5 +1,5 @@
 // What a destination answers, over real loopback TCP: ACCEPTED for a HEADER it takes (stream version
-// 6), then LOADED after a good END, and it lets its guest run only once the source answers COMMIT;
+// 8), then LOADED after a good END, and it lets its guest run only once the source answers COMMIT;
 // REFUSED alone for a shape it cannot take. No KVM: the destination is guest memory and a state sink.
 import net from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -82,6 +82,28 @@ describe('incoming migration answers', () => {
     await streamUntilLoaded(shape, source, answers);
     source.write(u32Record(RecordType.PASS_END, 2));
     await expect(received).rejects.toThrow(/unexpected PASS_END record in state loaded/);
+  });
+
+  it('SWITCHOVER, then the tail after a pause longer than the wait awake: LOADED all the same; a second SWITCHOVER is refused', async () => {
+    const { shape, received, source, answers } = await destinationAndSource();
+    const sum = new StreamChecksum();
+    const send = (b: Buffer) => { sum.update(b); source.write(b); };
+    send(headerRecord(shape));
+    await expect.poll(answers).toEqual(['ACCEPTED']);
+    send(record(RecordType.SWITCHOVER, new Uint8Array(0)));
+    await sleep(50); // the destination waits awake for SWITCHOVER_SPIN_MS, then sleeps as usual
+    send(u32Record(RecordType.PASS_END, 1));
+    send(stateRecord('vm', {}));
+    source.write(endRecord(sum.bytes, sum.value));
+    await expect.poll(answers).toEqual(['ACCEPTED', 'LOADED']);
+    source.write(record(RecordType.COMMIT, new Uint8Array(0)));
+    await received;
+
+    const second = await destinationAndSource();
+    second.source.write(headerRecord(second.shape));
+    second.source.write(record(RecordType.SWITCHOVER, new Uint8Array(0)));
+    second.source.write(record(RecordType.SWITCHOVER, new Uint8Array(0)));
+    await expect(second.received).rejects.toThrow(/unexpected SWITCHOVER record in state ram/);
   });
 
   it('a shape it cannot take: REFUSED, and never ACCEPTED', async () => {

@@ -1,6 +1,8 @@
+import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import net from 'node:net';
 import { describe, expect, it } from 'vitest';
-import { bulkReads, connectForMigration, listenForMigration, readChunks } from '../../../src/migration/transport.js';
+import { bulkReads, connectForMigration, listenForMigration, readChunks, spinUntilReadable } from '../../../src/migration/transport.js';
 import { freePort } from '../../helpers/free-port.js';
 
 /** Sends `data` over a real loopback connection in `piece`-byte writes; resolves with what the destination's reader saw. */
@@ -57,5 +59,49 @@ describe('migration transport', () => {
     } finally {
       listener.close();
     }
+  });
+
+  describe('spinUntilReadable', () => {
+    it('returns true at once for bytes not yet read, and false once maxMs has passed with nothing to read', async () => {
+      const listener = await listenForMigration(`tcp:127.0.0.1:${await freePort()}`);
+      try {
+        const sender = await connectForMigration(`tcp:127.0.0.1:${listener.port}`);
+        const accepted = await listener.connection; // handed out paused: nothing is read from it
+        const t0 = performance.now();
+        expect(spinUntilReadable([accepted], 30)).toBe(false);
+        expect(performance.now() - t0).toBeGreaterThanOrEqual(30);
+        await new Promise<void>((resolve, reject) => sender.write('x', (e) => (e ? reject(e) : resolve())));
+        expect(spinUntilReadable([accepted], 60_000)).toBe(true);
+        // Either of several sockets will do.
+        expect(spinUntilReadable([sender, accepted], 60_000)).toBe(true);
+        sender.destroy();
+        accepted.destroy();
+      } finally {
+        listener.close();
+      }
+    });
+
+    it('sees bytes that arrive while it spins (the event loop blocked), from another process', async () => {
+      const listener = await listenForMigration(`tcp:127.0.0.1:${await freePort()}`);
+      const child = spawn(process.execPath, ['-e', `
+        const s = require('node:net').connect(${listener.port}, '127.0.0.1', () => setTimeout(() => s.end('tail'), 200));
+      `], { stdio: 'ignore' });
+      try {
+        const accepted = await listener.connection;
+        const t0 = performance.now();
+        expect(spinUntilReadable([accepted], 60_000)).toBe(true);
+        expect(performance.now() - t0).toBeLessThan(60_000);
+        accepted.destroy();
+      } finally {
+        child.kill();
+        listener.close();
+      }
+    });
+
+    it('watches no socket without a file descriptor of its own, and then returns false at once', () => {
+      const t0 = performance.now();
+      expect(spinUntilReadable([new net.Socket()], 60_000)).toBe(false);
+      expect(performance.now() - t0).toBeLessThan(60_000);
+    });
   });
 });
