@@ -194,11 +194,16 @@ export class VmController implements VmControl {
       // Plain TCP is read in bulk (transport.ts, bulkReads); TLS decrypts in Node's own stream.
       const secure = (s: Socket) => (creds === undefined ? Promise.resolve(bulkReads(s)) : secureServer(s, creds));
       // Before reading the stream (its bytes wait in the kernel meanwhile): never during it.
-      await this.vm.rehearseStateRestore((name, state) => parseState(stateRecord(name, state).subarray(RECORD_HEADER_BYTES)).state)
-        .catch((e: unknown) => process.stderr.write(`tsvmm: rehearsing the state restore failed (the migration goes on): ${e instanceof Error ? e.message : String(e)}\n`));
+      // Its records are decoded once more at SWITCHOVER (receiveMigration, rehearsalRecords).
+      const rehearsalRecords: Buffer[] = [];
+      await this.vm.rehearseStateRestore((name, state) => {
+        const r = stateRecord(name, state);
+        rehearsalRecords.push(r);
+        return parseState(r.subarray(RECORD_HEADER_BYTES)).state;
+      }).catch((e: unknown) => process.stderr.write(`tsvmm: rehearsing the state restore failed (the migration goes on): ${e instanceof Error ? e.message : String(e)}\n`));
       const main = await secure(await listener.connection);
       await receiveMigration(this.vm, main, async (count, timeoutMs) => Promise.all((await listener.next(count, timeoutMs)).map(secure)),
-        { testOnlyResumeOnLoaded: this.testOnly.resumeOnLoaded });
+        { testOnlyResumeOnLoaded: this.testOnly.resumeOnLoaded, rehearsalRecords });
       // The guest first: everything after this is downtime until it runs (QMP's events still come in
       // QEMU's order, MIGRATION completed then RESUME).
       this.state = 'running';

@@ -6,7 +6,7 @@ import { applyRamRecord } from './ram-record.js';
 import { SWITCHOVER_SPIN_MS, readChunks, spinUntilReadable } from './transport.js';
 import { StreamChecksum } from './stream-checksum.js';
 import {
-  STREAM_START_BYTES, checkStreamStart, RecordReader, RecordType, hashRegions, parseEnd, parseHeader, parseState, record,
+  RECORD_HEADER_BYTES, STREAM_START_BYTES, checkStreamStart, RecordReader, RecordType, endRecord, hashRegions, parseEnd, parseHeader, parseState, record,
   recordName, shapeMismatch, verifyMismatches, MigrationStreamError, type MachineShape,
 } from './protocol.js';
 
@@ -27,6 +27,11 @@ type ReceiverState = 'header' | 'ram' | 'device' | 'end' | 'loaded' | 'committed
 export interface ReceiveOptions {
   /** Resolve (start the guest) as soon as LOADED is sent, without waiting for the source's COMMIT. */
   readonly testOnlyResumeOnLoaded?: boolean;
+  /**
+   * STATE records of this VM's own state (encoded before the stream, by its restore rehearsal),
+   * decoded once more and dropped when SWITCHOVER comes: see rehearseTail.
+   */
+  readonly rehearsalRecords?: readonly Buffer[];
 }
 
 /** How long a refusing destination waits for the source to hang up before closing itself. */
@@ -98,6 +103,24 @@ export async function receiveMigration(vm: MigrationDestination, socket: Socket,
   /** LOADED has gone out: nothing but the main connection's COMMIT is read any more. */
   const handedOver = () => state === 'loaded' || state === 'committed';
 
+  /**
+   * The tail's decoding (STATE records, END and its checksum), run once on this VM's own records while
+   * the source pauses its guest, unless the tail has come already: what runs only for the tail ran
+   * last long before (or never, for END), and on kvm_pvm decoding the tail then took 0.2-0.4 ms of the
+   * downtime, the END check alone 0.07-0.2.
+   */
+  const rehearseTail = (): void => {
+    if (reader.pendingBytes > 0 || spinUntilReadable([socket], 0)) return;
+    try {
+      for (const r of options.rehearsalRecords ?? []) parseState(r.subarray(RECORD_HEADER_BYTES));
+      const end = parseEnd(endRecord(checksum.bytes, checksum.value).subarray(RECORD_HEADER_BYTES));
+      checksum.matches(end.bytesBefore, end.hash);
+    } catch (e) {
+      // Only a rehearsal: the migration goes on.
+      process.stderr.write(`tsvmm: rehearsing the tail's decoding failed (the migration goes on): ${e instanceof Error ? e.message : String(e)}\n`);
+    }
+  };
+
   const handle = (type: number, payload: Buffer): void => {
     switch (type) {
       case RecordType.HEADER: {
@@ -124,6 +147,7 @@ export async function receiveMigration(vm: MigrationDestination, socket: Socket,
       case RecordType.SWITCHOVER:
         if (state !== 'ram' || awaitingTail) unexpected(type);
         awaitingTail = true;
+        rehearseTail();
         return;
       case RecordType.PASS_END:
         if (state !== 'ram') unexpected(type);

@@ -47,7 +47,8 @@ import { createHash } from 'node:crypto';
 
 export const STREAM_MAGIC = Buffer.from('TSVMMIG\0', 'latin1');
 /**
- * 8: SWITCHOVER announces the pause, and the rest of the stream (last pages to END) follows in one write.
+ * 8: SWITCHOVER announces the pause, and the rest of the stream (last pages to END) follows in one write;
+ * a vCPU's STATE is version 2 (no fpu).
  * 7: END and SYNC carry XXH3-64, where versions 3 to 6 carried XXH64.
  * 6: the source answers LOADED with COMMIT, and the destination runs the guest only after it.
  * 5: the destination answers a HEADER it takes with ACCEPTED, and LOADED is valid only after it.
