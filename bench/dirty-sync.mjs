@@ -1,7 +1,8 @@
 #!/usr/bin/env node
-// bench/dirty-sync: the time of one full dirty-log sync (DirtyTracker.sync: KVM_GET_DIRTY_LOG and
-// KVM_CLEAR_DIRTY_LOG per slot, written into the sync's result and counted, joined by the VMM's
-// marks) against a C loop in the addon doing the same ioctls on the same VM, for several RAM sizes and
+// bench/dirty-sync: the time of one full dirty-log sync (DirtyTracker.sync: KVM_GET_DIRTY_LOG, and
+// KVM_CLEAR_DIRTY_LOG where a slot's log has a bit set, per slot, written into the sync's result and
+// joined by the VMM's marks; the result counts its pages only when asked, after the timing here, as
+// the C loop counts none) against a C loop in the addon doing the same ioctls on the same VM, for several RAM sizes and
 // dirty fractions, with manual dirty-log protection and without. The dirtier guest makes the pages
 // dirty (guest writes, as KVM sees them); each figure is the median of several syncs, each after the
 // guest completed at least one full pass over its range. 100% is every page from 16 MiB up, above

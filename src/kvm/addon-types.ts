@@ -105,11 +105,11 @@ export interface NativeAddon {
     memorySize: bigint, userspaceAddr: bigint): void;
   /**
    * KVM_GET_DIRTY_LOG of `slot` into `bitmap` (one bit per page, at least ceil(pages/64)*8 bytes);
-   * returns how many bits of `bitmap` are set afterwards.
+   * returns whether any bit of `bitmap` is set afterwards.
    */
-  kvmGetDirtyLog(vmFd: number, slot: number, bitmap: Uint8Array): number;
+  kvmGetDirtyLog(vmFd: number, slot: number, bitmap: Uint8Array): boolean;
   /** KVM_CLEAR_DIRTY_LOG of `slot` for pages [firstPage, firstPage+numPages) set in `bitmap`. */
-  kvmClearDirtyLog(vmFd: number, slot: number, firstPage: bigint, numPages: number, bitmap: Uint8Array): void;
+  kvmClearDirtyLog(vmFd: number, slot: number, firstPage: number, numPages: number, bitmap: Uint8Array): void;
   /** KVM_ENABLE_CAP on a VM or vCPU fd; `args` holds the 4 u64 args. */
   kvmEnableCap(fd: number, cap: number, flags: number, args: BigUint64Array): void;
   kvmCreateIrqchip(vmFd: number): void;

@@ -190,7 +190,7 @@ export class PrecopySender {
       tracePhase('migration: pass 1, every page');
       await this.sendAllPages();
       await this.endPass(passStart, 0);
-      let pending: RegionDirtyPages[];
+      let pending: readonly RegionDirtyPages[];
       // Logging started before the first pass: what the first sync finds was dirtied since then.
       let lastSync = passStart;
       /**
@@ -234,7 +234,7 @@ export class PrecopySender {
   }
 
   /** Stops the guest and sends what is left: `pending` (taken by the last live sync) and the final sync. */
-  private async switchOver(pending: RegionDirtyPages[]): Promise<void> {
+  private async switchOver(pending: readonly RegionDirtyPages[]): Promise<void> {
     // The switch-over's encoder, run once now on state read live and dropped, while the guest still
     // runs: its first run (V8 compiling it, when the code cache does not hold it) is then not in the
     // downtime, and its code and data are in the caches when the pause needs them. On kvm_pvm an idle
@@ -395,7 +395,7 @@ export class PrecopySender {
     }
   }
 
-  private async sendDirty(dirty: RegionDirtyPages[]): Promise<void> {
+  private async sendDirty(dirty: readonly RegionDirtyPages[]): Promise<void> {
     this.passSend = { ms: performance.now(), bytes: this.transferred() };
     const native = addon();
     for (let r = 0; r < dirty.length; r++) {
@@ -555,7 +555,7 @@ export class PrecopySender {
   }
 }
 
-function countDirty(dirty: RegionDirtyPages[]): number {
+function countDirty(dirty: readonly RegionDirtyPages[]): number {
   return dirty.reduce((n, d) => n + d.pages, 0);
 }
 

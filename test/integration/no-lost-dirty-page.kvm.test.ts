@@ -58,7 +58,7 @@ async function waitForPassAfter(v: Vm, pass: bigint): Promise<bigint> {
 }
 
 /** Copies the pages a sync called dirty from RAM onto the copy, as a migration pass sends them. */
-function apply(copy: Uint8Array[], dirty: RegionDirtyPages[]): void {
+function apply(copy: Uint8Array[], dirty: readonly RegionDirtyPages[]): void {
   dirty.forEach(({ region, bitmap }, i) => {
     for (let w = 0; w < bitmap.length; w++) {
       const word = bitmap[w]!;

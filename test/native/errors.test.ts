@@ -93,7 +93,7 @@ const fdCalls = {
   kvmGetDirtyLog: { syscall: 'KVM_GET_DIRTY_LOG', call: (fd) => native.kvmGetDirtyLog(fd, 0, new Uint8Array(8)) },
   kvmClearDirtyLog: {
     syscall: 'KVM_CLEAR_DIRTY_LOG',
-    call: (fd) => native.kvmClearDirtyLog(fd, 0, 0n, 64, new Uint8Array(8)),
+    call: (fd) => native.kvmClearDirtyLog(fd, 0, 0, 64, new Uint8Array(8)),
   },
   kvmEnableCap: { syscall: 'KVM_ENABLE_CAP', call: (fd) => native.kvmEnableCap(fd, 0, 0, new BigUint64Array(4)) },
   kvmCreateIrqchip: { syscall: 'KVM_CREATE_IRQCHIP', call: (fd) => native.kvmCreateIrqchip(fd) },
@@ -377,10 +377,10 @@ describe('argument checks', () => {
   });
 
   it('kvmClearDirtyLog needs the bitmap for numPages rounded up to u64 words', () => {
-    const error = thrown(() => native.kvmClearDirtyLog(-1, 0, 0n, 65, new Uint8Array(8)));
+    const error = thrown(() => native.kvmClearDirtyLog(-1, 0, 0, 65, new Uint8Array(8)));
     expect(error).toBeInstanceOf(RangeError);
     expect((error as Error).message).toMatch(/^kvmClearDirtyLog: argument bitmap /);
-    expectKvmError(() => native.kvmClearDirtyLog(-1, 0, 0n, 65, new Uint8Array(16)), 'KVM_CLEAR_DIRTY_LOG', EBADF);
+    expectKvmError(() => native.kvmClearDirtyLog(-1, 0, 0, 65, new Uint8Array(16)), 'KVM_CLEAR_DIRTY_LOG', EBADF);
   });
 
   it('kvmEnableCap needs a BigUint64Array of at least 4 args', () => {

@@ -31,6 +31,18 @@ describe('DirtyBitmap', () => {
     expect(b.dirtyAt(3)).toBe(true);
   });
 
+  it('takeInto ORs its bits into a sync result once; a result too small is refused and the bits wait for the next take', () => {
+    const b = new DirtyBitmap(100);
+    const into = new Uint32Array(4);
+    into[0] = 0b1; // KVM's log had page 0
+    expect(b.takeInto(into)).toBe(0); // nothing marked: nothing read
+    b.markPages(70, 2);
+    expect(() => b.takeInto(new Uint32Array(1))).toThrow(/1 words cannot take 4/);
+    expect(b.takeInto(into)).toBe(2);
+    expect(countPages(into)).toBe(3);
+    expect(b.takeInto(into)).toBe(0);
+  });
+
   it('folds a KVM log in at any page offset, aligned or not, ignoring bits past the slot', () => {
     for (const first of [0, 1, 31, 32, 33, 64, 95]) {
       const b = new DirtyBitmap(400);
