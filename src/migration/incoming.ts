@@ -381,14 +381,14 @@ export async function receiveMigration(vm: MigrationDestination, socket: Socket,
       } finally {
         reader.retain();
       }
-      // From SWITCHOVER to COMMIT the source's guest is stopped: what the source sends next (the tail;
-      // COMMIT after LOADED) is waited for awake, not asleep in the event loop (spinUntilReadable).
+      // From SWITCHOVER the source's guest is stopped: its tail is waited for awake, not asleep in the
+      // event loop (spinUntilReadable). COMMIT is not: it comes at once, from a source that is itself
+      // waiting awake for LOADED, and a spinner sharing its CPU held it up (LOADED to COMMIT here took
+      // 0.7-1.6 ms in 4 of 11 idle switch-overs, against ~0.2 ms asleep).
       if (failed) return;
       if (awaitingTail && (state === 'ram' || state === 'device')) {
         tracePhase('incoming migration: waiting awake for the tail');
         spinUntilReadable([socket, ...(multifd?.channels.map((c) => c.socket) ?? [])], SWITCHOVER_SPIN_MS);
-      } else if ((state as ReceiverState) === 'loaded') {
-        spinUntilReadable([socket], SWITCHOVER_SPIN_MS);
       }
     }));
   });

@@ -174,9 +174,9 @@ const POLLFD_BYTES = 8;
 
 /**
  * How long one side of a switch-over waits awake for the other (spinUntilReadable): the destination
- * for the source's tail after PASS_END_FINAL, and for COMMIT after LOADED; the source for LOADED after
- * END. On kvm_pvm the source's capture and encode take ~0.6 ms and the destination's load ~0.5 ms; a
- * slower host falls back to sleeping after this, having spent a few milliseconds of one CPU.
+ * for the source's tail after SWITCHOVER, the source for LOADED after END. On kvm_pvm the source's
+ * capture and encode take ~0.6 ms and the destination's load ~0.5 ms; a slower host falls back to
+ * sleeping after this, having spent a few milliseconds of one CPU.
  */
 export const SWITCHOVER_SPIN_MS = 5;
 
@@ -184,15 +184,16 @@ export const SWITCHOVER_SPIN_MS = 5;
  * Waits awake, without returning to the event loop, until one of `sockets` has bytes to read or
  * `maxMs` has passed; returns whether one has. The event loop then reads them at once.
  *
- * Why: the switch-over's hops between source and destination (tail, LOADED, COMMIT) come while the
- * guest is stopped, and a process asleep in epoll takes long to wake on a virtualised host. On this
- * kvm_pvm host (a VM whose idle vCPUs halt at once: haltpoll with guest_halt_poll_ns 0), the
- * destination woke for the tail 0.35-1 ms after the source wrote it, and for LOADED 0.1-1 ms; spinning,
- * 0.04-0.07 ms (TSVMM_TRACE_PHASES=2, bench/migrate idle 1 GiB).
+ * Why: the switch-over's hops between source and destination (the tail, LOADED) come while the guest
+ * is stopped, and a process asleep in epoll takes long to wake on a virtualised host. On this kvm_pvm
+ * host (a VM whose idle vCPUs halt at once: haltpoll with guest_halt_poll_ns 0), the destination woke
+ * for the tail 0.35-1 ms after the source wrote it, and the source for LOADED 0.1-1 ms; spinning,
+ * 0.04-0.07 ms and 0.07-0.16 ms (TSVMM_TRACE_PHASES=2, bench/migrate idle 1 GiB).
  *
  * INVARIANT: every turn yields the CPU (sched_yield). On two CPUs the scheduler may put both ends on
  * one; a spinner that did not yield took it from the source for a whole time slice (its capture took
- * 1.5 ms instead of 0.35, and LOADED was read 1 ms late).
+ * 1.5 ms instead of 0.35, and LOADED was read 1 ms late). Under CFS a yield gives way only to a thread
+ * not far behind in virtual runtime, so it is no guarantee: keep the spins short and few.
  *
  * A socket without a file descriptor of its own (TLS) is not watched; with none left this returns false
  * at once, and the caller sleeps in the event loop as usual.
