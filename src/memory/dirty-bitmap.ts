@@ -94,11 +94,15 @@ export class DirtyBitmap {
   /**
    * Takes every set bit and ORs it into `into` (a sync's result, already holding KVM's logs in this
    * bitmap's layout); returns how many bits of `into` that set. Costs nothing when no bit was set
-   * since the last take.
+   * since the last take: the flag is read first, and `into`'s size checked only when there is
+   * something to take (a sync runs cold, once per region, where each load is a cache miss).
    */
   takeInto(into: Uint32Array): number {
-    if (into.length < this.words.length) throw new RangeError(`DirtyBitmap: ${into.length} words cannot take ${this.words.length}`);
     if (Atomics.exchange(this.marked, 0, 0) === 0) return 0;
+    if (into.length < this.words.length) {
+      Atomics.store(this.marked, 0, 1); // nothing was taken: the bits wait for the next take
+      throw new RangeError(`DirtyBitmap: ${into.length} words cannot take ${this.words.length}`);
+    }
     return addon().bitmapTakeOr(this.words, into);
   }
 

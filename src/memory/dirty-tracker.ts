@@ -9,13 +9,16 @@ import type { MemslotMap } from './memslot-map.js';
  * no longer.
  */
 export class RegionDirtyPages {
-  /** Set bits of `bitmap`, once counted; -1 until asked. */
-  private counted = -1;
+  /** Set bits of `bitmap` as of sync `countedAt` of its set; stale when the set's sync count moved on. */
+  private counted = 0;
+  private countedAt = -1;
 
   constructor(
     readonly region: RamRegion,
     /** One bit per page of the region (DirtyBitmap layout). */
     readonly bitmap: Uint32Array,
+    /** How many times the tracker has refilled the set this result belongs to (one store per sync). */
+    private readonly syncs: { count: number },
   ) {}
 
   /**
@@ -24,13 +27,11 @@ export class RegionDirtyPages {
    * sync ~2.5 us of its ~30 cold, bench/dirty-sync).
    */
   get pages(): number {
-    if (this.counted < 0) this.counted = addon().bitmapCount(this.bitmap);
+    if (this.countedAt !== this.syncs.count) {
+      this.counted = addon().bitmapCount(this.bitmap);
+      this.countedAt = this.syncs.count;
+    }
     return this.counted;
-  }
-
-  /** The tracker refilled `bitmap`. */
-  refilled(): void {
-    this.counted = -1;
   }
 }
 
@@ -44,11 +45,13 @@ export class DirtyTracker {
   private readonly results: [RegionDirtyPages[], RegionDirtyPages[]];
   /** Each set's bitmaps, in region order (what MemslotMap.takeLogs fills). */
   private readonly bitmaps: [Uint32Array[], Uint32Array[]];
+  /** Each set's sync count (RegionDirtyPages.pages counts anew when it moves). */
+  private readonly syncs: [{ count: number }, { count: number }] = [{ count: 0 }, { count: 0 }];
   private turn = 0;
 
   constructor(private readonly memory: GuestMemory, private readonly memslots: MemslotMap) {
-    const set = () => memory.regions.map((r) => new RegionDirtyPages(r, new Uint32Array(r.dirty.words.length)));
-    this.results = [set(), set()];
+    const set = (t: 0 | 1) => memory.regions.map((r) => new RegionDirtyPages(r, new Uint32Array(r.dirty.words.length), this.syncs[t]));
+    this.results = [set(0), set(1)];
     this.bitmaps = [this.results[0].map((r) => r.bitmap), this.results[1].map((r) => r.bitmap)];
   }
 
@@ -72,12 +75,9 @@ export class DirtyTracker {
     const result = this.results[this.turn];
     // KVM's logs first (they overwrite the bitmaps), then each region's own bits joined to them: the
     // VMM's marks and what slot changes fetched since the last sync (invariants A and B).
+    this.syncs[this.turn].count++;
     this.memslots.takeLogs(this.bitmaps[this.turn]);
-    for (let i = 0; i < result.length; i++) {
-      const r = result[i]!;
-      r.refilled();
-      r.region.dirty.takeInto(r.bitmap);
-    }
+    for (let i = 0; i < result.length; i++) result[i]!.region.dirty.takeInto(result[i]!.bitmap);
     return result;
   }
 

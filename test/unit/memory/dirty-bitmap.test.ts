@@ -120,6 +120,7 @@ describe('DirtyBitmap', () => {
     expect(setBits(into, 5000)).toEqual([1, 3, 4, 5, 4999]);
     expect(b.count()).toBe(0);
     expect(b.takeInto(into)).toBe(0);
+    b.markPages(7, 1);
     expect(() => b.takeInto(new Uint32Array(b.words.length - 1))).toThrow(RangeError);
   });
 

@@ -8,13 +8,14 @@ describe('RegionDirtyPages', () => {
     const memory = GuestMemory.create(4 * 1024 * 1024);
     try {
       const bitmap = new Uint32Array(memory.regions[0]!.dirty.words.length);
-      const result = new RegionDirtyPages(memory.regions[0]!, bitmap);
+      const syncs = { count: 1 };
+      const result = new RegionDirtyPages(memory.regions[0]!, bitmap, syncs);
       bitmap[0] = 0b1011;
       bitmap[5] = 0x8000_0000;
       expect(result.pages).toBe(4);
       bitmap[1] = 0xffff_ffff; // a refill the result was not told of: the count stands
       expect(result.pages).toBe(4);
-      result.refilled();
+      syncs.count++; // the tracker refilled the set
       expect(result.pages).toBe(36);
     } finally {
       memory.dispose();
