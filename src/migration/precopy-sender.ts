@@ -64,7 +64,7 @@ const HELD_MAX_BYTES = 4 * 1024 * 1024;
  * many bytes (64 pages): the destination applies them meanwhile. Fewer wait for the tail's write, as
  * one more write costs the stopped guest about as much as applying them (~0.05-0.1 ms on kvm_pvm).
  */
-const EARLY_FLUSH_BYTES = 64 * 4096;
+const EARLY_FLUSH_BYTES = 64 * PAGE_BYTES;
 
 /**
  * Pre-copy migration of a running VM over one connection: pass 1 sends every page, each later pass

@@ -11,9 +11,10 @@
  *     |--------------------------------------------------->|
  *     | PASS_END 1                                         |
  *     | RAM ... PASS_END n   pages dirtied since last sync |
- *     | SWITCHOVER  the guest stops now; the rest follows  |  waits for it awake (spinUntilReadable)
  *     |--------------------------------------------------->|
- *     |   [source pauses vCPUs, final sync]                |
+ *     |   [source pauses vCPUs]                            |
+ *     | SWITCHOVER  the guest has stopped; the rest follows|  waits for it awake (spinUntilReadable)
+ *     |   [final sync]                                     |
  *     | RAM ... PASS_END last                              |
  *     | STATE   "vm", "vcpu0".., "uart": named, versioned  |  held until END checks out
  *     | VERIFY  SHA-256 of each RAM region (if x-verify)   |
@@ -47,8 +48,8 @@ import { createHash } from 'node:crypto';
 
 export const STREAM_MAGIC = Buffer.from('TSVMMIG\0', 'latin1');
 /**
- * 8: SWITCHOVER announces the pause, and the rest of the stream (last pages to END) follows in one write;
- * a vCPU's STATE is version 2 (no fpu).
+ * 8: SWITCHOVER announces the switch-over once the source's guest has stopped; a vCPU's STATE is
+ * version 2 (no fpu).
  * 7: END and SYNC carry XXH3-64, where versions 3 to 6 carried XXH64.
  * 6: the source answers LOADED with COMMIT, and the destination runs the guest only after it.
  * 5: the destination answers a HEADER it takes with ACCEPTED, and LOADED is valid only after it.
@@ -79,9 +80,10 @@ export const RecordType = {
   /** Main connection, the source's answer to LOADED: it has handed the guest over and will never run it again. */
   COMMIT: 10,
   /**
-   * Main connection, no payload: the source is stopping its guest, and the last pages, PASS_END, STATE,
-   * VERIFY and END follow as soon as it has captured the device state. The destination waits for them
-   * awake, not asleep (transport.ts, spinUntilReadable): it wakes now, while the source pauses.
+   * Main connection, no payload: the source's guest has stopped, and the last pages, PASS_END, STATE,
+   * VERIFY and END follow as soon as it has captured the device state. The destination wakes now,
+   * while the source syncs and captures, and waits for them awake, not asleep (transport.ts,
+   * spinUntilReadable).
    */
   SWITCHOVER: 11,
   LOADED: 0x80,

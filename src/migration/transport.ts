@@ -131,8 +131,8 @@ const bulkSinks = new WeakMap<net.Socket, { sink: ChunkSink | undefined; early: 
  * read anything yet (listenForMigration hands connections out paused). Read it with readChunks.
  */
 export function bulkReads(socket: net.Socket): net.Socket {
-  const fd = (socket as unknown as { _handle?: { fd?: number } })._handle?.fd;
-  if (fd === undefined || fd < 0) return socket;
+  const fd = socketFd(socket);
+  if (fd === undefined) return socket;
   const copy = addon().dup(fd);
   socket.destroy();
   const state: { sink: ChunkSink | undefined; early: Buffer[] } = { sink: undefined, early: [] };
@@ -154,6 +154,15 @@ export function bulkReads(socket: net.Socket): net.Socket {
   bulk.setNoDelay(true);
   bulkSinks.set(bulk, state);
   return bulk;
+}
+
+/**
+ * The file descriptor behind a plain TCP socket, read from Node's internal handle; undefined for one
+ * without a descriptor of its own (TLS, or a handle Node does not expose).
+ */
+function socketFd(socket: net.Socket): number | undefined {
+  const fd = (socket as unknown as { _handle?: { fd?: number } })._handle?.fd;
+  return fd === undefined || fd < 0 ? undefined : fd;
 }
 
 /** Sends every byte `socket` receives from now on (and any it holds) to `sink`, and lets it flow. */
@@ -199,7 +208,7 @@ export const SWITCHOVER_SPIN_MS = 5;
  * at once, and the caller sleeps in the event loop as usual.
  */
 export function spinUntilReadable(sockets: readonly net.Socket[], maxMs: number): boolean {
-  const fds = sockets.map((s) => (s as unknown as { _handle?: { fd?: number } })._handle?.fd).filter((fd): fd is number => fd !== undefined && fd >= 0);
+  const fds = sockets.map(socketFd).filter((fd): fd is number => fd !== undefined);
   if (fds.length === 0) return false;
   const pollfds = new Uint8Array(fds.length * POLLFD_BYTES);
   const view = new DataView(pollfds.buffer);
