@@ -15,17 +15,25 @@ export interface VmKernelState {
 }
 
 export function captureVmKernelState(native: NativeAddon, vmFd: number): VmKernelState {
-  const irqchips = IRQCHIP_IDS.map((id) => {
-    const b = new Uint8Array(KVM_IRQCHIP_SIZE);
-    new DataView(b.buffer).setUint32(0, id, true);
+  const into: VmKernelState = {
+    version: 1,
+    irqchips: IRQCHIP_IDS.map(() => new Uint8Array(KVM_IRQCHIP_SIZE)),
+    pit: new Uint8Array(KVM_PIT_STATE2_SIZE),
+    clock: new Uint8Array(KVM_CLOCK_DATA_SIZE),
+  };
+  captureVmKernelStateInto(native, vmFd, into);
+  return into;
+}
+
+/** captureVmKernelState into the arrays of `into` (of the sizes it gives), in place: see stateRecordTemplate. */
+export function captureVmKernelStateInto(native: NativeAddon, vmFd: number, into: VmKernelState): void {
+  IRQCHIP_IDS.forEach((id, i) => {
+    const b = into.irqchips[i]!;
+    new DataView(b.buffer, b.byteOffset, b.byteLength).setUint32(0, id, true);
     native.kvmGetIrqchip(vmFd, b);
-    return b;
   });
-  const pit = new Uint8Array(KVM_PIT_STATE2_SIZE);
-  native.kvmGetPit2(vmFd, pit);
-  const clock = new Uint8Array(KVM_CLOCK_DATA_SIZE);
-  native.kvmGetClock(vmFd, clock);
-  return { version: 1, irqchips, pit, clock };
+  native.kvmGetPit2(vmFd, into.pit);
+  native.kvmGetClock(vmFd, into.clock);
 }
 
 export function restoreVmKernelState(native: NativeAddon, vmFd: number, s: VmKernelState): void {

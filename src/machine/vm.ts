@@ -29,8 +29,8 @@ import { VirtioDevices, type VirtioDeviceSpec } from './virtio-devices.js';
 import { tracePhase } from './phase-trace.js';
 import type { I8042, I8042State } from '../devices/i8042.js';
 import type { RtcCmos, RtcState } from '../devices/rtc-cmos.js';
-import { captureVmKernelState, restoreVmKernelState, type VmKernelState } from './vm-state.js';
-import { captureVcpuState, msrIndexList, restoreVcpuState, type VcpuState } from '../vcpu/vcpu-state.js';
+import { captureVmKernelState, captureVmKernelStateInto, restoreVmKernelState, type VmKernelState } from './vm-state.js';
+import { captureVcpuState, captureVcpuStateInto, msrIndexList, restoreVcpuState, type VcpuState } from '../vcpu/vcpu-state.js';
 import type { UartState } from '../devices/uart8250.js';
 import type { MachineShape } from '../migration/protocol.js';
 import type { Uart8250 } from '../devices/uart8250.js';
@@ -153,14 +153,24 @@ export class Vm {
 
   /**
    * Every piece of VM state outside RAM, by name: the in-kernel irqchips, PIT and clock ("vm"), each
-   * vCPU ("vcpu0", ...) and each device ("uart", "i8042", "rtc"). Only while paused.
+   * vCPU ("vcpu0", ...) and each device ("uart", "i8042", "rtc"). Only while paused. The "vm" and vCPU
+   * pieces are read in place into the states `into` holds under their names, where it holds one (a
+   * state of the shape captureState gives, such as a stateRecordTemplate's), and that same object is
+   * then the piece's state; a vCPU whose MSRs do not fit its state's is read afresh.
    */
-  captureState(): { name: string; state: unknown }[] {
+  captureState(into: ReadonlyMap<string, unknown> = new Map()): { name: string; state: unknown }[] {
     if (!this.vcpus.isPaused() && this.vcpus.isStarted) throw new Error('VM state can only be captured while the VM is paused');
     const native = addon();
+    const vmInto = into.get('vm') as VmKernelState | undefined;
+    if (vmInto !== undefined) captureVmKernelStateInto(native, this.vmFd, vmInto);
     return [
-      { name: 'vm', state: captureVmKernelState(native, this.vmFd) },
-      ...this.vcpuStates(),
+      { name: 'vm', state: vmInto ?? captureVmKernelState(native, this.vmFd) },
+      ...this.vcpuFds.map((fd, i) => {
+        const name = `vcpu${i}`;
+        const vcpuInto = into.get(name) as VcpuState | undefined;
+        if (vcpuInto !== undefined && captureVcpuStateInto(native, fd, this.msrIndices, vcpuInto)) return { name, state: vcpuInto };
+        return { name, state: captureVcpuState(native, fd, this.msrIndices) };
+      }),
       ...this.boardDeviceStates(),
       ...this.virtio.captureState(),
     ];

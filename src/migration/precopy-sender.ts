@@ -13,7 +13,7 @@ import type { DirtyTracker, RegionDirtyPages } from '../memory/dirty-tracker.js'
 import type { MigrationInfo, MigrationParameters, MigrationStatusName } from '../control/vm-control.js';
 import {
   PAGE_BYTES, RecordReader, RecordType, endRecord, hashRegions, headerRecord, record,
-  recordName, stateRecord, u32Record, type MachineShape,
+  recordName, stateRecord, stateRecordTemplate, u32Record, type MachineShape,
 } from './protocol.js';
 
 /** What the sender needs of a VM. */
@@ -25,8 +25,9 @@ export interface MigrationSource {
   /** Auto-converge: the vCPUs sleep `percent` (0 to 99) of their time, 0 ending it. */
   throttle(percent: number): void;
   shape(): MachineShape;
-  captureState(): { name: string; state: unknown }[];
-  /** State readable while the guest runs, to rehearse the switch-over's encoding on (Vm.rehearsalState). */
+  /** Every piece of state outside RAM; pieces it can read in place into a state `into` holds are that state (Vm.captureState). */
+  captureState(into?: ReadonlyMap<string, unknown>): { name: string; state: unknown }[];
+  /** State readable while the guest runs, of the shape captureState gives: rehearsals and templates (Vm.rehearsalState). */
   rehearsalState?(): { name: string; state: unknown }[];
 }
 
@@ -243,8 +244,11 @@ export class PrecopySender {
     // The destination rehearses its restore likewise (Vm.rehearseStateRestore).
     // The tail's assembly likewise: its END (the running checksum's digest) and the one buffer the
     // held records are copied into (flushHeld), which nothing before the switch-over runs.
-    const rehearsed = (this.vm.rehearsalState?.() ?? []).map((piece) => stateRecord(piece.name, piece.state));
-    Buffer.concat([...rehearsed, endRecord(this.sentBytes, this.checksum.value)]);
+    // The pieces whose state is all byte arrays (the in-kernel and vCPU state) are read in the pause
+    // straight into records encoded here (stateRecordTemplate); building the templates runs the
+    // encoder for the rest.
+    const templates = new Map((this.vm.rehearsalState?.() ?? []).map((piece) => [piece.name, stateRecordTemplate(piece.name, piece.state)]));
+    Buffer.concat([...[...templates.values()].map((t) => t.record), endRecord(this.sentBytes, this.checksum.value)]);
     // Downtime counts from before the pause, as QEMU's downtime_start is taken before vm_stop.
     const t0 = performance.now();
     tracePhase('migration: switch-over, pausing the vCPUs');
@@ -277,10 +281,13 @@ export class PrecopySender {
     // Many last pages go ahead of the capture, so that the destination applies them while this thread
     // captures and encodes the device state; a few go with the tail, in its one write.
     if (this.heldBytes >= EARLY_FLUSH_BYTES) await this.flushHeld();
-    const pieces = this.vm.captureState();
+    const pieces = this.vm.captureState(new Map([...templates].map(([name, t]) => [name, t.state])));
     tracePhase(`migration: device state captured (${pieces.length} pieces)`);
     // The tail (device state, VERIFY, END) goes out as one write.
-    const tail = pieces.map((piece) => stateRecord(piece.name, piece.state));
+    const tail = pieces.map((piece) => {
+      const template = templates.get(piece.name);
+      return template !== undefined && piece.state === template.state ? template.record : stateRecord(piece.name, piece.state);
+    });
     tracePhase('migration: device state encoded');
     if (this.params()['x-verify']) {
       tail.push(record(RecordType.VERIFY, Buffer.from(JSON.stringify(await hashRegions(this.vm.memory.regions)))));

@@ -56,7 +56,7 @@ export function msrIndexList(native: NativeAddon, kvmFd: number): number[] {
   }
 }
 
-/** msrsBuffer(indices) for each index list readMsrs has seen (a VM keeps one list for its life). */
+/** msrsBuffer(indices) for each index list captured (a VM keeps one list for its life). */
 const msrsTemplates = new WeakMap<readonly number[], Uint8Array>();
 
 function msrsBuffer(indices: readonly number[]): Uint8Array {
@@ -68,16 +68,11 @@ function msrsBuffer(indices: readonly number[]): Uint8Array {
 }
 
 /**
- * Reads the MSRs in `indices` that this vCPU can read. KVM_GET_MSRS stops at the first MSR it cannot
- * read and returns how many it did; that one is dropped and the read goes on from the next.
+ * Reads the MSRs in `indices` that this vCPU can read, when one of them cannot be (captureVcpuStateInto
+ * reads them all in one call, the usual case). KVM_GET_MSRS stops at the first MSR it cannot read and
+ * returns how many it did; that one is dropped and the read goes on from the next.
  */
 function readMsrs(native: NativeAddon, vcpuFd: number, indices: readonly number[]): Uint8Array {
-  let template = msrsTemplates.get(indices);
-  if (template === undefined) msrsTemplates.set(indices, (template = msrsBuffer(indices)));
-  // The usual case, one call: every MSR of the list reads, and the buffer is the result as it stands.
-  // (A switch-over captures in the guest's downtime; rebuilding the list as below cost ~0.05 ms.)
-  const all = template.slice();
-  if (native.kvmGetMsrs(vcpuFd, all) === indices.length) return all;
   const read: { index: number; value: bigint }[] = [];
   let rest = [...indices];
   while (rest.length > 0) {
@@ -96,24 +91,43 @@ function readMsrs(native: NativeAddon, vcpuFd: number, indices: readonly number[
 }
 
 export function captureVcpuState(native: NativeAddon, vcpuFd: number, msrIndices: readonly number[]): VcpuState {
-  const get = (size: number, call: (fd: number, b: Uint8Array) => void) => {
-    const b = new Uint8Array(size);
-    call(vcpuFd, b);
-    return b;
-  };
-  return {
+  const into: VcpuState = {
     version: 2,
-    // MP state first: KVM completes a pending INIT/SIPI when it is read, which changes the registers.
-    mpState: get(KVM_MP_STATE_SIZE, native.kvmGetMpState),
-    regs: get(KVM_REGS_SIZE, native.kvmGetRegs),
-    sregs: get(KVM_SREGS_SIZE, native.kvmGetSregs),
-    xsave: get(KVM_XSAVE_SIZE, native.kvmGetXsave),
-    xcrs: get(KVM_XCRS_SIZE, native.kvmGetXcrs),
-    lapic: get(KVM_LAPIC_SIZE, native.kvmGetLapic),
-    events: get(KVM_VCPU_EVENTS_SIZE, native.kvmGetVcpuEvents),
-    debugregs: get(KVM_DEBUGREGS_SIZE, native.kvmGetDebugregs),
-    msrs: readMsrs(native, vcpuFd, msrIndices),
+    mpState: new Uint8Array(KVM_MP_STATE_SIZE),
+    regs: new Uint8Array(KVM_REGS_SIZE),
+    sregs: new Uint8Array(KVM_SREGS_SIZE),
+    xsave: new Uint8Array(KVM_XSAVE_SIZE),
+    xcrs: new Uint8Array(KVM_XCRS_SIZE),
+    lapic: new Uint8Array(KVM_LAPIC_SIZE),
+    events: new Uint8Array(KVM_VCPU_EVENTS_SIZE),
+    debugregs: new Uint8Array(KVM_DEBUGREGS_SIZE),
+    msrs: new Uint8Array(MSRS_HEADER + msrIndices.length * MSR_ENTRY),
   };
+  if (captureVcpuStateInto(native, vcpuFd, msrIndices, into)) return into;
+  return { ...into, msrs: readMsrs(native, vcpuFd, msrIndices) };
+}
+
+/**
+ * captureVcpuState into the arrays of `into` (of the sizes captureVcpuState gives), in place: a
+ * migration's switch-over reads straight into its STATE record (stateRecordTemplate). False if the
+ * vCPU could not read every MSR of `msrIndices`, which then needs captureVcpuState's shorter list;
+ * every other array is read all the same.
+ */
+export function captureVcpuStateInto(native: NativeAddon, vcpuFd: number, msrIndices: readonly number[], into: VcpuState): boolean {
+  // MP state first: KVM completes a pending INIT/SIPI when it is read, which changes the registers.
+  native.kvmGetMpState(vcpuFd, into.mpState);
+  native.kvmGetRegs(vcpuFd, into.regs);
+  native.kvmGetSregs(vcpuFd, into.sregs);
+  native.kvmGetXsave(vcpuFd, into.xsave);
+  native.kvmGetXcrs(vcpuFd, into.xcrs);
+  native.kvmGetLapic(vcpuFd, into.lapic);
+  native.kvmGetVcpuEvents(vcpuFd, into.events);
+  native.kvmGetDebugregs(vcpuFd, into.debugregs);
+  let template = msrsTemplates.get(msrIndices);
+  if (template === undefined) msrsTemplates.set(msrIndices, (template = msrsBuffer(msrIndices)));
+  if (into.msrs.length !== template.length) return false;
+  into.msrs.set(template);
+  return native.kvmGetMsrs(vcpuFd, into.msrs) === msrIndices.length;
 }
 
 /**

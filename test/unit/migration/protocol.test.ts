@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import {
   MAX_RECORD_BYTES, MigrationStreamError, RecordReader, RecordType, STREAM_START_BYTES, checkStreamStart,
-  hashRegions, headerRecord, parseHeader, parseState, record, shapeMismatch, stateRecord, verifyMismatches,
+  hashRegions, headerRecord, parseHeader, parseState, record, shapeMismatch, stateRecord, stateRecordTemplate, verifyMismatches,
   type MachineShape,
 } from '../../../src/migration/protocol.js';
 
@@ -62,6 +62,22 @@ describe('migration stream records', () => {
     const parsed = parseState(payload);
     payload.fill(0); // the record's bytes are reused after parsing: the arrays must not be views of them
     expect(parsed).toEqual({ name: 'vm', state });
+  });
+
+  it('a STATE record template is the record of whatever its state arrays hold, written in place', () => {
+    const sample = { version: 1, irqchips: [new Uint8Array(3), new Uint8Array(520)], pit: new Uint8Array(112), nested: { clock: new Uint8Array(48) } };
+    const template = stateRecordTemplate('vm', sample);
+    expect(template.state).not.toBe(sample);
+    expect(template.state.version).toBe(1);
+    template.state.irqchips[0]!.set([4, 5, 6]);
+    template.state.irqchips[1]!.fill(9);
+    template.state.pit.fill(0xaa);
+    template.state.nested.clock[47] = 1;
+    const fresh = { version: 1, irqchips: [new Uint8Array([4, 5, 6]), new Uint8Array(520).fill(9)], pit: new Uint8Array(112).fill(0xaa), nested: { clock: new Uint8Array(48) } };
+    fresh.nested.clock[47] = 1;
+    expect(template.record).toEqual(stateRecord('vm', fresh));
+    expect(parseState(template.record.subarray(5))).toEqual({ name: 'vm', state: fresh });
+    expect(sample.pit.every((b) => b === 0)).toBe(true); // the sample itself is left alone
   });
 
   it('STATE records that are cut short, padded, not JSON or name an array they lack are refused', () => {

@@ -3,7 +3,7 @@
 // real ioctls are covered by the migration e2e tests, where every MSR of this host's list reads.
 import { describe, expect, it } from 'vitest';
 import type { NativeAddon } from '../../../src/kvm/addon-types.js';
-import { captureVcpuState } from '../../../src/vcpu/vcpu-state.js';
+import { captureVcpuState, captureVcpuStateInto } from '../../../src/vcpu/vcpu-state.js';
 
 const HEADER = 8;
 const ENTRY = 16;
@@ -54,5 +54,20 @@ describe('captureVcpuState MSRs', () => {
     const { native } = fakeNative(new Set([0x174, 0xc0000100]));
     const s = captureVcpuState(native, 3, indices);
     expect(entries(s.msrs)).toEqual([[0x10, 0x30n], [0x175, 0x175n * 3n], [0xc0000080, 0xc0000080n * 3n]]);
+  });
+
+  it('reads into given arrays in place, and says so when the vCPU cannot read every MSR', () => {
+    const { native } = fakeNative(new Set());
+    const into = captureVcpuState(native, 3, indices);
+    const msrs = into.msrs;
+    msrs.fill(0xff);
+    expect(captureVcpuStateInto(native, 3, indices, into)).toBe(true);
+    expect(into.msrs).toBe(msrs);
+    expect(entries(msrs)).toEqual(indices.map((i) => [i, BigInt(i) * 3n]));
+    expect(captureVcpuStateInto(fakeNative(new Set([0x175])).native, 3, indices, into)).toBe(false);
+    // Arrays of another list's length: refused before KVM_GET_MSRS is asked.
+    const { native: counting, calls } = fakeNative(new Set());
+    expect(captureVcpuStateInto(counting, 3, indices.slice(1), into)).toBe(false);
+    expect(calls()).toBe(0);
   });
 });
