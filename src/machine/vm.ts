@@ -30,7 +30,7 @@ import { tracePhase } from './phase-trace.js';
 import type { I8042, I8042State } from '../devices/i8042.js';
 import type { RtcCmos, RtcState } from '../devices/rtc-cmos.js';
 import { captureVmKernelState, captureVmKernelStateInto, restoreVmKernelState, type VmKernelState } from './vm-state.js';
-import { captureVcpuState, captureVcpuStateInto, msrIndexList, restoreVcpuState, type VcpuState } from '../vcpu/vcpu-state.js';
+import { captureVcpuState, captureVcpuStateInto, copyVcpuState, copyVcpuStateInto, msrIndexList, restoreVcpuState, type VcpuState } from '../vcpu/vcpu-state.js';
 import type { UartState } from '../devices/uart8250.js';
 import type { MachineShape } from '../migration/protocol.js';
 import type { Uart8250 } from '../devices/uart8250.js';
@@ -168,6 +168,12 @@ export class Vm {
       ...this.vcpuFds.map((fd, i) => {
         const name = `vcpu${i}`;
         const vcpuInto = into.get(name) as VcpuState | undefined;
+        // Read by its thread at the pause (pause with captureState), or else here.
+        const captured = this.vcpus.capturedState(i);
+        if (captured !== undefined) {
+          if (vcpuInto !== undefined && copyVcpuStateInto(captured, vcpuInto)) return { name, state: vcpuInto };
+          return { name, state: copyVcpuState(captured) };
+        }
         if (vcpuInto !== undefined && captureVcpuStateInto(native, fd, this.msrIndices, vcpuInto)) return { name, state: vcpuInto };
         return { name, state: captureVcpuState(native, fd, this.msrIndices) };
       }),
@@ -312,7 +318,8 @@ export class Vm {
       const board = newBoard(vmFd, config.serialOutputFd, virtio.slots);
       const uart = comPortUart(board, fdTransmitter(config.serialOutputFd));
       const runMmapSize = kvm.vcpuMmapSize();
-      const vcpus = new VcpuThreads(vcpuFds, runMmapSize, board, config.prestartedVcpuThread);
+      const msrIndices = msrIndexList(native, kvm.fd);
+      const vcpus = new VcpuThreads(vcpuFds, runMmapSize, board, config.prestartedVcpuThread, msrIndices);
       const memslots = new MemslotMap(native, vmFd, memory, vcpus, {
         maxSlots: Math.max(32, kvm.checkExtension(Cap.NR_MEMSLOTS)),
         manualProtect,
@@ -323,7 +330,7 @@ export class Vm {
       // The main thread's views of the shared device state, for capture and restore (never for I/O:
       // a reset pulsed here would have no vCPU to stop).
       const devices = { uart, i8042: keyboardController(board, () => {}), rtc: cmosRtc(board) };
-      return new Vm(kvm, vmFd, memory, vcpuFds, vcpus, devices, board, runMmapSize, memslots, new DirtyTracker(memory, memslots), msrIndexList(native, kvm.fd), virtio);
+      return new Vm(kvm, vmFd, memory, vcpuFds, vcpus, devices, board, runMmapSize, memslots, new DirtyTracker(memory, memslots), msrIndices, virtio);
     } catch (e) {
       void virtio?.close();
       for (const fd of opened.reverse()) native.close(fd);
@@ -371,10 +378,13 @@ export class Vm {
    * Parks every vCPU, then stops the devices popping requests and waits for those in flight: once this
    * resolves nothing writes guest memory or device state, so a migration's final capture is complete
    * and each request completes exactly once, here (those still in the avail ring go with the guest).
+   * With `captureState`, each vCPU thread also reads its vCPU's state once parked, for the
+   * captureState() that follows (a migration's switch-over): the thread is awake then, and this one
+   * has the rest of the stop to do meanwhile.
    */
-  async pause(): Promise<void> {
+  async pause(options: { readonly captureState?: boolean } = {}): Promise<void> {
     this.pauseDepth++;
-    await this.vcpus.pause();
+    await this.vcpus.pause(options);
     await this.virtio.quiesce();
   }
 

@@ -34,7 +34,17 @@ export const Ctl = {
   THROTTLE: 7,
   /** Throttle sleeps taken (wrapping), for statistics. */
   THROTTLE_SLEEPS: 8,
-  WORDS: 9,
+  /**
+   * The pause epoch for which the main thread wants the vCPU thread to read its vCPU's state into
+   * its capture area (VcpuThreads.pause with captureState) once parked, the thread being awake then
+   * and the main thread busy with the rest of the stop.
+   */
+  CAPTURE_EPOCH: 9,
+  /** The epoch whose capture the vCPU thread has finished (written after CAPTURE_OK, then notified). */
+  CAPTURED_EPOCH: 10,
+  /** 1 if that capture read everything (captureVcpuStateInto), 0 if the main thread must read the vCPU itself. */
+  CAPTURE_OK: 11,
+  WORDS: 12,
 } as const;
 
 /** The guest's run time between two throttle sleeps (QEMU's CPU_THROTTLE_TIMESLICE_NS, 10 ms). */

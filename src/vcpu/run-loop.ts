@@ -29,6 +29,8 @@ export function runLoop(
   ctl: Int32Array,
   /** A stop a device asked for during the last exit (debug-exit, power-off), if any. */
   deviceStop: () => VcpuStop | undefined,
+  /** Runs, parked, right after each pause epoch is acknowledged (the vCPU thread's capture on request). */
+  parked?: (epoch: number) => void,
 ): VcpuStop | undefined {
   const setState = (s: number) => { Atomics.store(ctl, Ctl.STATE, s); Atomics.notify(ctl, Ctl.STATE); };
   /** The last KVM_RUN returned an exit, whose I/O KVM completes at the next entry. */
@@ -53,6 +55,7 @@ export function runLoop(
         if (Atomics.load(ctl, Ctl.PAUSED_EPOCH) !== epoch) {
           Atomics.store(ctl, Ctl.PAUSED_EPOCH, epoch);
           Atomics.notify(ctl, Ctl.PAUSED_EPOCH);
+          parked?.(epoch);
         }
         Atomics.wait(ctl, Ctl.WAKE, wake);
       }

@@ -91,18 +91,7 @@ function readMsrs(native: NativeAddon, vcpuFd: number, indices: readonly number[
 }
 
 export function captureVcpuState(native: NativeAddon, vcpuFd: number, msrIndices: readonly number[]): VcpuState {
-  const into: VcpuState = {
-    version: 2,
-    mpState: new Uint8Array(KVM_MP_STATE_SIZE),
-    regs: new Uint8Array(KVM_REGS_SIZE),
-    sregs: new Uint8Array(KVM_SREGS_SIZE),
-    xsave: new Uint8Array(KVM_XSAVE_SIZE),
-    xcrs: new Uint8Array(KVM_XCRS_SIZE),
-    lapic: new Uint8Array(KVM_LAPIC_SIZE),
-    events: new Uint8Array(KVM_VCPU_EVENTS_SIZE),
-    debugregs: new Uint8Array(KVM_DEBUGREGS_SIZE),
-    msrs: new Uint8Array(MSRS_HEADER + msrIndices.length * MSR_ENTRY),
-  };
+  const into = vcpuStateViews(new ArrayBuffer(vcpuStateBytes(msrIndices.length)), msrIndices.length);
   if (captureVcpuStateInto(native, vcpuFd, msrIndices, into)) return into;
   return { ...into, msrs: readMsrs(native, vcpuFd, msrIndices) };
 }
@@ -128,6 +117,50 @@ export function captureVcpuStateInto(native: NativeAddon, vcpuFd: number, msrInd
   if (into.msrs.length !== template.length) return false;
   into.msrs.set(template);
   return native.kvmGetMsrs(vcpuFd, into.msrs) === msrIndices.length;
+}
+
+/** The byte sizes of a VcpuState's arrays, in the order captureVcpuState fills them. */
+function vcpuStateSizes(msrCount: number): [keyof Omit<VcpuState, 'version'>, number][] {
+  return [
+    ['mpState', KVM_MP_STATE_SIZE], ['regs', KVM_REGS_SIZE], ['sregs', KVM_SREGS_SIZE], ['xsave', KVM_XSAVE_SIZE],
+    ['xcrs', KVM_XCRS_SIZE], ['lapic', KVM_LAPIC_SIZE], ['events', KVM_VCPU_EVENTS_SIZE], ['debugregs', KVM_DEBUGREGS_SIZE],
+    ['msrs', MSRS_HEADER + msrCount * MSR_ENTRY],
+  ];
+}
+
+/** Bytes of a buffer that vcpuStateViews lays a state with `msrCount` MSRs over. */
+export function vcpuStateBytes(msrCount: number): number {
+  return vcpuStateSizes(msrCount).reduce((n, [, size]) => n + size, 0);
+}
+
+/**
+ * A VcpuState whose arrays are views, end to end, of `buffer` (vcpuStateBytes(msrCount) long): two
+ * threads sharing the buffer see one state (a vCPU thread's capture area, VcpuThreads).
+ */
+export function vcpuStateViews(buffer: ArrayBufferLike, msrCount: number): VcpuState {
+  const state: Record<string, unknown> = { version: 2 };
+  let at = 0;
+  for (const [name, size] of vcpuStateSizes(msrCount)) {
+    state[name] = new Uint8Array(buffer, at, size);
+    at += size;
+  }
+  return state as unknown as VcpuState;
+}
+
+/** A copy of `s` whose arrays are its own. */
+export function copyVcpuState(s: VcpuState): VcpuState {
+  const msrCount = (s.msrs.length - MSRS_HEADER) / MSR_ENTRY;
+  const copy = vcpuStateViews(new ArrayBuffer(vcpuStateBytes(msrCount)), msrCount);
+  copyVcpuStateInto(s, copy);
+  return copy;
+}
+
+/** Copies the arrays of `from` into those of `into`, if every one is the same length; false (and nothing copied) if not. */
+export function copyVcpuStateInto(from: VcpuState, into: VcpuState): boolean {
+  const names = vcpuStateSizes(0).map(([name]) => name);
+  if (!names.every((name) => from[name].length === into[name].length)) return false;
+  for (const name of names) into[name].set(from[name]);
+  return true;
 }
 
 /**

@@ -4,7 +4,8 @@
  * on the main thread.
  */
 import { parentPort, workerData } from 'node:worker_threads';
-import { addon } from '../kvm/addon.js';
+import { addon, type NativeAddon } from '../kvm/addon.js';
+import { captureVcpuStateInto, vcpuStateViews } from './vcpu-state.js';
 import { buildBuses, fdTransmitter, type BoardDescription } from '../machine/board.js';
 import { Ctl, State } from './control-block.js';
 import { kvmRunView, type VcpuStop } from './exit-handler.js';
@@ -24,6 +25,33 @@ export interface VcpuThreadData {
   readonly board: BoardDescription;
   /** The main thread's time origin, for TSVMM_TRACE_PHASES lines (see machine/phase-trace.ts). */
   readonly traceOrigin: number;
+  /** Where this thread reads its vCPU's state when a pause asks it to (Ctl.CAPTURE_EPOCH): vcpuStateViews over it. */
+  readonly captureArea?: SharedArrayBuffer;
+  /** The MSRs to read into the capture area (Vm's msrIndexList). */
+  readonly msrIndices?: readonly number[];
+}
+
+/**
+ * The capture a pause may ask of this thread (Ctl.CAPTURE_EPOCH): its vCPU's state, read into the
+ * shared capture area once parked. The thread has just left KVM_RUN and is awake, on a CPU of its
+ * own, while the main thread goes on with the rest of the stop.
+ */
+function captureOnRequest(native: NativeAddon, data: VcpuThreadData): ((epoch: number) => void) | undefined {
+  if (data.captureArea === undefined || data.msrIndices === undefined) return undefined;
+  const { msrIndices, vcpuFd, control: ctl } = data;
+  const area = vcpuStateViews(data.captureArea, msrIndices.length);
+  return (epoch) => {
+    if (Atomics.load(ctl, Ctl.CAPTURE_EPOCH) !== epoch) return;
+    let ok = false;
+    try {
+      ok = captureVcpuStateInto(native, vcpuFd, msrIndices, area);
+    } catch {
+      // The main thread reads the vCPU itself, and reports what fails then.
+    }
+    Atomics.store(ctl, Ctl.CAPTURE_OK, ok ? 1 : 0);
+    Atomics.store(ctl, Ctl.CAPTURED_EPOCH, epoch);
+    Atomics.notify(ctl, Ctl.CAPTURED_EPOCH);
+  };
 }
 
 /** What a vCPU thread posts when it ends. */
@@ -51,7 +79,7 @@ function main(data: VcpuThreadData): VcpuThreadExit {
   Atomics.store(ctl, Ctl.STATE, State.RUNNING);
   Atomics.notify(ctl, Ctl.STATE);
   try {
-    return { index: data.index, stop: runLoop(native, data.vcpuFd, kvmRunView(runBuffer), buses, ctl, () => deviceStop) };
+    return { index: data.index, stop: runLoop(native, data.vcpuFd, kvmRunView(runBuffer), buses, ctl, () => deviceStop, captureOnRequest(native, data)) };
   } catch (e) {
     return { index: data.index, stop: { kind: 'error', message: e instanceof Error ? e.message : String(e) } };
   } finally {

@@ -8,6 +8,7 @@ import type { VcpuStop } from './exit-handler.js';
 import type { VcpuThreadData, VcpuThreadExit } from './vcpu-thread.js';
 import { traceOrigin } from '../machine/phase-trace.js';
 import type { PrestartedThread } from './prestarted-thread.js';
+import { vcpuStateBytes, vcpuStateViews, type VcpuState } from './vcpu-state.js';
 
 /** The compiled vCPU thread body; workers always run built JavaScript (`npm install` / `npm test` build it). */
 export const VCPU_THREAD_SCRIPT = threadScript('vcpu-thread', 'vcpu/vcpu-thread.js');
@@ -22,6 +23,10 @@ interface VcpuHandle {
   readonly run: Uint8Array;
   worker: Worker | undefined;
   exit: Promise<VcpuThreadExit>;
+  /** Where the thread reads its vCPU's state on request (see pause), and that state's views here. */
+  readonly captureArea: { readonly buffer: SharedArrayBuffer; readonly state: VcpuState } | undefined;
+  /** The pause epoch whose capture was asked for and still holds (no resume since), or undefined. */
+  captureEpoch: number | undefined;
 }
 
 /**
@@ -50,6 +55,8 @@ export class VcpuThreads {
     private readonly board: BoardDescription,
     /** A thread already started for vCPU 0 (bin/tsvmm.cjs starts one before loading the CLI). */
     private readonly prestarted?: PrestartedThread,
+    /** The MSRs a vCPU thread reads when a pause asks it to capture its state; none, no such captures. */
+    private readonly msrIndices?: readonly number[],
   ) {
     const native = addon();
     this.kickSignal = native.sigrtmin() + 4;
@@ -62,6 +69,8 @@ export class VcpuThreads {
       run: new Uint8Array(native.mmapShared(fd, runMmapSize, 0)),
       worker: undefined,
       exit: Promise.resolve({ index, stop: undefined }),
+      captureArea: msrIndices === undefined ? undefined : captureArea(msrIndices.length),
+      captureEpoch: undefined,
     }));
     this.stopped = new Promise((resolve) => { this.resolveStopped = resolve; });
   }
@@ -83,6 +92,7 @@ export class VcpuThreads {
       const data: VcpuThreadData = {
         index: h.index, vcpuFd: h.fd, runMmapSize: this.runMmapSize, kickSignal: this.kickSignal,
         control: h.control, board: this.board, traceOrigin: traceOrigin(),
+        captureArea: h.captureArea?.buffer, msrIndices: this.msrIndices,
       };
       const worker = (h.index === 0 ? this.prestarted?.take(data) : undefined) ?? new Worker(VCPU_THREAD_SCRIPT, { workerData: data });
       h.worker = worker;
@@ -113,18 +123,46 @@ export class VcpuThreads {
    * each pause() needs its resume(), and only the outermost resume() lets the vCPUs run, so a slot
    * change inside a migration's stopped phase does not restart the guest.
    */
-  async pause(): Promise<void> {
+  async pause(options: { readonly captureState?: boolean } = {}): Promise<void> {
     this.pauseDepth++;
     if (!this.started) return;
-    const epochs = this.handles.map((h) => Atomics.add(h.control, Ctl.PAUSE_EPOCH, 1) + 1);
+    const capture = options.captureState === true && this.msrIndices !== undefined;
+    const epochs = this.handles.map((h) => {
+      const epoch = Atomics.load(h.control, Ctl.PAUSE_EPOCH) + 1;
+      // Asked before the epoch exists: a parked thread acknowledges an epoch as soon as it sees it.
+      if (capture) {
+        Atomics.store(h.control, Ctl.CAPTURE_EPOCH, epoch);
+        h.captureEpoch = epoch;
+      }
+      Atomics.store(h.control, Ctl.PAUSE_EPOCH, epoch); // only this thread writes PAUSE_EPOCH
+      return epoch;
+    });
     this.kickAll(Request.PAUSE);
     if (spinForPauseAcks(this.handles, epochs)) return;
     await Promise.all(this.handles.map((h, i) => waitForPauseAck(h.control, epochs[i]!, i)));
   }
 
+  /**
+   * The state vCPU `index`'s thread read at the pause that asked for it (pause with captureState),
+   * once it has; undefined if none was asked since the last resume, or the thread could not read it
+   * all (the caller then reads the vCPU itself). Waits for the thread, awake, up to CAPTURE_WAIT_MS.
+   * The arrays are the thread's capture area, valid only until the vCPUs resume: copy what you keep.
+   */
+  capturedState(index: number): VcpuState | undefined {
+    const h = this.handles[index];
+    if (h?.captureEpoch === undefined || h.captureArea === undefined) return undefined;
+    const epoch = h.captureEpoch;
+    const deadline = performance.now() + CAPTURE_WAIT_MS;
+    while (Atomics.load(h.control, Ctl.CAPTURED_EPOCH) !== epoch) {
+      if (Atomics.load(h.control, Ctl.STATE) === State.STOPPED || performance.now() > deadline) return undefined;
+    }
+    return Atomics.load(h.control, Ctl.CAPTURE_OK) === 1 ? h.captureArea.state : undefined;
+  }
+
   resume(): void {
     if (this.pauseDepth === 0) throw new Error('resume() without pause()');
     if (--this.pauseDepth > 0) return;
+    for (const h of this.handles) h.captureEpoch = undefined;
     for (const h of this.handles) {
       if (Atomics.load(h.control, Ctl.REQUEST) !== Request.PAUSE) continue;
       postRequest(h.control, Request.RUN);
@@ -241,6 +279,18 @@ function spinForPauseAcks(handles: readonly { control: Int32Array }[], epochs: r
 
 /** How long pause() busy-waits for the acknowledgements before it waits without blocking. */
 const PAUSE_SPIN_MS = 1;
+
+/**
+ * How long capturedState() waits for a vCPU thread's capture (~0.1 ms on kvm_pvm) before the caller
+ * reads the vCPU itself; a thread not scheduled by then is not worth waiting for.
+ */
+const CAPTURE_WAIT_MS = 2;
+
+/** A vCPU thread's capture area: a shared buffer for a state with `msrCount` MSRs, and its views. */
+function captureArea(msrCount: number): { buffer: SharedArrayBuffer; state: VcpuState } {
+  const buffer = new SharedArrayBuffer(vcpuStateBytes(msrCount));
+  return { buffer, state: vcpuStateViews(buffer, msrCount) };
+}
 
 /**
  * Waits (without blocking the event loop) until the vCPU thread has acknowledged pause `epoch`, or

@@ -8,6 +8,7 @@ import { ExitReason } from '../../src/kvm/constants.js';
 import { KvmRunOffset } from '../../src/kvm/kvm-run.js';
 import { describeKvm } from '../helpers/kvm.js';
 import { ROOT, guest } from '../helpers/paths.js';
+import { captureVcpuState } from '../../src/vcpu/vcpu-state.js';
 
 /** guests/spin.c increments a u64 here forever (see guests/README.md). */
 const SPIN_COUNTER = gpa(0x200000);
@@ -80,6 +81,36 @@ describeKvm('vCPU threads on real KVM', () => {
       vm.resume();
       await counterMovesFrom(vm, frozen, 'guest did not run again after resume');
     }
+  });
+
+  it('a pause with captureState has each vCPU thread read its own vCPU, as the main thread reads it, until resume', async () => {
+    vm = Vm.create({ kernelPath: guest('spin'), memBytes: 64 * MiB, cpus: 2, cmdline: 'spin', serialOutputFd: 2 });
+    vm.start();
+    await counterMoving(vm);
+    const native = addon();
+    for (let round = 0; round < 3; round++) {
+      await vm.pause({ captureState: true });
+      for (let i = 0; i < 2; i++) {
+        const byThread = vm.vcpus.capturedState(i);
+        expect(byThread, `vCPU ${i}, round ${round}`).toBeDefined();
+        const msrIndices = Array.from({ length: new DataView(byThread!.msrs.buffer, byThread!.msrs.byteOffset).getUint32(0, true) },
+          (_, k) => new DataView(byThread!.msrs.buffer, byThread!.msrs.byteOffset).getUint32(8 + k * 16, true));
+        const byMain = captureVcpuState(native, vm.vcpuFd(i), msrIndices);
+        // Every struct as the main thread reads it; the MSRs by index (the TSC moves on between reads).
+        const { msrs: threadMsrs, ...threadRest } = byThread!;
+        const { msrs: mainMsrs, ...mainRest } = byMain;
+        expect(threadRest).toEqual(mainRest);
+        expect(threadMsrs.length).toBe(mainMsrs.length);
+        expect(byThread!.regs.some((b) => b !== 0)).toBe(true);
+      }
+      const frozen = vm.memory.readU64(SPIN_COUNTER);
+      vm.resume();
+      expect(vm.vcpus.capturedState(0)).toBeUndefined(); // valid only until the vCPUs run again
+      await counterMovesFrom(vm, frozen, 'guest did not run again after resume');
+    }
+    await vm.pause();
+    expect(vm.vcpus.capturedState(0)).toBeUndefined(); // a plain pause asks for none
+    vm.resume();
   });
 
   it('a pause never leaves an I/O exit half done: the vCPU parks only after KVM_RUN completed it', async () => {
