@@ -20,7 +20,8 @@ import {
 export interface MigrationSource {
   readonly memory: GuestMemory;
   readonly dirty: DirtyTracker;
-  pause(): Promise<void>;
+  /** With captureState, the vCPU threads read their state at the pause, for captureState() (Vm.pause). */
+  pause(options?: { readonly captureState?: boolean }): Promise<void>;
   resume(): void;
   /** Auto-converge: the vCPUs sleep `percent` (0 to 99) of their time, 0 ending it. */
   throttle(percent: number): void;
@@ -252,7 +253,9 @@ export class PrecopySender {
     // Downtime counts from before the pause, as QEMU's downtime_start is taken before vm_stop.
     const t0 = performance.now();
     tracePhase('migration: switch-over, pausing the vCPUs');
-    await this.vm.pause();
+    // Each vCPU thread reads its own state as it parks, while this thread sends SWITCHOVER, syncs and
+    // sends the last pages: the reads are off the downtime's one thread.
+    await this.vm.pause({ captureState: true });
     this.paused = true;
     // 'device' (and the STOP it brings) once the guest has stopped, as QEMU's STOP follows
     // pause_all_vcpus: a client hearing STOP may rely on the guest not running. (Before, the events
