@@ -388,6 +388,11 @@ export class Vm {
     await this.virtio.quiesce();
   }
 
+  /** The parked vCPU threads wait awake for the next request, for a few ms (VcpuThreads.standBy). */
+  standBy(): void {
+    this.vcpus.standBy();
+  }
+
   resume(): void {
     if (this.pauseDepth > 0 && --this.pauseDepth === 0) this.virtio.resume();
     this.vcpus.resume();

@@ -44,7 +44,12 @@ export const Ctl = {
   CAPTURED_EPOCH: 10,
   /** 1 if that capture read everything (captureVcpuStateInto), 0 if the main thread must read the vCPU itself. */
   CAPTURE_OK: 11,
-  WORDS: 12,
+  /**
+   * 1: a parked thread waits for its next request awake (polling, yielding its CPU each turn) rather
+   * than asleep, for up to PARKED_SPIN_MS; the thread clears it when it gives up (VcpuThreads.standBy).
+   */
+  STAND_BY: 12,
+  WORDS: 13,
 } as const;
 
 /** The guest's run time between two throttle sleeps (QEMU's CPU_THROTTLE_TIMESLICE_NS, 10 ms). */

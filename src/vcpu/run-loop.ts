@@ -21,6 +21,9 @@ import { handleExit, type ExitBuses, type KvmRunView, type VcpuStop } from './ex
  * State saved before then has RIP on the instruction, and a migrated guest would execute it twice,
  * as QEMU's loop avoids by always re-entering before it stops.
  */
+/** How long a parked thread asked to stand by (Ctl.STAND_BY) waits awake for its next request. */
+const PARKED_SPIN_MS = 5;
+
 export function runLoop(
   native: NativeAddon,
   vcpuFd: number,
@@ -56,6 +59,12 @@ export function runLoop(
           Atomics.store(ctl, Ctl.PAUSED_EPOCH, epoch);
           Atomics.notify(ctl, Ctl.PAUSED_EPOCH);
           parked?.(epoch);
+        }
+        if (Atomics.load(ctl, Ctl.STAND_BY) === 1) {
+          const until = performance.now() + PARKED_SPIN_MS;
+          while (Atomics.load(ctl, Ctl.WAKE) === wake && performance.now() < until) native.schedYield();
+          if (Atomics.load(ctl, Ctl.WAKE) !== wake) continue;
+          Atomics.store(ctl, Ctl.STAND_BY, 0);
         }
         Atomics.wait(ctl, Ctl.WAKE, wake);
       }

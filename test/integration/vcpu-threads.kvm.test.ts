@@ -41,6 +41,19 @@ describeKvm('vCPU threads on real KVM', () => {
     }
   }
 
+  /** A 2-vCPU spin guest whose threads have started parked (startParked), as an incoming VM's do. */
+  async function startedParked(): Promise<Vm> {
+    const v = Vm.create({ kernelPath: guest('spin'), memBytes: 64 * MiB, cpus: 2, cmdline: 'spin', serialOutputFd: 2 });
+    vm = v;
+    v.startParked();
+    const t0 = Date.now();
+    while (!v.vcpus.isPaused()) {
+      if (Date.now() - t0 > 60_000) throw new Error('the vCPU threads never parked');
+      await sleep(10);
+    }
+    return v;
+  }
+
   async function counterMoving(v: Vm): Promise<void> {
     const t0 = Date.now();
     while (v.memory.readU64(SPIN_COUNTER) === 0n) {
@@ -50,14 +63,7 @@ describeKvm('vCPU threads on real KVM', () => {
   }
 
   it('startParked: the threads start and park without entering the guest; state set meanwhile holds; start() lets them run', async () => {
-    vm = Vm.create({ kernelPath: guest('spin'), memBytes: 64 * MiB, cpus: 2, cmdline: 'spin', serialOutputFd: 2 });
-    vm.startParked();
-    const v = vm;
-    const t0 = Date.now();
-    while (!v.vcpus.isPaused()) {
-      if (Date.now() - t0 > 60_000) throw new Error('the vCPU threads never parked');
-      await sleep(10);
-    }
+    const v = await startedParked();
     await sleep(300);
     expect(v.memory.readU64(SPIN_COUNTER)).toBe(0n);
     expect([0, 1].map((i) => v.vcpus.exitCount(i))).toEqual([0, 0]);
@@ -67,6 +73,25 @@ describeKvm('vCPU threads on real KVM', () => {
     native.kvmGetRegs(v.vcpuFd(0), regs);
     native.kvmSetRegs(v.vcpuFd(0), regs);
     expect(() => v.startParked()).toThrow(/already started/);
+    v.start();
+    await counterMoving(v);
+    expect(v.vcpus.isPaused()).toBe(false);
+  });
+
+  it('standBy: parked threads wait awake for a while only, stay parked, and start() still lets them run', async () => {
+    const v = await startedParked();
+    // Unanswered, the stand-by ends by itself (a thread must not keep a CPU busy for long) and the
+    // threads sleep on, parked: the guest has not run.
+    v.standBy();
+    const t1 = Date.now();
+    while ([0, 1].some((i) => v.vcpus.isStandingBy(i))) {
+      if (Date.now() - t1 > 10_000) throw new Error('a vCPU thread stood by for 10 s');
+      await sleep(5);
+    }
+    expect(v.vcpus.isPaused()).toBe(true);
+    expect(v.memory.readU64(SPIN_COUNTER)).toBe(0n);
+    // Answered, as a migration's COMMIT does: the guest runs.
+    v.standBy();
     v.start();
     await counterMoving(v);
     expect(v.vcpus.isPaused()).toBe(false);
