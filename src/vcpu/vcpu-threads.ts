@@ -145,16 +145,25 @@ export class VcpuThreads {
   /**
    * The state vCPU `index`'s thread read at the pause that asked for it (pause with captureState),
    * once it has; undefined if none was asked since the last resume, or the thread could not read it
-   * all (the caller then reads the vCPU itself). Waits for the thread, awake, up to CAPTURE_WAIT_MS.
+   * all (the caller then reads the vCPU itself). A thread reads right after it acknowledges the pause,
+   * so the read asked for is under way or done: this waits for it, spinning for CAPTURE_SPIN_MS (the
+   * read takes ~0.1 ms on kvm_pvm) and then asleep on the word, up to CAPTURE_WAIT_MS for a thread the
+   * host does not schedule (a loaded CI machine kept one from it for over 2 ms).
    * The arrays are the thread's capture area, valid only until the vCPUs resume: copy what you keep.
    */
   capturedState(index: number): VcpuState | undefined {
     const h = this.handles[index];
     if (h?.captureEpoch === undefined || h.captureArea === undefined) return undefined;
     const epoch = h.captureEpoch;
-    const deadline = performance.now() + CAPTURE_WAIT_MS;
-    while (Atomics.load(h.control, Ctl.CAPTURED_EPOCH) !== epoch) {
-      if (Atomics.load(h.control, Ctl.STATE) === State.STOPPED || performance.now() > deadline) return undefined;
+    const t0 = performance.now();
+    for (;;) {
+      const seen = Atomics.load(h.control, Ctl.CAPTURED_EPOCH);
+      if (seen === epoch) break;
+      if (Atomics.load(h.control, Ctl.STATE) === State.STOPPED) return undefined;
+      const waited = performance.now() - t0;
+      if (waited > CAPTURE_WAIT_MS) return undefined;
+      // Bounded, so a thread that ends (it notifies STATE, not this word) is noticed.
+      if (waited > CAPTURE_SPIN_MS) Atomics.wait(h.control, Ctl.CAPTURED_EPOCH, seen, 10);
     }
     return Atomics.load(h.control, Ctl.CAPTURE_OK) === 1 ? h.captureArea.state : undefined;
   }
@@ -298,11 +307,9 @@ function spinForPauseAcks(handles: readonly { control: Int32Array }[], epochs: r
 /** How long pause() busy-waits for the acknowledgements before it waits without blocking. */
 const PAUSE_SPIN_MS = 1;
 
-/**
- * How long capturedState() waits for a vCPU thread's capture (~0.1 ms on kvm_pvm) before the caller
- * reads the vCPU itself; a thread not scheduled by then is not worth waiting for.
- */
-const CAPTURE_WAIT_MS = 2;
+/** How long capturedState() waits for a vCPU thread's capture awake, then asleep in all (see there). */
+const CAPTURE_SPIN_MS = 1;
+const CAPTURE_WAIT_MS = 1000;
 
 /** A vCPU thread's capture area: a shared buffer for a state with `msrCount` MSRs, and its views. */
 function captureArea(msrCount: number): { buffer: SharedArrayBuffer; state: VcpuState } {
