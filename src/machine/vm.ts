@@ -156,7 +156,8 @@ export class Vm {
    * vCPU ("vcpu0", ...) and each device ("uart", "i8042", "rtc"). Only while paused. The "vm" and vCPU
    * pieces are read in place into the states `into` holds under their names, where it holds one (a
    * state of the shape captureState gives, such as a stateRecordTemplate's), and that same object is
-   * then the piece's state; a vCPU whose MSRs do not fit its state's is read afresh.
+   * then the piece's state; a vCPU whose MSRs do not fit its state's is read afresh. A vCPU its own
+   * thread read as it parked (pause with captureState) is taken from that read.
    */
   captureState(into: ReadonlyMap<string, unknown> = new Map()): { name: string; state: unknown }[] {
     if (!this.vcpus.isPaused() && this.vcpus.isStarted) throw new Error('VM state can only be captured while the VM is paused');

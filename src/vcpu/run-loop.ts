@@ -5,6 +5,9 @@ import { Ctl, Request, State, THROTTLE_SLICE_MS } from './control-block.js';
 import { tracePhase } from '../machine/phase-trace.js';
 import { handleExit, type ExitBuses, type KvmRunView, type VcpuStop } from './exit-handler.js';
 
+/** How long a parked thread asked to stand by (Ctl.STAND_BY) waits awake for its next request. */
+const PARKED_SPIN_MS = 5;
+
 /**
  * The vCPU run loop: KVM_RUN, dispatch the exit, repeat, honouring the main thread's requests in the
  * control block between entries. Returns why it stopped (undefined: stopped on request). The vCPU
@@ -21,9 +24,6 @@ import { handleExit, type ExitBuses, type KvmRunView, type VcpuStop } from './ex
  * State saved before then has RIP on the instruction, and a migrated guest would execute it twice,
  * as QEMU's loop avoids by always re-entering before it stops.
  */
-/** How long a parked thread asked to stand by (Ctl.STAND_BY) waits awake for its next request. */
-const PARKED_SPIN_MS = 5;
-
 export function runLoop(
   native: NativeAddon,
   vcpuFd: number,

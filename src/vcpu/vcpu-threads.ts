@@ -121,7 +121,8 @@ export class VcpuThreads {
   /**
    * Kicks every vCPU out of KVM_RUN and resolves when all are parked (or have ended). Pauses nest:
    * each pause() needs its resume(), and only the outermost resume() lets the vCPUs run, so a slot
-   * change inside a migration's stopped phase does not restart the guest.
+   * change inside a migration's stopped phase does not restart the guest. With `captureState`, each
+   * thread also reads its vCPU's state as it parks (see capturedState).
    */
   async pause(options: { readonly captureState?: boolean } = {}): Promise<void> {
     this.pauseDepth++;
