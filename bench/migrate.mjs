@@ -21,6 +21,7 @@
 //
 // Reproduce: npm install && node bench/migrate.mjs [--sizes 1,4] [--cases idle,dirtying[,full]]
 //   [--dirty-bytes 64M] [--downtime-limit 300] [--timeout 600] [--loopback-seconds 3] [--rounds N]
+//   [--phases]   (each tsvmm switch-over's phases from its trace lines: where the downtime goes)
 // Without /dev/kvm: scripts/nested-kvm/run.sh --mem 10G -- env TMPDIR=/dev/shm node bench/migrate.mjs
 // (10G: a 4 GiB source and destination, QEMU's or ours, may each end up with all guest RAM resident.)
 import { spawn, spawnSync } from 'node:child_process';
@@ -32,6 +33,7 @@ import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { kvmAvailable, kvmIsPvm } from './kvm-available.mjs';
 import { holdHostMemory } from './host-memory.mjs';
+import { formatPhases, medianPhases, switchOverPhases } from './switchover-phases.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const { QmpClient } = await import(path.join(root, 'dist', 'control', 'qmp-client.js'));
@@ -46,8 +48,12 @@ const { values } = parseArgs({
     'loopback-seconds': { type: 'string', default: '3' },
     multifd: { type: 'string', default: '0' },
     rounds: { type: 'string', default: '1' },
+    phases: { type: 'boolean', default: false },
   },
 });
+// --phases: every tsvmm traces its switch-over (TSVMM_TRACE_PHASES=2, inherited by the VMM processes),
+// and each tsvmm migration's row is followed by its phases (bench/switchover-phases.mjs).
+if (values.phases) process.env.TSVMM_TRACE_PHASES = '2';
 const MiB = 2 ** 20;
 const GiB = 2 ** 30;
 const sizesGiB = values.sizes.split(',').map(Number);
@@ -282,6 +288,8 @@ async function migrateOnce(vmm, kind, memGiB) {
   const src = vmm.source(g, memGiB);
   let srcQmp;
   let dstQmp;
+  /** Filled in once both VMMs have exited (their trace lines are written at exit): see --phases. */
+  const phases = {};
   try {
     // A full guest's one pass writes all its RAM first: on kvm_pvm a write-protect fault per page.
     await src.waitFor(() => g.ready.test(src.stdout), `the guest (${g.ready})`, kind === 'full' ? 600_000 : undefined);
@@ -335,7 +343,7 @@ async function migrateOnce(vmm, kind, memGiB) {
         check = /dirtier: verify (ok|FAILED)[^\n]*/.exec(dst.stdout)[0];
       }
     }
-    return { info, check, dirtyRate };
+    return { info, check, dirtyRate, phases: vmm === vmms.tsvmm && values.phases ? phases : undefined };
   } catch (e) {
     // What the VMMs said on the way down is the reason more often than the symptom we saw.
     await Promise.race([Promise.all([src.exited, dst.exited]), sleep(2_000)]);
@@ -352,6 +360,7 @@ async function migrateOnce(vmm, kind, memGiB) {
     await Promise.race([Promise.all([src.exited, dst.exited]), sleep(5_000)]);
     src.kill();
     dst.kill();
+    if (values.phases) Object.assign(phases, switchOverPhases(src.stderr, dst.stderr));
   }
 }
 
@@ -461,6 +470,7 @@ for (const memGiB of sizesGiB) {
       const tag = rounds > 1 ? ` #${round}` : '';
       const tsvmm = await migrateOnce(vmms.tsvmm, kind, memGiB).catch((e) => ({ info: { status: 'error', 'error-desc': e.message }, check: '' }));
       console.log(row(`${label.padEnd(14)} tsvmm${tag}`, tsvmm, limitBefore));
+      if (tsvmm.phases !== undefined) console.log(`    switch-over (ms): ${formatPhases(tsvmm.phases)}`);
       ours.push(tsvmm);
       if (haveQemu) {
         const qemu = await migrateOnce(vmms.qemu, kind, memGiB).catch((e) => ({ info: { status: 'error', 'error-desc': e.message }, check: '' }));
@@ -468,7 +478,8 @@ for (const memGiB of sizesGiB) {
         theirs.push(qemu);
       }
     }
-    results.push({ label, tsvmm: medianOf(ours), qemu: haveQemu ? medianOf(theirs) : undefined });
+    results.push({ label, tsvmm: medianOf(ours), qemu: haveQemu ? medianOf(theirs) : undefined,
+      phases: values.phases ? medianPhases(ours.map((r) => r.phases ?? {})) : undefined });
   }
 }
 const limit = Math.max(limitBefore, await loopbackLimit('after the migrations'));
@@ -490,9 +501,15 @@ for (const { label, tsvmm, qemu } of results) {
     + `downtime <= QEMU's: ${met(t && q ? t.downtime <= q.downtime : undefined)}; `
     + `throughput >= 70% of loopback: ${met(pct === undefined ? undefined : pct >= 70)}`);
 }
+if (values.phases) {
+  console.log('\n  tsvmm switch-over phases, medians (ms): pause = kick to parked, STOP and SWITCHOVER out; to END = sync, last');
+  console.log('  pages, capture, encode, END written; wake = END written to the destination reading it; load = decode, END');
+  console.log('  check, restore; LOADED, COMMIT = the hops; start = COMMIT read to the vCPU running; total = pause to that');
+  for (const { label, phases } of results) console.log(`  ${label.padEnd(15)}  ${formatPhases(phases)}`);
+}
 console.log('\n  targets (throughput = ram.transferred / total-time; an idle guest is mostly zero pages, sent as flags,');
 console.log('  so its wire rate measures page scanning, not the link):');
 for (const v of verdicts) console.log(v);
-const args = `--sizes ${values.sizes} --cases ${values.cases} --dirty-bytes ${values['dirty-bytes']} --downtime-limit ${downtimeLimitMs} --timeout ${values.timeout} --loopback-seconds ${loopbackSeconds}${multifdChannels > 0 ? ` --multifd ${multifdChannels}` : ''}${rounds > 1 ? ` --rounds ${rounds}` : ''}`;
+const args = `--sizes ${values.sizes} --cases ${values.cases} --dirty-bytes ${values['dirty-bytes']} --downtime-limit ${downtimeLimitMs} --timeout ${values.timeout} --loopback-seconds ${loopbackSeconds}${multifdChannels > 0 ? ` --multifd ${multifdChannels}` : ''}${rounds > 1 ? ` --rounds ${rounds}` : ''}${values.phases ? ' --phases' : ''}`;
 console.log(`  reproduce: node bench/migrate.mjs ${args}`);
 if (inNested) console.log(`  (run here as: scripts/nested-kvm/run.sh --mem 10G -- env TMPDIR=/dev/shm node bench/migrate.mjs ${args})`);
