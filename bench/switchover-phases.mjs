@@ -5,7 +5,7 @@
 // precopy-sender.ts, incoming.ts, src/vcpu/run-loop.ts); one whose lines are missing is undefined.
 
 /** [name, [side, trace text it starts at], [side, trace text it ends at]]; S = source, D = destination. */
-const PHASES = [
+export const PHASES = [
   ['pause', ['S', 'migration: switch-over, pausing the vCPUs'], ['S', 'migration: vCPUs paused']],
   ['to END', ['S', 'migration: vCPUs paused'], ['S', 'migration: END sent']],
   ['wake', ['S', 'migration: END sent'], ['D', 'incoming migration: first STATE record']],
