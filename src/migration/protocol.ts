@@ -183,7 +183,7 @@ export const PageKind = { DATA: 0, ZERO: 1, ZERO_RUN: 2 } as const;
  */
 export function stateRecord(name: string, state: unknown): Buffer {
   const arrays: Uint8Array[] = [];
-  const json = JSON.stringify(withoutByteArrays(state, arrays));
+  const json = JSON.stringify(replaceByteArrays(state, (a) => ({ $bytes: arrays.push(a) - 1 })));
   const nameBytes = Buffer.from(name);
   const jsonBytes = Buffer.byteLength(json);
   const p = Buffer.allocUnsafe(2 + nameBytes.length + 4 + jsonBytes + 4 + arrays.reduce((n, a) => n + 4 + a.length, 0));
@@ -211,46 +211,28 @@ export function stateRecord(name: string, state: unknown): Buffer {
  */
 export function stateRecordTemplate<T>(name: string, sample: T): { readonly record: Buffer; readonly state: T } {
   const record = stateRecord(name, sample);
-  const payload = record.subarray(RECORD_HEADER_BYTES);
-  let at = 2 + payload.readUInt16LE(0);
-  at += 4 + payload.readUInt32LE(at);
-  const count = payload.readUInt32LE(at);
-  at += 4;
-  const views: Uint8Array[] = [];
-  for (let i = 0; i < count; i++) {
-    const length = payload.readUInt32LE(at);
-    at += 4;
-    views.push(payload.subarray(at, at + length));
-    at += length;
-  }
+  const views = stateParts(record.subarray(RECORD_HEADER_BYTES)).arrays;
   let next = 0;
-  // The same walk as withoutByteArrays, so the i-th array met is the record's i-th.
-  const withViews = (value: unknown): unknown => {
-    if (value instanceof Uint8Array) return views[next++];
-    if (Array.isArray(value)) return value.map(withViews);
-    if (value !== null && typeof value === 'object') {
-      const out: Record<string, unknown> = {};
-      for (const [k, v] of Object.entries(value)) out[k] = withViews(v);
-      return out;
-    }
-    return value;
-  };
-  return { record, state: withViews(sample) as T };
+  // The same walk as stateRecord's, so the i-th array met is the record's i-th.
+  return { record, state: replaceByteArrays(sample, () => views[next++]) as T };
 }
 
-/** `value` with every Uint8Array in it moved to `arrays` and replaced by {$bytes: its index}. */
-function withoutByteArrays(value: unknown, arrays: Uint8Array[]): unknown {
-  if (value instanceof Uint8Array) return { $bytes: arrays.push(value) - 1 };
-  if (Array.isArray(value)) return value.map((v) => withoutByteArrays(v, arrays));
+/**
+ * `value` with every Uint8Array in it replaced by what `replace` gives for it, the arrays met in one
+ * fixed order (depth first, keys in their own order): stateRecord's and stateRecordTemplate's walk.
+ */
+function replaceByteArrays(value: unknown, replace: (array: Uint8Array) => unknown): unknown {
+  if (value instanceof Uint8Array) return replace(value);
+  if (Array.isArray(value)) return value.map((v) => replaceByteArrays(v, replace));
   if (value !== null && typeof value === 'object') {
     const out: Record<string, unknown> = {};
-    for (const [k, v] of Object.entries(value)) out[k] = withoutByteArrays(v, arrays);
+    for (const [k, v] of Object.entries(value)) out[k] = replaceByteArrays(v, replace);
     return out;
   }
   return value;
 }
 
-/** The reverse of withoutByteArrays; each array is copied out of the record (whose bytes are reused). */
+/** The reverse of stateRecord's {$bytes: i} placeholders; each array is copied out of the record (whose bytes are reused). */
 function withByteArrays(value: unknown, arrays: readonly Buffer[]): unknown {
   if (Array.isArray(value)) return value.map((v) => withByteArrays(v, arrays));
   if (value !== null && typeof value === 'object') {
@@ -267,6 +249,18 @@ function withByteArrays(value: unknown, arrays: readonly Buffer[]): unknown {
 }
 
 export function parseState(payload: Buffer): { name: string; state: unknown } {
+  const { name, jsonText, arrays } = stateParts(payload);
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(jsonText);
+  } catch {
+    throw new MigrationStreamError(`STATE record "${name}" is not valid JSON`);
+  }
+  return { name, state: withByteArrays(parsed, arrays) };
+}
+
+/** A STATE record's payload cut into its name, its JSON text and its byte arrays (views of `payload`), checked for length. */
+function stateParts(payload: Buffer): { name: string; jsonText: string; arrays: Buffer[] } {
   const truncated = (what: string) => new MigrationStreamError(`STATE record cut short in its ${what}`);
   if (payload.length < 2) throw truncated('name');
   const nameLength = payload.readUInt16LE(0);
@@ -290,13 +284,7 @@ export function parseState(payload: Buffer): { name: string; state: unknown } {
     at += length;
   }
   if (at !== payload.length) throw new MigrationStreamError(`STATE record "${name}" is longer than its contents`);
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(jsonText);
-  } catch {
-    throw new MigrationStreamError(`STATE record "${name}" is not valid JSON`);
-  }
-  return { name, state: withByteArrays(parsed, arrays) };
+  return { name, jsonText, arrays };
 }
 
 export function u32Record(type: RecordTypeValue, value: number): Buffer {
