@@ -14,80 +14,51 @@
 namespace tsvmm {
 namespace {
 
-// packPages(bytes, pageBytes, pages, out, at, zeroKind, dataKind): appends one entry per page of
-// `pages` to `out` from byte `at`: u32 page index (little-endian), u8 kind, and for a data page its
-// pageBytes copied from `bytes` (a zero page carries nothing). The kind codes are the caller's (the
-// migration stream's RAM record format, src/migration/ram-record.ts); the zero test and the copy are
-// one pass over each page. Returns the end offset. Throws RangeError, writing nothing past `out`,
-// for a page outside `bytes` or an `out` too short for every page as data.
+// packPages(bytes, pageBytes, pages, out, headAt, dataAt, zeroKind, dataKind): for each page of
+// `pages`, writes its entry head (u32 page index, little-endian, and u8 kind) to `out` at headAt + 5i,
+// and for a data page its pageBytes, copied from `bytes`, after the data pages before it from dataAt
+// (a zero page carries no data). The kind codes and the layout are the caller's (the migration
+// stream's RAM record, src/migration/ram-record.ts); the zero test and the copy are one pass over
+// each page. Returns how many pages were data. Throws RangeError, writing nothing past `out`, for a
+// page outside `bytes`, heads that would reach dataAt, or an `out` too short for every page as data.
 Napi::Value packPages(const Napi::CallbackInfo& info) {
   Args args(info, __func__);
   Bytes bytes, out;
-  uint32_t page_bytes, at, zero_kind, data_kind;
+  uint32_t page_bytes, head_at, data_at, zero_kind, data_kind;
   uint32_t* pages;
   size_t count;
   if (!args.Uint8Array(0, "bytes", 0, &bytes) || !args.Uint32(1, "pageBytes", &page_bytes) ||
       !args.Words32(2, "pages", &pages, &count) || !args.Uint8Array(3, "out", 0, &out) ||
-      !args.Uint32(4, "at", &at) || !args.Uint32(5, "zeroKind", &zero_kind) || !args.Uint32(6, "dataKind", &data_kind)) {
+      !args.Uint32(4, "headAt", &head_at) || !args.Uint32(5, "dataAt", &data_at) ||
+      !args.Uint32(6, "zeroKind", &zero_kind) || !args.Uint32(7, "dataKind", &data_kind)) {
     return {};
   }
-  if (page_bytes == 0 || static_cast<uint64_t>(at) + count * (5 + static_cast<uint64_t>(page_bytes)) > out.length) {
-    Napi::RangeError::New(args.Env(), "packPages: pageBytes must be positive and out hold every page as data after at").ThrowAsJavaScriptException();
+  if (page_bytes == 0 || static_cast<uint64_t>(head_at) + count * 5 > data_at ||
+      static_cast<uint64_t>(data_at) + count * static_cast<uint64_t>(page_bytes) > out.length) {
+    Napi::RangeError::New(args.Env(), "packPages: pageBytes must be positive, the heads end by dataAt, and out hold every page as data after dataAt").ThrowAsJavaScriptException();
     return {};
   }
-  uint8_t* o = out.data + at;
-  for (size_t i = 0; i < count; ++i) {
+  uint8_t* head = out.data + head_at;
+  uint8_t* data = out.data + data_at;
+  size_t data_pages = 0;
+  for (size_t i = 0; i < count; ++i, head += 5) {
     uint64_t from = static_cast<uint64_t>(pages[i]) * page_bytes;
     if (from + page_bytes > bytes.length) {
       Napi::RangeError::New(args.Env(), "packPages: page " + std::to_string(pages[i]) + " lies outside bytes").ThrowAsJavaScriptException();
       return {};
     }
     const uint8_t* page = bytes.data + from;
-    std::memcpy(o, &pages[i], 4);  // x86: little-endian
+    std::memcpy(head, &pages[i], 4);  // x86: little-endian
     if (AllZeroBytes(page, page_bytes)) {
-      o[4] = static_cast<uint8_t>(zero_kind);
-      o += 5;
+      head[4] = static_cast<uint8_t>(zero_kind);
     } else {
-      o[4] = static_cast<uint8_t>(data_kind);
-      std::memcpy(o + 5, page, page_bytes);
-      o += 5 + page_bytes;
+      head[4] = static_cast<uint8_t>(data_kind);
+      std::memcpy(data, page, page_bytes);
+      data += page_bytes;
+      ++data_pages;
     }
   }
-  return Napi::Number::New(args.Env(), static_cast<double>(o - out.data));
-}
-
-// unpackPages(payload, at, maxEntries, dataKind, bytes, pageBytes): the reverse of packPages for a
-// run of data entries: from byte `at` of `payload`, while an entry is complete, of kind `dataKind`
-// and names a page inside `bytes`, copies its pageBytes of data to that page of `bytes`; at most
-// maxEntries. Returns how many it copied; it stops at the first entry it cannot copy, which the
-// caller reads itself (and reports, if it is malformed). One call per run instead of a call and a
-// view per page: the destination of a migration spent more on those than on the copies.
-Napi::Value unpackPages(const Napi::CallbackInfo& info) {
-  Args args(info, __func__);
-  Bytes payload, bytes;
-  uint32_t at, max_entries, data_kind, page_bytes;
-  if (!args.Uint8Array(0, "payload", 0, &payload) || !args.Uint32(1, "at", &at) ||
-      !args.Uint32(2, "maxEntries", &max_entries) || !args.Uint32(3, "dataKind", &data_kind) ||
-      !args.Uint8Array(4, "bytes", 0, &bytes) || !args.Uint32(5, "pageBytes", &page_bytes)) {
-    return {};
-  }
-  if (page_bytes == 0) {
-    Napi::RangeError::New(args.Env(), "unpackPages: pageBytes must be positive").ThrowAsJavaScriptException();
-    return {};
-  }
-  uint64_t o = at;
-  uint32_t done = 0;
-  while (done < max_entries && o + 5 + page_bytes <= payload.length) {
-    uint32_t page;
-    std::memcpy(&page, payload.data + o, 4);  // x86: little-endian
-    if (payload.data[o + 4] != data_kind) break;
-    uint64_t to = static_cast<uint64_t>(page) * page_bytes;
-    if (to + page_bytes > bytes.length) break;
-    std::memcpy(bytes.data + to, payload.data + o + 5, page_bytes);
-    o += 5 + page_bytes;
-    ++done;
-  }
-  return Napi::Number::New(args.Env(), done);
+  return Napi::Number::New(args.Env(), static_cast<double>(data_pages));
 }
 
 // pagemapToggles(entries, startMapped, out): `entries` holds /proc/self/pagemap entries (u64,
@@ -173,7 +144,6 @@ Napi::Value xxh3Digest(const Napi::CallbackInfo& info) {
 
 void RegisterPages(Napi::Env env, Napi::Object exports) {
   EXPORT_FUNCTION(env, exports, packPages);
-  EXPORT_FUNCTION(env, exports, unpackPages);
   EXPORT_FUNCTION(env, exports, pagemapToggles);
   EXPORT_FUNCTION(env, exports, xxh3Update);
   EXPORT_FUNCTION(env, exports, xxh3Digest);

@@ -193,14 +193,13 @@ export interface NativeAddon {
 
   // --- bulk helpers over pages and stream bytes (no system call; see native/pages.cc) ----------
   /**
-   * Appends one entry per page of `pages` to `out` from byte `at`: u32 index, u8 kind (`zeroKind`
-   * for an all-zero page, else `dataKind` followed by the page's `pageBytes` copied from `bytes`).
-   * Returns the end offset. Throws RangeError for a page outside `bytes` or an `out` too short to
+   * For each page of `pages`, writes its entry head (u32 index, u8 kind: `zeroKind` for an all-zero
+   * page, else `dataKind`) to `out` at `headAt + 5i`, and for a data page its `pageBytes`, copied
+   * from `bytes`, after the data pages before it from `dataAt`. Returns how many pages were data.
+   * Throws RangeError for a page outside `bytes`, heads reaching `dataAt`, or an `out` too short to
    * hold every page as data.
    */
-  packPages(bytes: Uint8Array, pageBytes: number, pages: Uint32Array, out: Uint8Array, at: number, zeroKind: number, dataKind: number): number;
-  /** The reverse of packPages for a run of data entries: copies each into its page of `bytes`; returns how many (see native/pages.cc). */
-  unpackPages(payload: Uint8Array, at: number, maxEntries: number, dataKind: number, bytes: Uint8Array, pageBytes: number): number;
+  packPages(bytes: Uint8Array, pageBytes: number, pages: Uint32Array, out: Uint8Array, headAt: number, dataAt: number, zeroKind: number, dataKind: number): number;
   /**
    * Feeds `bytes` into the running XXH3-64 kept in `state` (344 bytes, zeroed to begin): feeding in
    * pieces hashes the pieces joined. Throws RangeError for a state too short or not an XXH3 state.

@@ -50,6 +50,14 @@ export interface RamRegion {
   readonly dirty: DirtyBitmap;
 }
 
+/** Guest bytes lent for a write that lands later (GuestMemory.lendForWrite). */
+export interface GuestWriteLease {
+  /** The guest bytes; written only by the one writer, and each part reported with `landed`. */
+  readonly view: Uint8Array;
+  /** `bytes` bytes from `offset` of `view` hold what the writer put there: their pages are marked. */
+  landed(offset: number, bytes: number): void;
+}
+
 /** Options that exist only so tests can prove the safety tests fail when the protection is off. */
 export interface GuestMemoryTestOptions {
   /** Invariant B off: VMM writes do not mark pages dirty. Never set outside tests. */
@@ -262,21 +270,18 @@ export class GuestMemory {
   }
 
   /**
-   * Copies a run of a migration RAM record's data entries (u32 page index, u8 kind, then the page;
-   * src/migration/ram-record.ts) from byte `at` of `payload` into region `index`, at most `maxEntries`,
-   * in one addon call (unpackPages), and marks the pages (invariant B). Returns how many it copied:
-   * it stops at the first entry of another kind, or one that is cut short or names a page outside the
-   * region, for the caller to read itself.
+   * Lends the guest bytes [address, address + length) to a writer that fills them later, outside any
+   * call of ours: a socket read that lands in them (an incoming migration's pages, read straight from
+   * the connection into guest RAM; src/migration/ram-record.ts). Populates them first, as write()
+   * does. The writer calls `landed` for each part once its bytes are there, which marks its pages
+   * (invariant B: the mark follows the write, as in write()).
+   * INVARIANT: nothing writes through the view but that writer, and only until it has reported the
+   * last part; whatever it writes and does not report escapes the dirty bitmap.
    */
-  writePageEntries(index: number, payload: Uint8Array, at: number, maxEntries: number, dataKind: number): number {
-    const r = this.regions[index];
-    if (r === undefined) throw new GuestMemoryError(`writePageEntries: no region ${index}`);
-    const n = addon().unpackPages(payload, at, maxEntries, dataKind, r.bytes, PAGE_SIZE);
-    if (n > 0 && this.isLogging && !this.testOptions.testOnlySkipVmmDirtyMarking) {
-      const v = new DataView(payload.buffer, payload.byteOffset, payload.byteLength);
-      for (let i = 0, o = at; i < n; i++, o += 5 + PAGE_SIZE) r.dirty.markPages(v.getUint32(o, true), 1);
-    }
-    return n;
+  lendForWrite(address: Gpa, length: number): GuestWriteLease {
+    const view = this.bytesAt(address, length);
+    if (length >= POPULATE_MIN_BYTES) this.populate(address, length);
+    return { view, landed: (offset, bytes) => this.markWritten(gpa(address + offset), bytes) };
   }
 
   /**

@@ -2,12 +2,12 @@ import { tracePhase } from '../machine/phase-trace.js';
 import type { Socket } from 'node:net';
 import type { GuestMemory } from '../memory/guest-memory.js';
 import { CHANNELS_TIMEOUT_MS, parseChannel, parseMultifd, parseSync } from './multifd.js';
-import { applyRamRecord } from './ram-record.js';
-import { SWITCHOVER_SPIN_MS, readChunks, spinUntilReadable } from './transport.js';
+import { RAM_RECORD_SPLIT, RamRecordLanding } from './ram-record.js';
+import { SWITCHOVER_SPIN_MS, readChunks, spinUntilReadable, type ReadPlacement } from './transport.js';
 import { StreamChecksum } from './stream-checksum.js';
 import {
   RECORD_HEADER_BYTES, STREAM_START_BYTES, checkStreamStart, RecordReader, RecordType, endRecord, hashRegions, parseEnd, parseHeader, parseState, record,
-  recordName, shapeMismatch, verifyMismatches, MigrationStreamError, type MachineShape,
+  recordName, shapeMismatch, verifyMismatches, MigrationStreamError, type MachineShape, type ReadRecord,
 } from './protocol.js';
 
 /** What the receiver needs of the destination VM (created, vCPUs not started). */
@@ -36,6 +36,30 @@ export interface ReceiveOptions {
   readonly rehearsalRecords?: readonly Buffer[];
 }
 
+/**
+ * The main connection reads a RAM record's data straight into guest memory (ReadPlacement) when at
+ * least this much of a run of consecutive pages is still to come; shorter runs are read into the
+ * connection's buffer and copied, since a read per page would cost more than the copy.
+ */
+const DIRECT_READ_MIN_BYTES = 64 * 1024;
+/**
+ * The main connection reads the start of each record this much at a time: enough for a record header
+ * and a batch's entries (BATCH_PAGES of them), so that a large read does not take the next RAM
+ * record's data into the connection's buffer, to be copied. Data too scattered to read straight into
+ * guest memory is read in large reads, with whatever follows it.
+ */
+const RECORD_START_READ_BYTES = 16 * 1024;
+
+/** What a completed incoming migration took in. */
+export interface ReceivedMigration {
+  /** Passes over RAM the source made. */
+  readonly passes: number;
+  /** Bytes of the main connection's stream up to END. */
+  readonly bytes: number;
+  /** Bytes of RAM pages read from the connection straight into guest memory (the rest were copied). */
+  readonly ramBytesReadDirect: number;
+}
+
 /** How long a refusing destination waits for the source to hang up before closing itself. */
 const REFUSED_LINGER_MS = 3000;
 
@@ -61,11 +85,25 @@ interface ChannelIn {
   readonly socket: Socket;
   readonly reader: RecordReader;
   readonly checksum: StreamChecksum;
+  /** The RAM record whose data is still coming, if any. */
+  landing: RamRecordLanding | undefined;
   named: boolean;
   /** The last pass this channel has delivered SYNC for. */
   synced: number;
   /** Set after SYNC n: nothing more from this channel is applied until every channel has SYNC n. */
   heldAt: number | undefined;
+}
+
+/**
+ * Takes the data of `landing`'s record that `reader` holds, into guest memory and the checksum; returns
+ * whether all of it is in.
+ */
+function takeData(reader: RecordReader, landing: RamRecordLanding, checksum: StreamChecksum): boolean {
+  for (let b = reader.takeBody(); b !== undefined; b = reader.takeBody()) {
+    checksum.update(b);
+    landing.write(b);
+  }
+  return landing.dataLeft === 0;
 }
 
 /**
@@ -77,9 +115,12 @@ interface ChannelIn {
  * including a connection lost between LOADED and COMMIT: the guest must not run.
  * With multifd, `acceptChannels` supplies the channel connections; without it MULTIFD is refused.
  */
-export async function receiveMigration(vm: MigrationDestination, socket: Socket, acceptChannels?: AcceptChannels, options: ReceiveOptions = {}): Promise<{ passes: number; bytes: number }> {
-  const reader = new RecordReader();
+export async function receiveMigration(vm: MigrationDestination, socket: Socket, acceptChannels?: AcceptChannels, options: ReceiveOptions = {}): Promise<ReceivedMigration> {
+  const reader = new RecordReader(RAM_RECORD_SPLIT);
   const checksum = new StreamChecksum();
+  /** The main connection's RAM record whose data is still coming, if any. */
+  let landing: RamRecordLanding | undefined;
+  let ramBytesReadDirect = 0;
   let state: ReceiverState = 'header';
   let passes = 0;
   /** SWITCHOVER has come: the source's guest is stopping, and the rest of the stream is on its way. */
@@ -123,7 +164,7 @@ export async function receiveMigration(vm: MigrationDestination, socket: Socket,
     }
   };
 
-  const handle = (type: number, payload: Buffer): void => {
+  const handle = ({ type, payload, body }: ReadRecord): void => {
     switch (type) {
       case RecordType.HEADER: {
         if (state !== 'header') unexpected(type);
@@ -144,7 +185,7 @@ export async function receiveMigration(vm: MigrationDestination, socket: Socket,
         if (state !== 'ram') unexpected(type);
         if (multifd !== undefined) unexpected(type, ' on the main connection of a multifd migration');
         sawRam = true;
-        applyRamRecord(vm.memory, payload);
+        landing = new RamRecordLanding(vm.memory, payload, body);
         return;
       case RecordType.SWITCHOVER:
         if (state !== 'ram' || awaitingTail) unexpected(type);
@@ -174,7 +215,7 @@ export async function receiveMigration(vm: MigrationDestination, socket: Socket,
   };
 
   /** Applies one channel record; after a SYNC the channel is held (heldAt) until every channel has it. */
-  const handleChannel = (ch: ChannelIn, r: { type: number; payload: Buffer; raw: Buffer }): void => {
+  const handleChannel = (ch: ChannelIn, r: ReadRecord): void => {
     if (!ch.named) {
       if (r.type !== RecordType.CHANNEL) unexpected(r.type, ` first on multifd channel connection ${ch.index}`);
       const { session, index } = parseChannel(r.payload);
@@ -184,7 +225,7 @@ export async function receiveMigration(vm: MigrationDestination, socket: Socket,
       ch.named = true;
     } else if (r.type === RecordType.RAM) {
       if (state !== 'ram') unexpected(r.type, ` on multifd channel ${ch.index}`);
-      applyRamRecord(vm.memory, r.payload);
+      ch.landing = new RamRecordLanding(vm.memory, r.payload, r.body);
     } else if (r.type === RecordType.SYNC) {
       const { pass, bytesBefore, hash } = parseSync(r.payload);
       if (!ch.checksum.matches(bytesBefore, hash)) refuse(`multifd channel ${ch.index} is corrupt: its SYNC ${pass} checksum does not match what arrived`);
@@ -255,6 +296,10 @@ export async function receiveMigration(vm: MigrationDestination, socket: Socket,
           ch.socket.resume();
           again = true; // the main connection may be waiting for this barrier too
         }
+        if (ch.landing !== undefined) {
+          if (!takeData(ch.reader, ch.landing, ch.checksum)) return;
+          ch.landing = undefined;
+        }
         const r = ch.reader.next();
         if (r === undefined) return;
         handleChannel(ch, r);
@@ -273,7 +318,7 @@ export async function receiveMigration(vm: MigrationDestination, socket: Socket,
           if (r.type !== RecordType.COMMIT) unexpected(r.type);
           state = 'committed';
           tracePhase('incoming migration: COMMIT received');
-          resolve({ passes, bytes: checksum.bytes });
+          resolve({ passes, bytes: checksum.bytes, ramBytesReadDirect });
           return;
         }
         if (multifd !== undefined && !multifd.ready) return; // channels still connecting
@@ -281,6 +326,10 @@ export async function receiveMigration(vm: MigrationDestination, socket: Socket,
           if (!allSynced(mainHeldAt)) return;
           mainHeldAt = undefined;
           socket.resume();
+        }
+        if (landing !== undefined) {
+          if (!takeData(reader, landing, checksum)) return;
+          landing = undefined;
         }
         const r = reader.next();
         if (r === undefined) return;
@@ -302,7 +351,7 @@ export async function receiveMigration(vm: MigrationDestination, socket: Socket,
             vm.standBy?.();
             if (options.testOnlyResumeOnLoaded) {
               state = 'committed';
-              resolve({ passes, bytes: checksum.bytes });
+              resolve({ passes, bytes: checksum.bytes, ramBytesReadDirect });
             }
           };
           // Without VERIFY, at once: the source's guest is stopped until LOADED arrives.
@@ -325,7 +374,7 @@ export async function receiveMigration(vm: MigrationDestination, socket: Socket,
         }
         checksum.update(r.raw);
         const hadMultifd = multifd !== undefined;
-        handle(r.type, r.payload);
+        handle(r);
         if (!hadMultifd && multifd !== undefined) connectChannels(multifd.count);
         if (mainHeldAt !== undefined) socket.pause();
       }
@@ -339,7 +388,7 @@ export async function receiveMigration(vm: MigrationDestination, socket: Socket,
           return;
         }
         multifd!.channels = sockets.map((s, index) => ({
-          index, socket: s, reader: new RecordReader(), checksum: new StreamChecksum(), named: false, synced: 0, heldAt: undefined,
+          index, socket: s, reader: new RecordReader(RAM_RECORD_SPLIT), checksum: new StreamChecksum(), landing: undefined, named: false, synced: 0, heldAt: undefined,
         }));
         for (const ch of multifd!.channels) {
           readChunks(ch.socket, (chunk, transient) => guard(() => {
@@ -371,6 +420,27 @@ export async function receiveMigration(vm: MigrationDestination, socket: Socket,
       if (state === 'committed' || failed) return;
       failWith(state === 'loaded' ? noCommit('the connection closed') : new IncomingMigrationError(`the migration stream ended early, in state ${state}: the guest was not resumed`));
     });
+    /**
+     * The main connection's reads: a RAM record's data straight into guest memory, once the bytes
+     * before it are read and taken (a multifd migration's RAM comes over channels, which copy). Read
+     * before the guest runs, and into pages the receiver writes anyway, so nothing else writes them.
+     */
+    const placement: ReadPlacement = {
+      next: () => {
+        if (failed || handedOver()) return { maxBytes: Infinity };
+        if (landing === undefined) return { maxBytes: RECORD_START_READ_BYTES };
+        if (reader.pendingBytes === 0 && landing.runLeft >= DIRECT_READ_MIN_BYTES) return { view: landing.window() };
+        return { maxBytes: Infinity };
+      },
+      landed: (bytes) => guard(() => {
+        if (failed || landing === undefined) return; // given up on: the guest never runs from these bytes
+        checksum.update(bytes);
+        landing.landed(bytes.length);
+        ramBytesReadDirect += bytes.length;
+        reader.skipBody(bytes.length);
+        if (landing.dataLeft === 0) landing = undefined;
+      }),
+    };
     let start: Buffer | undefined = Buffer.alloc(0);
     readChunks(socket, (chunk, transient) => guard(() => {
       if (state === 'committed' || failed) return;
@@ -396,6 +466,6 @@ export async function receiveMigration(vm: MigrationDestination, socket: Socket,
         tracePhase('incoming migration: waiting awake for the tail');
         spinUntilReadable([socket, ...(multifd?.channels.map((c) => c.socket) ?? [])], SWITCHOVER_SPIN_MS);
       }
-    }));
+    }), placement);
   });
 }

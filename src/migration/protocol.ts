@@ -1,5 +1,5 @@
 /**
- * The tsvmm migration stream, version 8: one TCP connection, records in both directions.
+ * The tsvmm migration stream, version 9: one TCP connection, records in both directions.
  *
  *   source                                              destination (tsvmm run --incoming tcp:H:P)
  *     | HEADER  magic "TSVMMIG\0", version, machine shape  |  refuses a shape mismatch before touching
@@ -48,6 +48,8 @@ import { createHash } from 'node:crypto';
 
 export const STREAM_MAGIC = Buffer.from('TSVMMIG\0', 'latin1');
 /**
+ * 9: a RAM record carries its data pages together after its entries (with their count up front),
+ * where version 8 put each page after its entry: a destination reads them into guest RAM directly.
  * 8: SWITCHOVER announces the switch-over once the source's guest has stopped; a vCPU's STATE is
  * version 2 (no fpu).
  * 7: END and SYNC carry XXH3-64, where versions 3 to 6 carried XXH64.
@@ -58,10 +60,10 @@ export const STREAM_MAGIC = Buffer.from('TSVMMIG\0', 'latin1');
  * 3: END and SYNC carry XXH64 (StreamChecksum), where version 2 carried CRC-32C and version 1 SHA-1;
  * RAM records may hold ZERO_RUN entries (a whole never-written range in 9 bytes).
  */
-export const STREAM_VERSION = 8;
+export const STREAM_VERSION = 9;
 export const PAGE_BYTES = 4096;
 export const RECORD_HEADER_BYTES = 5;
-/** No record of version 8 is larger (a RAM batch of 256 pages is ~1 MiB). */
+/** No record of version 9 is larger (a RAM batch of 256 pages is ~1 MiB). */
 export const MAX_RECORD_BYTES = 4 * 1024 * 1024;
 
 export const RecordType = {
@@ -344,12 +346,39 @@ export function parseEnd(payload: Buffer): { bytesBefore: number; hash: bigint }
 }
 
 /**
+ * Records of one type whose payload ends in a body that a reader hands over apart from the rest, in
+ * pieces, as it arrives (RecordReader.takeBody): a RAM record's data pages, which go to guest memory
+ * and need never be assembled in a buffer of ours (ram-record.ts).
+ */
+export interface RecordSplit {
+  readonly type: number;
+  /** Bytes at the start of the payload that say how long the body is. */
+  readonly fixedBytes: number;
+  /** Bytes of body at the end of a payload whose first fixedBytes bytes are `fixed`. */
+  bodyBytes(fixed: Buffer): number;
+}
+
+/** A record from RecordReader.next(): `raw` is its header and payload, without the body of a split record. */
+export interface ReadRecord {
+  readonly type: number;
+  readonly payload: Buffer;
+  readonly raw: Buffer;
+  /** Bytes of body that follow (a split record's), to be taken with takeBody before the next record; else 0. */
+  readonly body: number;
+}
+
+/**
  * Splits a byte stream into records. Feed chunks as they arrive; `next()` returns complete records
  * in order, or undefined until more bytes come. A length over MAX_RECORD_BYTES is refused at once
- * (random bytes at the port must not make us buffer gigabytes).
+ * (random bytes at the port must not make us buffer gigabytes). With a RecordSplit, a record of its
+ * type comes out as soon as everything before its body is here, and the body then in pieces.
  */
 export class RecordReader {
+  constructor(private readonly split?: RecordSplit) {}
+
   private chunks: Buffer[] = [];
+  /** Bytes of the current split record's body not yet taken (takeBody) or skipped (skipBody). */
+  private bodyToCome = 0;
   private buffered = 0;
   /**
    * Where a record that spans chunks is put together, reused from one such record to the next: a fresh
@@ -357,7 +386,8 @@ export class RecordReader {
    * destination's largest cost (bench/migrate, --cpu-prof).
    */
   private assembly = Buffer.alloc(0);
-  private readonly head = Buffer.alloc(RECORD_HEADER_BYTES);
+  /** Where peek() puts together a record's first bytes when they span chunks. */
+  private readonly head = Buffer.alloc(64);
 
   /** The memory of the last chunk pushed as transient, until retain(). */
   private transient: ArrayBufferLike | undefined;
@@ -416,23 +446,61 @@ export class RecordReader {
   }
 
   /**
-   * The next complete record, or undefined until more bytes come. Its bytes stay valid only until the
-   * next call: they may lie in the reader's reused assembly buffer. Copy what must live longer.
+   * The next complete record (a split record without its body), or undefined until more bytes come.
+   * Its bytes stay valid only until the next call: they may lie in the reader's reused assembly
+   * buffer. Copy what must live longer. Not to be called while a body is still to come (bodyLeft).
    */
-  next(): { type: number; payload: Buffer; raw: Buffer } | undefined {
+  next(): ReadRecord | undefined {
+    if (this.bodyToCome > 0) throw new Error(`RecordReader.next() with ${this.bodyToCome} bytes of a record's body not taken`);
     if (this.buffered < RECORD_HEADER_BYTES) return undefined;
-    const head = this.peek(RECORD_HEADER_BYTES);
+    let head = this.peek(RECORD_HEADER_BYTES);
     const type = head.readUInt8(0);
     const length = head.readUInt32LE(1);
     if (length > MAX_RECORD_BYTES) {
       throw new MigrationStreamError(`record of ${length} bytes (type ${type}) is larger than any valid record: the stream is corrupt or not a tsvmm migration`);
     }
-    if (this.buffered < RECORD_HEADER_BYTES + length) return undefined;
-    const raw = this.take(RECORD_HEADER_BYTES + length);
-    return { type, payload: raw.subarray(RECORD_HEADER_BYTES), raw };
+    let body = 0;
+    if (this.split !== undefined && type === this.split.type && length >= this.split.fixedBytes) {
+      if (this.buffered < RECORD_HEADER_BYTES + this.split.fixedBytes) return undefined;
+      head = this.peek(RECORD_HEADER_BYTES + this.split.fixedBytes);
+      body = this.split.bodyBytes(head.subarray(RECORD_HEADER_BYTES));
+      if (body > length - this.split.fixedBytes) {
+        throw new MigrationStreamError(`${recordName(type)} record of ${length} bytes says it carries ${body} bytes after its first ${this.split.fixedBytes}`);
+      }
+    }
+    if (this.buffered < RECORD_HEADER_BYTES + length - body) return undefined;
+    const raw = this.take(RECORD_HEADER_BYTES + length - body);
+    this.bodyToCome = body;
+    return { type, payload: raw.subarray(RECORD_HEADER_BYTES), raw, body };
   }
 
-  /** The record header (n = RECORD_HEADER_BYTES <= buffered), without consuming it. */
+  /** Bytes of the last record's body still to come: taken with takeBody, or skipped with skipBody. */
+  get bodyLeft(): number {
+    return this.bodyToCome;
+  }
+
+  /**
+   * The next bytes of the current body that are here (a view valid as the records of next() are),
+   * or undefined when none are.
+   */
+  takeBody(): Buffer | undefined {
+    if (this.bodyToCome === 0 || this.buffered === 0) return undefined;
+    const first = this.chunks[0]!;
+    const n = Math.min(first.length, this.bodyToCome);
+    this.bodyToCome -= n;
+    return this.take(n);
+  }
+
+  /**
+   * `n` bytes of the current body came another way, never pushed here (a read straight into their
+   * destination): possible only while nothing is buffered, since buffered bytes come first.
+   */
+  skipBody(n: number): void {
+    if (this.buffered > 0 || n > this.bodyToCome) throw new Error(`RecordReader.skipBody(${n}) with ${this.buffered} bytes buffered and ${this.bodyToCome} of the body to come`);
+    this.bodyToCome -= n;
+  }
+
+  /** The first n <= min(buffered, head.length) bytes, without consuming them. */
   private peek(n: number): Buffer {
     if (this.chunks[0]!.length >= n) return this.chunks[0]!.subarray(0, n);
     let filled = 0;

@@ -117,8 +117,31 @@ export type ChunkSink = (chunk: Buffer, transient: boolean) => void;
 /** Bytes per read of a bulkReads() connection: up to four 1 MiB RAM records. */
 const BULK_READ_BYTES = 4 << 20;
 
+/**
+ * Where a bulkReads() connection's next read goes (see ReadPlacement): straight into `view` (guest
+ * memory lent for it), or into the connection's own read buffer, `maxBytes` of it at most.
+ */
+export type ReadTarget = { readonly view: Uint8Array } | { readonly maxBytes: number };
+
+/**
+ * Chooses, read by read, where a bulkReads() connection's bytes land, so that a reader that knows
+ * what comes next can have it read where it belongs instead of copying it there (readChunks).
+ */
+export interface ReadPlacement {
+  /** Asked after each read, for the next. A view must not be empty; maxBytes must be positive. */
+  next(): ReadTarget;
+  /** The last read landed these bytes at the start of the view that next() gave; the sink is not called for them. */
+  landed(bytes: Uint8Array): void;
+}
+
 /** bulkReads() connections, and where their reads go (set by readChunks). */
-const bulkSinks = new WeakMap<net.Socket, { sink: ChunkSink | undefined; early: Buffer[] }>();
+const bulkSinks = new WeakMap<net.Socket, BulkState>();
+
+interface BulkState {
+  sink: ChunkSink | undefined;
+  placement: ReadPlacement | undefined;
+  early: Buffer[];
+}
 
 /**
  * The same plain TCP connection, read in large reads into one reused buffer (Node's `onread`) instead
@@ -128,21 +151,33 @@ const bulkSinks = new WeakMap<net.Socket, { sink: ChunkSink | undefined; early: 
  * destination's ~29 busy seconds (bench/migrate, --cpu-prof). Node offers `onread` only to sockets it
  * creates from an fd, so this wraps a duplicate of the accepted socket's fd (read from Node's internal
  * handle; without one the socket is returned as it is) and closes the original, which must not have
- * read anything yet (listenForMigration hands connections out paused). Read it with readChunks.
+ * read anything yet (listenForMigration hands connections out paused). Read it with readChunks, which
+ * may also place reads elsewhere (ReadPlacement): Node asks `onread.buffer`, a function, for the
+ * buffer of every next read.
  */
 export function bulkReads(socket: net.Socket): net.Socket {
   const fd = socketFd(socket);
   if (fd === undefined) return socket;
   const copy = addon().dup(fd);
   socket.destroy();
-  const state: { sink: ChunkSink | undefined; early: Buffer[] } = { sink: undefined, early: [] };
+  const state: BulkState = { sink: undefined, placement: undefined, early: [] };
   const buffer = Buffer.allocUnsafe(BULK_READ_BYTES);
+  const nextBuffer = (): Uint8Array => {
+    const target = state.placement?.next();
+    if (target === undefined) return buffer;
+    if ('view' in target) return target.view;
+    return target.maxBytes >= buffer.length ? buffer : buffer.subarray(0, target.maxBytes);
+  };
   // Node takes `onread` in the Socket constructor too, though @types/node lists it only for connect().
-  const options: net.SocketConstructorOpts & { onread: net.OnReadOpts } = {
+  const options: net.SocketConstructorOpts & { onread: { buffer: () => Uint8Array; callback: (n: number, buf: Uint8Array) => boolean } } = {
     fd: copy, readable: true, writable: true,
     onread: {
-      buffer,
+      buffer: nextBuffer,
       callback: (n: number, buf: Uint8Array) => {
+        if (buf.buffer !== buffer.buffer) {
+          state.placement!.landed(buf.subarray(0, n));
+          return true;
+        }
         const chunk = Buffer.from(buf.buffer, buf.byteOffset, n);
         if (state.sink !== undefined) state.sink(chunk, true);
         else state.early.push(Buffer.from(chunk)); // nobody reads yet: keep a copy
@@ -150,7 +185,7 @@ export function bulkReads(socket: net.Socket): net.Socket {
       },
     },
   };
-  const bulk = new net.Socket(options);
+  const bulk = new net.Socket(options as net.SocketConstructorOpts);
   bulk.setNoDelay(true);
   bulkSinks.set(bulk, state);
   return bulk;
@@ -165,13 +200,18 @@ function socketFd(socket: net.Socket): number | undefined {
   return fd === undefined || fd < 0 ? undefined : fd;
 }
 
-/** Sends every byte `socket` receives from now on (and any it holds) to `sink`, and lets it flow. */
-export function readChunks(socket: net.Socket, sink: ChunkSink): void {
+/**
+ * Sends every byte `socket` receives from now on (and any it holds) to `sink`, and lets it flow. On a
+ * bulkReads() connection, `placement` (if given) chooses where each later read lands; the bytes it
+ * places in a view of its own go to it, not to `sink`.
+ */
+export function readChunks(socket: net.Socket, sink: ChunkSink, placement?: ReadPlacement): void {
   const bulk = bulkSinks.get(socket);
   if (bulk === undefined) {
     socket.on('data', (chunk: Buffer) => sink(chunk, false));
   } else {
     bulk.sink = sink;
+    bulk.placement = placement;
     for (const chunk of bulk.early.splice(0)) sink(chunk, false);
   }
   socket.resume();

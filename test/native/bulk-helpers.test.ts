@@ -9,59 +9,39 @@ describe('packPages', () => {
   const ZERO = 1;
   const DATA = 0;
 
-  it('finds a single set byte anywhere in a page, at any offset of the view, and copies data pages', () => {
+  it('finds a single set byte anywhere in a page, at any offset of the view, and puts heads and data apart', () => {
     const bytes = new Uint8Array(3 * 4096 + 1).subarray(1); // an unaligned view
     const pages = Uint32Array.of(2, 0, 1);
-    const out = new Uint8Array(3 + 3 * (5 + 4096));
-    expect(native.packPages(bytes, 4096, pages, out, 3, ZERO, DATA)).toBe(3 + 15);
+    const out = new Uint8Array(3 + 15 + 3 * 4096);
+    expect(native.packPages(bytes, 4096, pages, out, 3, 18, ZERO, DATA)).toBe(0);
     expect([...out.subarray(3, 18)]).toEqual([2, 0, 0, 0, ZERO, 0, 0, 0, 0, ZERO, 1, 0, 0, 0, ZERO]);
     for (const at of [0, 1, 31, 32, 2047, 4064, 4095]) {
       bytes.fill(0);
       bytes[4096 + at] = 0x80;
-      const end = native.packPages(bytes, 4096, pages, out, 0, ZERO, DATA);
-      expect(end, `byte ${at}`).toBe(15 + 4096);
+      expect(native.packPages(bytes, 4096, pages, out, 0, 15, ZERO, DATA), `byte ${at}`).toBe(1);
       expect([...out.subarray(10, 15)], `byte ${at}`).toEqual([1, 0, 0, 0, DATA]);
       expect(Buffer.from(out.subarray(15, 15 + 4096)).equals(Buffer.from(bytes.subarray(4096, 8192))), `byte ${at}`).toBe(true);
     }
   });
 
-  it('refuses a page outside the bytes and an out array too short for every page as data', () => {
-    const bytes = new Uint8Array(2 * 4096);
-    const out = new Uint8Array(2 * (5 + 4096));
-    expect(() => native.packPages(bytes, 4096, Uint32Array.of(2), out, 0, ZERO, DATA)).toThrow(/page 2 lies outside bytes/);
-    expect(() => native.packPages(bytes, 4096, Uint32Array.of(0, 1), out, 1, ZERO, DATA)).toThrow(RangeError);
-    expect(() => native.packPages(bytes, 0, Uint32Array.of(0), out, 0, ZERO, DATA)).toThrow(RangeError);
-  });
-});
-
-describe('unpackPages', () => {
-  const ZERO = 1;
-  const DATA = 0;
-
-  it('copies a run of data entries back to their pages and stops at an entry of another kind', () => {
+  it('writes the data pages one after another, in the order of their heads, skipping zero pages', () => {
     const src = new Uint8Array(4 * 4096);
     for (let i = 0; i < src.length; i++) src[i] = (i * 7 + (i >> 12)) & 0xff;
-    src.fill(0, 4096, 8192); // page 1 is a zero page: its entry ends the first run
-    const out = new Uint8Array(4 * (5 + 4096));
-    const end = native.packPages(src, 4096, Uint32Array.of(3, 0, 1, 2), out, 0, ZERO, DATA);
-    const dst = new Uint8Array(4 * 4096);
-    expect(native.unpackPages(out, 0, 10, DATA, dst, 4096)).toBe(2); // pages 3 and 0
-    expect(Buffer.from(dst.subarray(3 * 4096)).equals(Buffer.from(src.subarray(3 * 4096)))).toBe(true);
-    expect(Buffer.from(dst.subarray(0, 4096)).equals(Buffer.from(src.subarray(0, 4096)))).toBe(true);
-    const afterZero = 2 * (5 + 4096) + 5;
-    expect(native.unpackPages(out.subarray(0, end), afterZero, 10, DATA, dst, 4096)).toBe(1); // page 2, then the end
-    expect(Buffer.from(dst).equals(Buffer.from(src))).toBe(true);
+    src.fill(0, 4096, 8192); // page 1 is a zero page
+    const out = new Uint8Array(20 + 4 * 4096);
+    expect(native.packPages(src, 4096, Uint32Array.of(3, 1, 0, 2), out, 0, 20, ZERO, DATA)).toBe(3);
+    expect([...out.subarray(0, 20)].filter((_, i) => i % 5 === 4)).toEqual([DATA, ZERO, DATA, DATA]);
+    const expected = Buffer.concat([src.subarray(3 * 4096), src.subarray(0, 4096), src.subarray(2 * 4096, 3 * 4096)]);
+    expect(Buffer.from(out.subarray(20, 20 + 3 * 4096)).equals(expected)).toBe(true);
   });
 
-  it('stops, writing nothing, at an entry cut short or naming a page outside the bytes, and at maxEntries', () => {
-    const out = new Uint8Array(2 * (5 + 4096));
-    native.packPages(new Uint8Array(4 * 4096).fill(9), 4096, Uint32Array.of(3, 1), out, 0, ZERO, DATA);
-    const small = new Uint8Array(2 * 4096);
-    expect(native.unpackPages(out, 0, 2, DATA, small, 4096)).toBe(0); // page 3 is outside
-    expect(small.every((b) => b === 0)).toBe(true);
-    expect(native.unpackPages(out.subarray(0, 5 + 4095), 0, 2, DATA, new Uint8Array(4 * 4096), 4096)).toBe(0); // cut short
-    expect(native.unpackPages(out, 0, 1, DATA, new Uint8Array(4 * 4096), 4096)).toBe(1);
-    expect(() => native.unpackPages(out, 0, 1, DATA, small, 0)).toThrow(RangeError);
+  it('refuses a page outside the bytes, heads that reach the data, and an out array too short for every page as data', () => {
+    const bytes = new Uint8Array(2 * 4096);
+    const out = new Uint8Array(10 + 2 * 4096);
+    expect(() => native.packPages(bytes, 4096, Uint32Array.of(2), out, 0, 10, ZERO, DATA)).toThrow(/page 2 lies outside bytes/);
+    expect(() => native.packPages(bytes, 4096, Uint32Array.of(0, 1), out, 1, 10, ZERO, DATA)).toThrow(/heads end by dataAt/);
+    expect(() => native.packPages(bytes, 4096, Uint32Array.of(0, 1), out, 0, 11, ZERO, DATA)).toThrow(RangeError);
+    expect(() => native.packPages(bytes, 0, Uint32Array.of(0), out, 0, 10, ZERO, DATA)).toThrow(RangeError);
   });
 });
 

@@ -1,11 +1,13 @@
 // What a destination answers, over real loopback TCP: ACCEPTED for a HEADER it takes (stream version
-// 8), then LOADED after a good END, and it lets its guest run only once the source answers COMMIT;
+// 9), then LOADED after a good END, and it lets its guest run only once the source answers COMMIT;
 // REFUSED alone for a shape it cannot take. No KVM: the destination is guest memory and a state sink.
+import { randomBytes } from 'node:crypto';
 import net from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { MiB } from '../../../src/arch/x86/layout.js';
 import { GuestMemory } from '../../../src/memory/guest-memory.js';
-import { receiveMigration, type MigrationDestination, type ReceiveOptions } from '../../../src/migration/incoming.js';
+import { receiveMigration, type MigrationDestination, type ReceivedMigration, type ReceiveOptions } from '../../../src/migration/incoming.js';
+import { BATCH_PAGES, encodeRamRecord } from '../../../src/migration/ram-record.js';
 import { RecordReader, RecordType, endRecord, headerRecord, record, recordName, stateRecord, u32Record, type MachineShape } from '../../../src/migration/protocol.js';
 import { StreamChecksum } from '../../../src/migration/stream-checksum.js';
 import { bulkReads, listenForMigration } from '../../../src/migration/transport.js';
@@ -15,7 +17,7 @@ const MEM = 4 * MiB;
 const cleanups: (() => void)[] = [];
 afterEach(() => { cleanups.splice(0).forEach((c) => c()); });
 
-async function destinationAndSource(options: ReceiveOptions = {}): Promise<{ shape: MachineShape; received: Promise<unknown>; source: net.Socket; answers: () => string[] }> {
+async function destinationAndSource(options: ReceiveOptions = {}): Promise<{ shape: MachineShape; mem: GuestMemory; received: Promise<ReceivedMigration>; source: net.Socket; answers: () => string[] }> {
   const mem = GuestMemory.create(MEM);
   cleanups.push(() => mem.dispose());
   const shape: MachineShape = { memBytes: MEM, cpus: 1, regions: mem.regions.map((r) => ({ start: r.start, sizeBytes: r.sizeBytes })), devices: [] };
@@ -32,7 +34,7 @@ async function destinationAndSource(options: ReceiveOptions = {}): Promise<{ sha
     reader.push(d);
     for (let r = reader.next(); r !== undefined; r = reader.next()) seen.push(recordName(r.type));
   });
-  return { shape, received, source, answers: () => seen };
+  return { shape, mem, received, source, answers: () => seen };
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -106,6 +108,61 @@ describe('incoming migration answers', () => {
     second.source.write(record(RecordType.SWITCHOVER, new Uint8Array(0)));
     second.source.write(record(RecordType.SWITCHOVER, new Uint8Array(0)));
     await expect(second.received).rejects.toThrow(/unexpected SWITCHOVER record in state ram/);
+  });
+
+  /** A source's RAM records for every page of `src`, each page random but the last of each batch, which stays zero. */
+  const ramRecords = (src: GuestMemory): Buffer[] => {
+    const pages = MEM / 4096;
+    const records: Buffer[] = [];
+    for (let first = 0; first < pages; first += BATCH_PAGES) {
+      const batch = Array.from({ length: BATCH_PAGES }, (_, i) => first + i);
+      for (const p of batch.slice(0, -1)) src.write((p * 4096) as never, randomBytes(4096));
+      records.push(Buffer.from(encodeRamRecord(0, src.regions[0]!.bytes, batch, { zero: 0, data: 0 })));
+    }
+    return records;
+  };
+
+  /**
+   * Sends a stream whose RAM is every page of a fresh guest memory, through `alter` (which may change a
+   * record's bytes after the checksum has taken them), up to END; returns that memory.
+   */
+  const sendRamStream = async (d: Awaited<ReturnType<typeof destinationAndSource>>, alter = (_index: number, r: Buffer) => r): Promise<GuestMemory> => {
+    const src = GuestMemory.create(MEM);
+    cleanups.push(() => src.dispose());
+    const sum = new StreamChecksum();
+    const send = (b: Buffer) => { sum.update(b); d.source.write(b); };
+    send(headerRecord(d.shape));
+    await expect.poll(d.answers).toEqual(['ACCEPTED']);
+    ramRecords(src).forEach((r, i) => {
+      sum.update(r);
+      d.source.write(alter(i, r));
+    });
+    send(u32Record(RecordType.PASS_END, 1));
+    send(stateRecord('vm', {}));
+    d.source.write(endRecord(sum.bytes, sum.value));
+    return src;
+  };
+
+  it('RAM pages land byte for byte, most of them read from the connection straight into guest memory', async () => {
+    const d = await destinationAndSource();
+    const src = await sendRamStream(d);
+    await expect.poll(d.answers).toEqual(['ACCEPTED', 'LOADED']);
+    d.source.write(record(RecordType.COMMIT, new Uint8Array(0)));
+    const { ramBytesReadDirect } = await d.received;
+    expect(Buffer.from(d.mem.regions[0]!.bytes).equals(Buffer.from(src.regions[0]!.bytes))).toBe(true);
+    expect(ramBytesReadDirect).toBeGreaterThan(MEM / 2);
+  });
+
+  it('a byte of RAM changed on the way, in data read straight into guest memory: the END checksum catches it, REFUSED', async () => {
+    const d = await destinationAndSource();
+    await sendRamStream(d, (i, r) => {
+      if (i !== 2) return r;
+      const changed = Buffer.from(r);
+      changed[changed.length - 10 * 4096] ^= 1; // deep in the data, far past what one read of the record's start takes
+      return changed;
+    });
+    await expect(d.received).rejects.toThrow(/END checksum does not match/);
+    await expect.poll(d.answers).toEqual(['ACCEPTED', 'REFUSED']);
   });
 
   it('a shape it cannot take: REFUSED, and never ACCEPTED', async () => {

@@ -137,7 +137,7 @@ describe('RAM records', () => {
       const counts = { zero: 0, data: 0 };
       const rec = encodeRamRecord(0, src.regions[0]!.bytes, [3], counts, [{ firstPage: 0, count: 3 }, { firstPage: 4, count: 1 }]);
       expect(counts).toEqual({ zero: 4, data: 1 });
-      expect(rec.length).toBe(5 + 8 + 2 * 9 + 5 + 4096); // each zero run in 9 bytes
+      expect(rec.length).toBe(5 + 12 + 2 * 9 + 5 + 4096); // each zero run in 9 bytes
       expect(src.allocatedPages(0)).toEqual([{ firstPage: 3, count: 1 }]); // pages 0-2 and 4 were not read
       dst.fill(0x1000 as never, 4096, 5); // stale data the zero page must replace
       applyRamRecord(dst, rec.subarray(5));
@@ -164,11 +164,17 @@ describe('RAM records', () => {
       expect(Buffer.from(dst.regions[0]!.bytes).equals(Buffer.from(src.regions[0]!.bytes))).toBe(true);
       // The third of a run of three data entries names a page past the region: refused, not written past it.
       const bad = Buffer.from(encodeRamRecord(0, src.regions[0]!.bytes, [5, 6, 8], { zero: 0, data: 0 }));
-      bad.writeUInt32LE(256, 5 + 8 + 2 * (5 + 4096));
+      bad.writeUInt32LE(256, 5 + 12 + 2 * 5);
       expect(() => applyRamRecord(dst, bad.subarray(5))).toThrow(/names page 256 beyond region 0/);
       // Cut short inside the second page's data.
-      const cut = encodeRamRecord(0, src.regions[0]!.bytes, [5, 6], { zero: 0, data: 0 }).subarray(5, 5 + 8 + 5 + 4096 + 5 + 100);
-      expect(() => applyRamRecord(dst, cut)).toThrow(MigrationStreamError);
+      const cut = encodeRamRecord(0, src.regions[0]!.bytes, [5, 6], { zero: 0, data: 0 }).subarray(5, 5 + 12 + 10 + 4096 + 100);
+      expect(() => applyRamRecord(dst, cut)).toThrow(/shorter than its pages/);
+      // A data page count that is not what the entries name, either way.
+      for (const says of [1, 3]) {
+        const wrong = Buffer.from(encodeRamRecord(0, src.regions[0]!.bytes, [5, 6], { zero: 0, data: 0 }));
+        wrong.writeUInt32LE(says, 5 + 8);
+        expect(() => applyRamRecord(dst, wrong.subarray(5)), `says ${says}`).toThrow(MigrationStreamError);
+      }
     } finally {
       src.dispose();
       dst.dispose();
@@ -189,6 +195,118 @@ describe('RAM records', () => {
       expect(() => applyRamRecord(mem, whole.subarray(5))).not.toThrow();
     } finally {
       mem.dispose();
+    }
+  });
+});
+
+describe('RAM records read in pieces (RecordReader with RAM_RECORD_SPLIT, RamRecordLanding)', () => {
+  /** A stream of RAM records for `src`'s pages in `batches`, between two PASS_END records. */
+  const streamOf = async (src: import('../../../src/memory/guest-memory.js').GuestMemory, batches: number[][]) => {
+    const { encodeRamRecord } = await import('../../../src/migration/ram-record.js');
+    const pass = (n: number) => record(RecordType.PASS_END, Buffer.from([n, 0, 0, 0]));
+    return Buffer.concat([pass(1), ...batches.map((b) => Buffer.from(encodeRamRecord(0, src.regions[0]!.bytes, b, { zero: 0, data: 0 }))), pass(2)]);
+  };
+
+  it('a reader hands out everything before the data, then the data in pieces, however TCP splits the stream; the pages land byte for byte', async () => {
+    const { GuestMemory } = await import('../../../src/memory/guest-memory.js');
+    const { RAM_RECORD_SPLIT, RamRecordLanding } = await import('../../../src/migration/ram-record.js');
+    const src = GuestMemory.create(1024 * 1024);
+    try {
+      const batches = [[5, 6, 7, 9, 8, 100, 101, 255, 0, 1], [40, 41, 42], [7]];
+      for (const p of batches.flat()) if (p !== 7 && p !== 101) src.write((p * 4096) as never, randomBytes(4096)); // 7 and 101 stay zero
+      const stream = await streamOf(src, batches);
+      for (const piece of [1, 4095, 4097, 70_000, stream.length]) {
+        const dst = GuestMemory.create(1024 * 1024);
+        try {
+          const reader = new RecordReader(RAM_RECORD_SPLIT);
+          const types: number[] = [];
+          let landing: InstanceType<typeof RamRecordLanding> | undefined;
+          for (let at = 0; at < stream.length; at += piece) {
+            reader.push(stream.subarray(at, at + piece));
+            for (;;) {
+              if (landing !== undefined) {
+                for (let b = reader.takeBody(); b !== undefined; b = reader.takeBody()) landing.write(b);
+                if (landing.dataLeft > 0) break;
+                landing = undefined;
+              }
+              const r = reader.next();
+              if (r === undefined) break;
+              types.push(r.type);
+              if (r.type === RecordType.RAM) landing = new RamRecordLanding(dst, r.payload, r.body);
+              else expect(r.body).toBe(0);
+            }
+          }
+          expect(types, `pieces of ${piece}`).toEqual([RecordType.PASS_END, RecordType.RAM, RecordType.RAM, RecordType.RAM, RecordType.PASS_END]);
+          expect(Buffer.from(dst.regions[0]!.bytes).equals(Buffer.from(src.regions[0]!.bytes)), `pieces of ${piece}`).toBe(true);
+        } finally {
+          dst.dispose();
+        }
+      }
+    } finally {
+      src.dispose();
+    }
+  });
+
+  it('a reader refuses to go on while a body is untaken, and refuses a RAM record whose data would not fit in it', async () => {
+    const { GuestMemory } = await import('../../../src/memory/guest-memory.js');
+    const { RAM_RECORD_SPLIT, encodeRamRecord } = await import('../../../src/migration/ram-record.js');
+    const src = GuestMemory.create(1024 * 1024);
+    try {
+      src.fill((3 * 4096) as never, 8192, 1);
+      const rec = Buffer.from(encodeRamRecord(0, src.regions[0]!.bytes, [3, 4], { zero: 0, data: 0 }));
+      const reader = new RecordReader(RAM_RECORD_SPLIT);
+      reader.push(rec.subarray(0, 5 + 12 + 10 + 100));
+      expect(reader.next()?.body).toBe(2 * 4096);
+      expect(reader.takeBody()?.length).toBe(100);
+      expect(reader.bodyLeft).toBe(2 * 4096 - 100);
+      expect(() => reader.next()).toThrow(/body not taken/);
+      expect(() => reader.skipBody(2 * 4096)).toThrow(/skipBody/); // more than is left
+      reader.skipBody(2 * 4096 - 100); // as if read elsewhere
+      expect(reader.next()).toBeUndefined();
+      // Says 3000 data pages (12 MB) in a record of 8 KiB: refused as soon as its count is read.
+      rec.writeUInt32LE(3000, 5 + 8);
+      const other = new RecordReader(RAM_RECORD_SPLIT);
+      other.push(rec.subarray(0, 5 + 12));
+      expect(() => other.next()).toThrow(MigrationStreamError);
+    } finally {
+      src.dispose();
+    }
+  });
+
+  it('data read into the windows a landing lends, in partial reads, lands byte for byte and marks its pages (invariant B)', async () => {
+    const { GuestMemory } = await import('../../../src/memory/guest-memory.js');
+    const { RAM_RECORD_SPLIT, RamRecordLanding, encodeRamRecord } = await import('../../../src/migration/ram-record.js');
+    const { pageRanges } = await import('../../../src/memory/dirty-bitmap.js');
+    const src = GuestMemory.create(1024 * 1024);
+    const dst = GuestMemory.create(1024 * 1024);
+    try {
+      const pages = [10, 11, 12, 13, 50, 51, 200];
+      for (const p of pages) src.write((p * 4096) as never, randomBytes(4096));
+      const rec = Buffer.from(encodeRamRecord(0, src.regions[0]!.bytes, pages, { zero: 0, data: 0 }));
+      const reader = new RecordReader(RAM_RECORD_SPLIT);
+      reader.push(rec.subarray(0, rec.length - pages.length * 4096));
+      const r = reader.next()!;
+      dst.setLogging(true);
+      const landing = new RamRecordLanding(dst, r.payload, r.body);
+      const data = rec.subarray(rec.length - pages.length * 4096);
+      const runs: number[] = [];
+      for (let at = 0, read = 1000; landing.dataLeft > 0; read += 3001) {
+        runs.push(landing.runLeft);
+        const window = landing.window(); // the rest of the run: the run of 4 pages, then of 2, then 1
+        const n = Math.min(read, window.length);
+        window.set(data.subarray(at, at + n)); // the socket's read
+        landing.landed(n);
+        at += n;
+      }
+      expect(runs[0]).toBe(4 * 4096);
+      expect(Buffer.from(dst.regions[0]!.bytes).equals(Buffer.from(src.regions[0]!.bytes))).toBe(true);
+      expect(pageRanges(dst.regions[0]!.dirty.getAndReset().bitmap, 256)).toEqual([
+        { firstPage: 10, count: 4 }, { firstPage: 50, count: 2 }, { firstPage: 200, count: 1 },
+      ]);
+      expect(() => landing.window()).toThrow(/no data left/);
+    } finally {
+      src.dispose();
+      dst.dispose();
     }
   });
 });

@@ -38,6 +38,63 @@ describe('migration transport', () => {
     expect(transient).toBeGreaterThan(0);
   });
 
+  it('bulkReads with a placement: each read lands where it says, the bulk reads no longer than asked, and every byte once, in order', async () => {
+    const data = randomBytes(5 * 1024 * 1024 + 3);
+    const SEGMENT = 100 * 1024; // even segments are read into the connection's buffer, odd ones straight into `landedInto`
+    const viaSink = Buffer.alloc(data.length);
+    const landedInto = Buffer.alloc(data.length);
+    let at = 0;
+    let landedReads = 0;
+    const segmentLeft = () => SEGMENT - (at % SEGMENT);
+    const direct = () => Math.floor(at / SEGMENT) % 2 === 1;
+    const listener = await listenForMigration(`tcp:127.0.0.1:${await freePort()}`);
+    try {
+      const sender = await connectForMigration(`tcp:127.0.0.1:${listener.port}`);
+      const socket = bulkReads(await listener.connection);
+      const ended = new Promise((r) => socket.once('end', r));
+      // The read under way when readChunks is called had its buffer chosen before: a prelude takes it.
+      let prelude = 0;
+      const preluded = new Promise<void>((resolve) => {
+        readChunks(socket, (chunk) => {
+          if (prelude < 5) {
+            prelude += chunk.length;
+            if (prelude === 5) resolve();
+            return;
+          }
+          expect(direct()).toBe(false);
+        expect(chunk.length).toBeLessThanOrEqual(segmentLeft()); // never past what next() allowed
+          chunk.copy(viaSink, at);
+          at += chunk.length;
+        }, {
+          next: () => {
+            if (prelude < 5) return { maxBytes: 5 - prelude };
+            if (at === data.length) return { maxBytes: 1024 }; // only the end is left to read
+            return direct() ? { view: landedInto.subarray(at, at + segmentLeft()) } : { maxBytes: segmentLeft() };
+          },
+          landed: (bytes) => {
+            expect(direct()).toBe(true);
+            expect(bytes.byteOffset).toBe(landedInto.byteOffset + at);
+            at += bytes.length;
+            landedReads++;
+          },
+        });
+      });
+      sender.write('hello');
+      await preluded;
+      sender.end(data);
+      await ended;
+      socket.destroy();
+    } finally {
+      listener.close();
+    }
+    expect(at).toBe(data.length);
+    for (let s = 0; s < data.length; s += SEGMENT) {
+      const from = Math.floor(s / SEGMENT) % 2 === 1 ? landedInto : viaSink;
+      expect(from.subarray(s, s + SEGMENT).equals(data.subarray(s, s + SEGMENT)), `segment at ${s}`).toBe(true);
+    }
+    expect(landedReads).toBeGreaterThanOrEqual(Math.floor(data.length / SEGMENT / 2));
+  });
+
   it('readChunks on an ordinary (paused) accepted socket reads it as a stream', async () => {
     const data = randomBytes(3 * 1024 * 1024);
     const { got, transient } = await transfer(data, 4096, false);
