@@ -43,10 +43,10 @@ export interface ReceiveOptions {
  */
 const DIRECT_READ_MIN_BYTES = 64 * 1024;
 /**
- * The main connection reads the start of each record this much at a time: enough for a record header
- * and a batch's entries (BATCH_PAGES of them), so that a large read does not take the next RAM
- * record's data into the connection's buffer, to be copied. Data too scattered to read straight into
- * guest memory is read in large reads, with whatever follows it.
+ * Until the last pass has ended, the main connection reads the start of each record this much at a
+ * time: enough for a record header and a batch's entries (BATCH_PAGES of them), so that a large read
+ * does not take the next RAM record's data into the connection's buffer, to be copied. Data too
+ * scattered to read straight into guest memory is read in large reads, with whatever follows it.
  */
 const RECORD_START_READ_BYTES = 16 * 1024;
 
@@ -125,6 +125,8 @@ export async function receiveMigration(vm: MigrationDestination, socket: Socket,
   let passes = 0;
   /** SWITCHOVER has come: the source's guest is stopping, and the rest of the stream is on its way. */
   let awaitingTail = false;
+  /** The last pass has ended (PASS_END after SWITCHOVER): only the state records and END are to come. */
+  let lastPassEnded = false;
   let sawRam = false;
   const pieces = new Map<string, unknown>();
   let verify: string[][] | undefined;
@@ -196,6 +198,7 @@ export async function receiveMigration(vm: MigrationDestination, socket: Socket,
         if (state !== 'ram') unexpected(type);
         passes = payload.readUInt32LE(0);
         if (multifd !== undefined) mainHeldAt = passes;
+        lastPassEnded = awaitingTail;
         return;
       case RecordType.STATE: {
         if (state !== 'ram' && state !== 'device') unexpected(type);
@@ -428,7 +431,8 @@ export async function receiveMigration(vm: MigrationDestination, socket: Socket,
     const placement: ReadPlacement = {
       next: () => {
         if (failed || handedOver()) return { maxBytes: Infinity };
-        if (landing === undefined) return { maxBytes: RECORD_START_READ_BYTES };
+        // The tail's records (STATE ..., END) in as few reads as may be: it is read while the guest is stopped.
+        if (landing === undefined) return { maxBytes: state === 'ram' && !lastPassEnded ? RECORD_START_READ_BYTES : Infinity };
         if (reader.pendingBytes === 0 && landing.runLeft >= DIRECT_READ_MIN_BYTES) return { view: landing.window() };
         return { maxBytes: Infinity };
       },
