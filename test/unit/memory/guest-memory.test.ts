@@ -51,7 +51,26 @@ describe('GuestMemory', () => {
     mem = GuestMemory.create(4 * MiB, { testOnlySkipVmmDirtyMarking: true });
     mem.setLogging(true);
     mem.write(gpa(0x5000), Uint8Array.of(1));
+    mem.lendForWrite(gpa(0x8000), 4096).landed(0, 4096);
     expect(mem.regions[0]!.dirty.count()).toBe(0);
+  });
+
+  it('INVARIANT B for a lent write: lendForWrite marks what the writer reports as landed, each part when reported, and nothing else', () => {
+    mem = GuestMemory.create(4 * MiB);
+    const region = mem.regions[0]!;
+    mem.setLogging(true);
+    const lease = mem.lendForWrite(gpa(0x10_0000), 8 * 4096); // pages 256..263
+    expect(lease.view.length).toBe(8 * 4096);
+    lease.view.fill(7, 0, 4096 + 1); // the writer (a socket read) puts bytes there...
+    expect(region.dirty.count()).toBe(0); // ...unmarked until reported
+    lease.landed(0, 4096 + 1);
+    lease.view.fill(9, 5 * 4096, 6 * 4096);
+    lease.landed(5 * 4096, 4096);
+    expect(mem.read(gpa(0x10_0000 + 4096), 2)).toEqual(Uint8Array.of(7, 0));
+    expect(pageRanges(region.dirty.getAndReset().bitmap, region.dirty.pageCount)).toEqual([
+      { firstPage: 256, count: 2 }, { firstPage: 261, count: 1 },
+    ]);
+    expect(() => mem!.lendForWrite(gpa(4 * MiB - 4096), 8192)).toThrow(/not inside guest RAM/);
   });
 
   it('INVARIANT B across threads: a mapping attach()ed elsewhere writes the same RAM and marks the same bitmap, under the same logging switch', () => {
