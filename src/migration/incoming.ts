@@ -37,16 +37,17 @@ export interface ReceiveOptions {
 }
 
 /**
- * The main connection reads a RAM record's data straight into guest memory (ReadPlacement) when at
- * least this much of a run of consecutive pages is still to come; shorter runs are read into the
- * connection's buffer and copied, since a read per page would cost more than the copy.
+ * A connection reads a RAM record's data straight into guest memory (ReadPlacement) run by run, for
+ * runs of consecutive pages at least this long; shorter runs are read into the connection's buffer and
+ * copied, since a read per page would cost more than the copy.
  */
 const DIRECT_READ_MIN_BYTES = 64 * 1024;
 /**
- * Until the last pass has ended, the main connection reads the start of each record this much at a
- * time: enough for a record header and a batch's entries (BATCH_PAGES of them), so that a large read
- * does not take the next RAM record's data into the connection's buffer, to be copied. Data too
- * scattered to read straight into guest memory is read in large reads, with whatever follows it.
+ * While RAM may still come (on the main connection, until the last pass has ended), a connection
+ * reads the start of each record this much at a time: enough for a record header and a batch's
+ * entries (BATCH_PAGES of them), so that a large read does not take the next RAM record's data into
+ * the connection's buffer, to be copied. Data too scattered to read straight into guest memory is
+ * read with the next record's start.
  */
 const RECORD_START_READ_BYTES = 16 * 1024;
 
@@ -79,14 +80,18 @@ function noCommit(how: string): IncomingMigrationError {
     + 'since a source whose migration fails before it reads LOADED resumes the guest itself; if the source reports the migration completed, the guest runs on neither host');
 }
 
-/** One multifd channel connection as the receiver tracks it. */
-interface ChannelIn {
-  readonly index: number;
-  readonly socket: Socket;
+/** A connection that carries RAM records, as the receiver reads it: the main one, or a multifd channel. */
+interface RamConnection {
   readonly reader: RecordReader;
   readonly checksum: StreamChecksum;
   /** The RAM record whose data is still coming, if any. */
   landing: RamRecordLanding | undefined;
+}
+
+/** One multifd channel connection as the receiver tracks it. */
+interface ChannelIn extends RamConnection {
+  readonly index: number;
+  readonly socket: Socket;
   named: boolean;
   /** The last pass this channel has delivered SYNC for. */
   synced: number;
@@ -95,15 +100,18 @@ interface ChannelIn {
 }
 
 /**
- * Takes the data of `landing`'s record that `reader` holds, into guest memory and the checksum; returns
- * whether all of it is in.
+ * Takes the data of `conn`'s current RAM record that its reader holds, into guest memory and the
+ * checksum; returns whether all of it is in (and then the record is done).
  */
-function takeData(reader: RecordReader, landing: RamRecordLanding, checksum: StreamChecksum): boolean {
-  for (let b = reader.takeBody(); b !== undefined; b = reader.takeBody()) {
-    checksum.update(b);
+function takeData(conn: RamConnection): boolean {
+  const landing = conn.landing!;
+  for (let b = conn.reader.takeBody(); b !== undefined; b = conn.reader.takeBody()) {
+    conn.checksum.update(b);
     landing.write(b);
   }
-  return landing.dataLeft === 0;
+  if (landing.dataLeft > 0) return false;
+  conn.landing = undefined;
+  return true;
 }
 
 /**
@@ -116,10 +124,8 @@ function takeData(reader: RecordReader, landing: RamRecordLanding, checksum: Str
  * With multifd, `acceptChannels` supplies the channel connections; without it MULTIFD is refused.
  */
 export async function receiveMigration(vm: MigrationDestination, socket: Socket, acceptChannels?: AcceptChannels, options: ReceiveOptions = {}): Promise<ReceivedMigration> {
-  const reader = new RecordReader(RAM_RECORD_SPLIT);
-  const checksum = new StreamChecksum();
-  /** The main connection's RAM record whose data is still coming, if any. */
-  let landing: RamRecordLanding | undefined;
+  const main: RamConnection = { reader: new RecordReader(RAM_RECORD_SPLIT), checksum: new StreamChecksum(), landing: undefined };
+  const { reader, checksum } = main;
   let ramBytesReadDirect = 0;
   let state: ReceiverState = 'header';
   let passes = 0;
@@ -187,7 +193,7 @@ export async function receiveMigration(vm: MigrationDestination, socket: Socket,
         if (state !== 'ram') unexpected(type);
         if (multifd !== undefined) unexpected(type, ' on the main connection of a multifd migration');
         sawRam = true;
-        landing = new RamRecordLanding(vm.memory, payload, body);
+        main.landing = new RamRecordLanding(vm.memory, payload, body);
         return;
       case RecordType.SWITCHOVER:
         if (state !== 'ram' || awaitingTail) unexpected(type);
@@ -299,10 +305,7 @@ export async function receiveMigration(vm: MigrationDestination, socket: Socket,
           ch.socket.resume();
           again = true; // the main connection may be waiting for this barrier too
         }
-        if (ch.landing !== undefined) {
-          if (!takeData(ch.reader, ch.landing, ch.checksum)) return;
-          ch.landing = undefined;
-        }
+        if (ch.landing !== undefined && !takeData(ch)) return;
         const r = ch.reader.next();
         if (r === undefined) return;
         handleChannel(ch, r);
@@ -330,10 +333,7 @@ export async function receiveMigration(vm: MigrationDestination, socket: Socket,
           mainHeldAt = undefined;
           socket.resume();
         }
-        if (landing !== undefined) {
-          if (!takeData(reader, landing, checksum)) return;
-          landing = undefined;
-        }
+        if (main.landing !== undefined && !takeData(main)) return;
         const r = reader.next();
         if (r === undefined) return;
         if (r.type === RecordType.END) {
@@ -383,6 +383,33 @@ export async function receiveMigration(vm: MigrationDestination, socket: Socket,
       }
     };
 
+    /**
+     * A connection's reads: a RAM record's data straight into guest memory, once everything before it
+     * is read and taken. Only a record being applied has a landing (a held multifd channel pulls no
+     * record), so no page lands ahead of its turn. Read before the guest runs, and into pages the
+     * receiver writes anyway, so nothing else writes them. `readStarts` says whether record starts are
+     * read RECORD_START_READ_BYTES at a time (while RAM may still come).
+     */
+    const placementFor = (conn: RamConnection, readStarts: () => boolean): ReadPlacement => ({
+      next: () => {
+        if (failed || handedOver()) return { maxBytes: Infinity };
+        const landing = conn.landing;
+        if (landing === undefined) return { maxBytes: readStarts() ? RECORD_START_READ_BYTES : Infinity };
+        if (conn.reader.pendingBytes === 0 && landing.runSize >= DIRECT_READ_MIN_BYTES) return { view: landing.window() };
+        // Scattered pages: the rest of the record's data in one read, and the next record's start.
+        return { maxBytes: readStarts() ? landing.dataLeft + RECORD_START_READ_BYTES : Infinity };
+      },
+      landed: (bytes) => guard(() => {
+        const landing = conn.landing;
+        if (failed || landing === undefined) return; // given up on: the guest never runs from these bytes
+        conn.checksum.update(bytes);
+        landing.landed(bytes.length);
+        conn.reader.skipBody(bytes.length);
+        ramBytesReadDirect += bytes.length;
+        if (landing.dataLeft === 0) conn.landing = undefined;
+      }),
+    });
+
     const connectChannels = (channels: number) => {
       socket.pause();
       acceptChannels!(channels, CHANNELS_TIMEOUT_MS).then((sockets) => {
@@ -402,7 +429,7 @@ export async function receiveMigration(vm: MigrationDestination, socket: Socket,
             } finally {
               ch.reader.retain();
             }
-          }));
+          }), placementFor(ch, () => state === 'ram'));
           ch.socket.on('error', (e) => failWith(new IncomingMigrationError(`multifd channel connection failed: ${e.message}`)));
           ch.socket.on('close', () => {
             // The source closes its channels once it has committed, maybe before COMMIT arrives here.
@@ -423,28 +450,8 @@ export async function receiveMigration(vm: MigrationDestination, socket: Socket,
       if (state === 'committed' || failed) return;
       failWith(state === 'loaded' ? noCommit('the connection closed') : new IncomingMigrationError(`the migration stream ended early, in state ${state}: the guest was not resumed`));
     });
-    /**
-     * The main connection's reads: a RAM record's data straight into guest memory, once the bytes
-     * before it are read and taken (a multifd migration's RAM comes over channels, which copy). Read
-     * before the guest runs, and into pages the receiver writes anyway, so nothing else writes them.
-     */
-    const placement: ReadPlacement = {
-      next: () => {
-        if (failed || handedOver()) return { maxBytes: Infinity };
-        // The tail's records (STATE ..., END) in as few reads as may be: it is read while the guest is stopped.
-        if (landing === undefined) return { maxBytes: state === 'ram' && !lastPassEnded ? RECORD_START_READ_BYTES : Infinity };
-        if (reader.pendingBytes === 0 && landing.runLeft >= DIRECT_READ_MIN_BYTES) return { view: landing.window() };
-        return { maxBytes: Infinity };
-      },
-      landed: (bytes) => guard(() => {
-        if (failed || landing === undefined) return; // given up on: the guest never runs from these bytes
-        checksum.update(bytes);
-        landing.landed(bytes.length);
-        ramBytesReadDirect += bytes.length;
-        reader.skipBody(bytes.length);
-        if (landing.dataLeft === 0) landing = undefined;
-      }),
-    };
+    // The tail's records (STATE ..., END) in as few reads as may be: they are read while the guest is stopped.
+    const mainReadStarts = () => state === 'ram' && !lastPassEnded;
     let start: Buffer | undefined = Buffer.alloc(0);
     readChunks(socket, (chunk, transient) => guard(() => {
       if (state === 'committed' || failed) return;
@@ -470,6 +477,6 @@ export async function receiveMigration(vm: MigrationDestination, socket: Socket,
         tracePhase('incoming migration: waiting awake for the tail');
         spinUntilReadable([socket, ...(multifd?.channels.map((c) => c.socket) ?? [])], SWITCHOVER_SPIN_MS);
       }
-    }), placement);
+    }), placementFor(main, mainReadStarts));
   });
 }

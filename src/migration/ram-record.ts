@@ -176,6 +176,11 @@ export class RamRecordLanding {
     return this.left === 0 ? 0 : this.runBytes[this.run]! - this.runDone;
   }
 
+  /** Bytes of the whole run that the next byte of data goes to (0 once all data is in). */
+  get runSize(): number {
+    return this.left === 0 ? 0 : this.runBytes[this.run]!;
+  }
+
   /** Copies the next `bytes.length` bytes of data (no more than dataLeft) to their pages. */
   write(bytes: Uint8Array): void {
     if (bytes.length > this.left) throw new MigrationStreamError(`RAM record given ${bytes.length} bytes of data with ${this.left} left`);
