@@ -43,7 +43,7 @@ export interface ReceiveOptions {
  */
 const DIRECT_READ_MIN_BYTES = 64 * 1024;
 /**
- * While RAM may still come (on the main connection, until the last pass has ended), a connection
+ * While RAM may still come live (on the main connection, until SWITCHOVER), a connection
  * reads the start of each record this much at a time: enough for a record header and a batch's
  * entries (BATCH_PAGES of them), so that a large read does not take the next RAM record's data into
  * the connection's buffer, to be copied. Data too scattered to read straight into guest memory is
@@ -131,8 +131,6 @@ export async function receiveMigration(vm: MigrationDestination, socket: Socket,
   let passes = 0;
   /** SWITCHOVER has come: the source's guest is stopping, and the rest of the stream is on its way. */
   let awaitingTail = false;
-  /** The last pass has ended (PASS_END after SWITCHOVER): only the state records and END are to come. */
-  let lastPassEnded = false;
   let sawRam = false;
   const pieces = new Map<string, unknown>();
   let verify: string[][] | undefined;
@@ -204,7 +202,6 @@ export async function receiveMigration(vm: MigrationDestination, socket: Socket,
         if (state !== 'ram') unexpected(type);
         passes = payload.readUInt32LE(0);
         if (multifd !== undefined) mainHeldAt = passes;
-        lastPassEnded = awaitingTail;
         return;
       case RecordType.STATE: {
         if (state !== 'ram' && state !== 'device') unexpected(type);
@@ -450,8 +447,9 @@ export async function receiveMigration(vm: MigrationDestination, socket: Socket,
       if (state === 'committed' || failed) return;
       failWith(state === 'loaded' ? noCommit('the connection closed') : new IncomingMigrationError(`the migration stream ended early, in state ${state}: the guest was not resumed`));
     });
-    // The tail's records (STATE ..., END) in as few reads as may be: they are read while the guest is stopped.
-    const mainReadStarts = () => state === 'ram' && !lastPassEnded;
+    // From SWITCHOVER on, the rest (the last pages, STATE ..., END) in as few reads as may be: it is read
+    // while the guest is stopped, and comes in one write or two (precopy-sender.ts, switchOver).
+    const mainReadStarts = () => state === 'ram' && !awaitingTail;
     let start: Buffer | undefined = Buffer.alloc(0);
     readChunks(socket, (chunk, transient) => guard(() => {
       if (state === 'committed' || failed) return;
