@@ -163,7 +163,15 @@ export function bulkReads(socket: net.Socket): net.Socket {
   const state: BulkState = { sink: undefined, placement: undefined, early: [] };
   const buffer = Buffer.allocUnsafe(BULK_READ_BYTES);
   const nextBuffer = (): Uint8Array => {
-    const target = state.placement?.next();
+    let target: ReadTarget | undefined;
+    try {
+      target = state.placement?.next();
+    } catch (e) {
+      // Called by Node outside any code of ours, where a throw would end the process. Reads that are
+      // not placed reach the sink, which takes every byte in order: nothing is lost by dropping it.
+      process.stderr.write(`tsvmm: placing a read failed, reading into the connection's buffer from now on: ${e instanceof Error ? e.message : String(e)}\n`);
+      state.placement = undefined;
+    }
     if (target === undefined) return buffer;
     if ('view' in target) return target.view;
     return target.maxBytes >= buffer.length ? buffer : buffer.subarray(0, target.maxBytes);
@@ -202,8 +210,9 @@ function socketFd(socket: net.Socket): number | undefined {
 
 /**
  * Sends every byte `socket` receives from now on (and any it holds) to `sink`, and lets it flow. On a
- * bulkReads() connection, `placement` (if given) chooses where each later read lands; the bytes it
- * places in a view of its own go to it, not to `sink`.
+ * bulkReads() connection, `placement` (if given) chooses where each read lands from the second on
+ * (the next read's buffer is chosen already); the bytes it places in a view of its own go to it, not
+ * to `sink`.
  */
 export function readChunks(socket: net.Socket, sink: ChunkSink, placement?: ReadPlacement): void {
   const bulk = bulkSinks.get(socket);

@@ -95,6 +95,32 @@ describe('migration transport', () => {
     expect(landedReads).toBeGreaterThanOrEqual(Math.floor(data.length / SEGMENT / 2));
   });
 
+  it('a placement that throws is dropped (Node calls it outside our code): every later byte reaches the sink, in order', async () => {
+    const data = randomBytes(2 * 1024 * 1024);
+    const parts: Buffer[] = [];
+    let asked = 0;
+    const listener = await listenForMigration(`tcp:127.0.0.1:${await freePort()}`);
+    try {
+      const sender = await connectForMigration(`tcp:127.0.0.1:${listener.port}`);
+      const socket = bulkReads(await listener.connection);
+      const ended = new Promise((r) => socket.once('end', r));
+      readChunks(socket, (chunk) => parts.push(Buffer.from(chunk)), {
+        next: () => {
+          if (++asked === 3) throw new Error('a bug in the placement');
+          return { maxBytes: 1000 };
+        },
+        landed: () => { throw new Error('nothing was placed in a view'); },
+      });
+      sender.end(data);
+      await ended;
+      socket.destroy();
+    } finally {
+      listener.close();
+    }
+    expect(Buffer.concat(parts).equals(data)).toBe(true);
+    expect(asked).toBe(3); // never asked again
+  });
+
   it('readChunks on an ordinary (paused) accepted socket reads it as a stream', async () => {
     const data = randomBytes(3 * 1024 * 1024);
     const { got, transient } = await transfer(data, 4096, false);
