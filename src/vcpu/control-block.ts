@@ -61,6 +61,11 @@ export const State = { STARTING: 0, RUNNING: 1, PAUSED: 2, STOPPED: 3 } as const
 /** Sets REQUEST and wakes a parked thread (see Ctl.WAKE). */
 export function postRequest(ctl: Int32Array, request: number): void {
   Atomics.store(ctl, Ctl.REQUEST, request);
+  wakeParked(ctl);
+}
+
+/** Bumps and notifies WAKE after a change a parked thread must see (see Ctl.WAKE). */
+export function wakeParked(ctl: Int32Array): void {
   Atomics.add(ctl, Ctl.WAKE, 1);
   Atomics.notify(ctl, Ctl.WAKE);
 }

@@ -3,7 +3,7 @@ import { addon, type NativeAddon } from '../kvm/addon.js';
 import { threadScript } from '../kvm/thread-script.js';
 import { KvmRunOffset } from '../kvm/kvm-run.js';
 import type { BoardDescription } from '../machine/board.js';
-import { Ctl, Request, State, THROTTLE_SLICE_MS, createControlBlock, postRequest } from './control-block.js';
+import { Ctl, Request, State, THROTTLE_SLICE_MS, createControlBlock, postRequest, wakeParked } from './control-block.js';
 import type { VcpuStop } from './exit-handler.js';
 import type { VcpuThreadData, VcpuThreadExit } from './vcpu-thread.js';
 import { traceOrigin } from '../machine/phase-trace.js';
@@ -177,8 +177,7 @@ export class VcpuThreads {
   standBy(): void {
     for (const h of this.handles) {
       Atomics.store(h.control, Ctl.STAND_BY, 1);
-      Atomics.add(h.control, Ctl.WAKE, 1);
-      Atomics.notify(h.control, Ctl.WAKE);
+      wakeParked(h.control);
     }
   }
 
