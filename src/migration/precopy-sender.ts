@@ -7,7 +7,7 @@ import { BATCH_PAGES, RecordBufferPool, encodeRamRecord } from './ram-record.js'
 import type { PageRange } from '../memory/dirty-bitmap.js';
 import { StreamChecksum } from './stream-checksum.js';
 import { SESSION_BYTES, multifdRecord } from './multifd.js';
-import { SWITCHOVER_SPIN_MS, spinUntilReadable } from './transport.js';
+import { COMMIT_GIVE_WAY_MS, SWITCHOVER_SPIN_MS, giveWay, spinUntilReadable } from './transport.js';
 import type { MultifdChannels } from './multifd-channels.js';
 import type { DirtyTracker, RegionDirtyPages } from '../memory/dirty-tracker.js';
 import type { MigrationInfo, MigrationParameters, MigrationStatusName } from '../control/vm-control.js';
@@ -314,7 +314,15 @@ export class PrecopySender {
     this.committed = true;
     const lost = await new Promise<Error | undefined>((resolve) => {
       this.socket.once('error', resolve);
-      this.socket.end(record(RecordType.COMMIT, new Uint8Array(0)), (e?: Error | null) => resolve(e ?? undefined));
+      // COMMIT through write(), the path every record before it took, and end() only after: end()'s
+      // code runs here for the first time, and on kvm_pvm took 0.3-0.6 ms before COMMIT went out.
+      // Then this side gives way (giveWay): the destination needs a CPU now to start the guest, and
+      // nothing left here (ending the connection, stopping dirty tracking, events) is in a hurry.
+      // Idle 1 GiB, 4 runs of 8 a side alternated: LOADED received to COMMIT read by the destination,
+      // medians 0.13 ms in every run against 0.24-0.57 for end(COMMIT) at once.
+      this.socket.write(record(RecordType.COMMIT, new Uint8Array(0)));
+      giveWay(COMMIT_GIVE_WAY_MS);
+      this.socket.end((e?: Error | null) => resolve(e ?? undefined));
     });
     tracePhase('migration: COMMIT sent');
     this.endMs = Date.now();

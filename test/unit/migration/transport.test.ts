@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto';
 import net from 'node:net';
 import { describe, expect, it, vi } from 'vitest';
 import { addon } from '../../../src/kvm/addon.js';
-import { bulkReads, connectForMigration, listenForMigration, readChunks, spinUntilReadable } from '../../../src/migration/transport.js';
+import { bulkReads, connectForMigration, giveWay, listenForMigration, readChunks, spinUntilReadable } from '../../../src/migration/transport.js';
 import { freePort } from '../../helpers/free-port.js';
 
 /** Sends `data` over a real loopback connection in `piece`-byte writes; resolves with what the destination's reader saw. */
@@ -200,6 +200,18 @@ describe('migration transport', () => {
       } finally {
         child.kill();
         listener.close();
+      }
+    });
+
+    it('giveWay yields the CPU, without sleeping, until ms have passed', () => {
+      const yields = vi.spyOn(addon(), 'schedYield');
+      try {
+        const t0 = performance.now();
+        giveWay(5);
+        expect(performance.now() - t0).toBeGreaterThanOrEqual(5);
+        expect(yields).toHaveBeenCalled();
+      } finally {
+        yields.mockRestore();
       }
     });
 
