@@ -285,13 +285,15 @@ export function spinUntilReadable(sockets: readonly net.Socket[], maxMs: number)
 export const COMMIT_GIVE_WAY_MS = 1;
 
 /**
- * Yields the CPU to any thread that wants it, for `ms`, without sleeping: the CPU stays awake for a
- * thread that is about to need it. For a side whose next work can wait while the other side's cannot,
- * on a host they may share (the source after COMMIT). On this kvm_pvm host a CPU left idle halts at
- * once and takes 0.3-1 ms to wake; a thread that kept working took the CPU the destination needed.
+ * Yields the CPU to any thread that wants it, once and then until `ms` have passed, without sleeping:
+ * the CPU stays awake for a thread that is about to need it. For a side whose next work can wait while
+ * the other side's cannot, on a host they may share (the source after COMMIT; the destination between
+ * the pieces of its rehearsal, with ms 0). On this kvm_pvm host a CPU left idle halts at once and
+ * takes 0.3-1 ms to wake; a thread that kept working took the CPU the other side needed.
  */
 export function giveWay(ms: number): void {
   const native = addon();
   const until = performance.now() + ms;
-  while (performance.now() < until) native.schedYield();
+  do native.schedYield();
+  while (performance.now() < until);
 }

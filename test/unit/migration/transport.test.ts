@@ -203,13 +203,16 @@ describe('migration transport', () => {
       }
     });
 
-    it('giveWay yields the CPU, without sleeping, until ms have passed', () => {
+    it('giveWay yields the CPU, without sleeping, once and until ms have passed', () => {
       const yields = vi.spyOn(addon(), 'schedYield');
       try {
         const t0 = performance.now();
         giveWay(5);
         expect(performance.now() - t0).toBeGreaterThanOrEqual(5);
         expect(yields).toHaveBeenCalled();
+        yields.mockClear();
+        giveWay(0);
+        expect(yields).toHaveBeenCalledTimes(1);
       } finally {
         yields.mockRestore();
       }
