@@ -253,9 +253,10 @@ export const SWITCHOVER_SPIN_MS = 5;
  * 1.5 ms instead of 0.35, and LOADED was read 1 ms late). Under CFS a yield gives way only to a thread
  * not far behind in virtual runtime, so it is no guarantee: keep the spins short and few.
  *
- * With maxMs 0 it polls once and never yields: a check in passing (the destination's, before it
- * rehearses the tail) must not give its CPU away. When it yielded once there, the rehearsal after an
- * idle guest's SWITCHOVER took 0.9-1 ms instead of 0.35, and the tail waited for it.
+ * With maxMs 0 it polls once and never yields: a caller checking in passing decides itself when to
+ * give way (rehearseTail yields before each piece of its rehearsal, and stops once the tail has come).
+ * When this check yielded on its own, the rehearsal after it ran whole, 0.9-1 ms after an idle guest's
+ * SWITCHOVER instead of 0.35, and a tail that came meanwhile waited for it.
  *
  * A socket without a file descriptor of its own (TLS) is not watched; with none left this returns false
  * at once, and the caller sleeps in the event loop as usual.
