@@ -166,17 +166,20 @@ export async function receiveMigration(vm: MigrationDestination, socket: Socket,
    */
   const rehearseTail = (): void => {
     const tailHasCome = () => reader.pendingBytes > 0 || spinUntilReadable([socket], 0);
+    const pieces = [
+      ...(options.rehearsalRecords ?? []).map((r) => () => { parseState(r.subarray(RECORD_HEADER_BYTES)); }),
+      () => {
+        const end = parseEnd(endRecord(checksum.bytes, checksum.value).subarray(RECORD_HEADER_BYTES));
+        checksum.matches(end.bytesBefore, end.hash);
+      },
+    ];
     if (tailHasCome()) return;
     try {
-      for (const r of options.rehearsalRecords ?? []) {
+      for (const piece of pieces) {
         giveWay(0);
         if (tailHasCome()) return;
-        parseState(r.subarray(RECORD_HEADER_BYTES));
+        piece();
       }
-      giveWay(0);
-      if (tailHasCome()) return;
-      const end = parseEnd(endRecord(checksum.bytes, checksum.value).subarray(RECORD_HEADER_BYTES));
-      checksum.matches(end.bytesBefore, end.hash);
     } catch (e) {
       // Only a rehearsal: the migration goes on.
       process.stderr.write(`tsvmm: rehearsing the tail's decoding failed (the migration goes on): ${e instanceof Error ? e.message : String(e)}\n`);
