@@ -146,43 +146,50 @@ describe('migration transport', () => {
   });
 
   describe('spinUntilReadable', () => {
-    it('returns true at once for bytes not yet read, and false once maxMs has passed with nothing to read', async () => {
+    /**
+     * A loopback connection whose accepted end is handed out paused (nothing is read from it), and
+     * `send`, which resolves once a byte from the other end has gone out; `close` ends it all.
+     */
+    const pausedConnection = async () => {
       const listener = await listenForMigration(`tcp:127.0.0.1:${await freePort()}`);
+      const sender = await connectForMigration(`tcp:127.0.0.1:${listener.port}`).catch((e: unknown) => { listener.close(); throw e; });
+      const accepted = await listener.connection;
+      return {
+        sender, accepted,
+        send: () => new Promise<void>((resolve, reject) => sender.write('x', (e) => (e ? reject(e) : resolve()))),
+        close: () => { sender.destroy(); accepted.destroy(); listener.close(); },
+      };
+    };
+
+    it('returns true at once for bytes not yet read, and false once maxMs has passed with nothing to read', async () => {
+      const { sender, accepted, send, close } = await pausedConnection();
       try {
-        const sender = await connectForMigration(`tcp:127.0.0.1:${listener.port}`);
-        const accepted = await listener.connection; // handed out paused: nothing is read from it
         const t0 = performance.now();
         expect(spinUntilReadable([accepted], 30)).toBe(false);
         expect(performance.now() - t0).toBeGreaterThanOrEqual(30);
-        await new Promise<void>((resolve, reject) => sender.write('x', (e) => (e ? reject(e) : resolve())));
+        await send();
         expect(spinUntilReadable([accepted], 60_000)).toBe(true);
         // Either of several sockets will do.
         expect(spinUntilReadable([sender, accepted], 60_000)).toBe(true);
-        sender.destroy();
-        accepted.destroy();
       } finally {
-        listener.close();
+        close();
       }
     });
 
     it('with maxMs 0 polls once and never yields the CPU', async () => {
-      // A check in passing (the destination's, before it rehearses the tail) must not give its CPU
-      // away: one sched_yield there cost 0.6 ms of an idle switch-over on kvm_pvm.
-      const listener = await listenForMigration(`tcp:127.0.0.1:${await freePort()}`);
+      // The caller of a check in passing decides itself when to give way (rehearseTail): when the check
+      // yielded on its own, it cost 0.6 ms of an idle switch-over on kvm_pvm.
+      const { accepted, send, close } = await pausedConnection();
       const yields = vi.spyOn(addon(), 'schedYield');
       try {
-        const sender = await connectForMigration(`tcp:127.0.0.1:${listener.port}`);
-        const accepted = await listener.connection;
         expect(spinUntilReadable([accepted], 0)).toBe(false);
-        await new Promise<void>((resolve, reject) => sender.write('x', (e) => (e ? reject(e) : resolve())));
+        await send();
         expect(spinUntilReadable([accepted], 60_000)).toBe(true);
         expect(spinUntilReadable([accepted], 0)).toBe(true);
         expect(yields).not.toHaveBeenCalled();
-        sender.destroy();
-        accepted.destroy();
       } finally {
         yields.mockRestore();
-        listener.close();
+        close();
       }
     });
 
