@@ -1,8 +1,9 @@
 #!/usr/bin/env node
 // bench/migrate: live migration over loopback TCP, tsvmm against QEMU (Debian's qemu-system-x86_64,
 // -M microvm -enable-kvm) migrating the same guests, in one run: 1 GiB and 4 GiB of RAM, an idle
-// guest and the dirtier (and, with --cases full, RAM full of data that no longer changes: the one
-// case whose wire rate measures the stream), each VMM driven the same way over QMP (max-bandwidth 0 = unlimited, the same
+// guest (it halts between timer ticks, as an OS with nothing to run does) and the dirtier (and, with
+// --cases full, RAM full of data that no longer changes: the one case whose wire rate measures the
+// stream; with --cases spinning, a guest spinning in ring 0, which holds a host CPU throughout), each VMM driven the same way over QMP (max-bandwidth 0 = unlimited, the same
 // downtime-limit, auto-converge on). For each it prints total time, downtime, bytes sent and pages/s,
 // the tsvmm/QEMU ratios, and the loopback TCP limit measured in the same run (a Node sender pushing
 // bytes into a Node receiver in another process, the shape of a migration).
@@ -19,7 +20,7 @@
 // that held as much as the guest's RAM until then (holdHostMemory: on a host that is a VM, memory
 // freed a while ago costs a hypervisor fault per page to write, memory freed just now does not).
 //
-// Reproduce: npm install && node bench/migrate.mjs [--sizes 1,4] [--cases idle,dirtying[,full]]
+// Reproduce: npm install && node bench/migrate.mjs [--sizes 1,4] [--cases idle,dirtying[,full][,spinning]]
 //   [--dirty-bytes 64M] [--downtime-limit 300] [--timeout 600] [--loopback-seconds 3] [--rounds N]
 //   [--phases]   (each tsvmm switch-over's phases from its trace lines: where the downtime goes)
 // Without /dev/kvm: scripts/nested-kvm/run.sh --mem 10G -- env TMPDIR=/dev/shm node bench/migrate.mjs
@@ -73,7 +74,7 @@ const rounds = Number(values.rounds);
 if (!Number.isInteger(rounds) || rounds < 1) usage(`--rounds: '${values.rounds}' is not a number of migrations (1 or more)`);
 if (!Number.isInteger(multifdChannels) || multifdChannels < 0 || multifdChannels > 255) usage(`--multifd: '${values.multifd}' is not a channel count (0 to 255)`);
 for (const c of cases) {
-  if (c !== 'idle' && c !== 'dirtying' && c !== 'full') usage(`--cases: unknown case '${c}' (idle, dirtying, full)`);
+  if (!['idle', 'dirtying', 'full', 'spinning'].includes(c)) usage(`--cases: unknown case '${c}' (idle, dirtying, full, spinning)`);
 }
 if (sizesGiB.some((s) => !(s > 0))) usage(`--sizes: '${values.sizes}' is not a list of GiB sizes such as 1,4`);
 if (!(downtimeLimitMs > 0) || !(timeoutMs > 0) || !(loopbackSeconds > 0)) usage('--downtime-limit, --timeout and --loopback-seconds take positive numbers');
@@ -88,7 +89,9 @@ const qemuVersion = haveQemu ? spawnSync('qemu-system-x86_64', ['--version'], { 
 /** Where the dirtier starts stamping: its default, 16 MiB, clear of the image and boot structures. */
 const DIRTY_START = 16 * MiB;
 const DIRTIER = path.join(root, 'guests', 'build', 'dirtier.elf');
-/** The idle guest: ring-0 loop bumping one counter; it dirties one page and never exits to the VMM. */
+/** The idle guest: halts, waking 100 times a second for its LAPIC timer; 't' on COM1 prints its ticks. */
+const IDLE = path.join(root, 'guests', 'build', 'idle.elf');
+/** The spinning guest: ring-0 loop bumping one counter; it dirties one page and never exits to the VMM. */
 const SPIN = path.join(root, 'guests', 'build', 'spin.elf');
 const POLL_MS = 100;
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -184,7 +187,8 @@ let serial = 0;
 const socketPath = (name) => path.join(workDir, `${name}-${++serial}.qmp`);
 
 function guestFor(kind) {
-  if (kind === 'idle') return { kernel: SPIN, cmdline: '', ready: /spinning\n/ };
+  if (kind === 'idle') return { kernel: IDLE, cmdline: '', ready: /idle: halting\n/ };
+  if (kind === 'spinning') return { kernel: SPIN, cmdline: '', ready: /spinning\n/ };
   // full: every page of RAM from 16 MiB up stamped once (span=1: above 4 GiB too), then left alone.
   if (kind === 'full') return { kernel: DIRTIER, cmdline: `start=0x${DIRTY_START.toString(16)} span=1 hold=1`, ready: /dirtier: holding/ };
   return { kernel: DIRTIER, cmdline: `start=0x${DIRTY_START.toString(16)} size=0x${dirtyBytes.toString(16)}`, ready: /dirtier: dirtying/ };
@@ -336,7 +340,18 @@ async function migrateOnce(vmm, kind, memGiB) {
       if (stopAt !== undefined && resumeAt !== undefined) info['x-guest-stopped'] = resumeAt - stopAt;
       const st = await dstQmp.execute('query-status');
       check = `destination ${st.status}`;
-      if (kind !== 'idle') {
+      if (kind === 'idle') {
+        // Its timer came along: two answers, 100 ms apart, show the ticks going on on the destination.
+        const ticks = async (n) => {
+          dst.type('t');
+          await dst.waitFor(() => [...dst.stdout.matchAll(/idle: ticks (\d+)\n/g)].length >= n, 'the idle guest to count its ticks', 10_000);
+          return Number([...dst.stdout.matchAll(/idle: ticks (\d+)\n/g)][n - 1][1]);
+        };
+        const first = await ticks(1);
+        await sleep(100);
+        const second = await ticks(2);
+        check = second > first ? `destination ticking (${first} -> ${second})` : `destination NOT ticking (${first} -> ${second})`;
+      } else if (kind !== 'spinning') {
         // The guest, now on the destination, checks every stamp it wrote on the source.
         dst.type('v');
         await dst.waitFor(() => /dirtier: verify (ok|FAILED)[^\n]*\n/.test(dst.stdout), 'the guest to verify itself', 300_000);
@@ -452,11 +467,12 @@ const kvmPvm = kvmIsPvm();
 const inNested = !kvmPvm && existsSync('/proc/cpuinfo') && /hypervisor/.test(readFileSync('/proc/cpuinfo', 'utf8'));
 console.log('migrate: live migration over loopback TCP, tsvmm vs QEMU microvm with KVM, the same guests, in one run');
 if (inNested) console.log('  NOTE: this host is itself a VM (cpuinfo: hypervisor); under nested KVM on TCG all figures are distorted');
-if (kvmPvm) console.log('  NOTE: /dev/kvm is kvm_pvm: guest CPL0 code is emulated (the idle guest\'s loop), CPL3 runs natively (the dirtier\'s)');
+if (kvmPvm) console.log('  NOTE: /dev/kvm is kvm_pvm: guest CPL0 code is emulated (the spinning guest\'s loop), CPL3 runs natively (the dirtier\'s)');
 console.log(`  both: max-bandwidth 0 (unlimited), downtime-limit ${downtimeLimitMs} ms, auto-converge on, ${multifdChannels > 0 ? `multifd with ${multifdChannels} channels` : 'one TCP channel'}`);
-console.log(`  idle = guests/build/spin.elf (ring-0 counter loop, one page dirty); dirtying = guests/build/dirtier.elf `
+console.log(`  idle = guests/build/idle.elf (halts; a 100 Hz LAPIC timer wakes it; checked ticking on the destination); dirtying = guests/build/dirtier.elf `
   + `rewriting ${fmtBytes(dirtyBytes)} from 16 MiB, pass after pass, migrated after a full pass, verified on the destination`);
-if (cases.includes('full')) console.log('  full = guests/build/dirtier.elf hold=1: every page from 16 MiB up stamped once, then unchanged; verified on the destination');
+if (cases.includes('full')) console.log('  full = guests/build/dirtier.elf hold=1: every page from 16 MiB up stamped once, then unchanged (it halts between ticks); verified on the destination');
+if (cases.includes('spinning')) console.log('  spinning = guests/build/spin.elf (ring-0 counter loop, one page dirty: it holds a host CPU throughout)');
 console.log(`  QEMU: ${haveQemu ? qemuVersion : 'not installed: its half is skipped (apt install qemu-system-x86)'}`);
 const limitBefore = await loopbackLimit('before the migrations');
 

@@ -16,6 +16,7 @@
 #include "lib/multiboot.h"
 #include "lib/poweroff.h"
 #include "lib/serial.h"
+#include "lib/tick.h"
 #include "lib/usermode.h"
 
 #define PAGE_SIZE       4096ULL
@@ -201,18 +202,24 @@ static void stamp_pass(uint64_t pass)
 }
 
 /*
- * hold=1, after pass 1: waits, writing nothing, and answers v (verify pass
- * 1) and q. Polls the console rarely: on hosts that trap ring-3 port I/O
- * (lib/usermode.h) each poll writes the ring-0 stack, a page or two.
+ * hold=1, after pass 1: halts, writing nothing, and answers v (verify pass
+ * 1) and q. It wakes on lib/tick.h's timer, HOLD_HZ a second, and reads the
+ * console once a tick: a guest that spun here would hold a host CPU, which
+ * a real guest with nothing to do does not. From ring 3 the sti and each
+ * hlt trap to lib/usermode.c, which emulates them, and the tick is taken in
+ * ring 0; each poll writes the ring-0 stack, a page or two.
  */
+#define HOLD_HZ 10
+
 static void verify(uint64_t pass);
 
 static void hold(void)
 {
     serial_puts("dirtier: holding\n");
+    tick_start(HOLD_HZ);
+    __asm__ volatile("sti");
     for (;;) {
-        for (volatile uint32_t spin = 0; spin < 4000000; spin++)
-            ;
+        __asm__ volatile("hlt" : : : "memory");
         switch (serial_try_getc()) {
         case 'v':
             verify(1);

@@ -79,6 +79,19 @@ expect "pio-loop count=1M" 0 $'pio-loop done 1048576\n'
 run 20 echo < <(printf 'abq')
 expect "echo (stdin abq)" 0 $'echo ready\nab\nbye\n'
 
+# idle halts between ticks of its LAPIC timer (100 Hz): asked twice, half a
+# second apart, it must have counted on, i.e. its timer woke it.
+run 20 idle < <(sleep 1; printf t; sleep 0.5; printf tq)
+ticks=$(grep -o 'idle: ticks [0-9]*' "$TMP/out" | awk '{print $3}' | tr '\n' ' ')
+expect_has "idle (stdin t, t, q)" 0 $'idle: halting\n' "idle: bye"
+set -- $ticks
+if [ $# = 2 ] && [ "$1" -lt "$2" ]; then
+    echo "PASS idle ticking: $1 -> $2"
+else
+    echo "FAIL idle ticking: ticks '$ticks'"
+    failures=$((failures + 1))
+fi
+
 run 20 triple-fault -no-reboot </dev/null
 expect "triple-fault -no-reboot" 0 $'about to triple fault\n'
 
@@ -90,6 +103,11 @@ expect "dirtier passes=3" 0 $'dirtier: start=0x1000000 size=0x7000000 pages=2867
 run 30 dirtier -m 128M < <(printf 'vq')
 expect_has "dirtier stdin vq" 0 "dirtier: start=0x1000000 size=0x7000000 pages=28672" \
     "dirtier: verify ok pass=" "dirtier: quit after pass "
+
+# hold=1: after pass 1 it halts between timer ticks (hlt and sti from ring 3,
+# emulated in ring 0) and still answers v and q.
+run 30 dirtier -m 128M -append "hold=1" < <(printf 'vq')
+expect "dirtier hold=1 (stdin vq)" 0 $'dirtier: start=0x1000000 size=0x7000000 pages=28672\ndirtier: dirtying\ndirtier: holding\ndirtier: verify ok pass=1 pages=28672\ndirtier: quit after pass 1\n'
 
 # corrupt=1 leaves the middle page (0x1000000 + 128 pages) at pass 1.
 run 30 dirtier -append "passes=2 size=1M corrupt=1" </dev/null

@@ -36,7 +36,8 @@ usermode_returned:
         ud2
 
 /*
- * One stub per exception vector 0-31. The CPU has switched to TSS.RSP0 if
+ * One stub per exception vector 0-31, and for the two interrupt vectors of
+ * lib/tick.h (32, 33). The CPU has switched to TSS.RSP0 if
  * the fault came from ring 3, aligned RSP to 16 and pushed SS, RSP, RFLAGS,
  * CS, RIP and maybe an error code; we add the vector and every general
  * register. That is struct usermode_frame in usermode.c, which
@@ -45,14 +46,14 @@ usermode_returned:
  */
         .macro exc_stub vec
 exc_\vec:
-        .if !((ERRCODE_VECTORS >> \vec) & 1)
+        .if \vec > 31 || !((ERRCODE_VECTORS >> \vec) & 1)
         pushq $0
         .endif
         pushq $\vec
         jmp exc_common
         .endm
 
-        .irp vec, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31
+        .irp vec, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31,32,33
         exc_stub \vec
         .endr
 
@@ -100,7 +101,7 @@ exc_common:
         .align 8
         .global usermode_exc_stubs
 usermode_exc_stubs:
-        .irp vec, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31
+        .irp vec, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31,32,33
         .quad exc_\vec
         .endr
 

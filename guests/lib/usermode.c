@@ -2,6 +2,7 @@
 #include "exit.h"
 #include "io.h"
 #include "serial.h"
+#include "tick.h"
 
 #define PTE_P     0x001ULL
 #define PTE_US    0x004ULL
@@ -39,14 +40,17 @@ struct idt_gate {
     uint64_t lo, hi;
 };
 
+/* The 32 exceptions, then lib/tick.h's two interrupt vectors. */
+#define IDT_VECTORS 34
+
 /* From usermode.S. */
-extern const uint64_t usermode_exc_stubs[32];
+extern const uint64_t usermode_exc_stubs[IDT_VECTORS];
 extern void usermode_returned(void);
 __attribute__((noreturn)) void usermode_iret(uint64_t rip, void *arg, uint64_t rsp);
 void usermode_trap(struct usermode_frame *f);
 
 static struct tss64 tss;
-static struct idt_gate idt[32];
+static struct idt_gate idt[IDT_VECTORS];
 static uint8_t kernel_stack[4096] __attribute__((aligned(16)));
 static uint8_t user_stack[8192] __attribute__((aligned(16)));
 
@@ -96,7 +100,7 @@ void usermode_init(void)
                      | ((limit >> 16) & 0xf) << 48 | ((base >> 24) & 0xff) << 56;
     gdt[TSS_SEL / 8 + 1] = base >> 32;
 
-    for (int v = 0; v < 32; v++) {
+    for (int v = 0; v < IDT_VECTORS; v++) {
         uint64_t h = usermode_exc_stubs[v];
 
         /* Present, DPL0 interrupt gate: "int n" from ring 3 is a #GP, and
@@ -195,12 +199,25 @@ static int emulate_iopl_insn(struct usermode_frame *f)
 
 void usermode_trap(struct usermode_frame *f)
 {
+    if (f->vector == TICK_VECTOR) {
+        tick_handle();
+        return;
+    }
+    if (f->vector == SPURIOUS_VECTOR)
+        return;
     if (emulate_iopl_insn(f))
         return;
-    /* hlt is privileged, so halt_forever() in ring 3 (e.g. after a
-     * guest_exit() no device heard) lands here: do what it meant. */
-    if (f->vector == 13 && (f->cs & 3) == 3 && *(const uint8_t *)(uintptr_t)f->rip == 0xf4)
-        halt_forever();
+    /* hlt is privileged, so ring 3's lands here: do what it meant. With
+     * IF=0 (halt_forever(), e.g. after a guest_exit() no device heard)
+     * nothing wakes it; with IF=1 (a ring-3 sti, emulated above) it waits
+     * here for the next interrupt, taken in ring 0, then goes on after it. */
+    if (f->vector == 13 && (f->cs & 3) == 3 && *(const uint8_t *)(uintptr_t)f->rip == 0xf4) {
+        if (!(f->rflags & RFLAGS_IF))
+            halt_forever();
+        __asm__ volatile("sti; hlt; cli" : : : "memory");
+        f->rip += 1;
+        return;
+    }
     serial_puts("usermode: exception ");
     serial_put_dec(f->vector);
     serial_puts(" err=");

@@ -19,8 +19,8 @@
 #define USER_CS     0x23
 #define TSS_SEL     0x28
 
-/* RFLAGS in ring 3: IOPL=3 (bits 12-13) for in/out/cli, reserved bit 1,
- * IF=0 (nothing here takes interrupts). */
+/* RFLAGS in ring 3: IOPL=3 (bits 12-13) for in/out/cli/sti, reserved bit 1,
+ * IF=0 (until a guest that started lib/tick.h's timer runs sti to halt). */
 #define USER_RFLAGS 0x3002
 
 /* guest_exit() code after an exception (QEMU status 0xff). */
@@ -32,7 +32,8 @@
 /*
  * Loads a GDT with user segments and a TSS (RSP0 = a kernel stack in .bss),
  * an IDT whose 32 exception handlers print what happened and
- * guest_exit(USERMODE_FAULT_EXIT) instead of triple-faulting, and sets the
+ * guest_exit(USERMODE_FAULT_EXIT) instead of triple-faulting (vectors 32 and
+ * 33 are lib/tick.h's timer and spurious interrupts), and sets the
  * U/S bit on every present entry of the current page tables. Ring 0 only.
  */
 void usermode_init(void);

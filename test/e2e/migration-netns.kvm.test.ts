@@ -2,7 +2,7 @@
 // stream crosses a real (virtual) link between two network stacks rather than loopback.
 import { afterAll, expect, it } from 'vitest';
 import { describeKvm } from '../helpers/kvm.js';
-import { DIRTIER, DIRTYING, destination, guestVerifies, migrationEnd, processPool, qmp } from '../helpers/migration.js';
+import { DIRTIER, DIRTYING, destination, guestVerifies, migrateVerified, migrationEnd, processPool, qmp } from '../helpers/migration.js';
 import { makeHostPair } from '../helpers/netns.js';
 
 const MEM = '256M';
@@ -23,12 +23,7 @@ describeKvm('live migration between two network namespaces', () => {
     expect(uri).toMatch(/^tcp:10\.211\.0\.2:/);
     const src = start([DIRTIER, '--mem', MEM, '--cmdline', STAMPS], 'src-a', {}, hosts.a.prefix);
     await src.waitForConsole(DIRTYING);
-    const client = await qmp(src);
-    await client.execute('migrate-set-parameters', { 'x-verify': true });
-    await client.execute('migrate', { uri });
-    const info = await migrationEnd(client);
-    expect(info.status, info['error-desc']).toBe('completed');
-    expect(await src.exited).toBe(0);
+    await migrateVerified(src, uri);
     expect(src.stderr).toMatch(/the VM now runs at tcp:10\.211\.0\.2:/);
     expect(await guestVerifies(dst)).toMatch(/verify ok/);
   }, 300_000);

@@ -43,6 +43,16 @@ describeKvm('tsvmm run: real guests on real KVM, as a user runs them', () => {
     expect(r.status).toBe(0);
   });
 
+  it("idle halts between the ticks of its LAPIC timer, which wake it: the count goes on from one 't' to the next", async () => {
+    const r = await runCli(['run', guest('idle')], { input: 'ttq' });
+    expect(r.stdout).toContain('idle: halting\n');
+    const ticks = [...r.stdout.matchAll(/idle: ticks (\d+)\n/g)].map((m) => Number(m[1]));
+    expect(ticks).toHaveLength(2);
+    expect(ticks[1]).toBeGreaterThan(ticks[0]); // each byte is read on a later tick
+    expect(r.stdout).toContain('idle: bye\n');
+    expect(r.status).toBe(0);
+  });
+
   it('--serial file:PATH sends the console to a file', async () => {
     const file = path.join(mkdtempSync(path.join(tmpdir(), 'tsvmm-')), 'console.log');
     const r = await runCli(['run', guest('hello'), '--serial', `file:${file}`]);

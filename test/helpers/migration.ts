@@ -1,7 +1,7 @@
 // What the migration e2e suites share: starting real tsvmm processes, reaching their QMP sockets, and
 // waiting for a migration's outcome the way a QMP user would.
 import net from 'node:net';
-import { afterEach } from 'vitest';
+import { afterEach, expect } from 'vitest';
 import { QmpClient } from '../../src/control/qmp-client.js';
 import { RECORD_HEADER_BYTES, RecordType } from '../../src/migration/protocol.js';
 import { guest } from './paths.js';
@@ -59,6 +59,20 @@ export async function migrationEnd(client: QmpClient, onPoll?: (info: Record<str
     onPoll?.(last);
     await sleep(50);
   }
+}
+
+/**
+ * Migrates `src` to `uri` with verify on (both sides hash RAM at the switch-over) and asserts that it
+ * completes and that the source then exits with status 0; `label` names the migration in failures.
+ */
+export async function migrateVerified(src: TsvmmProcess, uri: string, label?: string): Promise<Record<string, any>> {
+  const client = await qmp(src);
+  await client.execute('migrate-set-parameters', { 'x-verify': true });
+  await client.execute('migrate', { uri });
+  const info = await migrationEnd(client);
+  expect(info.status, `${label === undefined ? '' : `${label}: `}${info['error-desc']}`).toBe('completed');
+  expect(await src.exited, label).toBe(0);
+  return info;
 }
 
 /** Polls query-migrate until `until` holds for it (the migration still under way). */
