@@ -5,7 +5,7 @@ import type { ChannelThreadData, FromChannel, ToChannel } from './multifd-channe
 import type { TlsCredsX509 } from './tls.js';
 
 export const CHANNEL_THREAD_SCRIPT = threadScript('multifd-channel-thread', 'migration/multifd-channel-thread.js');
-/** Batches a channel may hold unsent: enough to keep its socket busy, few enough to bound memory (~1 MiB each). */
+/** Batches a channel may hold unsent: enough to keep its socket busy, few enough to bound memory (~3 MiB each, BATCH_PAGES). */
 const CREDITS_PER_CHANNEL = 4;
 
 /** A channel failed; the migration fails with this. */

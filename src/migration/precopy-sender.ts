@@ -113,7 +113,7 @@ export class PrecopySender {
   private heldBytes = 0;
   private readonly peer = new RecordReader();
   private readonly recordBuffers = new RecordBufferPool();
-  /** The page list of the batch being encoded (sendDirty). */
+  /** The page list of the batch being encoded (sendAllPages, sendDirty). */
   private readonly batchPages = new Uint32Array(BATCH_PAGES);
   private channels: MultifdChannels | undefined;
   private socketError: Error | undefined;
@@ -391,25 +391,26 @@ export class PrecopySender {
    */
   private async sendAllPages(): Promise<void> {
     this.passSend = { ms: performance.now(), bytes: this.transferred() };
+    const batch = this.batchPages;
     for (let r = 0; r < this.vm.memory.regions.length; r++) {
       const pages = this.vm.memory.regions[r]!.sizeBytes / PAGE_BYTES;
-      let batch: number[] = [];
+      let n = 0;
       let zeroRuns: PageRange[] = [];
       const flush = async () => {
-        await this.sendBatch(r, batch, zeroRuns);
-        batch = [];
+        await this.sendBatch(r, batch.subarray(0, n), zeroRuns);
+        n = 0;
         zeroRuns = [];
       };
       let at = 0;
       for (const range of [...this.vm.memory.allocatedPages(r), { firstPage: pages, count: 0 }]) {
         if (range.firstPage > at) zeroRuns.push({ firstPage: at, count: range.firstPage - at });
         for (let p = range.firstPage; p < range.firstPage + range.count; p++) {
-          batch.push(p);
-          if (batch.length === BATCH_PAGES) await flush();
+          batch[n++] = p;
+          if (n === BATCH_PAGES) await flush();
         }
         at = range.firstPage + range.count;
       }
-      if (batch.length > 0 || zeroRuns.length > 0) await flush();
+      if (n > 0 || zeroRuns.length > 0) await flush();
     }
   }
 

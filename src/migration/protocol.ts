@@ -63,7 +63,7 @@ export const STREAM_MAGIC = Buffer.from('TSVMMIG\0', 'latin1');
 export const STREAM_VERSION = 9;
 export const PAGE_BYTES = 4096;
 export const RECORD_HEADER_BYTES = 5;
-/** No record of version 9 is larger (a RAM batch of 256 pages is ~1 MiB). */
+/** No record of version 9 is larger (a RAM batch of 768 pages, ram-record.ts, is ~3 MiB). */
 export const MAX_RECORD_BYTES = 4 * 1024 * 1024;
 
 export const RecordType = {

@@ -114,7 +114,7 @@ export async function connectForMigration(uri: string, timeoutMs = 10_000): Prom
  */
 export type ChunkSink = (chunk: Buffer, transient: boolean) => void;
 
-/** Bytes per read of a bulkReads() connection: up to four 1 MiB RAM records. */
+/** Bytes per read of a bulkReads() connection: more than a whole RAM record (3 MiB, ram-record.ts). */
 const BULK_READ_BYTES = 4 << 20;
 
 /**
