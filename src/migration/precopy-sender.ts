@@ -50,7 +50,8 @@ const THROTTLE_AFTER_PASSES = 2;
  * up to MAX_SETTLE_PASSES times. On kvm_pvm a guest rewriting 64 MiB dirties ~250 MiB/s under logging
  * (write-protect faults) against ~400-600 MiB/s sent, so each pass about halves the set: stopping on
  * the first that fits paused the guest for 40-110 ms, where QEMU, iterating on, paused it for 6-30 ms;
- * settling, 3-9 ms (bench/migrate --rounds 5). An idle guest pays one more pass of a few pages.
+ * settling, 3-9 ms (bench/migrate --rounds 5). An idle guest pays one more pass of a few pages, and
+ * none once a sync finds no page at all.
  */
 const SETTLE_SHRINK = 0.75;
 const MAX_SETTLE_PASSES = 4;
@@ -217,8 +218,8 @@ export class PrecopySender {
           // It fits the limit. But while the dirty set still shrinks pass after pass (the guest
           // dirties slower than the link carries), another live pass shortens the pause for the
           // price of a pass the guest runs through; stop once it stops shrinking well. A settling
-          // guest needs no more throttle than it has.
-          if (!shrinking || settlePasses >= MAX_SETTLE_PASSES) break;
+          // guest needs no more throttle than it has. An empty set has nothing left to shrink.
+          if (pages === 0 || !shrinking || settlePasses >= MAX_SETTLE_PASSES) break;
           settlePasses++;
         } else if (this.pass >= THROTTLE_AFTER_PASSES && this.autoConverge()) {
           this.throttle(this.nextThrottle(this.remainingBytes / sinceLastSync));

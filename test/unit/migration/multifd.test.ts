@@ -168,6 +168,37 @@ describe('multifd', () => {
       mainSocket.destroy();
     }
   });
+  /**
+   * A source over `src` whose every dirty-log sync reports the pages set in `firstWord` (the first
+   * word of region 0's bitmap) dirty; it counts the syncs and records every throttle asked of it.
+   */
+  function fixedDirtySource(src: GuestMemory, firstWord: number): { source: MigrationSource; syncs: () => number; throttles: number[] } {
+    const region = src.regions[0]!;
+    let syncs = 0;
+    let tracking = false;
+    const dirty = {
+      get isTracking() { return tracking; },
+      async start() { tracking = true; },
+      sync() {
+        syncs++;
+        const bitmap = new Uint32Array(region.dirty.words.length);
+        bitmap[0] = firstWord;
+        let pages = 0;
+        for (let w = firstWord; w !== 0; w &= w - 1) pages++;
+        return [{ region, bitmap, pages }];
+      },
+      async stop() { tracking = false; },
+    } as unknown as DirtyTracker;
+    const throttles: number[] = [];
+    const source: MigrationSource = {
+      memory: src, dirty, pause: async () => {}, resume: () => {}, throttle: (p) => { throttles.push(p); },
+      shape: () => destination(src).shape(), captureState: () => [{ name: 'vm', state: {} }],
+    };
+    return { source, syncs: () => syncs, throttles };
+  }
+
+  const senderParams = (channels: number) => ({ 'downtime-limit': 300, 'max-bandwidth': 0, 'multifd-channels': channels, 'x-verify': false, 'tls-creds': '', 'tls-hostname': '' } satisfies MigrationParameters);
+
   it('PrecopySender: a pass\'s bandwidth counts what the channels sent after their batches were queued, so a guest dirtying two pages a pass switches over unthrottled', async () => {
     const src = memory();
     const dst = memory();
@@ -178,26 +209,8 @@ describe('multifd', () => {
     // Every sync finds pages 0 and 1 dirty: passes of one small batch, which a channel thread is
     // still sending when sendBatch returns. Measured there alone, such a pass carried ~0 B/s, so no
     // pass ever fitted the downtime limit and auto-converge throttled the guest pass after pass.
-    const region = src.regions[0]!;
-    let syncs = 0;
-    let tracking = false;
-    const dirty = {
-      get isTracking() { return tracking; },
-      async start() { tracking = true; },
-      sync() {
-        syncs++;
-        const bitmap = new Uint32Array(region.dirty.words.length);
-        bitmap[0] = 0b11;
-        return [{ region, bitmap, pages: 2 }];
-      },
-      async stop() { tracking = false; },
-    } as unknown as DirtyTracker;
-    const throttles: number[] = [];
-    const source: MigrationSource = {
-      memory: src, dirty, pause: async () => {}, resume: () => {}, throttle: (p) => { throttles.push(p); },
-      shape: () => destination(src).shape(), captureState: () => [{ name: 'vm', state: {} }],
-    };
-    const params = { 'downtime-limit': 300, 'max-bandwidth': 0, 'multifd-channels': 2, 'x-verify': false, 'tls-creds': '', 'tls-hostname': '' } satisfies MigrationParameters;
+    const { source, syncs, throttles } = fixedDirtySource(src, 0b11);
+    const params = senderParams(2);
     const sender = new PrecopySender(source, socket, () => params, () => true, () => {}, {
       multifd: {
         channels: 2,
@@ -211,8 +224,25 @@ describe('multifd', () => {
     expect(throttles.filter((p) => p > 0), `passes: ${info.ram['dirty-sync-count']}`).toEqual([]);
     expect(info.ram.mbps).toBeGreaterThan(0);
     // Pass 1, the first fit, one settling pass: the switch-over's own sync is the third.
-    expect(syncs).toBe(3);
+    expect(syncs()).toBe(3);
     expect(dst.read(gpa(MiB), 64 * 4096).every((b) => b === 0x5a)).toBe(true);
     expect(dst.read(gpa(0), 2 * 4096).every((b) => b === 0xa5)).toBe(true);
+  });
+
+  it('PrecopySender: a guest that dirties nothing switches over at the first sync, which finds no page (an empty set has nothing left to settle)', async () => {
+    const src = memory();
+    const dst = memory();
+    src.fill(gpa(MiB), 64 * 4096, 0x5a);
+    const { listener, received } = await incoming(dst);
+    const socket = await connect(listener.port);
+    const { source, syncs } = fixedDirtySource(src, 0);
+    const params = senderParams(0);
+    const sender = new PrecopySender(source, socket, () => params, () => true, () => {});
+    await sender.run();
+    await received;
+    expect(sender.info().status).toBe('completed');
+    // Pass 1's sync finds nothing, then the switch-over's own. Settling on empty sets took six.
+    expect(syncs()).toBe(2);
+    expect(dst.read(gpa(MiB), 64 * 4096).every((b) => b === 0x5a)).toBe(true);
   });
 });
