@@ -3,9 +3,9 @@
  * without tickless idle). Each tick it reads COM1 once: 't' prints the ticks
  * so far, "idle: ticks N\n", so the host can see the guest runs and its
  * timer fires (after a migration: that the timer came along); 'q' prints
- * "idle: bye\n" and powers off. A spinning
- * guest holds a host CPU the whole time; this one leaves the host's CPUs to
- * the VMM, as a real idle guest does. */
+ * "idle: bye\n" and powers off. A spinning guest holds a host CPU the whole
+ * time; this one leaves the host's CPUs to the VMM, as a real idle guest
+ * does. */
 #include "lib/poweroff.h"
 #include "lib/serial.h"
 #include "lib/tick.h"
