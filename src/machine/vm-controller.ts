@@ -175,8 +175,9 @@ export class VmController implements VmControl {
     return this.churnChain;
   }
 
+  /** A MIGRATION event, as QEMU sends it: only with the events capability on (tsvmm's default). */
   private emitMigration(status: string): void {
-    this.emit({ event: 'MIGRATION', data: { status } });
+    if (this.caps.get('events') === true) this.emit({ event: 'MIGRATION', data: { status } });
   }
 
   async migrateIncoming(uri: string): Promise<void> {
@@ -204,14 +205,16 @@ export class VmController implements VmControl {
       const main = await secure(await listener.connection);
       await receiveMigration(this.vm, main, async (count, timeoutMs) => Promise.all((await listener.next(count, timeoutMs)).map(secure)),
         { testOnlyResumeOnLoaded: this.testOnly.resumeOnLoaded, rehearsalRecords });
-      // The guest first: everything after this is downtime until it runs (QMP's events still come in
-      // QEMU's order, MIGRATION completed then RESUME).
+      // The guest first: everything before this is downtime. Then QMP's events in QEMU's order (its
+      // process_incoming_migration_bh: vm_start, which sends RESUME, then the MIGRATION status
+      // completed, "as soon as an external observer sees this event they might start to prod at the
+      // VM"); QEMU 7.2's destination sends them so (checked over QMP).
       this.state = 'running';
       this.vm.start();
+      this.emit({ event: 'RESUME' });
       listener.close();
       this.lastInfo = { status: 'completed' };
       this.emitMigration('completed');
-      this.emit({ event: 'RESUME' });
     } catch (e) {
       const message = e instanceof Error ? e.message : String(e);
       this.lastInfo = { status: 'failed', 'error-desc': message };

@@ -38,13 +38,17 @@ describeKvm('live migration between two tsvmm processes', () => {
     expect(await dst.exited).toBe(0);
   }, 300_000);
 
-  it('an idle guest, halted between the ticks of its LAPIC timer, migrates; the timer ticks on, on the destination', async () => {
+  it("an idle guest, halted between the ticks of its LAPIC timer, migrates; the timer ticks on, on the destination, which says RESUME and then MIGRATION completed, QEMU's order", async () => {
     const { dst, uri } = await destination(start, [IDLE, '--mem', MEM]);
+    const dstEvents: string[] = [];
+    (await qmp(dst)).on('event', (e) => dstEvents.push(e.event === 'MIGRATION' ? `MIGRATION ${(e.data as { status: string }).status}` : e.event));
     const src = start([IDLE, '--mem', MEM], 'src');
     await src.waitForConsole(/idle: halting\n/);
     await sleep(300); // some ticks on the source first: the count must carry over, not restart
 
     await migrateVerified(src, uri);
+    await expect.poll(() => dstEvents).toContain('MIGRATION completed');
+    expect(dstEvents.slice(-2)).toEqual(['RESUME', 'MIGRATION completed']);
 
     // The guest only wakes for its timer: were the LAPIC timer not restored, it would never answer.
     dst.type('t');
