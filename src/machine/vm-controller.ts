@@ -4,7 +4,7 @@ import {
   type RunState, type VmControl, type VmEvent,
 } from '../control/vm-control.js';
 import { RECORD_HEADER_BYTES, parseState, stateRecord } from '../migration/protocol.js';
-import { receiveMigration } from '../migration/incoming.js';
+import { receiveMigration, rehearseTailDecoding } from '../migration/incoming.js';
 import { MultifdChannels } from '../migration/multifd-channels.js';
 import { PrecopySender } from '../migration/precopy-sender.js';
 import { secureClient, secureServer, type TlsCredsX509 } from '../migration/tls.js';
@@ -202,6 +202,7 @@ export class VmController implements VmControl {
         rehearsalRecords.push(r);
         return parseState(r.subarray(RECORD_HEADER_BYTES)).state;
       }).catch((e: unknown) => process.stderr.write(`tsvmm: rehearsing the state restore failed (the migration goes on): ${e instanceof Error ? e.message : String(e)}\n`));
+      rehearseTailDecoding(rehearsalRecords);
       const main = await secure(await listener.connection);
       await receiveMigration(this.vm, main, async (count, timeoutMs) => Promise.all((await listener.next(count, timeoutMs)).map(secure)),
         { testOnlyResumeOnLoaded: this.testOnly.resumeOnLoaded, rehearsalRecords });
