@@ -7,7 +7,7 @@ import { BATCH_PAGES, RecordBufferPool, encodeRamRecord } from './ram-record.js'
 import type { PageRange } from '../memory/dirty-bitmap.js';
 import { StreamChecksum } from './stream-checksum.js';
 import { SESSION_BYTES, multifdRecord } from './multifd.js';
-import { COMMIT_GIVE_WAY_MS, SWITCHOVER_SPIN_MS, giveWay, spinUntilReadable } from './transport.js';
+import { COMMIT_GIVE_WAY_MS, SWITCHOVER_SPIN_MS, giveWay, readAvailable, spinUntilReadable } from './transport.js';
 import type { MultifdChannels } from './multifd-channels.js';
 import type { DirtyTracker, RegionDirtyPages } from '../memory/dirty-tracker.js';
 import type { MigrationInfo, MigrationParameters, MigrationStatusName } from '../control/vm-control.js';
@@ -68,6 +68,8 @@ const HELD_MAX_BYTES = 4 * 1024 * 1024;
  * one more write costs the stopped guest about as much as applying them (~0.05-0.1 ms on kvm_pvm).
  */
 const EARLY_FLUSH_BYTES = 64 * PAGE_BYTES;
+/** Room for the destination's answer to END read at once (LOADED; a REFUSED's reason, or its rest, comes through the event loop). */
+const ANSWER_READ_BYTES = 4096;
 
 /**
  * Pre-copy migration of a running VM over one connection: pass 1 sends every page, each later pass
@@ -318,8 +320,13 @@ export class PrecopySender {
     this.held = undefined;
     tracePhase('migration: END sent');
     // LOADED comes as soon as the destination has loaded the state: waited for awake (see
-    // spinUntilReadable). With VERIFY the destination hashes all of RAM first, too long to spin for.
-    if (!this.params()['x-verify']) spinUntilReadable([this.socket], SWITCHOVER_SPIN_MS);
+    // spinUntilReadable), and read at once (readAvailable). With VERIFY the destination hashes all of
+    // RAM first, too long to spin for.
+    if (!this.params()['x-verify'] && spinUntilReadable([this.socket], SWITCHOVER_SPIN_MS)) {
+      const answer = Buffer.allocUnsafe(ANSWER_READ_BYTES);
+      const n = readAvailable(this.socket, answer) ?? 0;
+      if (n > 0) this.peer.push(answer.subarray(0, n));
+    }
     const answer = await this.awaitAnswer();
     tracePhase(`migration: ${recordName(answer.type)} received`);
     if (answer.type === RecordType.REFUSED) throw new MigrationFailed(`the destination refused the VM: ${answer.payload.toString()}`);

@@ -280,6 +280,25 @@ export function spinUntilReadable(sockets: readonly net.Socket[], maxMs: number)
 }
 
 /**
+ * Reads what the kernel holds for a plain TCP `socket` now, into `into`, without the event loop: the
+ * byte count (0 when nothing has come yet, or the stream has ended), or undefined for a socket without
+ * a descriptor of its own (TLS). The bytes are the caller's: Node never sees them, and sees the
+ * stream go on after them. For a reply waited for awake (spinUntilReadable), which the event loop
+ * would read only after a turn: on kvm_pvm the source read LOADED 0.28 ms (median of 12) after its
+ * spin had seen it come. An error is not thrown here: the connection's next read, Node's, meets its
+ * end (a reset shows as the destination closing the connection).
+ */
+export function readAvailable(socket: net.Socket, into: Uint8Array): number | undefined {
+  const fd = socketFd(socket);
+  if (fd === undefined) return undefined;
+  try {
+    return addon().read(fd, into); // libuv keeps its sockets non-blocking
+  } catch {
+    return 0;
+  }
+}
+
+/**
  * How long the source gives way after writing COMMIT (giveWay): the destination reads it and starts
  * the guest in ~0.1-0.2 ms on kvm_pvm.
  */

@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto';
 import net from 'node:net';
 import { describe, expect, it, vi } from 'vitest';
 import { addon } from '../../../src/kvm/addon.js';
-import { bulkReads, connectForMigration, giveWay, listenForMigration, readChunks, spinUntilReadable } from '../../../src/migration/transport.js';
+import { bulkReads, connectForMigration, giveWay, listenForMigration, readAvailable, readChunks, spinUntilReadable } from '../../../src/migration/transport.js';
 import { freePort } from '../../helpers/free-port.js';
 
 /** Sends `data` over a real loopback connection in `piece`-byte writes; resolves with what the destination's reader saw. */
@@ -229,6 +229,36 @@ describe('migration transport', () => {
       const t0 = performance.now();
       expect(spinUntilReadable([new net.Socket()], 60_000)).toBe(false);
       expect(performance.now() - t0).toBeLessThan(60_000);
+    });
+  });
+
+  describe('readAvailable', () => {
+    it("takes what has come at once, outside the event loop, and Node's own reads go on after it, in order", async () => {
+      const listener = await listenForMigration(`tcp:127.0.0.1:${await freePort()}`);
+      const sender = await connectForMigration(`tcp:127.0.0.1:${listener.port}`);
+      const accepted = await listener.connection;
+      try {
+        const seen: Buffer[] = [];
+        sender.on('data', (d: Buffer) => seen.push(d)); // flowing, as a migration source's connection
+        const into = Buffer.alloc(64);
+        expect(readAvailable(sender, into)).toBe(0); // nothing yet
+        accepted.write('LOADED');
+        expect(spinUntilReadable([sender], 60_000)).toBe(true);
+        const n = readAvailable(sender, into)!;
+        expect(into.subarray(0, n).toString()).toBe('LOADED');
+        accepted.end('COMMIT');
+        await new Promise((resolve) => sender.once('end', resolve));
+        expect(Buffer.concat(seen).toString()).toBe('COMMIT');
+        expect(readAvailable(sender, into)).toBe(0); // the end of the stream
+      } finally {
+        sender.destroy();
+        accepted.destroy();
+        listener.close();
+      }
+    });
+
+    it('reads nothing from a socket without a file descriptor of its own (TLS)', () => {
+      expect(readAvailable(new net.Socket(), Buffer.alloc(8))).toBeUndefined();
     });
   });
 });
