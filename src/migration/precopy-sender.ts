@@ -258,9 +258,9 @@ export class PrecopySender {
     // The switch-over's encoder, run once more now on state read live and dropped, while the guest
     // still runs (and many times at the start: rehearseSwitchOverEncoding): its first runs (V8
     // compiling it, when the code cache does not hold it) are then not in the downtime, and its code
-    // and data are in the caches when the pause needs them. On kvm_pvm an idle
-    // guest's capture and encode took 1.9 ms without any rehearsal, 1.2 ms with one at the migration's
-    // start (medians of 5), and encoding alone ~0.25 ms with that one, ~0.1 ms with this one here.
+    // and data are in the caches when the pause needs them. On kvm_pvm an idle guest's capture and
+    // encode took 1.9 ms without any rehearsal, 1.2 ms with one at the migration's start (medians of
+    // 5), and encoding alone ~0.25 ms with that one, ~0.1 ms with this one here.
     // The destination rehearses its restore likewise (Vm.rehearseStateRestore).
     // The tail's assembly likewise: its END (the running checksum's digest) and the one buffer the
     // held records are copied into (flushHeld), which nothing before the switch-over runs.

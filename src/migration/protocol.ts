@@ -73,6 +73,7 @@ export const STREAM_VERSION = 9;
  * source to connect (200 took ~30 ms); 30 source rounds did no better than 10.
  */
 export const SWITCHOVER_ENCODING_ROUNDS = 10;
+/** The destination's rounds of the tail's decoding (see SWITCHOVER_ENCODING_ROUNDS). */
 export const TAIL_DECODING_ROUNDS = 200;
 export const PAGE_BYTES = 4096;
 export const RECORD_HEADER_BYTES = 5;
