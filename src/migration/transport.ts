@@ -299,6 +299,13 @@ export function readAvailable(socket: net.Socket, into: Uint8Array): number | un
 }
 
 /**
+ * How long a destination that has sent LOADED waits awake for COMMIT (spinUntilReadable): a source
+ * waiting awake for LOADED answers in ~0.1-0.2 ms on kvm_pvm; one that is not (with VERIFY) is
+ * waited for asleep after this.
+ */
+export const COMMIT_SPIN_MS = 2;
+
+/**
  * How long the source gives way after writing COMMIT (giveWay): the destination reads it and starts
  * the guest in ~0.1-0.2 ms on kvm_pvm.
  */
