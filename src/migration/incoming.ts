@@ -115,19 +115,30 @@ function takeData(conn: RamConnection): boolean {
 }
 
 /**
- * Decodes `records` (STATE records of this VM's own state) and checks an END record,
- * TAIL_DECODING_ROUNDS times over, and drops the results: the tail's decoding, run warm when the tail
- * comes. For a destination that waits for its source to connect; nothing in it touches the VM.
+ * The tail's decoding in steps, for rehearsals only: each of `records` (STATE records of this VM's own
+ * state) decoded, then an END record for what `checksum` has taken, decoded and checked. The results
+ * are dropped; nothing in them touches the VM.
+ */
+function tailDecodingSteps(records: readonly Buffer[], checksum: StreamChecksum): (() => void)[] {
+  return [
+    ...records.map((r) => () => { parseState(r.subarray(RECORD_HEADER_BYTES)); }),
+    () => {
+      const end = parseEnd(endRecord(checksum.bytes, checksum.value).subarray(RECORD_HEADER_BYTES));
+      checksum.matches(end.bytesBefore, end.hash);
+    },
+  ];
+}
+
+/**
+ * Runs the tail's decoding (tailDecodingSteps) on `records` TAIL_DECODING_ROUNDS times over, so that
+ * it runs warm when the tail comes. For a destination that waits for its source to connect.
  */
 export function rehearseTailDecoding(records: readonly Buffer[]): void {
   const checksum = new StreamChecksum();
+  const steps = tailDecodingSteps(records, checksum);
   for (let round = 0; round < TAIL_DECODING_ROUNDS; round++) {
-    for (const r of records) {
-      parseState(r.subarray(RECORD_HEADER_BYTES));
-      checksum.update(r);
-    }
-    const end = parseEnd(endRecord(checksum.bytes, checksum.value).subarray(RECORD_HEADER_BYTES));
-    checksum.matches(end.bytesBefore, end.hash);
+    for (const r of records) checksum.update(r);
+    for (const step of steps) step();
   }
 }
 
@@ -183,13 +194,7 @@ export async function receiveMigration(vm: MigrationDestination, socket: Socket,
    */
   const rehearseTail = (): void => {
     const tailHasCome = () => reader.pendingBytes > 0 || spinUntilReadable([socket], 0);
-    const pieces = [
-      ...(options.rehearsalRecords ?? []).map((r) => () => { parseState(r.subarray(RECORD_HEADER_BYTES)); }),
-      () => {
-        const end = parseEnd(endRecord(checksum.bytes, checksum.value).subarray(RECORD_HEADER_BYTES));
-        checksum.matches(end.bytesBefore, end.hash);
-      },
-    ];
+    const pieces = tailDecodingSteps(options.rehearsalRecords ?? [], checksum);
     if (tailHasCome()) return;
     try {
       for (const piece of pieces) {

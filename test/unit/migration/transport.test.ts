@@ -145,22 +145,22 @@ describe('migration transport', () => {
     }
   });
 
-  describe('spinUntilReadable', () => {
-    /**
-     * A loopback connection whose accepted end is handed out paused (nothing is read from it), and
-     * `send`, which resolves once a byte from the other end has gone out; `close` ends it all.
-     */
-    const pausedConnection = async () => {
-      const listener = await listenForMigration(`tcp:127.0.0.1:${await freePort()}`);
-      const sender = await connectForMigration(`tcp:127.0.0.1:${listener.port}`).catch((e: unknown) => { listener.close(); throw e; });
-      const accepted = await listener.connection;
-      return {
-        sender, accepted,
-        send: () => new Promise<void>((resolve, reject) => sender.write('x', (e) => (e ? reject(e) : resolve()))),
-        close: () => { sender.destroy(); accepted.destroy(); listener.close(); },
-      };
+  /**
+   * A loopback connection whose accepted end is handed out paused (nothing is read from it), and
+   * `send`, which resolves once a byte from the other end has gone out; `close` ends it all.
+   */
+  const pausedConnection = async () => {
+    const listener = await listenForMigration(`tcp:127.0.0.1:${await freePort()}`);
+    const sender = await connectForMigration(`tcp:127.0.0.1:${listener.port}`).catch((e: unknown) => { listener.close(); throw e; });
+    const accepted = await listener.connection;
+    return {
+      sender, accepted,
+      send: () => new Promise<void>((resolve, reject) => sender.write('x', (e) => (e ? reject(e) : resolve()))),
+      close: () => { sender.destroy(); accepted.destroy(); listener.close(); },
     };
+  };
 
+  describe('spinUntilReadable', () => {
     it('returns true at once for bytes not yet read, and false once maxMs has passed with nothing to read', async () => {
       const { sender, accepted, send, close } = await pausedConnection();
       try {
@@ -234,9 +234,7 @@ describe('migration transport', () => {
 
   describe('readAvailable', () => {
     it("takes what has come at once, outside the event loop, and Node's own reads go on after it, in order", async () => {
-      const listener = await listenForMigration(`tcp:127.0.0.1:${await freePort()}`);
-      const sender = await connectForMigration(`tcp:127.0.0.1:${listener.port}`);
-      const accepted = await listener.connection;
+      const { sender, accepted, close } = await pausedConnection();
       try {
         const seen: Buffer[] = [];
         sender.on('data', (d: Buffer) => seen.push(d)); // flowing, as a migration source's connection
@@ -251,9 +249,7 @@ describe('migration transport', () => {
         expect(Buffer.concat(seen).toString()).toBe('COMMIT');
         expect(readAvailable(sender, into)).toBe(0); // the end of the stream
       } finally {
-        sender.destroy();
-        accepted.destroy();
-        listener.close();
+        close();
       }
     });
 
