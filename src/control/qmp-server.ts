@@ -199,9 +199,9 @@ function encodeLine(message: object): string {
   }
 }
 
-/** QMP timestamps are wall-clock seconds and microseconds (qmp-spec.rst, "Asynchronous events"). */
-function timestamp(): { seconds: number; microseconds: number } {
-  const us = Math.floor((performance.timeOrigin + performance.now()) * 1000);
+/** QMP timestamps are wall-clock seconds and microseconds (qmp-spec.rst, "Asynchronous events"): of `at`, else of now. */
+function timestamp(at = performance.timeOrigin + performance.now()): { seconds: number; microseconds: number } {
+  const us = Math.floor(at * 1000);
   return { seconds: Math.floor(us / 1e6), microseconds: us % 1e6 };
 }
 
@@ -403,7 +403,8 @@ export class QmpServer {
 
   /** Pushes an event to every client that finished negotiation (qmp-spec: none before). */
   private broadcast(e: VmEvent): void {
-    const message = e.data === undefined ? { event: e.event, timestamp: timestamp() } : { event: e.event, data: e.data, timestamp: timestamp() };
+    const at = timestamp(e.at);
+    const message = e.data === undefined ? { event: e.event, timestamp: at } : { event: e.event, data: e.data, timestamp: at };
     for (const c of this.connections) if (c.negotiated) c.sendEvent(message);
   }
 

@@ -55,6 +55,8 @@ export type VmEventName = 'STOP' | 'RESUME' | 'MIGRATION' | 'SHUTDOWN';
 export interface VmEvent {
   event: VmEventName;
   data?: Record<string, unknown>; // MIGRATION: { status }, SHUTDOWN: { guest: boolean, reason: string }
+  /** When it happened, if before it is emitted: wall-clock ms (performance.timeOrigin + performance.now()). */
+  at?: number;
 }
 
 /** A command refused by the VM; `qmpClass` is QMP's error class ('GenericError', 'DeviceNotActive'...). */

@@ -37,6 +37,8 @@ interface VcpuHandle {
 export class VcpuThreads {
   private readonly handles: VcpuHandle[];
   private readonly kickSignal: number;
+  /** What handOver sleeps on: never notified, so only its timeout ends a nap. */
+  private readonly napWord = new Int32Array(new SharedArrayBuffer(4));
   private firstStop: VcpuStop | undefined;
   private resolveStopped!: (stop: VcpuStop | undefined) => void;
   /**
@@ -181,6 +183,11 @@ export class VcpuThreads {
     }
   }
 
+  /** Whether vCPU `index`'s thread is in its park (paused, or started parked and not yet let go). */
+  isParked(index: number): boolean {
+    return Atomics.load(this.handles[index]!.control, Ctl.STATE) === State.PAUSED;
+  }
+
   /** Whether vCPU `index`'s thread is still asked to stand by (it clears that once it gives up). */
   isStandingBy(index: number): boolean {
     return Atomics.load(this.handles[index]!.control, Ctl.STAND_BY) === 1;
@@ -194,6 +201,20 @@ export class VcpuThreads {
       if (Atomics.load(h.control, Ctl.REQUEST) !== Request.PAUSE) continue;
       postRequest(h.control, Request.RUN);
     }
+  }
+
+  /**
+   * Sleeps the calling thread until every thread that stands by (standBy) has left its park, for at
+   * most `ms`. For a resume() after standBy(): the threads spin for it, but one that spins on this
+   * thread's CPU gets it only once this thread stops running, and what this thread does next can wait
+   * while the guest cannot. It sleeps in short naps on a word no one notifies: a thread leaving its
+   * park notifies STATE, and a waiter woken so took the CPU back from it at once.
+   */
+  handOver(ms: number): void {
+    const until = performance.now() + ms;
+    const waiting = () => this.handles.some((h) => Atomics.load(h.control, Ctl.STAND_BY) === 1
+      && Atomics.load(h.control, Ctl.REQUEST) === Request.RUN && Atomics.load(h.control, Ctl.STATE) === State.PAUSED);
+    while (waiting() && performance.now() < until) Atomics.wait(this.napWord, 0, 0, HAND_OVER_NAP_MS);
   }
 
   /** Stops every vCPU and resolves when every thread has ended its run loop. */
@@ -306,6 +327,8 @@ function spinForPauseAcks(handles: readonly { control: Int32Array }[], epochs: r
 
 /** How long pause() busy-waits for the acknowledgements before it waits without blocking. */
 const PAUSE_SPIN_MS = 1;
+/** handOver's nap: short beside the ~0.2 ms a spinning vCPU thread waited for the CPU it shared. */
+const HAND_OVER_NAP_MS = 0.02;
 
 /** How long capturedState() waits for a vCPU thread's capture awake, then asleep in all (see there). */
 const CAPTURE_SPIN_MS = 1;

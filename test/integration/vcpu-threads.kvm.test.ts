@@ -97,6 +97,17 @@ describeKvm('vCPU threads on real KVM', () => {
     expect(v.vcpus.isPaused()).toBe(false);
   });
 
+  it('handOver: after standBy and start, returns once every thread has left its park', async () => {
+    const v = await startedParked();
+    v.standBy();
+    // Let both threads take up their stand-by before the start, as LOADED's round trip does.
+    await sleep(1);
+    v.start();
+    v.vcpus.handOver(10_000);
+    expect([0, 1].map((i) => v.vcpus.isParked(i))).toEqual([false, false]);
+    await counterMoving(v);
+  });
+
   it('pause stops a spinning guest (every vCPU out of KVM_RUN); resume lets it continue', async () => {
     vm = Vm.create({ kernelPath: guest('spin'), memBytes: 64 * MiB, cpus: 2, cmdline: 'spin', serialOutputFd: 2 });
     vm.start();

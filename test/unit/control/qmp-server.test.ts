@@ -309,6 +309,18 @@ describe('QmpServer: events', () => {
     expect(at - raised).toBeLessThan(40);
   });
 
+  it('stamps an event raised with the moment it happened (at) with that moment', async () => {
+    // A destination's RESUME: the vCPUs were let go, then handed the CPU, then the event raised.
+    const c = await client();
+    const happened = performance.timeOrigin + performance.now() - 3.25;
+    control.emit({ event: 'RESUME', at: happened });
+    const m = await c.next();
+    expect(m).toMatchObject({ event: 'RESUME' });
+    const ts = m.timestamp as { seconds: number; microseconds: number };
+    expect(ts.seconds * 1e6 + ts.microseconds).toBe(Math.floor(happened * 1000));
+    expect(Object.keys(m).sort()).toEqual(['event', 'timestamp']);
+  });
+
   it('keeps an event raised inside a command before that command\'s answer, as QEMU writes them', async () => {
     const c = await client();
     control.onCancel = () => control.emit({ event: 'MIGRATION', data: { status: 'cancelling' } });
