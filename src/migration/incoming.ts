@@ -7,7 +7,7 @@ import { COMMIT_SPIN_MS, SWITCHOVER_SPIN_MS, giveWay, readChunks, spinUntilReada
 import { StreamChecksum } from './stream-checksum.js';
 import {
   RECORD_HEADER_BYTES, TAIL_DECODING_ROUNDS, STREAM_START_BYTES, checkStreamStart, RecordReader, RecordType, endRecord, hashRegions, parseEnd, parseHeader, parseState, record,
-  recordName, shapeMismatch, verifyMismatches, MigrationStreamError, type MachineShape, type ReadRecord,
+  recordName, shapeMismatch, u32Record, verifyMismatches, MigrationStreamError, type MachineShape, type ReadRecord,
 } from './protocol.js';
 
 /** What the receiver needs of the destination VM (created, vCPUs not started). */
@@ -176,6 +176,13 @@ export async function receiveMigration(vm: MigrationDestination, socket: Socket,
     throw new IncomingMigrationError(message);
   };
   const unexpected = (type: number, where = ''): never => refuse(`unexpected ${recordName(type)} record${where} in state ${state}`);
+  /**
+   * Tells the source that pass n is in guest RAM, for every live pass (not the one after SWITCHOVER,
+   * whose answer is LOADED): it switches over only once this side has caught up (protocol.ts, APPLIED).
+   */
+  const applied = (pass: number) => {
+    if (!awaitingTail) socket.write(u32Record(RecordType.APPLIED, pass));
+  };
   const allSynced = (pass: number) => multifd !== undefined && multifd.ready && multifd.channels.every((c) => c.synced >= pass);
   /** LOADED has gone out: nothing but the main connection's COMMIT is read any more. */
   const handedOver = () => state === 'loaded' || state === 'committed';
@@ -240,6 +247,7 @@ export async function receiveMigration(vm: MigrationDestination, socket: Socket,
         if (state !== 'ram') unexpected(type);
         passes = payload.readUInt32LE(0);
         if (multifd !== undefined) mainHeldAt = passes;
+        else applied(passes);
         return;
       case RecordType.STATE: {
         if (state !== 'ram' && state !== 'device') unexpected(type);
@@ -365,6 +373,7 @@ export async function receiveMigration(vm: MigrationDestination, socket: Socket,
         if (multifd !== undefined && !multifd.ready) return; // channels still connecting
         if (mainHeldAt !== undefined) {
           if (!allSynced(mainHeldAt)) return;
+          applied(mainHeldAt);
           mainHeldAt = undefined;
           socket.resume();
         }

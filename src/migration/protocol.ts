@@ -1,5 +1,5 @@
 /**
- * The tsvmm migration stream, version 9: one TCP connection, records in both directions.
+ * The tsvmm migration stream, version 10: one TCP connection, records in both directions.
  *
  *   source                                              destination (tsvmm run --incoming tcp:H:P)
  *     | HEADER  magic "TSVMMIG\0", version, machine shape  |  refuses a shape mismatch before touching
@@ -10,8 +10,12 @@
  *     |         a flag, never-written ranges as zero runs  |  writes pages into guest RAM (not running)
  *     |--------------------------------------------------->|
  *     | PASS_END 1                                         |
+ *     |<---------------------------------------------------|  APPLIED 1 once pass 1 is in guest RAM
  *     | RAM ... PASS_END n   pages dirtied since last sync |
  *     |--------------------------------------------------->|
+ *     |                                         APPLIED n  |
+ *     |<---------------------------------------------------|
+ *     |   [source waits for APPLIED of its last pass]      |
  *     |   [source pauses vCPUs]                            |
  *     | SWITCHOVER  the guest has stopped; the rest follows|  waits for it awake (spinUntilReadable)
  *     |   [final sync]                                     |
@@ -48,6 +52,8 @@ import { createHash } from 'node:crypto';
 
 export const STREAM_MAGIC = Buffer.from('TSVMMIG\0', 'latin1');
 /**
+ * 10: the destination answers each PASS_END before SWITCHOVER with APPLIED once it has applied that
+ * pass, and the source switches over only after the APPLIED of its last live pass.
  * 9: a RAM record carries its data pages together after its entries (with their count up front),
  * where version 8 put each page after its entry: a destination reads them into guest RAM directly.
  * 8: SWITCHOVER announces the switch-over once the source's guest has stopped; a vCPU's STATE is
@@ -60,7 +66,7 @@ export const STREAM_MAGIC = Buffer.from('TSVMMIG\0', 'latin1');
  * 3: END and SYNC carry XXH64 (StreamChecksum), where version 2 carried CRC-32C and version 1 SHA-1;
  * RAM records may hold ZERO_RUN entries (a whole never-written range in 9 bytes).
  */
-export const STREAM_VERSION = 9;
+export const STREAM_VERSION = 10;
 /**
  * How many times the switch-over's encoding (PrecopySender.rehearseSwitchOverEncoding) and decoding
  * (rehearseTailDecoding) run on sample state before a migration needs them. That code runs once per
@@ -77,7 +83,7 @@ export const SWITCHOVER_ENCODING_ROUNDS = 10;
 export const TAIL_DECODING_ROUNDS = 200;
 export const PAGE_BYTES = 4096;
 export const RECORD_HEADER_BYTES = 5;
-/** No record of version 9 is larger (a RAM batch of 768 pages, ram-record.ts, is ~3 MiB). */
+/** No record of version 10 is larger (a RAM batch of 768 pages, ram-record.ts, is ~3 MiB). */
 export const MAX_RECORD_BYTES = 4 * 1024 * 1024;
 
 export const RecordType = {
@@ -110,6 +116,14 @@ export const RecordType = {
    * where that code's first run cost milliseconds of downtime in nested KVM.
    */
   ACCEPTED: 0x82,
+  /**
+   * Destination -> source, u32 n: every record up to the main connection's PASS_END n, and with
+   * multifd every channel's SYNC n, has been applied; for each PASS_END before SWITCHOVER. The source
+   * pauses its guest only once the destination has applied every live pass (or has waited
+   * CATCH_UP_MAX_MS for it): what the destination still holds in its socket buffers when the guest
+   * stops is downtime too.
+   */
+  APPLIED: 0x83,
 } as const;
 export type RecordTypeValue = (typeof RecordType)[keyof typeof RecordType];
 

@@ -1,5 +1,5 @@
 // What a destination answers, over real loopback TCP: ACCEPTED for a HEADER it takes (stream version
-// 9), then LOADED after a good END, and it lets its guest run only once the source answers COMMIT;
+// 10), then LOADED after a good END, and it lets its guest run only once the source answers COMMIT;
 // REFUSED alone for a shape it cannot take. No KVM: the destination is guest memory and a state sink.
 import { randomBytes } from 'node:crypto';
 import net from 'node:net';
@@ -48,7 +48,8 @@ async function streamUntilLoaded(shape: MachineShape, source: net.Socket, answer
   send(u32Record(RecordType.PASS_END, 1));
   send(stateRecord('vm', {}));
   source.write(endRecord(sum.bytes, sum.value));
-  await expect.poll(answers).toEqual(['ACCEPTED', 'LOADED']);
+  // A PASS_END before SWITCHOVER is a live pass's: APPLIED says it is in guest RAM.
+  await expect.poll(answers).toEqual(['ACCEPTED', 'APPLIED', 'LOADED']);
 }
 
 /** 'pending', or how `p` has settled within `ms`. */
@@ -99,6 +100,7 @@ describe('incoming migration answers', () => {
     send(u32Record(RecordType.PASS_END, 1));
     send(stateRecord('vm', {}));
     source.write(endRecord(sum.bytes, sum.value));
+    // The PASS_END after SWITCHOVER is the last pass's, answered by LOADED alone.
     await expect.poll(answers).toEqual(['ACCEPTED', 'LOADED']);
     source.write(record(RecordType.COMMIT, new Uint8Array(0)));
     await received;
@@ -146,7 +148,7 @@ describe('incoming migration answers', () => {
   it('RAM pages land byte for byte, most of them read from the connection straight into guest memory', async () => {
     const d = await destinationAndSource();
     const src = await sendRamStream(d);
-    await expect.poll(d.answers).toEqual(['ACCEPTED', 'LOADED']);
+    await expect.poll(d.answers).toEqual(['ACCEPTED', 'APPLIED', 'LOADED']);
     d.source.write(record(RecordType.COMMIT, new Uint8Array(0)));
     const { ramBytesReadDirect } = await d.received;
     expect(Buffer.from(d.mem.regions[0]!.bytes).equals(Buffer.from(src.regions[0]!.bytes))).toBe(true);
@@ -162,7 +164,7 @@ describe('incoming migration answers', () => {
       return changed;
     });
     await expect(d.received).rejects.toThrow(/END checksum does not match/);
-    await expect.poll(d.answers).toEqual(['ACCEPTED', 'REFUSED']);
+    await expect.poll(d.answers).toEqual(['ACCEPTED', 'APPLIED', 'REFUSED']);
   });
 
   it('a shape it cannot take: REFUSED, and never ACCEPTED', async () => {

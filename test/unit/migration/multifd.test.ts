@@ -223,10 +223,48 @@ describe('multifd', () => {
     expect(info.status).toBe('completed');
     expect(throttles.filter((p) => p > 0), `passes: ${info.ram['dirty-sync-count']}`).toEqual([]);
     expect(info.ram.mbps).toBeGreaterThan(0);
-    // Pass 1, the first fit, one settling pass: the switch-over's own sync is the third.
-    expect(syncs()).toBe(3);
+    // Pass 1, the first fit, one settling pass, one more while the destination says it applied the
+    // passes before (APPLIED): the switch-over's own sync is the fourth.
+    expect(syncs()).toBe(4);
     expect(dst.read(gpa(MiB), 64 * 4096).every((b) => b === 0x5a)).toBe(true);
     expect(dst.read(gpa(0), 2 * 4096).every((b) => b === 0xa5)).toBe(true);
+  });
+
+  it('PrecopySender: pauses the guest only once the destination has applied every live pass (APPLIED): its backlog is no part of the downtime', async () => {
+    const src = memory();
+    src.fill(gpa(MiB), 64 * 4096, 0x5a);
+    // A destination that says it applied each live pass 100 ms after its PASS_END, and notes what came when.
+    const log: string[] = [];
+    const server = net.createServer((s) => {
+      const reader = new RecordReader();
+      s.on('error', () => {});
+      s.on('data', (d: Buffer) => {
+        reader.push(d);
+        for (let r = reader.next(); r !== undefined; r = reader.next()) {
+          if (r.type === RecordType.HEADER) s.write(record(RecordType.ACCEPTED, new Uint8Array(0)));
+          else if (r.type === RecordType.SWITCHOVER) log.push('SWITCHOVER');
+          else if (r.type === RecordType.PASS_END && !log.includes('SWITCHOVER')) {
+            const pass = r.payload.readUInt32LE(0);
+            log.push(`PASS_END ${pass}`);
+            setTimeout(() => {
+              log.push(`APPLIED ${pass}`);
+              if (!s.destroyed) s.write(u32Record(RecordType.APPLIED, pass));
+            }, 100);
+          } else if (r.type === RecordType.END) s.write(record(RecordType.LOADED, new Uint8Array(0)));
+        }
+      });
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    disposables.push({ dispose: () => server.close() });
+    const socket = await connect((server.address() as net.AddressInfo).port);
+    const { source } = fixedDirtySource(src, 0);
+    const params = senderParams(0);
+    const sender = new PrecopySender(source, socket, () => params, () => true, () => {});
+    await sender.run();
+    expect(sender.info().status).toBe('completed');
+    const lastLivePass = log.filter((e) => e.startsWith('PASS_END')).length;
+    expect(log.indexOf(`APPLIED ${lastLivePass}`), log.join(', ')).toBeGreaterThanOrEqual(0);
+    expect(log.indexOf('SWITCHOVER'), log.join(', ')).toBeGreaterThan(log.indexOf(`APPLIED ${lastLivePass}`));
   });
 
   it('PrecopySender: a guest that dirties nothing switches over at the first sync, which finds no page (an empty set has nothing left to settle)', async () => {
@@ -241,8 +279,9 @@ describe('multifd', () => {
     await sender.run();
     await received;
     expect(sender.info().status).toBe('completed');
-    // Pass 1's sync finds nothing, then the switch-over's own. Settling on empty sets took six.
-    expect(syncs()).toBe(2);
+    // Pass 1's sync finds nothing; an empty pass goes while the destination says it applied pass 1
+    // (APPLIED), and its sync finds nothing; then the switch-over's own. Settling on empty sets took six.
+    expect(syncs()).toBe(3);
     expect(dst.read(gpa(MiB), 64 * 4096).every((b) => b === 0x5a)).toBe(true);
   });
 });
