@@ -213,12 +213,12 @@ export class VmController implements VmControl {
       this.state = 'running';
       // RESUME is stamped as the guest is started, before its devices start and its vCPUs are let go,
       // as QEMU's vm_prepare_start sends it ("the CPUs will be resumed shortly later"), and sent once
-      // the vCPU threads have had the CPU: a spinner sharing this thread's CPU waited ~0.2-0.4 ms for
-      // it in about half the runs. Idle 1 GiB on kvm_pvm, 12 alternated runs a side, COMMIT read to the
-      // vCPU unparked: mean 0.11 ms against 0.18, the slowest 0.18 against 0.41.
+      // start() has handed the vCPU threads the CPU (VcpuThreads.handOver): a spinner sharing this
+      // thread's CPU waited ~0.2-0.4 ms for it in about half the runs. Idle 1 GiB on kvm_pvm, 12
+      // alternated runs a side, COMMIT read to the vCPU unparked: mean 0.11 ms against 0.18, the
+      // slowest 0.18 against 0.41.
       const resumedAt = performance.timeOrigin + performance.now();
       this.vm.start();
-      this.vm.handOver();
       this.emit({ event: 'RESUME', at: resumedAt });
       listener.close();
       this.lastInfo = { status: 'completed' };

@@ -74,7 +74,7 @@ export const MIN_MEM_BYTES = 2 * MiB;
 export const MAX_CPUS = 254;
 
 /**
- * How long an incoming VM's start() blocks its thread for the vCPU threads standing by to leave their
+ * How long an incoming VM's start() naps its thread for the vCPU threads standing by to leave their
  * park (VcpuThreads.handOver): they take ~0.015 ms on a CPU of their own.
  */
 const VCPU_HAND_OVER_MS = 1;
@@ -360,13 +360,8 @@ export class Vm {
     }
     this.parkedAtStart = false;
     this.vcpus.resume();
-  }
-
-  /**
-   * After start() on an incoming VM: gives the CPU to its vCPU threads until they run the guest (for
-   * at most VCPU_HAND_OVER_MS), as the caller's next work can wait and the guest's cannot.
-   */
-  handOver(): void {
+    // An incoming VM's: the threads standing by get the CPU before this thread goes on, as its next
+    // work can wait and the guest's cannot.
     this.vcpus.handOver(VCPU_HAND_OVER_MS);
   }
 

@@ -252,7 +252,8 @@ export class PrecopySender {
           // guest needs no more throttle than it has. An empty set has nothing left to shrink.
           if (pages === 0 || !shrinking || settlePasses >= MAX_SETTLE_PASSES) {
             // The destination may still be applying earlier passes, which the stopped guest would
-            // wait for too: send these pages live, wait for it to catch up, and sync again.
+            // wait for too: send these pages live, wait for it to catch up, and sync again. check()
+            // reads the answers that have come (nextFromPeer notes each APPLIED).
             this.check();
             if (this.appliedPass >= this.pass || catchUps >= MAX_CATCH_UPS) break;
             catchUps++;
