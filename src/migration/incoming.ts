@@ -432,7 +432,8 @@ export async function receiveMigration(vm: MigrationDestination, socket: Socket,
      * is read and taken. Only a record being applied has a landing (a held multifd channel pulls no
      * record), so no page lands ahead of its turn. Read before the guest runs, and into pages the
      * receiver writes anyway, so nothing else writes them. `readStarts` says whether record starts are
-     * read RECORD_START_READ_BYTES at a time (while RAM may still come).
+     * read RECORD_START_READ_BYTES at a time (while RAM may still come). The connection sleeps until the
+     * rest of the record's data has come (committed; up to READ_WAKE_MAX_BYTES of it).
      */
     const placementFor = (conn: RamConnection, readStarts: () => boolean): ReadPlacement => ({
       next: () => {
@@ -452,6 +453,8 @@ export async function receiveMigration(vm: MigrationDestination, socket: Socket,
         ramBytesReadDirect += bytes.length;
         if (landing.dataLeft === 0) conn.landing = undefined;
       }),
+      // The rest of the RAM record being read: the source writes each record whole (precopy-sender.ts).
+      committed: () => (failed || handedOver() ? 0 : Math.max(0, conn.reader.bodyLeft - conn.reader.pendingBytes)),
     });
 
     const connectChannels = (channels: number) => {

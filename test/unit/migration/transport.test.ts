@@ -96,6 +96,51 @@ describe('migration transport', () => {
     expect(landedReads).toBeGreaterThanOrEqual(Math.floor(data.length / SEGMENT / 2));
   });
 
+  it('bulkReads with committed bytes: the reader is woken once they have all come (SO_RCVLOWAT), not at each piece, and the bytes after them still come', async () => {
+    const HEAD = 9;
+    const PIECE = 64 * 1024;
+    const PIECES = 8;
+    const body = randomBytes(PIECE * PIECES);
+    const tail = Buffer.from('end');
+    const reads: number[] = [];
+    let at = 0;
+    const listener = await listenForMigration(`tcp:127.0.0.1:${await freePort()}`);
+    try {
+      const sender = await connectForMigration(`tcp:127.0.0.1:${listener.port}`);
+      const socket = bulkReads(await listener.connection);
+      const got: Buffer[] = [];
+      const all = new Promise<void>((resolve) => {
+        readChunks(socket, (chunk) => {
+          reads.push(chunk.length);
+          got.push(Buffer.from(chunk));
+          at += chunk.length;
+          if (at === HEAD + body.length + tail.length) resolve();
+        }, {
+          next: () => ({ maxBytes: Infinity }),
+          landed: () => { throw new Error('nothing was placed in a view'); },
+          // The body is announced by the head, as a RAM record's data is by its entries.
+          committed: () => (at >= HEAD && at < HEAD + body.length ? HEAD + body.length - at : 0),
+        });
+      });
+      const pause = () => new Promise((r) => setTimeout(r, 20));
+      sender.write(randomBytes(HEAD));
+      await pause();
+      // Each piece alone, the reader idle in between: without the threshold, a read per piece.
+      for (let p = 0; p < PIECES; p++) {
+        sender.write(body.subarray(p * PIECE, (p + 1) * PIECE));
+        await pause();
+      }
+      sender.write(tail);
+      await all;
+      expect(Buffer.concat(got).subarray(HEAD).equals(Buffer.concat([body, tail]))).toBe(true);
+      sender.destroy();
+      socket.destroy();
+    } finally {
+      listener.close();
+    }
+    expect(reads).toEqual([HEAD, body.length, tail.length]);
+  });
+
   it('a placement that throws is dropped (Node calls it outside our code): every later byte reaches the sink, in order', async () => {
     const data = randomBytes(2 * 1024 * 1024);
     const parts: Buffer[] = [];
