@@ -19,6 +19,10 @@
 // Each destination receives into memory freed just as its migration starts, by a child process
 // that held as much as the guest's RAM until then (holdHostMemory: on a host that is a VM, memory
 // freed a while ago costs a hypervisor fault per page to write, memory freed just now does not).
+// Each round also gives the CPU time each VMM process used from the migrate command to completion
+// (user + system, exited threads included, in /proc's 10 ms ticks), source and destination apart:
+// what each side's work cost, which the host's noise moves less than the wall clock (on this host a
+// 1 GiB full-RAM round took 320-520 ms of wall time, as the destination's memory came fast or slow).
 //
 // Reproduce: npm install && node bench/migrate.mjs [--sizes 1,4] [--cases idle,dirtying[,full][,spinning]]
 //   [--dirty-bytes 64M] [--downtime-limit 300] [--timeout 600] [--loopback-seconds 3] [--rounds N]
@@ -118,6 +122,9 @@ function parseSize(text) {
   return Number(m[1]) * { '': 1, k: 1024, m: MiB, g: GiB }[m[2].toLowerCase()];
 }
 
+/** Clock ticks per second, the unit of /proc/PID/stat's CPU times. */
+const CLOCK_TICKS = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout) || 100;
+
 /** A VMM process: serial console on stdio (typed into, read back), QMP on a unix socket. */
 class VmmProcess {
   constructor(label, command, args, qmpPath) {
@@ -136,6 +143,16 @@ class VmmProcess {
     }));
     this.exitStatus = undefined;
     this.exited.then((s) => { this.exitStatus = s; });
+  }
+
+  /** CPU time (user + system, ms) the process has used so far, its exited threads included; undefined once it is gone. */
+  cpuMs() {
+    try {
+      const fields = readFileSync(`/proc/${this.child.pid}/stat`, 'utf8').split(') ')[1].split(' ');
+      return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLOCK_TICKS; // utime, stime (proc(5) fields 14, 15)
+    } catch {
+      return undefined;
+    }
   }
 
   async waitFor(what, label, ms = 120_000) {
@@ -332,8 +349,12 @@ async function migrateOnce(vmm, kind, memGiB) {
     dstQmp.on('event', (e) => { if (e.event === 'RESUME' && resumeAt === undefined) resumeAt = eventMs(e); });
     progress(`${vmm === vmms.tsvmm ? 'tsvmm' : 'QEMU'} ${memGiB} GiB ${kind}: migrating`);
     await warm.release();
+    const cpuBefore = [src.cpuMs(), dst.cpuMs()];
     await srcQmp.execute('migrate', { uri: `tcp:127.0.0.1:${port}` });
     const info = await migrationEnd(srcQmp, `${vmm === vmms.tsvmm ? 'tsvmm' : 'QEMU'} ${memGiB} GiB ${kind}`);
+    const used = (before, now) => (before === undefined || now === undefined ? undefined : now - before);
+    info['x-cpu-source'] = used(cpuBefore[0], src.cpuMs());
+    info['x-cpu-destination'] = used(cpuBefore[1], dst.cpuMs());
     let check = '';
     if (info.status === 'completed') {
       await dstQmp.execute('query-status'); // any RESUME sent before this answer has arrived
@@ -451,6 +472,7 @@ function medianOf(results) {
     info: {
       status: 'completed', 'total-time': med((i) => i['total-time']), downtime: med((i) => i.downtime),
       'x-guest-stopped': med((i) => i['x-guest-stopped']),
+      'x-cpu-source': med((i) => i['x-cpu-source']), 'x-cpu-destination': med((i) => i['x-cpu-destination']),
       ram: { transferred: med((i) => i.ram.transferred), normal: med((i) => i.ram.normal), duplicate: med((i) => i.ram.duplicate) },
     },
   };
@@ -461,7 +483,7 @@ function row(label, r, limit) {
   const i = r.info;
   return `  ${label}: total ${fmtMs(i['total-time'])}, downtime ${fmtMs(i.downtime)}, guest stopped ${fmtStopMs(i['x-guest-stopped'])}, sent ${fmtBytes(i.ram.transferred)}, `
     + `${Math.round(pagesPerSecond(i))} pages/s, wire ${fmtRate(wireRate(i))} = ${((100 * wireRate(i)) / limit).toFixed(0)}% of loopback, `
-    + `passes ${i.ram['dirty-sync-count']}${r.dirtyRate === undefined ? '' : `, guest dirtied ${Math.round(r.dirtyRate)} pages/s before`}; ${r.check}`;
+    + `cpu source ${fmtMs(i['x-cpu-source'])}, destination ${fmtMs(i['x-cpu-destination'])}, passes ${i.ram['dirty-sync-count']}${r.dirtyRate === undefined ? '' : `, guest dirtied ${Math.round(r.dirtyRate)} pages/s before`}; ${r.check}`;
 }
 
 /** kvm_pvm (a KVM for hosts that are VMs themselves) is this host's own KVM, not nested KVM on TCG. */
@@ -504,7 +526,7 @@ const limit = Math.max(limitBefore, await loopbackLimit('after the migrations'))
 console.log(`  loopback limit used below: ${fmtRate(limit)}, the highest of the four`);
 
 if (rounds > 1) console.log(`\n  below: the median of ${rounds} rounds of each figure`);
-console.log('\n  case             total tsvmm/QEMU   downtime tsvmm/QEMU   guest stopped tsvmm/QEMU   bytes tsvmm/QEMU   pages/s tsvmm/QEMU   tsvmm wire % of loopback');
+console.log('\n  case             total tsvmm/QEMU   downtime tsvmm/QEMU   guest stopped tsvmm/QEMU   bytes tsvmm/QEMU   pages/s tsvmm/QEMU   tsvmm wire % of loopback   CPU source, destination tsvmm/QEMU');
 const verdicts = [];
 for (const { label, tsvmm, qemu } of results) {
   const t = tsvmm.info.status === 'completed' ? tsvmm.info : undefined;
@@ -513,7 +535,8 @@ for (const { label, tsvmm, qemu } of results) {
   console.log(`  ${label.padEnd(15)}  ${ratio(t?.['total-time'], q?.['total-time']).padStart(16)}   ${ratio(t?.downtime, q?.downtime).padStart(19)}   `
     + `${ratio(t?.['x-guest-stopped'], q?.['x-guest-stopped']).padStart(24)}   `
     + `${ratio(t?.ram.transferred, q?.ram.transferred).padStart(16)}   ${ratio(t && pagesPerSecond(t), q && pagesPerSecond(q)).padStart(18)}   `
-    + `${pct === undefined ? '-' : `${pct.toFixed(0)}%`.padStart(24)}`);
+    + `${pct === undefined ? '-' : `${pct.toFixed(0)}%`.padStart(24)}   `
+    + `${`${ratio(t?.['x-cpu-source'], q?.['x-cpu-source'])}, ${ratio(t?.['x-cpu-destination'], q?.['x-cpu-destination'])}`.padStart(34)}`);
   const met = (ok) => (ok === undefined ? 'not measured' : ok ? 'met' : 'NOT met');
   verdicts.push(`  ${label.padEnd(15)}  total <= 0.8x QEMU: ${met(t && q ? t['total-time'] <= 0.8 * q['total-time'] : undefined)}; `
     + `downtime <= QEMU's: ${met(t && q ? t.downtime <= q.downtime : undefined)} (each one's own field), `
