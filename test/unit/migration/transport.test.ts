@@ -109,27 +109,31 @@ describe('migration transport', () => {
       const sender = await connectForMigration(`tcp:127.0.0.1:${listener.port}`);
       const socket = bulkReads(await listener.connection);
       const got: Buffer[] = [];
-      const all = new Promise<void>((resolve) => {
-        readChunks(socket, (chunk) => {
-          reads.push(chunk.length);
-          got.push(Buffer.from(chunk));
-          at += chunk.length;
-          if (at === HEAD + body.length + tail.length) resolve();
-        }, {
-          next: () => ({ maxBytes: Infinity }),
-          landed: () => { throw new Error('nothing was placed in a view'); },
-          // The body is announced by the head, as a RAM record's data is by its entries.
-          committed: () => (at >= HEAD && at < HEAD + body.length ? HEAD + body.length - at : 0),
-        });
+      const reached = new Map<number, () => void>();
+      const until = (bytes: number) => new Promise<void>((resolve) => reached.set(bytes, resolve));
+      const headRead = until(HEAD);
+      const bodyRead = until(HEAD + body.length);
+      const all = until(HEAD + body.length + tail.length);
+      readChunks(socket, (chunk) => {
+        reads.push(chunk.length);
+        got.push(Buffer.from(chunk));
+        at += chunk.length;
+        reached.get(at)?.();
+      }, {
+        next: () => ({ maxBytes: Infinity }),
+        landed: () => { throw new Error('nothing was placed in a view'); },
+        // The body is announced by the head, as a RAM record's data is by its entries.
+        committed: () => (at >= HEAD && at < HEAD + body.length ? HEAD + body.length - at : 0),
       });
-      const pause = () => new Promise((r) => setTimeout(r, 20));
+      // Each step waits for the reader, so that the reads do not depend on how fast it is.
       sender.write(randomBytes(HEAD));
-      await pause();
-      // Each piece alone, the reader idle in between: without the threshold, a read per piece.
+      await headRead;
+      // Each piece alone, 20 ms apart: without the threshold, a read per piece.
       for (let p = 0; p < PIECES; p++) {
         sender.write(body.subarray(p * PIECE, (p + 1) * PIECE));
-        await pause();
+        await new Promise((r) => setTimeout(r, 20));
       }
+      await bodyRead;
       sender.write(tail);
       await all;
       expect(Buffer.concat(got).subarray(HEAD).equals(Buffer.concat([body, tail]))).toBe(true);
