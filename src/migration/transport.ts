@@ -187,13 +187,19 @@ export function bulkReads(socket: net.Socket): net.Socket {
   const state: BulkState = { sink: undefined, placement: undefined, early: [] };
   const buffer = Buffer.allocUnsafe(BULK_READ_BYTES);
   let wakeAt = 1; // SO_RCVLOWAT now: the kernel's default
-  /** After each read: the kernel holds the reader asleep until the bytes committed to it have come. */
-  const setWakeAt = () => {
-    let bytes = 1;
-    try {
-      bytes = Math.max(1, Math.min(state.placement?.committed?.() ?? 1, READ_WAKE_MAX_BYTES));
-    } catch {
-      // As in nextBuffer: called where a throw would end the process. Woken for every byte is always safe.
+  /**
+   * After each read: the kernel holds the reader asleep until the bytes committed to it have come.
+   * With `bytes` 1, before the sink runs: the threshold was set for bytes this read has taken, and a
+   * sink that waits for what follows (spinUntilReadable polls) would not see less than that many come.
+   */
+  const setWakeAt = (bytes?: number) => {
+    if (bytes === undefined) {
+      bytes = 1;
+      try {
+        bytes = Math.max(1, Math.min(state.placement?.committed?.() ?? 1, READ_WAKE_MAX_BYTES));
+      } catch {
+        // As in nextBuffer: called where a throw would end the process. Woken for every byte is always safe.
+      }
     }
     if (bytes === wakeAt) return;
     try {
@@ -229,6 +235,7 @@ export function bulkReads(socket: net.Socket): net.Socket {
           return true;
         }
         const chunk = Buffer.from(buf.buffer, buf.byteOffset, n);
+        setWakeAt(1);
         if (state.sink !== undefined) state.sink(chunk, true);
         else state.early.push(Buffer.from(chunk)); // nobody reads yet: keep a copy
         setWakeAt();

@@ -145,6 +145,41 @@ describe('migration transport', () => {
     expect(reads).toEqual([HEAD, body.length, tail.length]);
   });
 
+  it('bulkReads with committed bytes: a sink that waits awake for what follows them sees it come (the threshold is back to 1 byte)', async () => {
+    const HEAD = 9;
+    const BODY = 256 * 1024;
+    const listener = await listenForMigration(`tcp:127.0.0.1:${await freePort()}`);
+    // Another process sends, so that bytes come while the sink below holds this one's event loop.
+    const child = spawn(process.execPath, ['-e', `
+      const s = require('node:net').connect(${listener.port}, '127.0.0.1', () => {
+        s.write(Buffer.alloc(${HEAD}));
+        setTimeout(() => s.write(Buffer.alloc(${BODY})), 100);
+        setTimeout(() => s.write('tail'), 300); // and the connection stays open: its end would wake any reader
+        setTimeout(() => s.end(), 60_000);
+      });
+    `], { stdio: 'ignore' });
+    let at = 0;
+    try {
+      const socket = bulkReads(await listener.connection);
+      const sawTail = await new Promise<boolean>((resolve) => {
+        readChunks(socket, (chunk) => {
+          at += chunk.length;
+          // The body's last byte read: wait awake for the tail, as the destination does after SWITCHOVER.
+          if (at === HEAD + BODY) resolve(spinUntilReadable([socket], 5_000));
+        }, {
+          next: () => ({ maxBytes: Infinity }),
+          landed: () => { throw new Error('nothing was placed in a view'); },
+          committed: () => (at >= HEAD && at < HEAD + BODY ? HEAD + BODY - at : 0),
+        });
+      });
+      socket.destroy();
+      expect(sawTail).toBe(true);
+    } finally {
+      child.kill();
+      listener.close();
+    }
+  });
+
   it('a placement that throws is dropped (Node calls it outside our code): every later byte reaches the sink, in order', async () => {
     const data = randomBytes(2 * 1024 * 1024);
     const parts: Buffer[] = [];
