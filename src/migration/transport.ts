@@ -187,20 +187,8 @@ export function bulkReads(socket: net.Socket): net.Socket {
   const state: BulkState = { sink: undefined, placement: undefined, early: [] };
   const buffer = Buffer.allocUnsafe(BULK_READ_BYTES);
   let wakeAt = 1; // SO_RCVLOWAT now: the kernel's default
-  /**
-   * After each read: the kernel holds the reader asleep until the bytes committed to it have come.
-   * With `bytes` 1, before the sink runs: the threshold was set for bytes this read has taken, and a
-   * sink that waits for what follows (spinUntilReadable polls) would not see less than that many come.
-   */
-  const setWakeAt = (bytes?: number) => {
-    if (bytes === undefined) {
-      bytes = 1;
-      try {
-        bytes = Math.max(1, Math.min(state.placement?.committed?.() ?? 1, READ_WAKE_MAX_BYTES));
-      } catch {
-        // As in nextBuffer: called where a throw would end the process. Woken for every byte is always safe.
-      }
-    }
+  /** The kernel holds the reader asleep until `bytes` have come (SO_RCVLOWAT). */
+  const wakeFor = (bytes: number) => {
     if (bytes === wakeAt) return;
     try {
       addon().setsockoptInt(copy, SOL_SOCKET, SO_RCVLOWAT, bytes);
@@ -208,6 +196,16 @@ export function bulkReads(socket: net.Socket): net.Socket {
     } catch {
       // The connection is closing (its next read says so); the threshold no longer matters.
     }
+  };
+  /** After each read: asleep until the bytes committed to the reader have come. */
+  const wakeForCommitted = () => {
+    let bytes = 1;
+    try {
+      bytes = Math.max(1, Math.min(state.placement?.committed?.() ?? 1, READ_WAKE_MAX_BYTES));
+    } catch {
+      // As in nextBuffer: called where a throw would end the process. Woken for every byte is always safe.
+    }
+    wakeFor(bytes);
   };
   const nextBuffer = (): Uint8Array => {
     let target: ReadTarget | undefined;
@@ -231,14 +229,16 @@ export function bulkReads(socket: net.Socket): net.Socket {
       callback: (n: number, buf: Uint8Array) => {
         if (buf.buffer !== buffer.buffer) {
           state.placement!.landed(buf.subarray(0, n));
-          setWakeAt();
+          wakeForCommitted();
           return true;
         }
         const chunk = Buffer.from(buf.buffer, buf.byteOffset, n);
-        setWakeAt(1);
+        // The threshold was set for bytes this read has taken: a sink that waits awake for what follows
+        // (spinUntilReadable polls) would not see fewer than that many more come.
+        wakeFor(1);
         if (state.sink !== undefined) state.sink(chunk, true);
         else state.early.push(Buffer.from(chunk)); // nobody reads yet: keep a copy
-        setWakeAt();
+        wakeForCommitted();
         return true; // keep reading (false would pause the socket)
       },
     },

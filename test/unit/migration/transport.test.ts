@@ -104,10 +104,9 @@ describe('migration transport', () => {
     const tail = Buffer.from('end');
     const reads: number[] = [];
     let at = 0;
-    const listener = await listenForMigration(`tcp:127.0.0.1:${await freePort()}`);
+    const { sender, accepted, close } = await pausedConnection();
+    const socket = bulkReads(accepted);
     try {
-      const sender = await connectForMigration(`tcp:127.0.0.1:${listener.port}`);
-      const socket = bulkReads(await listener.connection);
       const got: Buffer[] = [];
       const reached = new Map<number, () => void>();
       const until = (bytes: number) => new Promise<void>((resolve) => reached.set(bytes, resolve));
@@ -137,10 +136,9 @@ describe('migration transport', () => {
       sender.write(tail);
       await all;
       expect(Buffer.concat(got).subarray(HEAD).equals(Buffer.concat([body, tail]))).toBe(true);
-      sender.destroy();
-      socket.destroy();
     } finally {
-      listener.close();
+      socket.destroy();
+      close();
     }
     expect(reads).toEqual([HEAD, body.length, tail.length]);
   });
