@@ -27,6 +27,8 @@
 // Reproduce: npm install && node bench/migrate.mjs [--sizes 1,4] [--cases idle,dirtying[,full][,spinning]]
 //   [--dirty-bytes 64M] [--downtime-limit 300] [--timeout 600] [--loopback-seconds 3] [--rounds N]
 //   [--phases]   (each tsvmm switch-over's phases from its trace lines: where the downtime goes)
+//   [--destination-prealloc]   (both destinations take all guest RAM at start: the host's fresh
+//                               memory out of the measured time)
 // Without /dev/kvm: scripts/nested-kvm/run.sh --mem 10G -- env TMPDIR=/dev/shm node bench/migrate.mjs
 // (10G: a 4 GiB source and destination, QEMU's or ours, may each end up with all guest RAM resident.)
 import { spawn, spawnSync } from 'node:child_process';
@@ -54,6 +56,7 @@ const { values } = parseArgs({
     multifd: { type: 'string', default: '0' },
     rounds: { type: 'string', default: '1' },
     phases: { type: 'boolean', default: false },
+    'destination-prealloc': { type: 'boolean', default: false },
   },
 });
 // --phases: every tsvmm traces its switch-over (TSVMM_TRACE_PHASES=2, inherited by the VMM processes),
@@ -67,6 +70,13 @@ const dirtyBytes = parseSize(values['dirty-bytes']);
 const downtimeLimitMs = Number(values['downtime-limit']);
 const timeoutMs = Number(values.timeout) * 1000;
 const loopbackSeconds = Number(values['loopback-seconds']);
+/**
+ * Both destinations allocate all guest RAM before the migration (tsvmm --mem-prealloc, QEMU
+ * -mem-prealloc), so that the host's speed at handing out fresh memory, which on a host that is a VM
+ * swings several-fold from one round to the next (host-memory.mjs), is out of the measured time and
+ * what is left is the VMMs' own work and the link.
+ */
+const destinationPrealloc = values['destination-prealloc'];
 /** Extra RAM channels (QMP capability multifd, parameter multifd-channels) for both VMMs; 0 = one connection. */
 const multifdChannels = Number(values.multifd);
 /**
@@ -224,7 +234,7 @@ const vmms = {
       const qmp = socketPath('tsvmm-dst');
       const p = new VmmProcess('tsvmm destination', process.execPath, [
         path.join(root, 'bin', 'tsvmm.cjs'), 'run', g.kernel, '--mem', `${memGiB}G`,
-        '--incoming', `tcp:127.0.0.1:${port}`, '--qmp', `unix:${qmp}`,
+        '--incoming', `tcp:127.0.0.1:${port}`, '--qmp', `unix:${qmp}`, ...(destinationPrealloc ? ['--mem-prealloc'] : []),
       ], qmp);
       try {
         await p.waitFor(() => p.stderr.includes('waiting for an incoming migration'), 'it to listen');
@@ -253,7 +263,7 @@ const vmms = {
     },
     async destination(g, memGiB, port) {
       const qmp = socketPath('qemu-dst');
-      const p = new VmmProcess('QEMU destination', 'qemu-system-x86_64', [...this.args(g, memGiB, qmp), '-incoming', `tcp:127.0.0.1:${port}`], qmp);
+      const p = new VmmProcess('QEMU destination', 'qemu-system-x86_64', [...this.args(g, memGiB, qmp), '-incoming', `tcp:127.0.0.1:${port}`, ...(destinationPrealloc ? ['-mem-prealloc'] : [])], qmp);
       // QEMU binds the -incoming port during start-up, before its main loop serves QMP: a QMP answer means it listens.
       try {
         (await p.qmp()).close();
@@ -302,8 +312,9 @@ async function migrationEnd(client, label) {
 /** One migration of one VMM; returns the source's final query-migrate figures and what the destination said. */
 async function migrateOnce(vmm, kind, memGiB) {
   const g = guestFor(kind);
-  // Memory for the destination to receive into, the same for both VMMs (host-memory.mjs).
-  const warm = await holdHostMemory(Math.ceil(1.1 * memGiB * GiB));
+  // Memory for the destination to receive into, the same for both VMMs (host-memory.mjs), unless
+  // each destination took all of its RAM at start.
+  const warm = destinationPrealloc ? { release: async () => {} } : await holdHostMemory(Math.ceil(1.1 * memGiB * GiB));
   const port = await freePort();
   const dst = await vmm.destination(g, memGiB, port);
   const src = vmm.source(g, memGiB);
@@ -498,6 +509,7 @@ console.log(`  idle = guests/build/idle.elf (halts; a 100 Hz LAPIC timer wakes i
 if (cases.includes('full')) console.log('  full = guests/build/dirtier.elf hold=1: every page from 16 MiB up stamped once, then unchanged (it halts between ticks); verified on the destination');
 if (cases.includes('spinning')) console.log('  spinning = guests/build/spin.elf (ring-0 counter loop, one page dirty: it holds a host CPU throughout)');
 console.log(`  QEMU: ${haveQemu ? qemuVersion : 'not installed: its half is skipped (apt install qemu-system-x86)'}`);
+if (destinationPrealloc) console.log('  destinations: all guest RAM allocated at start (tsvmm --mem-prealloc, QEMU -mem-prealloc)');
 const limitBefore = await loopbackLimit('before the migrations');
 
 const results = [];
@@ -552,6 +564,6 @@ if (values.phases) {
 console.log('\n  targets (throughput = ram.transferred / total-time; an idle guest is mostly zero pages, sent as flags,');
 console.log('  so its wire rate measures page scanning, not the link):');
 for (const v of verdicts) console.log(v);
-const args = `--sizes ${values.sizes} --cases ${values.cases} --dirty-bytes ${values['dirty-bytes']} --downtime-limit ${downtimeLimitMs} --timeout ${values.timeout} --loopback-seconds ${loopbackSeconds}${multifdChannels > 0 ? ` --multifd ${multifdChannels}` : ''}${rounds > 1 ? ` --rounds ${rounds}` : ''}${values.phases ? ' --phases' : ''}`;
+const args = `--sizes ${values.sizes} --cases ${values.cases} --dirty-bytes ${values['dirty-bytes']} --downtime-limit ${downtimeLimitMs} --timeout ${values.timeout} --loopback-seconds ${loopbackSeconds}${multifdChannels > 0 ? ` --multifd ${multifdChannels}` : ''}${rounds > 1 ? ` --rounds ${rounds}` : ''}${values.phases ? ' --phases' : ''}${destinationPrealloc ? ' --destination-prealloc' : ''}`;
 console.log(`  reproduce: node bench/migrate.mjs ${args}`);
 if (inNested) console.log(`  (run here as: scripts/nested-kvm/run.sh --mem 10G -- env TMPDIR=/dev/shm node bench/migrate.mjs ${args})`);

@@ -43,6 +43,8 @@ interface RunOptions {
   kernelDecompress: KernelDecompress;
   serial: { kind: 'stdio' } | { kind: 'file'; path: string };
   kvmPath: string;
+  /** Allocate all guest RAM at start (--mem-prealloc, as QEMU's -mem-prealloc). */
+  memPrealloc: boolean;
   /** QMP control socket address (unix:PATH or tcp:HOST:PORT). */
   qmp: string | undefined;
   /** Wait for an incoming migration at tcp:HOST:PORT (or 'defer': wait for QMP migrate-incoming). */
@@ -61,6 +63,7 @@ async function parseRun(args: string[]): Promise<RunOptions | 'help'> {
       allowPositionals: true,
       options: {
         mem: { type: 'string', default: '256M' },
+        'mem-prealloc': { type: 'boolean', default: false },
         cpus: { type: 'string', default: '1' },
         kernel: { type: 'string' },
         initrd: { type: 'string' },
@@ -143,7 +146,7 @@ async function parseRun(args: string[]): Promise<RunOptions | 'help'> {
     }
   }
   return {
-    kernel, initrd: values.initrd, memBytes, cpus: Number(values.cpus), cmdline: values.cmdline, kernelDecompress, serial, kvmPath: values.kvm,
+    kernel, initrd: values.initrd, memBytes, memPrealloc: values['mem-prealloc'], cpus: Number(values.cpus), cmdline: values.cmdline, kernelDecompress, serial, kvmPath: values.kvm,
     qmp: values.qmp, incoming: values.incoming, tlsCreds, devices,
   };
 }
@@ -177,6 +180,7 @@ function createVm(options: RunOptions, boot: CheckedBoot, serialOutputFd: number
     kernelPath: options.kernel,
     initrdPath: options.initrd,
     memBytes: options.memBytes,
+    preallocateMemory: options.memPrealloc,
     cpus: options.cpus,
     cmdline,
     plan,

@@ -62,6 +62,12 @@ export interface VmConfig {
    * for none (MADV_NOHUGEPAGE), as bench/dirty-sync measures syncs.
    */
   readonly hugePages?: boolean;
+  /**
+   * Allocate all guest RAM at start (QEMU's -mem-prealloc) instead of at each page's first write:
+   * the VM fails to start, with a clear error, where the host cannot give it its memory, and nothing
+   * later (a guest's first pass over RAM, an incoming migration) waits for the host to find pages.
+   */
+  readonly preallocateMemory?: boolean;
   /** A vCPU thread started early for vCPU 0 (see vcpu/prestarted-thread.ts); otherwise started by start(). */
   readonly prestartedVcpuThread?: PrestartedThread;
   /** Switches that turn safety invariants off, so tests can show the failure is caught. Tests only. */
@@ -300,7 +306,7 @@ export class Vm {
       if (manualProtect) native.kvmEnableCap(vmFd, Cap.MANUAL_DIRTY_LOG_PROTECT2, 0, new BigUint64Array([1n, 0n, 0n, 0n]));
 
       tracePhase('VM: KVM VM and irqchip created');
-      memory = GuestMemory.create(config.memBytes, config.testOnly ?? {}, { hugePages: config.hugePages ?? true });
+      memory = GuestMemory.create(config.memBytes, config.testOnly ?? {}, { hugePages: config.hugePages ?? true, preallocate: config.preallocateMemory ?? false });
       tracePhase('VM: guest memory mapped');
       const supported = kvm.supportedCpuid();
       const vcpuFds: number[] = [];

@@ -143,8 +143,16 @@ export class GuestMemory {
     this.views = regions.map((r) => new DataView(r.bytes.buffer, r.bytes.byteOffset, r.bytes.byteLength));
   }
 
-  /** Allocates RAM of `sizeBytes` (a multiple of 4 KiB), laid out by ramLayout. */
-  static create(sizeBytes: number, testOptions: GuestMemoryTestOptions = {}, options: { readonly hugePages?: boolean } = {}): GuestMemory {
+  /**
+   * Allocates RAM of `sizeBytes` (a multiple of 4 KiB), laid out by ramLayout. With `preallocate`
+   * every page is allocated now (QEMU's -mem-prealloc) rather than at its first write, so that the
+   * host's memory is taken, or refused, at start: see preallocateRegion.
+   */
+  static create(
+    sizeBytes: number,
+    testOptions: GuestMemoryTestOptions = {},
+    options: { readonly hugePages?: boolean; readonly preallocate?: boolean } = {},
+  ): GuestMemory {
     if (!Number.isSafeInteger(sizeBytes) || sizeBytes <= 0 || sizeBytes % PAGE_SIZE !== 0) {
       throw new GuestMemoryError(`guest memory size ${sizeBytes} is not a positive multiple of 4 KiB`);
     }
@@ -160,7 +168,36 @@ export class GuestMemory {
       for (const r of regions) native.munmap(r.bytes.buffer as ArrayBuffer);
       throw new GuestMemoryError(`cannot allocate ${sizeBytes} bytes of guest memory`, { cause });
     }
+    if (options.preallocate) {
+      try {
+        for (const r of regions) GuestMemory.preallocateRegion(r);
+      } catch (cause) {
+        for (const r of regions) native.munmap(r.bytes.buffer as ArrayBuffer);
+        throw new GuestMemoryError(
+          `cannot preallocate ${sizeBytes / 2 ** 20} MiB of guest memory (--mem-prealloc: free host memory, or start without it)`,
+          { cause },
+        );
+      }
+    }
     return new GuestMemory(regions, sizeBytes, testOptions, true, (options.hugePages ?? true) && transparentHugePagesOn());
+  }
+
+  /**
+   * Allocates every page of a fresh region without changing it (MADV_POPULATE_WRITE: the write faults
+   * taken in one system call, huge pages where the mapping has them). Before Linux 5.14 the kernel
+   * refuses the advice (EINVAL), and a write of the zero that is already there to each page takes the
+   * faults instead. Out of memory it fails with ENOMEM, where a write fault would have had the process
+   * killed mid-run. (A host or cgroup short of memory may OOM-kill the process here instead: still at
+   * start, not with the guest running.)
+   */
+  private static preallocateRegion(r: RamRegion): void {
+    try {
+      addon().madvise(r.bytes.buffer as ArrayBuffer, r.bytes.byteOffset, r.sizeBytes, MADV_POPULATE_WRITE);
+    } catch (e) {
+      if ((e as { code?: string }).code !== 'EINVAL') throw e;
+      // Only here, before any guest or device runs: the region is all zeros, and stays so.
+      for (let at = 0; at < r.sizeBytes; at += PAGE_SIZE) r.bytes[at] = 0;
+    }
   }
 
   /**

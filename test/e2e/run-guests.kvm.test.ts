@@ -2,8 +2,9 @@ import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { expect, it } from 'vitest';
+import { ConsoleProcess } from '../helpers/console-process.js';
 import { describeKvm, kvmIsPvm } from '../helpers/kvm.js';
-import { guest } from '../helpers/paths.js';
+import { CLI, guest } from '../helpers/paths.js';
 import { runCli } from '../helpers/run-cli.js';
 
 describeKvm('tsvmm run: real guests on real KVM, as a user runs them', () => {
@@ -51,6 +52,21 @@ describeKvm('tsvmm run: real guests on real KVM, as a user runs them', () => {
     expect(ticks[1]).toBeGreaterThan(ticks[0]); // each byte is read on a later tick
     expect(r.stdout).toContain('idle: bye\n');
     expect(r.status).toBe(0);
+  });
+
+  it('--mem-prealloc takes all guest RAM at start: the process of a halted idle guest holds it, and does not without', async () => {
+    const anonKiB = (pid: number) => Number(/^RssAnon:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${pid}/status`, 'latin1'))![1]);
+    for (const prealloc of [true, false]) {
+      const vmm = new ConsoleProcess(process.execPath, [CLI, 'run', guest('idle'), '--mem', '512M', ...(prealloc ? ['--mem-prealloc'] : [])]);
+      try {
+        await vmm.waitForConsole(/idle: halting\n/);
+        if (prealloc) expect(anonKiB(vmm.pid)).toBeGreaterThanOrEqual(512 * 1024);
+        else expect(anonKiB(vmm.pid)).toBeLessThan(256 * 1024);
+      } finally {
+        vmm.kill();
+        await vmm.exited;
+      }
+    }
   });
 
   it('--serial file:PATH sends the console to a file', async () => {

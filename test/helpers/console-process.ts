@@ -26,6 +26,10 @@ export class ConsoleProcess {
     this.exited = new Promise((resolve) => this.child.on('close', (status) => resolve(status)));
   }
 
+  get pid(): number {
+    return this.child.pid!;
+  }
+
   /** Everything the guest has printed so far. */
   console(): string {
     return this.stdout;

@@ -176,6 +176,25 @@ describe('GuestMemory: never-written pages', () => {
     }
   });
 
+  it('preallocate maps every page at start, still zero and not marked; without it none is mapped', () => {
+    const size = 8 * MiB;
+    const plain = GuestMemory.create(size);
+    const taken = GuestMemory.create(size, {}, { preallocate: true });
+    const small = GuestMemory.create(size, {}, { hugePages: false, preallocate: true });
+    try {
+      expect(plain.allocatedPages(0)).toEqual([]);
+      for (const m of [taken, small]) {
+        expect(m.allocatedPages(0)).toEqual([{ firstPage: 0, count: size / 4096 }]);
+        expect(m.regions[0]!.bytes.every((b) => b === 0)).toBe(true);
+        expect(m.regions[0]!.dirty.getAndReset().bitmap.every((w) => w === 0)).toBe(true);
+      }
+    } finally {
+      plain.dispose();
+      taken.dispose();
+      small.dispose();
+    }
+  });
+
   it('an attach()ed view neither disposes nor unmaps; the owner neither detaches', () => {
     const m = GuestMemory.create(4 * MiB);
     const other = GuestMemory.attach(m.shared());
