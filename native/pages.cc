@@ -108,6 +108,29 @@ Napi::Value pagemapToggles(const Napi::CallbackInfo& info) {
   return Napi::Number::New(args.Env(), static_cast<double>(n));
 }
 
+// clearPages(bytes, pageBytes): writes zeros over each whole page of `bytes` that is not all zero
+// already, and returns how many it wrote. Reading first leaves a page that is zero untouched (no
+// write, no cache line dirtied), as QEMU's ram_handle_compressed does: in RAM allocated at start
+// (--mem-prealloc), which must stay allocated, most pages an incoming migration says are zero still
+// are. Throws RangeError for a pageBytes of 0 or a length that is not whole pages.
+Napi::Value clearPages(const Napi::CallbackInfo& info) {
+  Args args(info, __func__);
+  Bytes bytes;
+  uint32_t page_bytes;
+  if (!args.Uint8Array(0, "bytes", 0, &bytes) || !args.Uint32(1, "pageBytes", &page_bytes)) return {};
+  if (page_bytes == 0 || bytes.length % page_bytes != 0) {
+    Napi::RangeError::New(args.Env(), "clearPages: pageBytes must be positive and bytes whole pages").ThrowAsJavaScriptException();
+    return {};
+  }
+  size_t written = 0;
+  for (size_t at = 0; at < bytes.length; at += page_bytes) {
+    if (AllZeroBytes(bytes.data + at, page_bytes)) continue;
+    std::memset(bytes.data + at, 0, page_bytes);
+    ++written;
+  }
+  return Napi::Number::New(args.Env(), static_cast<double>(written));
+}
+
 // xxh3Update(state, bytes): feeds `bytes` into the running XXH3-64 in `state` (xxh3::kStateBytes,
 // zeroed to begin; native/xxh3.h). Feeding in pieces gives the hash of the pieces joined.
 Napi::Value xxh3Update(const Napi::CallbackInfo& info) {
@@ -145,6 +168,7 @@ Napi::Value xxh3Digest(const Napi::CallbackInfo& info) {
 void RegisterPages(Napi::Env env, Napi::Object exports) {
   EXPORT_FUNCTION(env, exports, packPages);
   EXPORT_FUNCTION(env, exports, pagemapToggles);
+  EXPORT_FUNCTION(env, exports, clearPages);
   EXPORT_FUNCTION(env, exports, xxh3Update);
   EXPORT_FUNCTION(env, exports, xxh3Digest);
 }

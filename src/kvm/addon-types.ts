@@ -207,6 +207,11 @@ export interface NativeAddon {
   xxh3Update(state: Uint8Array, bytes: Uint8Array): void;
   /** The XXH3-64 (seed 0) of everything fed into `state`, which stays as it was. */
   xxh3Digest(state: Uint8Array): bigint;
+  /**
+   * Writes zeros over each whole page (`pageBytes`) of `bytes` that is not all zero already, and
+   * returns how many it wrote; a page already zero is only read.
+   */
+  clearPages(bytes: Uint8Array, pageBytes: number): number;
 
   // --- benchmark baseline (bench/ only) ---------------------------------------------------------
   /**

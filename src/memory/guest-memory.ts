@@ -74,6 +74,7 @@ export interface SharedGuestMemory {
   /** Word 0: 1 while VMM writes are being recorded. */
   readonly logging: Int32Array;
   readonly hugePages: boolean;
+  readonly preallocated: boolean;
   readonly testOptions: GuestMemoryTestOptions;
 }
 
@@ -136,6 +137,11 @@ export class GuestMemory {
     private readonly owner: boolean,
     /** Whether the kernel may back the regions with transparent huge pages. */
     readonly hugePages: boolean,
+    /**
+     * Whether all RAM was allocated at start (create's `preallocate`): zeroPages then keeps the pages,
+     * which were asked for, rather than handing them back to the host.
+     */
+    readonly preallocated: boolean,
     loggingFlag?: Int32Array,
   ) {
     this.populateHelps = !hugePages;
@@ -179,7 +185,7 @@ export class GuestMemory {
         );
       }
     }
-    return new GuestMemory(regions, sizeBytes, testOptions, true, (options.hugePages ?? true) && transparentHugePagesOn());
+    return new GuestMemory(regions, sizeBytes, testOptions, true, (options.hugePages ?? true) && transparentHugePagesOn(), options.preallocate ?? false);
   }
 
   /**
@@ -220,6 +226,7 @@ export class GuestMemory {
       sizeBytes: this.sizeBytes,
       logging: this.loggingFlag,
       hugePages: this.hugePages,
+      preallocated: this.preallocated,
       testOptions: this.testOptions,
     };
   }
@@ -236,7 +243,7 @@ export class GuestMemory {
       start: r.start, sizeBytes: r.sizeBytes, hva: r.hva, bytes: new Uint8Array(native.mappingView(r.hva, r.sizeBytes)),
       dirty: new DirtyBitmap(r.sizeBytes / PAGE_SIZE, r.dirtyBits),
     }));
-    return new GuestMemory(regions, shared.sizeBytes, shared.testOptions, false, shared.hugePages, shared.logging);
+    return new GuestMemory(regions, shared.sizeBytes, shared.testOptions, false, shared.hugePages, shared.preallocated, shared.logging);
   }
 
   /** Ends this thread's use of an attach()ed memory (the mappings stay the owner's). */
@@ -383,13 +390,17 @@ export class GuestMemory {
   /**
    * Writes zeros over whole pages by releasing them (MADV_DONTNEED: a private anonymous page read
    * after it is a fresh zero page): a zero page costs no memory and no copy. KVM's MMU notifier drops
-   * the guest's mappings of them too. Marked like any VMM write (invariant B).
+   * the guest's mappings of them too. In preallocated RAM the pages stay: those not zero already are
+   * cleared in place (clearPages), so RAM asked for at start is still there when the guest writes it.
+   * Marked like any VMM write (invariant B).
    */
   zeroPages(address: Gpa, length: number): void {
     if (address % PAGE_SIZE !== 0 || length % PAGE_SIZE !== 0) throw new GuestMemoryError(`zeroPages: 0x${address.toString(16)}+0x${length.toString(16)} is not whole pages`);
     const r = this.regionOf(address, length);
     if (r === undefined) this.bytesAt(address, length); // throws the usual "not inside guest RAM"
-    addon().madvise(r!.bytes.buffer as ArrayBuffer, r!.bytes.byteOffset + (address - r!.start), length, MADV_DONTNEED);
+    const offset = address - r!.start;
+    if (this.preallocated) addon().clearPages(r!.bytes.subarray(offset, offset + length), PAGE_SIZE);
+    else addon().madvise(r!.bytes.buffer as ArrayBuffer, r!.bytes.byteOffset + offset, length, MADV_DONTNEED);
     this.markWritten(address, length);
   }
 

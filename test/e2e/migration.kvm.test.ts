@@ -6,6 +6,7 @@ import {
   DIRTIER, DIRTYING, destination, guestVerifies, migrateVerified, migrationEnd, processPool, qmp, sleep,
 } from '../helpers/migration.js';
 import { guest } from '../helpers/paths.js';
+import { anonResidentKiB } from '../helpers/proc-status.js';
 import { TsvmmProcess, migrationPort } from '../helpers/tsvmm-process.js';
 
 const MEM = '256M';
@@ -59,6 +60,18 @@ describeKvm('live migration between two tsvmm processes', () => {
     const [before, after] = [...dst.console().matchAll(/idle: ticks (\d+)\n/g)].map((m) => Number(m[1]));
     expect(before).toBeGreaterThan(10); // ~100 a second since it started on the source
     expect(after).toBeGreaterThan(before);
+    dst.type('q');
+    expect(await dst.exited).toBe(0);
+  }, 300_000);
+
+  it('a destination started with --mem-prealloc keeps all its RAM through the migration: zero pages are cleared in place, not handed back', async () => {
+    const { dst, uri } = await destination(start, [IDLE, '--mem', MEM, '--mem-prealloc']);
+    const src = start([IDLE, '--mem', MEM], 'src');
+    await src.waitForConsole(/idle: halting\n/);
+    await migrateVerified(src, uri); // the idle guest's RAM is nearly all zero pages
+    expect(anonResidentKiB(dst.pid)).toBeGreaterThanOrEqual(256 * 1024);
+    dst.type('t');
+    await dst.waitForConsole(/idle: ticks \d+\n/);
     dst.type('q');
     expect(await dst.exited).toBe(0);
   }, 300_000);

@@ -5,6 +5,7 @@ import { expect, it } from 'vitest';
 import { ConsoleProcess } from '../helpers/console-process.js';
 import { describeKvm, kvmIsPvm } from '../helpers/kvm.js';
 import { CLI, guest } from '../helpers/paths.js';
+import { anonResidentKiB } from '../helpers/proc-status.js';
 import { runCli } from '../helpers/run-cli.js';
 
 describeKvm('tsvmm run: real guests on real KVM, as a user runs them', () => {
@@ -55,13 +56,12 @@ describeKvm('tsvmm run: real guests on real KVM, as a user runs them', () => {
   });
 
   it('--mem-prealloc takes all guest RAM at start: the process of a halted idle guest holds it, and does not without', async () => {
-    const anonKiB = (pid: number) => Number(/^RssAnon:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${pid}/status`, 'latin1'))![1]);
     for (const prealloc of [true, false]) {
       const vmm = new ConsoleProcess(process.execPath, [CLI, 'run', guest('idle'), '--mem', '512M', ...(prealloc ? ['--mem-prealloc'] : [])]);
       try {
         await vmm.waitForConsole(/idle: halting\n/);
-        if (prealloc) expect(anonKiB(vmm.pid)).toBeGreaterThanOrEqual(512 * 1024);
-        else expect(anonKiB(vmm.pid)).toBeLessThan(256 * 1024);
+        if (prealloc) expect(anonResidentKiB(vmm.pid)).toBeGreaterThanOrEqual(512 * 1024);
+        else expect(anonResidentKiB(vmm.pid)).toBeLessThan(256 * 1024);
       } finally {
         vmm.kill();
         await vmm.exited;

@@ -45,6 +45,23 @@ describe('packPages', () => {
   });
 });
 
+describe('clearPages', () => {
+  it('writes zeros over the pages that hold a set byte, anywhere, at any offset of the view, and counts only them', () => {
+    const bytes = new Uint8Array(4 * 4096 + 3).subarray(3); // an unaligned view
+    expect(native.clearPages(bytes, 4096)).toBe(0);
+    bytes[0] = 1;
+    bytes[2 * 4096 + 4095] = 0x80;
+    bytes[3 * 4096 + 33] = 7;
+    expect(native.clearPages(bytes, 4096)).toBe(3);
+    expect(bytes.every((b) => b === 0)).toBe(true);
+  });
+
+  it('refuses a page size of 0 and bytes that are not whole pages', () => {
+    expect(() => native.clearPages(new Uint8Array(4096), 0)).toThrow(RangeError);
+    expect(() => native.clearPages(new Uint8Array(4097), 4096)).toThrow(/whole pages/);
+  });
+});
+
 describe('pagemapToggles', () => {
   /** pagemap entries for `mapped` (one flag per page): present (bit 63) or swapped (bit 62), with a PFN. */
   const entries = (mapped: boolean[], swappedAt = -1) => {

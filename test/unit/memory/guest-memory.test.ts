@@ -195,6 +195,30 @@ describe('GuestMemory: never-written pages', () => {
     }
   });
 
+  it('preallocated RAM keeps the pages zeroPages clears, here and in an attach()ed view: zero, marked, still mapped', () => {
+    const size = 8 * MiB;
+    const m = GuestMemory.create(size, {}, { preallocate: true });
+    try {
+      m.write(gpa(7 * 4096), Uint8Array.of(1, 2, 3));
+      m.write(gpa(900 * 4096 + 4095), Uint8Array.of(9));
+      m.setLogging(true);
+      m.zeroPages(gpa(0), 1024 * 4096);
+      // Before any read: a read maps a released page again (the shared zero page), which pagemap counts.
+      expect(m.allocatedPages(0)).toEqual([{ firstPage: 0, count: size / 4096 }]);
+      expect(m.read(gpa(0), 1024 * 4096).every((b) => b === 0)).toBe(true);
+      expect(m.regions[0]!.dirty.dirtyAt(7)).toBe(true);
+      expect(m.regions[0]!.dirty.dirtyAt(1023)).toBe(true);
+      const view = GuestMemory.attach(m.shared());
+      view.write(gpa(2000 * 4096), Uint8Array.of(5));
+      view.zeroPages(gpa(2000 * 4096), 4096);
+      view.detach();
+      expect(m.allocatedPages(0)).toEqual([{ firstPage: 0, count: size / 4096 }]);
+      expect(m.read(gpa(2000 * 4096), 1)).toEqual(Uint8Array.of(0));
+    } finally {
+      m.dispose();
+    }
+  });
+
   it('an attach()ed view neither disposes nor unmaps; the owner neither detaches', () => {
     const m = GuestMemory.create(4 * MiB);
     const other = GuestMemory.attach(m.shared());
