@@ -158,7 +158,7 @@ const fdCalls = {
 /** The wrappers that take no fd first; each has its own tests below. */
 const otherFunctions = [
   'setErrorConstructor', 'open', 'eventfd', 'memfdCreate', 'mmapAnonymous', 'mmapPrivate', 'mappingView', 'munmap', 'bufferAddress', 'madvise',
-  'gettid', 'tgkill', 'schedYield', 'sigrtmin', 'installEmptySignalHandler', 'poll', 'fdUnwatch', 'socket', 'bitmapOrLog', 'bitmapPages', 'bitmapTake', 'bitmapTakeOr', 'bitmapCount', 'packPages', 'pagemapToggles', 'xxh3Update', 'xxh3Digest',
+  'gettid', 'tgkill', 'schedYield', 'sigrtmin', 'installEmptySignalHandler', 'poll', 'fdUnwatch', 'socket', 'bitmapOrLog', 'bitmapPages', 'bitmapTake', 'bitmapTakeOr', 'bitmapCount', 'packPages', 'pagemapToggles', 'clearPages', 'xxh3Update', 'xxh3Digest',
 ] as const;
 
 // Fails to type-check if NativeAddon gains a function that neither list covers.
