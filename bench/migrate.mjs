@@ -28,7 +28,9 @@
 //   [--dirty-bytes 64M] [--downtime-limit 300] [--timeout 600] [--loopback-seconds 3] [--rounds N]
 //   [--phases]   (each tsvmm switch-over's phases from its trace lines: where the downtime goes)
 //   [--destination-prealloc]   (both destinations take all guest RAM at start: the host's fresh
-//                               memory out of the measured time)
+//                               memory out of the measured time; for --cases full, as QEMU's
+//                               destination reads each zero page it is sent, which in preallocated
+//                               RAM is real memory)
 // Without /dev/kvm: scripts/nested-kvm/run.sh --mem 10G -- env TMPDIR=/dev/shm node bench/migrate.mjs
 // (10G: a 4 GiB source and destination, QEMU's or ours, may each end up with all guest RAM resident.)
 import { spawn, spawnSync } from 'node:child_process';

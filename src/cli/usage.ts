@@ -14,7 +14,7 @@ Commands:
 Options for run:
   --mem SIZE            guest RAM, e.g. 256M, 1G (a bare number is MiB)   [default: 256M]
   --mem-prealloc        allocate all guest RAM at start, as QEMU's -mem-prealloc: a host short
-                        of memory refuses the VM then, not mid-run, and no later write (the
+                        of memory stops the VM then, not mid-run, and no later write (the
                         guest's, an incoming migration's) waits for the host to find pages
   --cpus N              number of vCPUs                                     [default: 1]
   --initrd PATH         initrd/initramfs for a Linux kernel (placed high, below initrd_addr_max)
