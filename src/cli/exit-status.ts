@@ -7,7 +7,7 @@ export const ExitStatus = {
   OK: 0,
   /** Bad command line or input file (usage, missing or non-multiboot kernel, bad size). */
   USAGE: 2,
-  /** The host cannot run VMs: no /dev/kvm, no permission, KVM lacking a capability. */
+  /** The host cannot run VMs: no /dev/kvm, no permission, KVM lacking a capability; or cannot give this one its RAM. */
   HOST: 4,
   /** The guest crashed (triple fault) or KVM failed to run it. */
   GUEST_CRASH: 6,

@@ -7,6 +7,7 @@ import { readKernelFile, type KernelDecompress } from '../boot/kernel-file.js';
 import { packageRoot } from '../kvm/addon.js';
 import { KvmUnavailableError } from '../kvm/kvm.js';
 import { Vm, VmConfigError, planBoot, type BootPlan } from '../machine/vm.js';
+import { GuestMemoryAllocationError } from '../memory/guest-memory.js';
 import type { VirtioDeviceSpec } from '../machine/virtio-devices.js';
 import type { VmController } from '../machine/vm-controller.js';
 import type { QmpServer } from '../control/qmp-server.js';
@@ -382,7 +383,7 @@ export async function main(argv: string[], launch: Launch = {}): Promise<number>
       return ExitStatus.USAGE;
     }
     if (e instanceof BootError || e instanceof VmConfigError || isInputError(e)) return ExitStatus.USAGE;
-    if (e instanceof KvmUnavailableError) return ExitStatus.HOST;
+    if (e instanceof KvmUnavailableError || e instanceof GuestMemoryAllocationError) return ExitStatus.HOST;
     return ExitStatus.GUEST_CRASH;
   }
 }

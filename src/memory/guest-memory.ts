@@ -21,6 +21,11 @@ export class GuestMemoryError extends Error {
   override name = 'GuestMemoryError';
 }
 
+/** The host (or this process's limits) would not give the guest its RAM: nothing about the guest. */
+export class GuestMemoryAllocationError extends GuestMemoryError {
+  override name = 'GuestMemoryAllocationError';
+}
+
 /**
  * The largest single region. A JS typed array over an external buffer is limited to 4 GiB here, and
  * indices below 2^31 stay small integers in V8, so RAM is cut into regions of at most 2 GiB.
@@ -172,14 +177,14 @@ export class GuestMemory {
       }
     } catch (cause) {
       for (const r of regions) native.munmap(r.bytes.buffer as ArrayBuffer);
-      throw new GuestMemoryError(`cannot allocate ${sizeBytes} bytes of guest memory`, { cause });
+      throw new GuestMemoryAllocationError(`cannot allocate ${sizeBytes / 2 ** 20} MiB of guest memory (a smaller --mem, or a higher limit on this process's address space)`, { cause });
     }
     if (options.preallocate) {
       try {
         for (const r of regions) GuestMemory.preallocateRegion(r);
       } catch (cause) {
         for (const r of regions) native.munmap(r.bytes.buffer as ArrayBuffer);
-        throw new GuestMemoryError(
+        throw new GuestMemoryAllocationError(
           `cannot preallocate ${sizeBytes / 2 ** 20} MiB of guest memory (--mem-prealloc: free host memory, or start without it)`,
           { cause },
         );

@@ -1,3 +1,4 @@
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -67,6 +68,13 @@ describeKvm('tsvmm run: real guests on real KVM, as a user runs them', () => {
         await vmm.exited;
       }
     }
+  });
+
+  it("RAM the host will not give (an address-space limit under --mem) ends tsvmm with status 4 and says so, before the guest runs", async () => {
+    const r = spawnSync('prlimit', [`--as=${8 * 2 ** 30}`, process.execPath, CLI, 'run', guest('hello'), '--mem', '8G'], { encoding: 'utf8' });
+    expect(r.stdout).toBe('');
+    expect(r.stderr).toMatch(/^tsvmm: cannot allocate 8192 MiB of guest memory \(a smaller --mem, [^\n]*\): [^\n]*ENOMEM[^\n]*\n$/);
+    expect(r.status).toBe(4);
   });
 
   it('--serial file:PATH sends the console to a file', async () => {
