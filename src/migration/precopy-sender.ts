@@ -339,8 +339,12 @@ export class PrecopySender {
     if (this.params()['x-verify']) {
       tail.push(record(RecordType.VERIFY, Buffer.from(JSON.stringify(await hashRegions(this.vm.memory.regions)))));
     }
-    for (const r of tail) await this.send(r);
-    await this.send(endRecord(this.sentBytes, this.checksum.value));
+    // Accounted and held in order with nothing awaited between them, then written with what is held
+    // in one write. An awaited send() per record took 16-33 µs each here, in the downtime: idle 1 GiB
+    // on kvm_pvm, 5-7 records, 0.11-0.23 ms. Device state encoded to END sent, 20 alternated runs a
+    // side: the faster half 0.18-0.25 ms against 0.22-0.34.
+    for (const r of tail) this.hold(r);
+    this.hold(endRecord(this.sentBytes, this.checksum.value));
     await this.flushHeld();
     this.held = undefined;
     tracePhase('migration: END sent');
@@ -526,6 +530,13 @@ export class PrecopySender {
     this.check();
     this.checksum.update(buf);
     this.sentBytes += buf.length;
+  }
+
+  /** Accounts `buf` and holds it for the switch-over's next write (flushHeld), without waiting. */
+  private hold(buf: Buffer): void {
+    this.account(buf);
+    this.held!.push({ buf });
+    this.heldBytes += buf.length;
   }
 
   /** Writes accounted bytes to the main connection (or holds them, in the switch-over), waiting while the socket pushes back. */
