@@ -169,26 +169,21 @@ export class GuestMemory {
     }
     const native = addon();
     const regions: RamRegion[] = [];
+    let preallocating = false;
     try {
       for (const { start, sizeBytes: size } of ramLayout(sizeBytes)) {
         const buffer = native.mmapPrivate(size);
         regions.push({ start, sizeBytes: size, hva: native.bufferAddress(buffer), bytes: new Uint8Array(buffer), dirty: new DirtyBitmap(size / PAGE_SIZE) });
         GuestMemory.adviseHugePages(buffer, options.hugePages ?? true);
       }
+      preallocating = options.preallocate ?? false;
+      if (preallocating) for (const r of regions) GuestMemory.preallocateRegion(r);
     } catch (cause) {
       for (const r of regions) native.munmap(r.bytes.buffer as ArrayBuffer);
-      throw new GuestMemoryAllocationError(`cannot allocate ${sizeBytes / 2 ** 20} MiB of guest memory (a smaller --mem, or a higher limit on this process's address space)`, { cause });
-    }
-    if (options.preallocate) {
-      try {
-        for (const r of regions) GuestMemory.preallocateRegion(r);
-      } catch (cause) {
-        for (const r of regions) native.munmap(r.bytes.buffer as ArrayBuffer);
-        throw new GuestMemoryAllocationError(
-          `cannot preallocate ${sizeBytes / 2 ** 20} MiB of guest memory (--mem-prealloc: free host memory, or start without it)`,
-          { cause },
-        );
-      }
+      const mib = sizeBytes / 2 ** 20;
+      throw new GuestMemoryAllocationError(preallocating
+        ? `cannot preallocate ${mib} MiB of guest memory (--mem-prealloc: free host memory, or start without it)`
+        : `cannot allocate ${mib} MiB of guest memory (a smaller --mem, or a higher limit on this process's address space)`, { cause });
     }
     return new GuestMemory(regions, sizeBytes, testOptions, true, (options.hugePages ?? true) && transparentHugePagesOn(), options.preallocate ?? false);
   }
