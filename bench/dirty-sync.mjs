@@ -15,20 +15,20 @@
 // Reproduce: npm install && node bench/dirty-sync.mjs [--sizes 1,4,16] [--dirty 0,1,100] [--protect manual,get] [--repeat 5]
 import { openSync } from 'node:fs';
 import path from 'node:path';
-import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { kvmAvailable } from './kvm-available.mjs';
+import { benchArgs } from './bench-args.mjs';
 
+const values = benchArgs(import.meta.url, {
+  sizes: { type: 'string', default: '1,4,16' }, dirty: { type: 'string', default: '0,1,100' }, repeat: { type: 'string', default: '5' },
+  protect: { type: 'string', default: 'manual,get' },
+});
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const dist = (m) => import(path.join(root, 'dist', m));
 const { addon } = await dist('kvm/addon.js');
 const { Vm } = await dist('machine/vm.js');
 const { countPages } = await dist('memory/dirty-bitmap.js');
 
-const { values } = parseArgs({ options: {
-  sizes: { type: 'string', default: '1,4,16' }, dirty: { type: 'string', default: '0,1,100' }, repeat: { type: 'string', default: '5' },
-  protect: { type: 'string', default: 'manual,get' },
-} });
 const sizesGiB = values.sizes.split(',').map(Number);
 const fractions = values.dirty.split(',').map((p) => Number(p) / 100);
 const repeat = Number(values.repeat);

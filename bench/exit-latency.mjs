@@ -6,9 +6,10 @@
 // Reproduce: npm install && node bench/exit-latency.mjs [--exits N]
 import { openSync } from 'node:fs';
 import path from 'node:path';
-import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
+import { benchArgs } from './bench-args.mjs';
 
+const values = benchArgs(import.meta.url, { exits: { type: 'string', default: '200000' }, rounds: { type: 'string', default: '10' } });
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const dist = (m) => import(path.join(root, 'dist', m));
 const { addon } = await dist('kvm/addon.js');
@@ -19,7 +20,6 @@ const { runLoop } = await dist('vcpu/run-loop.js');
 const { createControlBlock } = await dist('vcpu/control-block.js');
 const { kvmAvailable } = await import(path.join(root, 'bench', 'kvm-available.mjs'));
 
-const { values } = parseArgs({ options: { exits: { type: 'string', default: '200000' }, rounds: { type: 'string', default: '10' } } });
 const exits = Number(values.exits);
 /** The bench port of guests/pio-loop.c: no device of the board claims it. */
 const BENCH_PORT = 0x400;

@@ -5,13 +5,13 @@
 // Reproduce: npm install && node bench/launch.mjs [--runs N]
 import { spawnSync } from 'node:child_process';
 import path from 'node:path';
-import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { kvmAvailable } from './kvm-available.mjs';
 import { TRACE_ENV, milestones, parsePhases } from './phase-trace.mjs';
+import { benchArgs } from './bench-args.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const { values } = parseArgs({ options: { runs: { type: 'string', default: '20' } } });
+const values = benchArgs(import.meta.url, { runs: { type: 'string', default: '20' } });
 const runs = Number(values.runs);
 const hello = path.join(root, 'guests', 'build', 'hello.elf');
 

@@ -15,15 +15,15 @@ import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { kvmAvailable, kvmIsPvm } from './kvm-available.mjs';
 import { TRACE_ENV, milestones, parsePhases, phaseMs } from './phase-trace.mjs';
+import { benchArgs } from './bench-args.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const { values } = parseArgs({ options: {
+const values = benchArgs(import.meta.url, {
   runs: { type: 'string', default: '3' }, kernel: { type: 'string' }, mem: { type: 'string', default: '512M' }, timeout: { type: 'string', default: '900' },
-} });
+});
 const runs = Number(values.runs);
 const kernel = values.kernel ?? (() => {
   const found = readdirSync('/boot').filter((f) => /^vmlinuz-.*-amd64$/.test(f)).sort();

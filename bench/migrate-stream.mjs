@@ -11,13 +11,13 @@
 import { fork } from 'node:child_process';
 import net from 'node:net';
 import path from 'node:path';
-import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { holdHostMemory } from './host-memory.mjs';
+import { benchArgs } from './bench-args.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const dist = (m) => import(path.join(root, 'dist', m));
-const { values } = parseArgs({ options: { mib: { type: 'string', default: '1024' }, runs: { type: 'string', default: '3' }, role: { type: 'string' }, mode: { type: 'string' }, port: { type: 'string' } } });
+const values = benchArgs(import.meta.url, { mib: { type: 'string', default: '1024' }, runs: { type: 'string', default: '3' }, role: { type: 'string' }, mode: { type: 'string' }, port: { type: 'string' } });
 const MiB = 2 ** 20;
 const bytes = Number(values.mib) * MiB;
 const PAGE = 4096;

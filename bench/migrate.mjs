@@ -38,29 +38,27 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { kvmAvailable, kvmIsPvm } from './kvm-available.mjs';
 import { holdHostMemory } from './host-memory.mjs';
 import { formatPhases, medianPhases, switchOverPhases } from './switchover-phases.mjs';
+import { benchArgs } from './bench-args.mjs';
 
+const values = benchArgs(import.meta.url, {
+  sizes: { type: 'string', default: '1,4' },
+  cases: { type: 'string', default: 'idle,dirtying' },
+  'dirty-bytes': { type: 'string', default: '64M' },
+  'downtime-limit': { type: 'string', default: '300' },
+  timeout: { type: 'string', default: '600' },
+  'loopback-seconds': { type: 'string', default: '3' },
+  multifd: { type: 'string', default: '0' },
+  rounds: { type: 'string', default: '1' },
+  phases: { type: 'boolean', default: false },
+  'destination-prealloc': { type: 'boolean', default: false },
+});
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const { QmpClient } = await import(path.join(root, 'dist', 'control', 'qmp-client.js'));
 
-const { values } = parseArgs({
-  options: {
-    sizes: { type: 'string', default: '1,4' },
-    cases: { type: 'string', default: 'idle,dirtying' },
-    'dirty-bytes': { type: 'string', default: '64M' },
-    'downtime-limit': { type: 'string', default: '300' },
-    timeout: { type: 'string', default: '600' },
-    'loopback-seconds': { type: 'string', default: '3' },
-    multifd: { type: 'string', default: '0' },
-    rounds: { type: 'string', default: '1' },
-    phases: { type: 'boolean', default: false },
-    'destination-prealloc': { type: 'boolean', default: false },
-  },
-});
 // --phases: every tsvmm traces its switch-over (TSVMM_TRACE_PHASES=2, inherited by the VMM processes),
 // and each tsvmm migration's row is followed by its phases (bench/switchover-phases.mjs).
 if (values.phases) process.env.TSVMM_TRACE_PHASES = '2';

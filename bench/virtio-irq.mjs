@@ -10,9 +10,10 @@
 // Reproduce: npm install && node bench/virtio-irq.mjs [--count N]
 //   (without /dev/kvm: scripts/nested-kvm/run.sh -- node bench/virtio-irq.mjs)
 import path from 'node:path';
-import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
+import { benchArgs } from './bench-args.mjs';
 
+const values = benchArgs(import.meta.url, { count: { type: 'string', default: '200000' } });
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const dist = (m) => import(path.join(root, 'dist', m));
 const { addon } = await dist('kvm/addon.js');
@@ -21,7 +22,6 @@ const { EFD_CLOEXEC } = await dist('kvm/constants.js');
 const { VIRTIO_MMIO_GSI_BASE } = await dist('arch/x86/layout.js');
 const { kvmAvailable } = await import(path.join(root, 'bench', 'kvm-available.mjs'));
 
-const { values } = parseArgs({ options: { count: { type: 'string', default: '200000' } } });
 const count = Number(values.count);
 if (!kvmAvailable()) {
   console.error('bench/virtio-irq: cannot run: /dev/kvm is missing or not read-writable on this host');

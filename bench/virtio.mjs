@@ -31,15 +31,15 @@ import { createSocket } from 'node:dgram';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
+import { benchArgs } from './bench-args.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const { kvmAvailable } = await import(path.join(root, 'bench', 'kvm-available.mjs'));
-const { values } = parseArgs({ options: {
+const values = benchArgs(import.meta.url, {
   mib: { type: 'string', default: '16' }, trips: { type: 'string', default: '20000' }, warmup: { type: 'string', default: '2000' }, only: { type: 'string' },
   rounds: { type: 'string', default: '3' },
-} });
+});
 const rounds = Number(values.rounds);
 if (!Number.isInteger(rounds) || rounds < 1) {
   console.error(`bench/virtio: --rounds '${values.rounds}' is not a positive whole number`);
