@@ -147,7 +147,7 @@ int main(int argc, char** argv) {
     holder = Map(bytes);
     if (madvise(holder, bytes, MADV_POPULATE_WRITE) != 0) memset(holder, 1, bytes);
   }
-  sleep(1);  // the sender has filled its RAM (it waits for the start byte; hot needs none)
+  sleep(1);  // the sender fills its RAM meanwhile, and starts on the start byte
   uint8_t* ram = nullptr;
   if (into_ram) {
     if (holder != nullptr) munmap(holder, bytes);
