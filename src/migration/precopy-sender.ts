@@ -123,10 +123,10 @@ export class PrecopySender {
   /** The last pass the destination has said it applied (APPLIED). */
   private appliedPass = 0;
   /**
-   * During the switch-over: records accounted but not yet written. They go out together, one write
-   * per HELD_MAX_BYTES or with END, rather than a write (a system call, which over loopback also runs
-   * the receiver's TCP input on this thread) and an event-loop turn per record: each cost
-   * milliseconds of downtime in nested KVM.
+   * During the switch-over: records accounted but not yet written. They go out once HELD_MAX_BYTES
+   * have gathered or with END (flushHeld: small ones joined into one write, a large one alone), rather
+   * than with a write (a system call, which over loopback also runs the receiver's TCP input on this
+   * thread) and an event-loop turn per record: each cost milliseconds of downtime in nested KVM.
    */
   private held: { buf: Buffer; written?: () => void }[] | undefined;
   private heldBytes = 0;
@@ -572,14 +572,15 @@ export class PrecopySender {
     const held = this.held!;
     this.held = [];
     this.heldBytes = 0;
-    let run: { buf: Buffer; written?: () => void }[] = [];
+    let run: typeof held = [];
     let runBytes = 0;
     const writeRun = () => {
-      if (run.length === 0) return;
-      const joined = run.length === 1 ? run[0].buf : Buffer.concat(run.map((h) => h.buf), runBytes);
-      const done = run.map((h) => h.written);
-      if (run.length > 1) for (const written of done) written?.(); // the copy is what goes; the record buffers are free again
-      this.socket.write(joined, run.length === 1 ? done[0] : undefined);
+      if (run.length === 1) {
+        this.socket.write(run[0].buf, run[0].written);
+      } else if (run.length > 1) {
+        this.socket.write(Buffer.concat(run.map((h) => h.buf), runBytes));
+        for (const h of run) h.written?.(); // the copy is what goes; the record buffers are free again
+      }
       run = [];
       runBytes = 0;
     };
