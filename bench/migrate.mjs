@@ -45,6 +45,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { kvmAvailable, kvmIsPvm } from './kvm-available.mjs';
 import { holdHostMemory } from './host-memory.mjs';
+import { cLoopback } from './loopback-tcp.mjs';
 import { formatPhases, medianPhases, switchOverPhases } from './switchover-phases.mjs';
 import { benchArgs } from './bench-args.mjs';
 
@@ -365,7 +366,7 @@ async function migrateOnce(vmm, kind, memGiB) {
     // The full case's wire rate measures the stream: beside the run's limit, it is also put against
     // the C pair measured right before it, both VMMs up, as this host's loopback swings by up to 2x
     // within a run (bench/ram-transfer takes each round's ratio to its own round's pair likewise).
-    const loopbackNow = kind === 'full' ? cLoopback(loopbackSeconds) : undefined;
+    const loopbackNow = kind === 'full' ? cLoopback(workDir, loopbackSeconds) : undefined;
     progress(`${vmm === vmms.tsvmm ? 'tsvmm' : 'QEMU'} ${memGiB} GiB ${kind}: migrating`);
     await warm.release();
     const cpuBefore = [src.cpuMs(), dst.cpuMs()];
@@ -450,21 +451,9 @@ async function nodeLoopback(seconds) {
   return Number(out.slice(out.indexOf('\n') + 1)) / (ms / 1000);
 }
 
-/** Bytes/s through loopback TCP from bench/loopback-tcp.c (built here with gcc), or undefined without gcc. */
-function cLoopback(seconds) {
-  const exe = path.join(workDir, 'loopback-tcp');
-  if (!existsSync(exe)) {
-    const cc = spawnSync('gcc', ['-O2', '-o', exe, path.join(root, 'bench', 'loopback-tcp.c')], { encoding: 'utf8' });
-    if (cc.status !== 0) return undefined;
-  }
-  const r = spawnSync(exe, [String(seconds)], { encoding: 'utf8' });
-  if (r.status !== 0) throw new Error(`bench/loopback-tcp failed: ${r.stderr.trim()}`);
-  return Number(r.stdout);
-}
-
 /** The loopback TCP limit now: the better of a C pair and a Node pair, both printed. */
 async function loopbackLimit(when) {
-  const c = cLoopback(loopbackSeconds);
+  const c = cLoopback(workDir, loopbackSeconds);
   const node = await nodeLoopback(loopbackSeconds);
   console.log(`  loopback TCP ${when} (${loopbackSeconds} s each, sender and receiver in two processes): `
     + `C ${c === undefined ? 'not measured (no gcc)' : fmtRate(c)}, Node ${fmtRate(node)}`);

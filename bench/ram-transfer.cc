@@ -2,16 +2,14 @@
 // processes (a forked sender and this receiver), in C++ with no runtime in the way; prints the
 // receiver's MiB/s from its first byte to its last. bench/ram-transfer.mjs builds and runs it (g++)
 // to show what this host carries from guest-like RAM to guest-like RAM, beside the hot-buffer pair
-// bench/migrate takes as its loopback limit.
+// bench/migrate takes as its loopback limit (bench/loopback-tcp.c).
 //
 // MODE, what the sender writes:
-//   hot     the same 1 MiB buffer over and over (bench/loopback-tcp.c's limit)
 //   ram     GIB GiB of RAM holding data (no zero page), 1 MiB per write, straight from that RAM
 //   stream  the same RAM with the per-byte work of tsvmm's stream (src/migration/ram-record.ts):
 //           each page tested for zero, copied into a record of 768 pages, the record hashed (XXH3)
 //           and written; the receiver hashes what it reads, as a tsvmm destination does
-// DEST, the memory the receiver reads into (GIB GiB, as a destination's guest RAM; with hot, a 1 MiB
-// buffer read over and over, as bench/loopback-tcp.c's receiver does, whatever DEST says):
+// DEST, the memory the receiver reads into (GIB GiB, as a destination's guest RAM):
 //   prealloc    mapped and populated before the transfer (tsvmm --mem-prealloc)
 //   just-freed  mapped fresh, right after a 1 GiB-per-GiB holder was freed (bench/host-memory.mjs)
 //   fresh       mapped fresh, with nothing freed just before
@@ -86,21 +84,14 @@ void SendRecords(int s, const uint8_t* ram, size_t bytes) {
 
 // Writes `bytes` as `mode` says, once the receiver's start byte has come.
 void Send(int s, const char* mode, size_t bytes) {
-  static uint8_t hot[kChunk];
-  memset(hot, 0xa5, sizeof hot);
-  uint8_t* ram = nullptr;
-  if (strcmp(mode, "hot") != 0) {
-    ram = Map(bytes);
-    for (size_t o = 0; o < bytes; o += 8) {
-      uint64_t v = (o * 0x9E3779B97F4A7C15ULL) | 1;  // no page is zero
-      memcpy(ram + o, &v, 8);
-    }
+  uint8_t* ram = Map(bytes);
+  for (size_t o = 0; o < bytes; o += 8) {
+    uint64_t v = (o * 0x9E3779B97F4A7C15ULL) | 1;  // no page is zero
+    memcpy(ram + o, &v, 8);
   }
   uint8_t go;
   if (read(s, &go, 1) != 1) Die("ram-transfer: start");
-  if (ram == nullptr) {
-    for (size_t o = 0; o < bytes; o += kChunk) WriteAll(s, hot, kChunk);
-  } else if (strcmp(mode, "ram") == 0) {
+  if (strcmp(mode, "ram") == 0) {
     for (size_t o = 0; o < bytes; o += kChunk) WriteAll(s, ram + o, kChunk);
   } else {
     SendRecords(s, ram, bytes);
@@ -111,14 +102,13 @@ void Send(int s, const char* mode, size_t bytes) {
 
 int main(int argc, char** argv) {
   if (argc != 4) {
-    fprintf(stderr, "usage: ram-transfer hot|ram|stream GIB prealloc|just-freed|fresh\n");
+    fprintf(stderr, "usage: ram-transfer ram|stream GIB prealloc|just-freed|fresh\n");
     return 2;
   }
   const char* mode = argv[1];
   const size_t bytes = static_cast<size_t>(atof(argv[2]) * (1 << 30)) / kChunk * kChunk;
   const char* dest = argv[3];
-  const bool into_ram = strcmp(mode, "hot") != 0;
-  if ((into_ram && strcmp(mode, "ram") != 0 && strcmp(mode, "stream") != 0) || bytes == 0 ||
+  if ((strcmp(mode, "ram") != 0 && strcmp(mode, "stream") != 0) || bytes == 0 ||
       (strcmp(dest, "prealloc") != 0 && strcmp(dest, "just-freed") != 0 && strcmp(dest, "fresh") != 0)) {
     fprintf(stderr, "ram-transfer: bad arguments '%s' '%s' '%s'\n", argv[1], argv[2], argv[3]);
     return 2;
@@ -143,27 +133,23 @@ int main(int argc, char** argv) {
   int c = accept(l, nullptr, nullptr);
   if (c < 0) Die("ram-transfer: accept");
   uint8_t* holder = nullptr;
-  if (into_ram && strcmp(dest, "just-freed") == 0) {
+  if (strcmp(dest, "just-freed") == 0) {
     holder = Map(bytes);
     if (madvise(holder, bytes, MADV_POPULATE_WRITE) != 0) memset(holder, 1, bytes);
   }
   sleep(1);  // the sender fills its RAM meanwhile, and starts on the start byte
-  uint8_t* ram = nullptr;
-  if (into_ram) {
-    if (holder != nullptr) munmap(holder, bytes);
-    ram = Map(bytes);
-    if (strcmp(dest, "prealloc") == 0 && madvise(ram, bytes, MADV_POPULATE_WRITE) != 0) memset(ram, 0, bytes);
-  }
+  if (holder != nullptr) munmap(holder, bytes);
+  uint8_t* ram = Map(bytes);
+  if (strcmp(dest, "prealloc") == 0 && madvise(ram, bytes, MADV_POPULATE_WRITE) != 0) memset(ram, 0, bytes);
   uint8_t go = 1;
   if (write(c, &go, 1) != 1) Die("ram-transfer: start");
   const bool hash = strcmp(mode, "stream") == 0;
   tsvmm::xxh3::State h{};
   tsvmm::xxh3::Start(&h);
-  static uint8_t hot[kChunk];
   size_t got = 0;
   double t0 = 0;
   while (got < bytes) {
-    ssize_t n = read(c, into_ram ? ram + got : hot, bytes - got < kChunk ? bytes - got : kChunk);
+    ssize_t n = read(c, ram + got, bytes - got < kChunk ? bytes - got : kChunk);
     if (n <= 0) Die("ram-transfer: read");
     if (t0 == 0) t0 = Now();
     if (hash) tsvmm::xxh3::Update(&h, ram + got, static_cast<size_t>(n));

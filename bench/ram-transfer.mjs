@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // bench/ram-transfer: what loopback TCP on this host carries from RAM into RAM, in C++ with no runtime
 // in the way (bench/ram-transfer.cc, built here with g++), as a ratio to the hot-buffer pair that
-// bench/migrate takes as its loopback limit, measured in the same round. The ceiling a migration can
+// bench/migrate takes as its loopback limit (bench/loopback-tcp.c, 1 s), measured in the same round.
+// The ceiling a migration can
 // reach here, whatever the VMM:
 //   ram     a sender writing 1 MiB at a time straight from RAM full of data
 //   stream  the same with tsvmm's per-byte work (zero test, copy into 768-page records, XXH3 each side)
@@ -19,6 +20,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { benchArgs } from './bench-args.mjs';
+import { cLoopback } from './loopback-tcp.mjs';
 
 const values = benchArgs(import.meta.url, {
   gib: { type: 'string', default: '1' },
@@ -57,7 +59,12 @@ const cases = modes.flatMap((mode) => dests.map((dest) => ({ mode, dest, rates: 
 const hot = [];
 console.log(`bench/ram-transfer: ${gib} GiB per transfer over 127.0.0.1, ${rounds} rounds`);
 for (let round = 1; round <= rounds; round++) {
-  const limit = transfer('hot', 'prealloc');
+  const pair = cLoopback(workDir, 1);
+  if (pair === undefined) {
+    console.error('bench/ram-transfer: cannot build bench/loopback-tcp.c with gcc');
+    process.exit(4);
+  }
+  const limit = pair / 2 ** 20;
   hot.push(limit);
   const line = [`hot ${limit.toFixed(0)}`];
   for (const c of cases) {
