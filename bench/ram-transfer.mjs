@@ -1,9 +1,8 @@
 #!/usr/bin/env node
 // bench/ram-transfer: what loopback TCP on this host carries from RAM into RAM, in C++ with no runtime
 // in the way (bench/ram-transfer.cc, built here with g++), as a ratio to the hot-buffer pair that
-// bench/migrate takes as its loopback limit (bench/loopback-tcp.c, 1 s), measured in the same round.
-// The ceiling a migration can
-// reach here, whatever the VMM:
+// bench/migrate takes as its loopback limit (bench/loopback-tcp.c, 1 s), measured in the same round:
+// the ceiling a migration can reach here, whatever the VMM:
 //   ram     a sender writing 1 MiB at a time straight from RAM full of data
 //   stream  the same with tsvmm's per-byte work (zero test, copy into 768-page records, XXH3 each side)
 // each into the receiver's memory as a destination may have it: preallocated (--mem-prealloc),
