@@ -168,16 +168,17 @@ export class GuestMemory {
       throw new GuestMemoryError(`guest memory size ${sizeBytes} is not a positive multiple of 4 KiB`);
     }
     const native = addon();
+    const preallocate = options.preallocate ?? false;
     const regions: RamRegion[] = [];
-    let preallocating = false;
+    let preallocating = false; // the mappings are made: a failure from here on is the preallocation's
     try {
       for (const { start, sizeBytes: size } of ramLayout(sizeBytes)) {
         const buffer = native.mmapPrivate(size);
         regions.push({ start, sizeBytes: size, hva: native.bufferAddress(buffer), bytes: new Uint8Array(buffer), dirty: new DirtyBitmap(size / PAGE_SIZE) });
         GuestMemory.adviseHugePages(buffer, options.hugePages ?? true);
       }
-      preallocating = options.preallocate ?? false;
-      if (preallocating) for (const r of regions) GuestMemory.preallocateRegion(r);
+      preallocating = preallocate;
+      if (preallocate) for (const r of regions) GuestMemory.preallocateRegion(r);
     } catch (cause) {
       for (const r of regions) native.munmap(r.bytes.buffer as ArrayBuffer);
       const mib = sizeBytes / 2 ** 20;
@@ -185,7 +186,7 @@ export class GuestMemory {
         ? `cannot preallocate ${mib} MiB of guest memory (--mem-prealloc: free host memory, or start without it)`
         : `cannot allocate ${mib} MiB of guest memory (a smaller --mem, or a higher limit on this process's address space)`, { cause });
     }
-    return new GuestMemory(regions, sizeBytes, testOptions, true, (options.hugePages ?? true) && transparentHugePagesOn(), options.preallocate ?? false);
+    return new GuestMemory(regions, sizeBytes, testOptions, true, (options.hugePages ?? true) && transparentHugePagesOn(), preallocate);
   }
 
   /**
