@@ -105,10 +105,10 @@ export class VmController implements VmControl {
     if (this.state === 'inmigrate') throw new VmControlError('the VM is waiting for an incoming migration');
     this.lastInfo = { status: 'setup' };
     this.emitMigration('setup');
-    void this.runMigration(uri);
+    void this.runMigration(uri, Date.now());
   }
 
-  private async runMigration(uri: string): Promise<void> {
+  private async runMigration(uri: string, startMs: number): Promise<void> {
     let sender: PrecopySender | undefined;
     try {
       const tcp = await connectForMigration(uri);
@@ -130,6 +130,7 @@ export class VmController implements VmControl {
         }
       }, {
         testOnlyBeforeFinalSync: churn ? () => this.churnOnce() : undefined,
+        startMs,
         multifd: this.caps.get('multifd') === true ? {
           channels: this.params['multifd-channels'],
           open: (session, announce) => MultifdChannels.open({

@@ -96,7 +96,8 @@ export class PrecopySender {
   private state: MigrationStatusName = 'setup';
   private readonly checksum = new StreamChecksum();
   private sentBytes = 0;
-  private readonly startMs = Date.now();
+  /** When the migration began (Date.now()): what total-time counts from. */
+  private readonly startMs: number;
   private endMs: number | undefined;
   private downtimeMs: number | undefined;
   private pass = 0;
@@ -151,8 +152,14 @@ export class PrecopySender {
       readonly multifd?: { readonly channels: number; open(session: Uint8Array, announce: () => Promise<void>): Promise<MultifdChannels> };
       /** Tests only: runs with the vCPUs stopped, just before the final sync (a slot change there is the 2015 case). */
       readonly testOnlyBeforeFinalSync?: () => Promise<void>;
+      /**
+       * When the migrate command was taken (Date.now()), if before this sender: total-time counts from
+       * there, connection and TLS handshake included, as QEMU's counts from migrate_init in qmp_migrate.
+       */
+      readonly startMs?: number;
     } = {},
   ) {
+    this.startMs = extras.startMs ?? Date.now();
     socket.on('data', (d: Buffer) => { this.peer.push(d); this.poke(); });
     socket.on('error', (e) => { this.socketError = e; this.poke(); });
     socket.on('close', () => { this.socketError ??= new Error('the destination closed the connection'); this.poke(); });
