@@ -182,6 +182,7 @@ function createVm(options: RunOptions, boot: CheckedBoot, serialOutputFd: number
     initrdPath: options.initrd,
     memBytes: options.memBytes,
     preallocateMemory: options.memPrealloc,
+    incoming: options.incoming !== undefined,
     cpus: options.cpus,
     cmdline,
     plan,

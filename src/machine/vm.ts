@@ -68,6 +68,13 @@ export interface VmConfig {
    * later (a guest's first pass over RAM, an incoming migration) waits for the host to find pages.
    */
   readonly preallocateMemory?: boolean;
+  /**
+   * The VM will take its guest from an incoming migration: from creation on (the loader's writes
+   * included) every VMM write to RAM is marked (GuestMemory.setLogging), until start() first lets the
+   * guest run. Its RAM is then zero wherever no page is marked (ramZeroUnlessMarked), so the stream's
+   * zero pages need not be written where RAM is still as it was allocated.
+   */
+  readonly incoming?: boolean;
   /** A vCPU thread started early for vCPU 0 (see vcpu/prestarted-thread.ts); otherwise started by start(). */
   readonly prestartedVcpuThread?: PrestartedThread;
   /** Switches that turn safety invariants off, so tests can show the failure is caught. Tests only. */
@@ -307,6 +314,10 @@ export class Vm {
 
       tracePhase('VM: KVM VM and irqchip created');
       memory = GuestMemory.create(config.memBytes, config.testOnly ?? {}, { hugePages: config.hugePages ?? true, preallocate: config.preallocateMemory ?? false });
+      // Before anything writes RAM: see VmConfig.incoming. Where marking is switched off for a test
+      // (invariant B off), the marks do not say what was written, and nothing relies on them.
+      const marksWrites = config.incoming === true && config.testOnly?.testOnlySkipVmmDirtyMarking !== true;
+      if (marksWrites) memory.setLogging(true);
       tracePhase('VM: guest memory mapped');
       const supported = kvm.supportedCpuid();
       const vcpuFds: number[] = [];
@@ -343,7 +354,9 @@ export class Vm {
       // The main thread's views of the shared device state, for capture and restore (never for I/O:
       // a reset pulsed here would have no vCPU to stop).
       const devices = { uart, i8042: keyboardController(board, () => {}), rtc: cmosRtc(board) };
-      return new Vm(kvm, vmFd, memory, vcpuFds, vcpus, devices, board, runMmapSize, memslots, new DirtyTracker(memory, memslots), msrIndices, virtio);
+      const vm = new Vm(kvm, vmFd, memory, vcpuFds, vcpus, devices, board, runMmapSize, memslots, new DirtyTracker(memory, memslots), msrIndices, virtio);
+      vm.marksUntilRun = marksWrites;
+      return vm;
     } catch (e) {
       void virtio?.close();
       for (const fd of opened.reverse()) native.close(fd);
@@ -356,7 +369,25 @@ export class Vm {
   /** The vCPU threads were started parked (startParked) and start() has not let them go yet. */
   private parkedAtStart = false;
 
+  /** Made with `incoming`: every VMM write to RAM has been marked since creation, and the guest has not run. */
+  private marksUntilRun = false;
+
+  /**
+   * Whether all of guest RAM is zero but for the pages marked written: a VM made with `incoming`
+   * (VmConfig) whose guest has not run yet. RAM was zero when it was allocated, the VMM has marked
+   * every write since (invariant B), and nothing has taken the marks: the dirty tracking that takes
+   * them (DirtyTracker) runs only on a VM migrating out, which one still waiting for its guest is not.
+   */
+  get ramZeroUnlessMarked(): boolean {
+    return this.marksUntilRun && this.memory.isLogging;
+  }
+
   start(): void {
+    if (this.marksUntilRun) {
+      // The guest runs from here: its writes go unmarked. And nothing needs the VMM's marks any more.
+      this.marksUntilRun = false;
+      this.memory.setLogging(false);
+    }
     this.virtio.start();
     if (!this.parkedAtStart) {
       // Reading state has no effect on a vCPU that has not run (nor pending INIT or SIPI to complete).

@@ -106,6 +106,18 @@ export class DirtyBitmap {
     return addon().bitmapTakeOr(this.words, into);
   }
 
+  /**
+   * The runs of set bits among pages [firstPage, firstPage + count), ascending, each word read once
+   * (a bit set meanwhile may or may not show). Clear words are skipped whole: an incoming migration
+   * asks this of every zero run the stream sends (GuestMemory.zeroMarkedPages), a whole region at a time.
+   */
+  markedRuns(firstPage: number, count: number): PageRange[] {
+    if (firstPage < 0 || count < 0 || firstPage + count > this.pageCount) {
+      throw new RangeError(`DirtyBitmap: pages ${firstPage}+${count} outside 0..${this.pageCount}`);
+    }
+    return setBitRuns((i) => Atomics.load(this.words, i), firstPage, count);
+  }
+
   /** Sets every bit (the start of dirty tracking: every page is yet to be sent). */
   setAll(): void {
     this.markPages(0, this.pageCount);
@@ -137,24 +149,35 @@ export interface PageRange {
 
 /** The runs of set bits among the first `pageCount` bits of `bitmap`, in ascending order. */
 export function pageRanges(bitmap: Uint32Array, pageCount: number): PageRange[] {
-  const ranges: PageRange[] = [];
+  return setBitRuns((i) => bitmap[i]! | 0, 0, pageCount);
+}
+
+/**
+ * The runs of set bits among pages [firstPage, firstPage + count) of a bitmap in KVM's layout whose
+ * 32-bit words `word` reads, each once, in ascending order. A word with no bit set outside a run, or
+ * every bit set inside one, is passed over whole.
+ */
+function setBitRuns(word: (index: number) => number, firstPage: number, count: number): PageRange[] {
+  const runs: PageRange[] = [];
+  const end = firstPage + count;
   let start = -1;
-  const words = Math.ceil(pageCount / 32);
-  for (let i = 0; i < words; i++) {
-    const w = bitmap[i]!;
-    if (w === 0 && start < 0) continue;
-    if (w === -1 >>> 0 && start >= 0) continue;
-    for (let bit = 0; bit < 32; bit++) {
-      const page = i * 32 + bit;
-      if (page >= pageCount) break;
-      const set = (w >>> bit) & 1;
+  let page = firstPage;
+  while (page < end) {
+    const w = word(page >>> 5);
+    const n = Math.min(32 - (page & 31), end - page);
+    if ((w === 0 && start < 0) || (w === -1 && start >= 0)) {
+      page += n;
+      continue;
+    }
+    for (const stop = page + n; page < stop; page++) {
+      const set = (w & (1 << (page & 31))) !== 0;
       if (set && start < 0) start = page;
       else if (!set && start >= 0) {
-        ranges.push({ firstPage: start, count: page - start });
+        runs.push({ firstPage: start, count: page - start });
         start = -1;
       }
     }
   }
-  if (start >= 0) ranges.push({ firstPage: start, count: pageCount - start });
-  return ranges;
+  if (start >= 0) runs.push({ firstPage: start, count: end - start });
+  return runs;
 }

@@ -406,6 +406,22 @@ export class GuestMemory {
   }
 
   /**
+   * zeroPages over only the pages of [address, address + length) that are marked written (their
+   * region's dirty bitmap), for RAM known to be zero wherever no page is marked (Vm.ramZeroUnlessMarked):
+   * the others are zero already. Preallocated RAM is then not read to find that out (clearPages): a
+   * 1 GiB dirtier's incoming migration spent 89-107 ms of the destination's main thread on its 960 MiB
+   * of zero pages, where the whole migration took 267-375 ms (kvm_pvm, 3 runs).
+   */
+  zeroMarkedPages(address: Gpa, length: number): void {
+    if (address % PAGE_SIZE !== 0 || length % PAGE_SIZE !== 0) throw new GuestMemoryError(`zeroMarkedPages: 0x${address.toString(16)}+0x${length.toString(16)} is not whole pages`);
+    const r = this.regionOf(address, length);
+    if (r === undefined) this.bytesAt(address, length); // throws the usual "not inside guest RAM"
+    for (const run of r!.dirty.markedRuns((address - r!.start) / PAGE_SIZE, length / PAGE_SIZE)) {
+      this.zeroPages(gpa(r!.start + run.firstPage * PAGE_SIZE), run.count * PAGE_SIZE);
+    }
+  }
+
+  /**
    * The page ranges of region `index` that may hold data: every page the process has mapped (present)
    * or swapped out, from /proc/self/pagemap. Every other page was never touched, or was released, and
    * reads as zero; nothing here reads RAM, which would map pages in. A page the guest or the VMM only

@@ -17,6 +17,8 @@ export interface MigrationDestination {
   restoreState(pieces: ReadonlyMap<string, unknown>): void;
   /** Its vCPU threads wait awake to be started (Vm.standBy), once LOADED has gone out. */
   standBy?(): void;
+  /** All of RAM is zero but for the pages marked written (Vm.ramZeroUnlessMarked): zero pages that are not marked need no writing. */
+  readonly ramZeroUnlessMarked?: boolean;
 }
 
 /** The next connections to the incoming address (multifd channels), TLS already applied where on. */
@@ -163,6 +165,8 @@ export async function receiveMigration(vm: MigrationDestination, socket: Socket,
   const pieces = new Map<string, unknown>();
   let verify: string[][] | undefined;
   const regions = vm.memory.regions;
+  /** Read once: nothing runs the guest while the stream comes in. */
+  const zeroUnlessMarked = vm.ramZeroUnlessMarked === true;
   /** Multifd: the session and its channels (empty until they have connected). */
   let multifd: { session: Buffer; count: number; channels: ChannelIn[]; announced: Set<number>; ready: boolean } | undefined;
   /** Multifd: the main connection applies nothing after PASS_END n until every channel has SYNC n. */
@@ -236,7 +240,7 @@ export async function receiveMigration(vm: MigrationDestination, socket: Socket,
         if (state !== 'ram') unexpected(type);
         if (multifd !== undefined) unexpected(type, ' on the main connection of a multifd migration');
         sawRam = true;
-        main.landing = new RamRecordLanding(vm.memory, payload, body);
+        main.landing = new RamRecordLanding(vm.memory, payload, body, zeroUnlessMarked);
         return;
       case RecordType.SWITCHOVER:
         if (state !== 'ram' || awaitingTail) unexpected(type);
@@ -277,7 +281,7 @@ export async function receiveMigration(vm: MigrationDestination, socket: Socket,
       ch.named = true;
     } else if (r.type === RecordType.RAM) {
       if (state !== 'ram') unexpected(r.type, ` on multifd channel ${ch.index}`);
-      ch.landing = new RamRecordLanding(vm.memory, r.payload, r.body);
+      ch.landing = new RamRecordLanding(vm.memory, r.payload, r.body, zeroUnlessMarked);
     } else if (r.type === RecordType.SYNC) {
       const { pass, bytesBefore, hash } = parseSync(r.payload);
       if (!ch.checksum.matches(bytesBefore, hash)) refuse(`multifd channel ${ch.index} is corrupt: its SYNC ${pass} checksum does not match what arrived`);

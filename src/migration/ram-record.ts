@@ -122,7 +122,11 @@ export class RamRecordLanding {
   private left: number;
   private lease: GuestWriteLease | undefined;
 
-  constructor(private readonly memory: GuestMemory, prefix: Buffer, dataBytes: number) {
+  constructor(
+    private readonly memory: GuestMemory, prefix: Buffer, dataBytes: number,
+    /** RAM is zero wherever no page is marked written (Vm.ramZeroUnlessMarked): only marked zero pages are cleared. */
+    zeroUnlessMarked = false,
+  ) {
     if (prefix.length < RAM_FIXED_BYTES) throw new MigrationStreamError('RAM record shorter than its header');
     const regionIndex = prefix.readUInt32LE(0);
     const count = prefix.readUInt32LE(4);
@@ -136,7 +140,11 @@ export class RamRecordLanding {
     let zeroStart = -1;
     let zeroCount = 0;
     const flushZeros = () => {
-      if (zeroCount > 0) memory.zeroPages(gpa(region.start + zeroStart * PAGE_BYTES), zeroCount * PAGE_BYTES);
+      if (zeroCount > 0) {
+        const address = gpa(region.start + zeroStart * PAGE_BYTES);
+        if (zeroUnlessMarked) memory.zeroMarkedPages(address, zeroCount * PAGE_BYTES);
+        else memory.zeroPages(address, zeroCount * PAGE_BYTES);
+      }
       zeroCount = 0;
     };
     let data = 0;

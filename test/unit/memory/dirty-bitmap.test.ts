@@ -22,6 +22,19 @@ describe('DirtyBitmap', () => {
     expect(() => b.markPages(190, 11)).toThrow(RangeError);
   });
 
+  it('markedRuns lists the runs of set bits within a range, across words, and takes none', () => {
+    const b = new DirtyBitmap(300);
+    b.markPages(5, 3);
+    b.markPages(30, 70); // words 0 to 3, the middle ones whole
+    b.markPages(299, 1);
+    expect(b.markedRuns(0, 300)).toEqual([{ firstPage: 5, count: 3 }, { firstPage: 30, count: 70 }, { firstPage: 299, count: 1 }]);
+    expect(b.markedRuns(6, 90)).toEqual([{ firstPage: 6, count: 2 }, { firstPage: 30, count: 66 }]); // cut at both ends
+    expect(b.markedRuns(100, 199)).toEqual([]);
+    expect(b.markedRuns(0, 0)).toEqual([]);
+    expect(b.count()).toBe(74);
+    expect(() => b.markedRuns(250, 51)).toThrow(RangeError);
+  });
+
   it('getAndReset takes each bit exactly once', () => {
     const b = new DirtyBitmap(64);
     b.markPages(3, 1);

@@ -219,6 +219,29 @@ describe('GuestMemory: never-written pages', () => {
     }
   });
 
+  it('zeroMarkedPages clears the marked pages of a range, preallocated or not, and leaves an unmarked one as it is', () => {
+    for (const preallocate of [false, true]) {
+      const m = GuestMemory.create(4 * MiB, {}, { preallocate });
+      try {
+        m.setLogging(true);
+        m.write(gpa(3 * 4096), Uint8Array.of(1));
+        m.write(gpa(700 * 4096 + 100), Uint8Array.of(2, 3));
+        // A write the marks do not know of (logging off): what zeroMarkedPages relies on not happening.
+        m.setLogging(false);
+        m.write(gpa(500 * 4096), Uint8Array.of(4));
+        m.setLogging(true);
+        m.zeroMarkedPages(gpa(0), 1024 * 4096);
+        expect(m.read(gpa(3 * 4096), 1)).toEqual(Uint8Array.of(0));
+        expect(m.read(gpa(700 * 4096 + 100), 2)).toEqual(Uint8Array.of(0, 0));
+        expect(m.read(gpa(500 * 4096), 1)).toEqual(Uint8Array.of(4));
+        expect(() => m.zeroMarkedPages(gpa(100), 4096)).toThrow(/not whole pages/);
+        expect(() => m.zeroMarkedPages(gpa(1023 * 4096), 2 * 4096)).toThrow(GuestMemoryError);
+      } finally {
+        m.dispose();
+      }
+    }
+  });
+
   it('an attach()ed view neither disposes nor unmaps; the owner neither detaches', () => {
     const m = GuestMemory.create(4 * MiB);
     const other = GuestMemory.attach(m.shared());

@@ -273,6 +273,38 @@ describe('RAM records read in pieces (RecordReader with RAM_RECORD_SPLIT, RamRec
     }
   });
 
+  it('a landing told RAM is zero unless marked clears only marked pages for zero entries: a page written unmarked keeps its bytes', async () => {
+    const { GuestMemory } = await import('../../../src/memory/guest-memory.js');
+    const { RAM_RECORD_SPLIT, RamRecordLanding, encodeRamRecord } = await import('../../../src/migration/ram-record.js');
+    const src = GuestMemory.create(1024 * 1024);
+    const dst = GuestMemory.create(1024 * 1024, {}, { preallocate: true });
+    try {
+      dst.setLogging(true);
+      dst.write((20 * 4096) as never, Uint8Array.of(7)); // marked, as a loader's write is
+      dst.setLogging(false);
+      dst.write((30 * 4096) as never, Uint8Array.of(8)); // unmarked: breaks what zeroUnlessMarked relies on
+      dst.setLogging(true);
+      src.write((40 * 4096) as never, Uint8Array.of(9));
+      // Pages 0-39 and 41-255 as zero (a run for 0-15, single zero entries after), 40 as data.
+      const rec = Buffer.from(encodeRamRecord(0, src.regions[0]!.bytes, Array.from({ length: 240 }, (_, i) => i + 16), { zero: 0, data: 0 }, [{ firstPage: 0, count: 16 }]));
+      const reader = new RecordReader(RAM_RECORD_SPLIT);
+      reader.push(rec);
+      const r = reader.next()!;
+      const landing = new RamRecordLanding(dst, r.payload, r.body, true);
+      landing.write(rec.subarray(rec.length - 4096));
+      expect(dst.read((20 * 4096) as never, 1)).toEqual(Uint8Array.of(0));
+      expect(dst.read((40 * 4096) as never, 1)).toEqual(Uint8Array.of(9));
+      // The unmarked page was not cleared: the source's RAM and this one differ there. Every VMM write
+      // of an incoming VM is marked (Vm.ramZeroUnlessMarked), so this cannot happen outside a test.
+      expect(dst.read((30 * 4096) as never, 1)).toEqual(Uint8Array.of(8));
+      new RamRecordLanding(dst, r.payload, r.body, false).write(rec.subarray(rec.length - 4096));
+      expect(Buffer.from(dst.regions[0]!.bytes).equals(Buffer.from(src.regions[0]!.bytes))).toBe(true);
+    } finally {
+      src.dispose();
+      dst.dispose();
+    }
+  });
+
   it('data read into the windows a landing lends, in partial reads, lands byte for byte and marks its pages (invariant B)', async () => {
     const { GuestMemory } = await import('../../../src/memory/guest-memory.js');
     const { RAM_RECORD_SPLIT, RamRecordLanding, encodeRamRecord } = await import('../../../src/migration/ram-record.js');
