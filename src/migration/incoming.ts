@@ -6,7 +6,7 @@ import { RAM_RECORD_SPLIT, RamRecordLanding } from './ram-record.js';
 import { COMMIT_SPIN_MS, SWITCHOVER_SPIN_MS, giveWay, readChunks, spinUntilReadable, type ReadPlacement } from './transport.js';
 import { StreamChecksum } from './stream-checksum.js';
 import {
-  RECORD_HEADER_BYTES, TAIL_DECODING_ROUNDS, STREAM_START_BYTES, checkStreamStart, RecordReader, RecordType, endRecord, hashRegions, parseEnd, parseHeader, parseState, record,
+  RECORD_HEADER_BYTES, TAIL_DECODING_ROUNDS, STREAM_START_BYTES, checkStreamStart, RecordReader, RecordType, endRecord, hashRegions, parseEnd, parseHeader, parseState, parseSwitchover, record,
   recordName, shapeMismatch, u32Record, verifyMismatches, MigrationStreamError, type MachineShape, type ReadRecord,
 } from './protocol.js';
 
@@ -162,6 +162,12 @@ export async function receiveMigration(vm: MigrationDestination, socket: Socket,
   /** SWITCHOVER has come: the source's guest is stopping, and the rest of the stream is on its way. */
   let awaitingTail = false;
   let sawRam = false;
+  /** SWITCHOVER said VERIFY follows. */
+  let verifyAnnounced = false;
+  /** This side's RAM hashes for VERIFY, begun once the last pass is in (applied). */
+  let ramHashes: Promise<string[][]> | undefined;
+  /** The migration has failed: anything still running in the background stops (hashRegions). */
+  let failed = false;
   const pieces = new Map<string, unknown>();
   let verify: string[][] | undefined;
   const regions = vm.memory.regions;
@@ -186,6 +192,8 @@ export async function receiveMigration(vm: MigrationDestination, socket: Socket,
    */
   const applied = (pass: number) => {
     if (!awaitingTail) socket.write(u32Record(RecordType.APPLIED, pass));
+    // The last pass is in: RAM is final, and is hashed now, while the source hashes its own.
+    else if (verifyAnnounced) ramHashes ??= hashRegions(regions, () => failed);
   };
   const allSynced = (pass: number) => multifd !== undefined && multifd.ready && multifd.channels.every((c) => c.synced >= pass);
   /** LOADED has gone out: nothing but the main connection's COMMIT is read any more. */
@@ -245,6 +253,7 @@ export async function receiveMigration(vm: MigrationDestination, socket: Socket,
       case RecordType.SWITCHOVER:
         if (state !== 'ram' || awaitingTail) unexpected(type);
         awaitingTail = true;
+        verifyAnnounced = parseSwitchover(payload).verifyFollows;
         rehearseTail();
         return;
       case RecordType.PASS_END:
@@ -263,6 +272,7 @@ export async function receiveMigration(vm: MigrationDestination, socket: Socket,
       }
       case RecordType.VERIFY:
         if (state !== 'device') unexpected(type);
+        if (!verifyAnnounced) refuse('VERIFY record that SWITCHOVER did not announce');
         verify = JSON.parse(payload.toString()) as string[][];
         return;
       default:
@@ -293,7 +303,6 @@ export async function receiveMigration(vm: MigrationDestination, socket: Socket,
   };
 
   return await new Promise((resolve, reject) => {
-    let failed = false;
     const failWith = (e: unknown) => {
       if (failed) return;
       failed = true;
@@ -405,6 +414,7 @@ export async function receiveMigration(vm: MigrationDestination, socket: Socket,
               resolve({ passes, bytes: checksum.bytes, ramBytesReadDirect });
             }
           };
+          if (verifyAnnounced && verify === undefined) refuse('END without the VERIFY record that SWITCHOVER announced');
           // Without VERIFY, at once: the source's guest is stopped until LOADED arrives.
           if (verify === undefined) {
             loaded();
@@ -412,11 +422,11 @@ export async function receiveMigration(vm: MigrationDestination, socket: Socket,
           }
           // Hashing RAM takes a while: the event loop keeps running, and nothing more is read meanwhile.
           socket.pause();
-          void hashRegions(regions).then((mine) => verifyMismatches(regions, verify!, mine))
+          void (ramHashes ?? hashRegions(regions, () => failed)).then((mine) => verifyMismatches(regions, verify!, mine))
             .then((bad) => guard(() => {
               if (failed) return;
               if (bad.length > 0) {
-                refuse(`RAM verification failed: guest memory ${bad.slice(0, 8).join(', ')}${bad.length > 8 ? ` and ${bad.length - 8} more 2 MiB ranges` : ''} differs from the source's (SHA-256 at switch-over); not resuming`);
+                refuse(`RAM verification failed: guest memory ${bad.slice(0, 8).join(', ')}${bad.length > 8 ? ` and ${bad.length - 8} more 2 MiB ranges` : ''} differs from the source's (hashed at the switch-over); not resuming`);
               }
               socket.resume();
               loaded();

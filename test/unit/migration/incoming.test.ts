@@ -1,5 +1,5 @@
 // What a destination answers, over real loopback TCP: ACCEPTED for a HEADER it takes (stream version
-// 10), then LOADED after a good END, and it lets its guest run only once the source answers COMMIT;
+// 11), then LOADED after a good END, and it lets its guest run only once the source answers COMMIT;
 // REFUSED alone for a shape it cannot take. No KVM: the destination is guest memory and a state sink.
 import { randomBytes } from 'node:crypto';
 import net from 'node:net';
@@ -8,7 +8,7 @@ import { MiB } from '../../../src/arch/x86/layout.js';
 import { GuestMemory } from '../../../src/memory/guest-memory.js';
 import { receiveMigration, type MigrationDestination, type ReceivedMigration, type ReceiveOptions } from '../../../src/migration/incoming.js';
 import { BATCH_PAGES, encodeRamRecord } from '../../../src/migration/ram-record.js';
-import { RecordReader, RecordType, endRecord, headerRecord, record, recordName, stateRecord, u32Record, type MachineShape } from '../../../src/migration/protocol.js';
+import { RecordReader, RecordType, endRecord, hashRegions, headerRecord, record, recordName, stateRecord, switchoverRecord, u32Record, type MachineShape } from '../../../src/migration/protocol.js';
 import { StreamChecksum } from '../../../src/migration/stream-checksum.js';
 import { bulkReads, listenForMigration } from '../../../src/migration/transport.js';
 import { freePort } from '../../helpers/free-port.js';
@@ -95,7 +95,7 @@ describe('incoming migration answers', () => {
     const send = (b: Buffer) => { sum.update(b); source.write(b); };
     send(headerRecord(shape));
     await expect.poll(answers).toEqual(['ACCEPTED']);
-    send(record(RecordType.SWITCHOVER, new Uint8Array(0)));
+    send(switchoverRecord(false));
     await sleep(50); // the destination waits awake for SWITCHOVER_SPIN_MS, then sleeps as usual
     send(u32Record(RecordType.PASS_END, 1));
     send(stateRecord('vm', {}));
@@ -107,8 +107,8 @@ describe('incoming migration answers', () => {
 
     const second = await destinationAndSource();
     second.source.write(headerRecord(second.shape));
-    second.source.write(record(RecordType.SWITCHOVER, new Uint8Array(0)));
-    second.source.write(record(RecordType.SWITCHOVER, new Uint8Array(0)));
+    second.source.write(switchoverRecord(false));
+    second.source.write(switchoverRecord(false));
     await expect(second.received).rejects.toThrow(/unexpected SWITCHOVER record in state ram/);
   });
 
@@ -165,6 +165,58 @@ describe('incoming migration answers', () => {
     });
     await expect(d.received).rejects.toThrow(/END checksum does not match/);
     await expect.poll(d.answers).toEqual(['ACCEPTED', 'APPLIED', 'REFUSED']);
+  });
+
+  /**
+   * A stream of every page of a fresh guest memory that switches over announcing VERIFY: RAM, SWITCHOVER,
+   * PASS_END, STATE, then `tail` (given the source's memory and the checksum so far) and END.
+   */
+  const sendVerifiedStream = async (d: Awaited<ReturnType<typeof destinationAndSource>>, verifyFollows: boolean, tail: (src: GuestMemory) => Promise<Buffer[]>) => {
+    const src = GuestMemory.create(MEM);
+    cleanups.push(() => src.dispose());
+    const sum = new StreamChecksum();
+    const send = (b: Buffer) => { sum.update(b); d.source.write(b); };
+    send(headerRecord(d.shape));
+    await expect.poll(d.answers).toEqual(['ACCEPTED']);
+    for (const r of ramRecords(src)) send(r);
+    send(switchoverRecord(verifyFollows));
+    send(u32Record(RecordType.PASS_END, 1));
+    send(stateRecord('vm', {}));
+    for (const r of await tail(src)) send(r);
+    d.source.write(endRecord(sum.bytes, sum.value));
+  };
+  const verifyRecord = (hashes: string[][]) => record(RecordType.VERIFY, Buffer.from(JSON.stringify(hashes)));
+
+  it('VERIFY announced in SWITCHOVER: RAM that matches the source\'s hashes is LOADED; one 2 MiB range off is REFUSED, named', async () => {
+    const d = await destinationAndSource();
+    await sendVerifiedStream(d, true, async (src) => [verifyRecord(await hashRegions(src.regions))]);
+    await expect.poll(d.answers).toEqual(['ACCEPTED', 'LOADED']);
+    d.source.write(record(RecordType.COMMIT, new Uint8Array(0)));
+    await d.received;
+
+    const off = await destinationAndSource();
+    await sendVerifiedStream(off, true, async (src) => {
+      const hashes = await hashRegions(src.regions);
+      hashes[0]![1] = '0'.repeat(16); // as if the destination's second 2 MiB had lost a page
+      return [verifyRecord(hashes)];
+    });
+    await expect(off.received).rejects.toThrow(/RAM verification failed: guest memory 0x200000-0x3fffff differs from the source's/);
+    await expect.poll(off.answers).toEqual(['ACCEPTED', 'REFUSED']);
+  });
+
+  it('VERIFY and its announcement must go together, and SWITCHOVER carries one byte, 0 or 1: REFUSED otherwise', async () => {
+    const unannounced = await destinationAndSource();
+    await sendVerifiedStream(unannounced, false, async (src) => [verifyRecord(await hashRegions(src.regions))]);
+    await expect(unannounced.received).rejects.toThrow(/VERIFY record that SWITCHOVER did not announce/);
+    const missing = await destinationAndSource();
+    await sendVerifiedStream(missing, true, async () => []);
+    await expect(missing.received).rejects.toThrow(/END without the VERIFY record that SWITCHOVER announced/);
+    for (const payload of [new Uint8Array(0), Uint8Array.of(2)]) {
+      const bad = await destinationAndSource();
+      bad.source.write(headerRecord(bad.shape));
+      bad.source.write(record(RecordType.SWITCHOVER, payload));
+      await expect(bad.received).rejects.toThrow(/SWITCHOVER record of \d bytes.*: it carries one byte, 0 or 1/);
+    }
   });
 
   it('a shape it cannot take: REFUSED, and never ACCEPTED', async () => {
