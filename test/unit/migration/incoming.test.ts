@@ -126,9 +126,15 @@ describe('incoming migration answers', () => {
 
   /**
    * Sends a stream whose RAM is every page of a fresh guest memory, through `alter` (which may change a
-   * record's bytes after the checksum has taken them), up to END; returns that memory.
+   * record's bytes after the checksum has taken them), up to END; returns that memory. With
+   * `switchover`, the last pass follows a SWITCHOVER saying whether VERIFY follows, and `tail` (given
+   * the source's memory) goes between the STATE and END.
    */
-  const sendRamStream = async (d: Awaited<ReturnType<typeof destinationAndSource>>, alter = (_index: number, r: Buffer) => r): Promise<GuestMemory> => {
+  const sendRamStream = async (
+    d: Awaited<ReturnType<typeof destinationAndSource>>,
+    { alter = (_index: number, r: Buffer) => r, switchover, tail = async () => [] }:
+      { alter?: (index: number, r: Buffer) => Buffer; switchover?: { verifyFollows: boolean }; tail?: (src: GuestMemory) => Promise<Buffer[]> } = {},
+  ): Promise<GuestMemory> => {
     const src = GuestMemory.create(MEM);
     cleanups.push(() => src.dispose());
     const sum = new StreamChecksum();
@@ -139,8 +145,10 @@ describe('incoming migration answers', () => {
       sum.update(r);
       d.source.write(alter(i, r));
     });
+    if (switchover !== undefined) send(switchoverRecord(switchover.verifyFollows));
     send(u32Record(RecordType.PASS_END, 1));
     send(stateRecord('vm', {}));
+    for (const r of await tail(src)) send(r);
     d.source.write(endRecord(sum.bytes, sum.value));
     return src;
   };
@@ -157,59 +165,41 @@ describe('incoming migration answers', () => {
 
   it('a byte of RAM changed on the way, in data read straight into guest memory: the END checksum catches it, REFUSED', async () => {
     const d = await destinationAndSource();
-    await sendRamStream(d, (i, r) => {
+    await sendRamStream(d, { alter: (i, r) => {
       if (i !== 1) return r; // the second record, after the first has landed whole
       const changed = Buffer.from(r);
       changed[changed.length - 10 * 4096] ^= 1; // deep in the data, far past what one read of the record's start takes
       return changed;
-    });
+    } });
     await expect(d.received).rejects.toThrow(/END checksum does not match/);
     await expect.poll(d.answers).toEqual(['ACCEPTED', 'APPLIED', 'REFUSED']);
   });
 
-  /**
-   * A stream of every page of a fresh guest memory that switches over announcing VERIFY: RAM, SWITCHOVER,
-   * PASS_END, STATE, then `tail` (given the source's memory and the checksum so far) and END.
-   */
-  const sendVerifiedStream = async (d: Awaited<ReturnType<typeof destinationAndSource>>, verifyFollows: boolean, tail: (src: GuestMemory) => Promise<Buffer[]>) => {
-    const src = GuestMemory.create(MEM);
-    cleanups.push(() => src.dispose());
-    const sum = new StreamChecksum();
-    const send = (b: Buffer) => { sum.update(b); d.source.write(b); };
-    send(headerRecord(d.shape));
-    await expect.poll(d.answers).toEqual(['ACCEPTED']);
-    for (const r of ramRecords(src)) send(r);
-    send(switchoverRecord(verifyFollows));
-    send(u32Record(RecordType.PASS_END, 1));
-    send(stateRecord('vm', {}));
-    for (const r of await tail(src)) send(r);
-    d.source.write(endRecord(sum.bytes, sum.value));
-  };
   const verifyRecord = (hashes: string[][]) => record(RecordType.VERIFY, Buffer.from(JSON.stringify(hashes)));
 
   it('VERIFY announced in SWITCHOVER: RAM that matches the source\'s hashes is LOADED; one 2 MiB range off is REFUSED, named', async () => {
     const d = await destinationAndSource();
-    await sendVerifiedStream(d, true, async (src) => [verifyRecord(await hashRegions(src.regions))]);
+    await sendRamStream(d, { switchover: { verifyFollows: true }, tail: async (src) => [verifyRecord(await hashRegions(src.regions))] });
     await expect.poll(d.answers).toEqual(['ACCEPTED', 'LOADED']);
     d.source.write(record(RecordType.COMMIT, new Uint8Array(0)));
     await d.received;
 
     const off = await destinationAndSource();
-    await sendVerifiedStream(off, true, async (src) => {
+    await sendRamStream(off, { switchover: { verifyFollows: true }, tail: async (src) => {
       const hashes = await hashRegions(src.regions);
       hashes[0]![1] = '0'.repeat(16); // as if the destination's second 2 MiB had lost a page
       return [verifyRecord(hashes)];
-    });
+    } });
     await expect(off.received).rejects.toThrow(/RAM verification failed: guest memory 0x200000-0x3fffff differs from the source's/);
     await expect.poll(off.answers).toEqual(['ACCEPTED', 'REFUSED']);
   });
 
   it('VERIFY and its announcement must go together, and SWITCHOVER carries one byte, 0 or 1: REFUSED otherwise', async () => {
     const unannounced = await destinationAndSource();
-    await sendVerifiedStream(unannounced, false, async (src) => [verifyRecord(await hashRegions(src.regions))]);
+    await sendRamStream(unannounced, { switchover: { verifyFollows: false }, tail: async (src) => [verifyRecord(await hashRegions(src.regions))] });
     await expect(unannounced.received).rejects.toThrow(/VERIFY record that SWITCHOVER did not announce/);
     const missing = await destinationAndSource();
-    await sendVerifiedStream(missing, true, async () => []);
+    await sendRamStream(missing, { switchover: { verifyFollows: true } });
     await expect(missing.received).rejects.toThrow(/END without the VERIFY record that SWITCHOVER announced/);
     for (const payload of [new Uint8Array(0), Uint8Array.of(2)]) {
       const bad = await destinationAndSource();
