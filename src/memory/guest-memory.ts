@@ -422,6 +422,28 @@ export class GuestMemory {
   }
 
   /**
+   * Per region, one byte per `chunkBytes` (a multiple of 4 KiB): 1 where every page of the chunk is
+   * known to be zero without reading it, because no page of it is mapped (allocatedPages) or, with
+   * `zeroUnlessMarked` (Vm.ramZeroUnlessMarked), because none of it is marked written. For hashing RAM
+   * (a migration's verify) without reading what the guest never wrote, which would map it.
+   */
+  knownZeroChunks(chunkBytes: number, zeroUnlessMarked = false): Uint8Array[] {
+    const pagesPerChunk = chunkBytes / PAGE_SIZE;
+    return this.regions.map((r, i) => {
+      const chunks = Math.ceil(r.sizeBytes / chunkBytes);
+      const chunkOf = (page: number) => Math.floor(page / pagesPerChunk);
+      const mark = (into: Uint8Array, runs: readonly PageRange[]) => {
+        for (const run of runs) into.fill(1, chunkOf(run.firstPage), chunkOf(run.firstPage + run.count - 1) + 1);
+      };
+      const mapped = new Uint8Array(chunks);
+      mark(mapped, this.allocatedPages(i));
+      const marked = new Uint8Array(chunks);
+      if (zeroUnlessMarked) mark(marked, r.dirty.markedRuns(0, r.sizeBytes / PAGE_SIZE));
+      return mapped.map((m, c) => (m === 0 || (zeroUnlessMarked && marked[c] === 0) ? 1 : 0));
+    });
+  }
+
+  /**
    * The page ranges of region `index` that may hold data: every page the process has mapped (present)
    * or swapped out, from /proc/self/pagemap. Every other page was never touched, or was released, and
    * reads as zero; nothing here reads RAM, which would map pages in. A page the guest or the VMM only

@@ -6,7 +6,7 @@ import { RAM_RECORD_SPLIT, RamRecordLanding } from './ram-record.js';
 import { COMMIT_SPIN_MS, SWITCHOVER_SPIN_MS, giveWay, readChunks, spinUntilReadable, type ReadPlacement } from './transport.js';
 import { StreamChecksum } from './stream-checksum.js';
 import {
-  RECORD_HEADER_BYTES, TAIL_DECODING_ROUNDS, STREAM_START_BYTES, checkStreamStart, RecordReader, RecordType, endRecord, hashRegions, parseEnd, parseHeader, parseState, parseSwitchover, record,
+  RECORD_HEADER_BYTES, TAIL_DECODING_ROUNDS, STREAM_START_BYTES, checkStreamStart, RecordReader, RecordType, endRecord, hashRegions, parseEnd, parseHeader, parseState, parseSwitchover, record, VERIFY_CHUNK_BYTES,
   recordName, shapeMismatch, u32Record, verifyMismatches, MigrationStreamError, type MachineShape, type ReadRecord,
 } from './protocol.js';
 
@@ -193,8 +193,10 @@ export async function receiveMigration(vm: MigrationDestination, socket: Socket,
   const applied = (pass: number) => {
     if (!awaitingTail) socket.write(u32Record(RecordType.APPLIED, pass));
     // The last pass is in: RAM is final, and is hashed now, while the source hashes its own.
-    else if (verifyAnnounced) ramHashes ??= hashRegions(regions, () => failed);
+    else if (verifyAnnounced) ramHashes ??= hashFinalRam();
   };
+  /** This side's hashes for VERIFY, of RAM as the last pass left it; they stop if the migration fails. */
+  const hashFinalRam = () => hashRegions(regions, { stop: () => failed, zeroChunks: vm.memory.knownZeroChunks(VERIFY_CHUNK_BYTES, zeroUnlessMarked) });
   const allSynced = (pass: number) => multifd !== undefined && multifd.ready && multifd.channels.every((c) => c.synced >= pass);
   /** LOADED has gone out: nothing but the main connection's COMMIT is read any more. */
   const handedOver = () => state === 'loaded' || state === 'committed';
@@ -422,7 +424,7 @@ export async function receiveMigration(vm: MigrationDestination, socket: Socket,
           }
           // Hashing RAM takes a while: the event loop keeps running, and nothing more is read meanwhile.
           socket.pause();
-          void (ramHashes ?? hashRegions(regions, () => failed)).then((mine) => verifyMismatches(regions, verify!, mine))
+          void (ramHashes ?? hashFinalRam()).then((mine) => verifyMismatches(regions, verify!, mine))
             .then((bad) => guard(() => {
               if (failed) return;
               if (bad.length > 0) {

@@ -351,20 +351,38 @@ const VERIFY_YIELD_CHUNKS = 32;
  * stopped the guest for 1.54-1.59 s on kvm_pvm, against a few milliseconds without verify.
  * Yields to the event loop every VERIFY_YIELD_CHUNKS chunks: QMP (query-migrate, migrate_cancel) keeps
  * answering while gigabytes are hashed.
+ * A chunk `zeroChunks` says is zero (GuestMemory.knownZeroChunks) is not read: its hash is that of
+ * zeros. Reading RAM the guest never wrote cost ~45-55 ms per GiB, and an idle 4 GiB guest's verified
+ * migration stopped it for ~210 ms.
  */
 export async function hashRegions(
   regions: readonly { bytes: Uint8Array }[],
-  /** Checked at each turn of the event loop: true stops the hashing (what it returns is then partial). */
-  stop: () => boolean = () => false,
+  options: {
+    /** Checked at each turn of the event loop: true stops the hashing (what it returns is then partial). */
+    readonly stop?: () => boolean;
+    /** Per region, one byte per VERIFY_CHUNK_BYTES: 1 where the chunk is known to be all zero. */
+    readonly zeroChunks?: readonly Uint8Array[];
+  } = {},
 ): Promise<string[][]> {
   const all: string[][] = [];
-  for (const r of regions) {
+  const zeroHashes = new Map<number, string>();
+  const hexOf = (bytes: Uint8Array) => xxh3Of(bytes).toString(16).padStart(16, '0');
+  for (let i = 0; i < regions.length; i++) {
+    const r = regions[i]!;
+    const zero = options.zeroChunks?.[i];
     const hashes: string[] = [];
     for (let at = 0; at < r.bytes.length; at += VERIFY_CHUNK_BYTES) {
-      hashes.push(xxh3Of(r.bytes.subarray(at, at + VERIFY_CHUNK_BYTES)).toString(16).padStart(16, '0'));
+      const bytes = Math.min(VERIFY_CHUNK_BYTES, r.bytes.length - at);
+      if (zero?.[at / VERIFY_CHUNK_BYTES] === 1) {
+        let h = zeroHashes.get(bytes);
+        if (h === undefined) zeroHashes.set(bytes, (h = hexOf(new Uint8Array(bytes))));
+        hashes.push(h);
+        continue;
+      }
+      hashes.push(hexOf(r.bytes.subarray(at, at + bytes)));
       if (hashes.length % VERIFY_YIELD_CHUNKS === 0) {
         await new Promise<void>((resolve) => setImmediate(resolve));
-        if (stop()) return all;
+        if (options.stop?.() === true) return all;
       }
     }
     all.push(hashes);

@@ -242,6 +242,23 @@ describe('GuestMemory: never-written pages', () => {
     }
   });
 
+  it('knownZeroChunks: chunks with no page mapped, and with zeroUnlessMarked none marked, are known zero', () => {
+    const chunk = 2 * MiB;
+    const plain = GuestMemory.create(8 * MiB);
+    const taken = GuestMemory.create(8 * MiB, {}, { preallocate: true });
+    try {
+      plain.write(gpa(2 * MiB + 4096), Uint8Array.of(1));
+      expect([...plain.knownZeroChunks(chunk)[0]!]).toEqual([1, 0, 1, 1]);
+      taken.setLogging(true);
+      taken.write(gpa(4 * MiB), Uint8Array.of(1)); // marked
+      expect([...taken.knownZeroChunks(chunk)[0]!]).toEqual([0, 0, 0, 0]); // every page is mapped
+      expect([...taken.knownZeroChunks(chunk, true)[0]!]).toEqual([1, 1, 0, 1]);
+    } finally {
+      plain.dispose();
+      taken.dispose();
+    }
+  });
+
   it('an attach()ed view neither disposes nor unmaps; the owner neither detaches', () => {
     const m = GuestMemory.create(4 * MiB);
     const other = GuestMemory.attach(m.shared());
