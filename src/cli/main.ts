@@ -6,7 +6,7 @@ import { BootError } from '../boot/boot-error.js';
 import { readKernelFile, type KernelDecompress } from '../boot/kernel-file.js';
 import { packageRoot } from '../kvm/addon.js';
 import { KvmUnavailableError } from '../kvm/kvm.js';
-import { Vm, VmConfigError, planBoot, type BootPlan } from '../machine/vm.js';
+import { Vm, VmConfigError, planBoot, type BootPlan, type VmConfig } from '../machine/vm.js';
 import { GuestMemoryAllocationError } from '../memory/guest-memory.js';
 import type { VirtioDeviceSpec } from '../machine/virtio-devices.js';
 import type { VmController } from '../machine/vm-controller.js';
@@ -175,7 +175,7 @@ interface CheckedBoot {
   readonly plan: BootPlan;
 }
 
-function createVm(options: RunOptions, boot: CheckedBoot, serialOutputFd: number, skipSyncBeforeDelete: boolean, virtio: VirtioDeviceSpec[], launch: Launch): Vm {
+function createVm(options: RunOptions, boot: CheckedBoot, serialOutputFd: number, testOnly: VmConfig['testOnly'], virtio: VirtioDeviceSpec[], launch: Launch): Vm {
   const { cmdline, plan } = boot;
   return Vm.create({
     kernelPath: options.kernel,
@@ -188,7 +188,7 @@ function createVm(options: RunOptions, boot: CheckedBoot, serialOutputFd: number
     plan,
     serialOutputFd,
     kvmPath: options.kvmPath,
-    testOnly: { skipSyncBeforeDelete },
+    testOnly,
     virtio,
     prestartedVcpuThread: launch.prestartedVcpuThread,
   });
@@ -239,7 +239,7 @@ async function runWith(
   const testOnly = testOnlySwitches();
   let vm: Vm;
   try {
-    vm = createVm(options, boot, serialOutputFd, testOnly.skipSyncBeforeDelete, virtio, launch);
+    vm = createVm(options, boot, serialOutputFd, { skipSyncBeforeDelete: testOnly.skipSyncBeforeDelete, unmarkedLoader: testOnly.unmarkedLoader }, virtio, launch);
     tracePhase('VM created');
   } catch (e) {
     await closeDevices();
@@ -329,13 +329,16 @@ async function runWith(
  *   TSVMM_TEST_ONLY_SKIP_SYNC_BEFORE_DELETE=1  invariant A off: memslots go without a dirty-log fetch
  *   TSVMM_TEST_ONLY_CHURN_MEMSLOTS=1           split and merge memslots throughout an outgoing migration
  *   TSVMM_TEST_ONLY_RESUME_ON_LOADED=1         as a destination, run the guest without the source's COMMIT
+ *   TSVMM_TEST_ONLY_UNMARKED_LOADER=1          as a destination, leave the kernel loader's writes unmarked
+ *                                              while still trusting the marks (Vm.ramZeroUnlessMarked)
  */
-function testOnlySwitches(): { skipSyncBeforeDelete: boolean; churnMemslots: boolean; resumeOnLoaded: boolean } {
+function testOnlySwitches(): { skipSyncBeforeDelete: boolean; churnMemslots: boolean; resumeOnLoaded: boolean; unmarkedLoader: boolean } {
   const on = (name: string) => process.env[name] === '1';
   const switches = {
     skipSyncBeforeDelete: on('TSVMM_TEST_ONLY_SKIP_SYNC_BEFORE_DELETE'),
     churnMemslots: on('TSVMM_TEST_ONLY_CHURN_MEMSLOTS'),
     resumeOnLoaded: on('TSVMM_TEST_ONLY_RESUME_ON_LOADED'),
+    unmarkedLoader: on('TSVMM_TEST_ONLY_UNMARKED_LOADER'),
   };
   for (const [name, value] of Object.entries(switches)) {
     if (value) process.stderr.write(`tsvmm: WARNING: test-only switch ${name} is on; this VM is not safe to migrate\n`);

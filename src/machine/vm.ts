@@ -78,7 +78,11 @@ export interface VmConfig {
   /** A vCPU thread started early for vCPU 0 (see vcpu/prestarted-thread.ts); otherwise started by start(). */
   readonly prestartedVcpuThread?: PrestartedThread;
   /** Switches that turn safety invariants off, so tests can show the failure is caught. Tests only. */
-  readonly testOnly?: GuestMemoryTestOptions & { readonly skipSyncBeforeDelete?: boolean };
+  readonly testOnly?: GuestMemoryTestOptions & {
+    readonly skipSyncBeforeDelete?: boolean;
+    /** With `incoming`: the loader's writes go unmarked, yet ramZeroUnlessMarked is claimed all the same. */
+    readonly unmarkedLoader?: boolean;
+  };
 }
 
 /** The smallest RAM a multiboot guest gets: the loader's low-memory data plus a kernel at 1 MiB. */
@@ -317,7 +321,7 @@ export class Vm {
       // Before anything writes RAM: see VmConfig.incoming. Where marking is switched off for a test
       // (invariant B off), the marks do not say what was written, and nothing relies on them.
       const marksWrites = config.incoming === true && config.testOnly?.testOnlySkipVmmDirtyMarking !== true;
-      if (marksWrites) memory.setLogging(true);
+      if (marksWrites && config.testOnly?.unmarkedLoader !== true) memory.setLogging(true);
       tracePhase('VM: guest memory mapped');
       const supported = kvm.supportedCpuid();
       const vcpuFds: number[] = [];
@@ -337,6 +341,7 @@ export class Vm {
       native.kvmSetSregs(vcpuFds[0]!, encodeSregs(boot.sregs));
       native.kvmSetRegs(vcpuFds[0]!, encodeRegs(boot.regs));
       tracePhase('VM: vCPUs created, kernel loaded');
+      if (marksWrites && config.testOnly?.unmarkedLoader === true) memory.setLogging(true);
 
       virtio = VirtioDevices.create(vmFd, memory, config.virtio ?? []);
       const board = newBoard(vmFd, config.serialOutputFd, virtio.slots);

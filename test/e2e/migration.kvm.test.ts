@@ -1,10 +1,15 @@
 // Live migration between two real tsvmm processes over real TCP, driven over QMP as a QEMU user would.
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { expect, it } from 'vitest';
 import { QmpClient } from '../../src/control/qmp-client.js';
 import { describeKvm } from '../helpers/kvm.js';
 import {
   DIRTIER, DIRTYING, destination, guestVerifies, migrateVerified, migrationEnd, processPool, qmp, sleep,
 } from '../helpers/migration.js';
+import { makeBzImage } from '../helpers/linux-images.js';
 import { guest } from '../helpers/paths.js';
 import { anonResidentKiB } from '../helpers/proc-status.js';
 import { TsvmmProcess, migrationPort } from '../helpers/tsvmm-process.js';
@@ -74,6 +79,48 @@ describeKvm('live migration between two tsvmm processes', () => {
     await dst.waitForConsole(/idle: ticks \d+\n/);
     dst.type('q');
     expect(await dst.exited).toBe(0);
+  }, 300_000);
+
+  // An incoming VM leaves the stream's zero pages alone where its RAM is still as allocated, which it
+  // knows from the marks on every VMM write since its creation (Vm.ramZeroUnlessMarked). A destination
+  // whose loader wrote 2 MiB of another kernel where the source's RAM is zero (its idle guest's RAM at
+  // 16 MiB was never written) shows them doing so.
+  const otherKernel = (): string => {
+    const bz = makeBzImage({ payload: 2 * 1024 * 1024 });
+    bz.set(randomBytes(2 * 1024 * 1024), 5 * 512); // its protected-mode code, loaded at its preferred 16 MiB
+    const file = path.join(mkdtempSync(path.join(tmpdir(), 'tsvmm-other-kernel-')), 'bzImage');
+    writeFileSync(file, bz);
+    return file;
+  };
+
+  it('a destination started with another kernel: verify passes, the pages its loader wrote are all cleared or overwritten', async () => {
+    const { dst, uri } = await destination(start, ['--kernel', otherKernel(), '--mem', MEM, '--mem-prealloc']);
+    const src = start([IDLE, '--mem', MEM], 'src');
+    await src.waitForConsole(/idle: halting\n/);
+    await migrateVerified(src, uri);
+    dst.type('t');
+    await dst.waitForConsole(/idle: ticks \d+\n/);
+    dst.type('q');
+    expect(await dst.exited).toBe(0);
+  }, 300_000);
+
+  it('with the loader\'s writes left unmarked (test-only), its pages stay: verify catches them, the destination refuses, the source runs on', async () => {
+    const uri = `tcp:127.0.0.1:${await migrationPort()}`;
+    const dst = start(['--kernel', otherKernel(), '--mem', MEM, '--mem-prealloc', '--incoming', uri], 'dst', { TSVMM_TEST_ONLY_UNMARKED_LOADER: '1' });
+    await dst.waitFor(() => dst.stderr.includes('waiting for an incoming migration'), 'dst to listen');
+    const src = start([IDLE, '--mem', MEM], 'src');
+    await src.waitForConsole(/idle: halting\n/);
+    const client = await qmp(src);
+    await client.execute('migrate-set-parameters', { 'x-verify': true });
+    await client.execute('migrate', { uri });
+    const info = await migrationEnd(client);
+    expect(info.status).toBe('failed');
+    expect(info['error-desc']).toMatch(/the destination refused the VM: RAM verification failed: guest memory 0x[0-9a-f]+-0x[0-9a-f]+/);
+    expect(await dst.exited).not.toBe(0);
+    expect(dst.console()).toBe('');
+    expect(await client.execute('query-status')).toMatchObject({ running: true });
+    await client.execute('quit');
+    expect(await src.exited).toBe(0);
   }, 300_000);
 
   it('a failed migration (destination gone) leaves the source guest running', async () => {
