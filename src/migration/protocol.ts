@@ -21,7 +21,7 @@
  *     |   [final sync]                                     |
  *     | RAM ... PASS_END last                              |  with VERIFY announced: hashes its RAM
  *     | STATE   "vm", "vcpu0".., "uart": named, versioned  |  held until END checks out
- *     | VERIFY  XXH3 of each 2 MiB of RAM (if x-verify)   |
+ *     | VERIFY  XXH3 of each 2 MiB of RAM (if x-verify)    |
  *     | END     byte count and XXH3 of everything before   |
  *     |--------------------------------------------------->|  checks END, loads state, checks VERIFY
  *     |                    LOADED | REFUSED "reason"       |
