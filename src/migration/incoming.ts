@@ -193,7 +193,10 @@ export async function receiveMigration(vm: MigrationDestination, socket: Socket,
   const applied = (pass: number) => {
     if (!awaitingTail) socket.write(u32Record(RecordType.APPLIED, pass));
     // The last pass is in: RAM is final, and is hashed now, while the source hashes its own.
-    else if (verifyAnnounced) ramHashes ??= hashFinalRam();
+    else if (verifyAnnounced && ramHashes === undefined) {
+      ramHashes = hashFinalRam();
+      ramHashes.catch(() => {}); // its failure is met at END, where the hashes are needed
+    }
   };
   /** This side's hashes for VERIFY, of RAM as the last pass left it; they stop if the migration fails. */
   const hashFinalRam = () => hashRegions(regions, { stop: () => failed, zeroChunks: vm.memory.knownZeroChunks(VERIFY_CHUNK_BYTES, zeroUnlessMarked) });
@@ -432,7 +435,7 @@ export async function receiveMigration(vm: MigrationDestination, socket: Socket,
               }
               socket.resume();
               loaded();
-            }));
+            }), (e: unknown) => guard(() => { throw e; }));
           return;
         }
         checksum.update(r.raw);
