@@ -35,6 +35,8 @@
 //                               memory out of the measured time; for --cases full, as QEMU's
 //                               destination reads each zero page it is sent, which in preallocated
 //                               RAM is real memory)
+//   [--verify]   (tsvmm's migrations with x-verify: both sides hash guest RAM in the pause, which
+//                 QEMU has no check for; the ratios then say what verify costs beside QEMU without)
 // Without /dev/kvm: scripts/nested-kvm/run.sh --mem 10G -- env TMPDIR=/dev/shm node bench/migrate.mjs
 // (10G: a 4 GiB source and destination, QEMU's or ours, may each end up with all guest RAM resident.)
 import { spawn, spawnSync } from 'node:child_process';
@@ -60,6 +62,7 @@ const values = benchArgs(import.meta.url, {
   rounds: { type: 'string', default: '1' },
   phases: { type: 'boolean', default: false },
   'destination-prealloc': { type: 'boolean', default: false },
+  verify: { type: 'boolean', default: false },
 });
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const { QmpClient } = await import(path.join(root, 'dist', 'control', 'qmp-client.js'));
@@ -354,6 +357,7 @@ async function migrateOnce(vmm, kind, memGiB) {
     if (multifdChannels > 0) await srcQmp.execute('migrate-set-parameters', { 'multifd-channels': multifdChannels });
     // max-bandwidth 0: no limit in both (QEMU 7.2 migration/qemu-file.c: rate_limit_max > 0 is checked).
     await srcQmp.execute('migrate-set-parameters', { 'downtime-limit': downtimeLimitMs, 'max-bandwidth': 0 });
+    if (values.verify && vmm === vmms.tsvmm) await srcQmp.execute('migrate-set-parameters', { 'x-verify': true });
     // The guest's own stop, the same for both VMMs: from the source's STOP event (it stops the guest
     // for the switch-over) to the destination's RESUME (it runs the guest again), by the events'
     // wall-clock timestamps, both processes on this host's clock.
@@ -513,6 +517,7 @@ if (cases.includes('full')) console.log('  full = guests/build/dirtier.elf hold=
 if (cases.includes('spinning')) console.log('  spinning = guests/build/spin.elf (ring-0 counter loop, one page dirty: it holds a host CPU throughout)');
 console.log(`  QEMU: ${haveQemu ? qemuVersion : 'not installed: its half is skipped (apt install qemu-system-x86)'}`);
 if (destinationPrealloc) console.log('  destinations: all guest RAM allocated at start (tsvmm --mem-prealloc, QEMU -mem-prealloc)');
+if (values.verify) console.log('  tsvmm: verify on (x-verify: both sides hash guest RAM in the pause); QEMU has no such check, and runs without');
 const limitBefore = await loopbackLimit('before the migrations');
 
 const results = [];
@@ -584,6 +589,6 @@ if (values.phases) {
 console.log('\n  targets (throughput = ram.transferred / total-time; an idle guest is mostly zero pages, sent as flags,');
 console.log('  so its wire rate measures page scanning, not the link):');
 for (const v of verdicts) console.log(v);
-const args = `--sizes ${values.sizes} --cases ${values.cases} --dirty-bytes ${values['dirty-bytes']} --downtime-limit ${downtimeLimitMs} --timeout ${values.timeout} --loopback-seconds ${loopbackSeconds}${multifdChannels > 0 ? ` --multifd ${multifdChannels}` : ''}${rounds > 1 ? ` --rounds ${rounds}` : ''}${values.phases ? ' --phases' : ''}${destinationPrealloc ? ' --destination-prealloc' : ''}`;
+const args = `--sizes ${values.sizes} --cases ${values.cases} --dirty-bytes ${values['dirty-bytes']} --downtime-limit ${downtimeLimitMs} --timeout ${values.timeout} --loopback-seconds ${loopbackSeconds}${multifdChannels > 0 ? ` --multifd ${multifdChannels}` : ''}${rounds > 1 ? ` --rounds ${rounds}` : ''}${values.phases ? ' --phases' : ''}${destinationPrealloc ? ' --destination-prealloc' : ''}${values.verify ? ' --verify' : ''}`;
 console.log(`  reproduce: node bench/migrate.mjs ${args}`);
 if (inNested) console.log(`  (run here as: scripts/nested-kvm/run.sh --mem 10G -- env TMPDIR=/dev/shm node bench/migrate.mjs ${args})`);
