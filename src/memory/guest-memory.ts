@@ -422,24 +422,18 @@ export class GuestMemory {
   }
 
   /**
-   * Per region, one byte per `chunkBytes` (a multiple of 4 KiB): 1 where every page of the chunk is
-   * known to be zero without reading it, because no page of it is mapped (allocatedPages) or, with
-   * `zeroUnlessMarked` (Vm.ramZeroUnlessMarked), because none of it is marked written. For hashing RAM
-   * (a migration's verify) without reading what the guest never wrote, which would map it.
+   * Per region, one byte per `chunkBytes` (a multiple of 4 KiB): 1 where no page of the chunk is
+   * mapped (allocatedPages), so that all of it reads as zero without being read. For hashing RAM (a
+   * migration's verify) without reading what the guest never wrote, which would map it. Only the
+   * kernel's word counts here, never the VMM's marks (Vm.ramZeroUnlessMarked): verify exists to catch
+   * what the VMM's own bookkeeping got wrong.
    */
-  knownZeroChunks(chunkBytes: number, zeroUnlessMarked = false): Uint8Array[] {
+  knownZeroChunks(chunkBytes: number): Uint8Array[] {
     const pagesPerChunk = chunkBytes / PAGE_SIZE;
     return this.regions.map((r, i) => {
-      const chunks = Math.ceil(r.sizeBytes / chunkBytes);
-      const chunkOf = (page: number) => Math.floor(page / pagesPerChunk);
-      const mark = (into: Uint8Array, runs: readonly PageRange[]) => {
-        for (const run of runs) into.fill(1, chunkOf(run.firstPage), chunkOf(run.firstPage + run.count - 1) + 1);
-      };
-      const mapped = new Uint8Array(chunks);
-      mark(mapped, this.allocatedPages(i));
-      const marked = new Uint8Array(chunks);
-      if (zeroUnlessMarked) mark(marked, r.dirty.markedRuns(0, r.sizeBytes / PAGE_SIZE));
-      return mapped.map((m, c) => (m === 0 || (zeroUnlessMarked && marked[c] === 0) ? 1 : 0));
+      const zero = new Uint8Array(Math.ceil(r.sizeBytes / chunkBytes)).fill(1);
+      for (const run of this.allocatedPages(i)) zero.fill(0, Math.floor(run.firstPage / pagesPerChunk), Math.floor((run.firstPage + run.count - 1) / pagesPerChunk) + 1);
+      return zero;
     });
   }
 

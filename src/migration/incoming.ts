@@ -199,7 +199,7 @@ export async function receiveMigration(vm: MigrationDestination, socket: Socket,
     }
   };
   /** This side's hashes for VERIFY, of RAM as the last pass left it; they stop if the migration fails. */
-  const hashFinalRam = () => hashRegions(regions, { stop: () => failed, zeroChunks: vm.memory.knownZeroChunks(VERIFY_CHUNK_BYTES, zeroUnlessMarked) });
+  const hashFinalRam = () => hashRegions(regions, { stop: () => failed, zeroChunks: vm.memory.knownZeroChunks(VERIFY_CHUNK_BYTES) });
   const allSynced = (pass: number) => multifd !== undefined && multifd.ready && multifd.channels.every((c) => c.synced >= pass);
   /** LOADED has gone out: nothing but the main connection's COMMIT is read any more. */
   const handedOver = () => state === 'loaded' || state === 'committed';
