@@ -13,14 +13,6 @@ const XXH3_STATE_BYTES = 344;
  * per GiB with it and 0.57-0.69 s with no checksum at all (kvm_pvm, 2 cores). CRC-32C (version 2)
  * needed the crc32 instruction, which under nested KVM on TCG ran at ~50 MB/s.
  */
-/** XXH3-64 (seed 0) of `bytes`, at once. */
-export function xxh3Of(bytes: Uint8Array): bigint {
-  const state = new Uint8Array(XXH3_STATE_BYTES);
-  const native = addon();
-  native.xxh3Update(state, bytes);
-  return native.xxh3Digest(state);
-}
-
 export class StreamChecksum {
   private readonly state = new Uint8Array(XXH3_STATE_BYTES);
   private count = 0;
@@ -44,4 +36,11 @@ export class StreamChecksum {
   matches(bytes: number, hash: bigint): boolean {
     return bytes === this.count && hash === this.value;
   }
+}
+
+/** XXH3-64 (seed 0) of `bytes`, at once: a StreamChecksum fed them alone (verify's per-chunk hash). */
+export function xxh3Of(bytes: Uint8Array): bigint {
+  const checksum = new StreamChecksum();
+  checksum.update(bytes);
+  return checksum.value;
 }
