@@ -396,12 +396,10 @@ export class GuestMemory {
    * Marked like any VMM write (invariant B).
    */
   zeroPages(address: Gpa, length: number): void {
-    if (address % PAGE_SIZE !== 0 || length % PAGE_SIZE !== 0) throw new GuestMemoryError(`zeroPages: 0x${address.toString(16)}+0x${length.toString(16)} is not whole pages`);
-    const r = this.regionOf(address, length);
-    if (r === undefined) this.bytesAt(address, length); // throws the usual "not inside guest RAM"
-    const offset = address - r!.start;
-    if (this.preallocated) addon().clearPages(r!.bytes.subarray(offset, offset + length), PAGE_SIZE);
-    else addon().madvise(r!.bytes.buffer as ArrayBuffer, r!.bytes.byteOffset + offset, length, MADV_DONTNEED);
+    const r = this.wholePagesRegion('zeroPages', address, length);
+    const offset = address - r.start;
+    if (this.preallocated) addon().clearPages(r.bytes.subarray(offset, offset + length), PAGE_SIZE);
+    else addon().madvise(r.bytes.buffer as ArrayBuffer, r.bytes.byteOffset + offset, length, MADV_DONTNEED);
     this.markWritten(address, length);
   }
 
@@ -413,12 +411,18 @@ export class GuestMemory {
    * of zero pages, where the whole migration took 267-375 ms (kvm_pvm, 3 runs).
    */
   zeroMarkedPages(address: Gpa, length: number): void {
-    if (address % PAGE_SIZE !== 0 || length % PAGE_SIZE !== 0) throw new GuestMemoryError(`zeroMarkedPages: 0x${address.toString(16)}+0x${length.toString(16)} is not whole pages`);
+    const r = this.wholePagesRegion('zeroMarkedPages', address, length);
+    for (const run of r.dirty.markedRuns((address - r.start) / PAGE_SIZE, length / PAGE_SIZE)) {
+      this.zeroPages(gpa(r.start + run.firstPage * PAGE_SIZE), run.count * PAGE_SIZE);
+    }
+  }
+
+  /** The region holding [address, address + length), whole pages of one region; else throws, naming `caller`. */
+  private wholePagesRegion(caller: string, address: Gpa, length: number): RamRegion {
+    if (address % PAGE_SIZE !== 0 || length % PAGE_SIZE !== 0) throw new GuestMemoryError(`${caller}: 0x${address.toString(16)}+0x${length.toString(16)} is not whole pages`);
     const r = this.regionOf(address, length);
     if (r === undefined) this.bytesAt(address, length); // throws the usual "not inside guest RAM"
-    for (const run of r!.dirty.markedRuns((address - r!.start) / PAGE_SIZE, length / PAGE_SIZE)) {
-      this.zeroPages(gpa(r!.start + run.firstPage * PAGE_SIZE), run.count * PAGE_SIZE);
-    }
+    return r!;
   }
 
   /**
