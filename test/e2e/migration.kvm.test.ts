@@ -1,15 +1,11 @@
 // Live migration between two real tsvmm processes over real TCP, driven over QMP as a QEMU user would.
-import { randomBytes } from 'node:crypto';
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
 import { expect, it } from 'vitest';
 import { QmpClient } from '../../src/control/qmp-client.js';
 import { describeKvm } from '../helpers/kvm.js';
 import {
   DIRTIER, DIRTYING, destination, guestVerifies, migrateVerified, migrationEnd, processPool, qmp, sleep,
 } from '../helpers/migration.js';
-import { makeBzImage } from '../helpers/linux-images.js';
+import { randomBzImageFile } from '../helpers/linux-images.js';
 import { guest } from '../helpers/paths.js';
 import { anonResidentKiB } from '../helpers/proc-status.js';
 import { TsvmmProcess, migrationPort } from '../helpers/tsvmm-process.js';
@@ -85,13 +81,7 @@ describeKvm('live migration between two tsvmm processes', () => {
   // knows from the marks on every VMM write since its creation (Vm.ramZeroUnlessMarked). A destination
   // whose loader wrote 2 MiB of another kernel where the source's RAM is zero (its idle guest's RAM at
   // 16 MiB was never written) shows them doing so.
-  const otherKernel = (): string => {
-    const bz = makeBzImage({ payload: 2 * 1024 * 1024 });
-    bz.set(randomBytes(2 * 1024 * 1024), 5 * 512); // its protected-mode code, loaded at its preferred 16 MiB
-    const file = path.join(mkdtempSync(path.join(tmpdir(), 'tsvmm-other-kernel-')), 'bzImage');
-    writeFileSync(file, bz);
-    return file;
-  };
+  const otherKernel = (): string => randomBzImageFile(2 * 1024 * 1024);
 
   it('a destination started with another kernel: verify passes, the pages its loader wrote are all cleared or overwritten', async () => {
     const { dst, uri } = await destination(start, ['--kernel', otherKernel(), '--mem', MEM, '--mem-prealloc']);

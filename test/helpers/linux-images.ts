@@ -1,4 +1,8 @@
 import { spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { gzipSync } from 'node:zlib';
 
 /** Synthetic Linux kernel images for the loader's tests: just enough header for each rule. */
@@ -36,6 +40,20 @@ export function makeBzImage(o: {
     img.set(o.compressed, (setupSects + 1) * 512 + payloadOffset);
   }
   return img;
+}
+
+/**
+ * A bzImage whose `payloadBytes` of protected-mode code are random (none of it zero, so its loader
+ * writes every page of it, at the preferred 16 MiB), in a fresh temporary file: its path. Nothing
+ * runs it; it is for what a loader leaves in RAM.
+ */
+export function randomBzImageFile(payloadBytes: number): string {
+  const setupSects = 4;
+  const bz = makeBzImage({ setupSects, payload: payloadBytes });
+  bz.set(randomBytes(payloadBytes), (setupSects + 1) * 512);
+  const file = path.join(mkdtempSync(path.join(tmpdir(), 'tsvmm-bzimage-')), 'bzImage');
+  writeFileSync(file, bz);
+  return file;
 }
 
 /** `data` compressed as the kernel build does: the tool's stream, then size_append's little-endian u32 (gzip's ISIZE is that already). */

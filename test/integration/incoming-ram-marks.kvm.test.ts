@@ -3,15 +3,12 @@
 // in preallocated RAM, reading each such page to see it is zero cost ~0.1 s per GiB. This holds only
 // if every page that is not zero is marked, which the loader's writes (the kernel, its boot
 // information) test here, on real KVM.
-import { randomBytes } from 'node:crypto';
-import { mkdtempSync, openSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
+import { openSync } from 'node:fs';
 import { afterEach, expect, it } from 'vitest';
 import { MiB, PAGE_SIZE } from '../../src/arch/x86/layout.js';
 import { Vm, type VmConfig } from '../../src/machine/vm.js';
 import { describeKvm } from '../helpers/kvm.js';
-import { makeBzImage } from '../helpers/linux-images.js';
+import { randomBzImageFile } from '../helpers/linux-images.js';
 import { guest } from '../helpers/paths.js';
 
 let vm: Vm | undefined;
@@ -59,11 +56,7 @@ describeKvm('an incoming VM\'s RAM: zero unless marked', () => {
   }
 
   it('a Linux kernel\'s loader (boot parameters, command line, the kernel at 16 MiB) has every page it wrote marked too', () => {
-    const bz = makeBzImage({ payload: 1024 * 1024 });
-    bz.set(randomBytes(1024 * 1024), 5 * 512);
-    const kernelPath = path.join(mkdtempSync(path.join(tmpdir(), 'tsvmm-marks-')), 'bzImage');
-    writeFileSync(kernelPath, bz);
-    const v = create({ kernelPath, cmdline: 'console=ttyS0 '.repeat(20), incoming: true, preallocateMemory: true });
+    const v = create({ kernelPath: randomBzImageFile(1024 * 1024), cmdline: 'console=ttyS0 '.repeat(20), incoming: true, preallocateMemory: true });
     const pages = nonZeroPages(v);
     expect(pages.nonZero).toBeGreaterThan(256); // the kernel's 1 MiB alone
     expect(pages.unmarked).toBe(0);
