@@ -15,6 +15,7 @@ import {
   PAGE_BYTES, RecordReader, RecordType, endRecord, hashRegions, headerRecord, record, switchoverRecord, VERIFY_CHUNK_BYTES,
   SWITCHOVER_ENCODING_ROUNDS, recordName, stateRecord, stateRecordTemplate, u32Record, type MachineShape,
 } from './protocol.js';
+import { ConvergencePolicy } from './convergence.js';
 
 /** What the sender needs of a VM. */
 export interface MigrationSource {
@@ -37,35 +38,15 @@ export class MigrationFailed extends Error {
 }
 
 /**
- * Without convergence after this many passes, vCPUs are throttled, 10 points more each pass
- * (auto-converge). 2: the first pass sends everything and the second is the first to measure how
- * fast the guest dirties against the link, as QEMU starts throttling at its second sync that finds
- * the dirty rate too high (migration_trigger_throttle).
- */
-const THROTTLE_AFTER_PASSES = 2;
-
-/**
- * Settling: a pass whose dirty set fits the downtime limit is still sent live (not in the pause) when
- * it is at most this fraction of the pass before (the first fit always: nothing to compare it with),
- * up to MAX_SETTLE_PASSES times. On kvm_pvm a guest rewriting 64 MiB dirties ~250 MiB/s under logging
- * (write-protect faults) against ~400-600 MiB/s sent, so each pass about halves the set: stopping on
- * the first that fits paused the guest for 40-110 ms, where QEMU, iterating on, paused it for 6-30 ms;
- * settling, 3-9 ms (bench/migrate --rounds 5). An idle guest pays one more pass of a few pages, and
- * none once a sync finds no page at all.
- */
-const SETTLE_SHRINK = 0.75;
-const MAX_SETTLE_PASSES = 4;
-
-/**
  * Before the pause, how long the source waits (its guest running) for the destination to have applied
- * every pass sent (APPLIED, protocol.ts), and how many times it does so in a migration. Loopback TCP
+ * every pass sent (APPLIED, protocol.ts), each time the policy asks for it (ConvergencePolicy's
+ * catch-up, at most MAX_CATCH_UPS times in a migration). Loopback TCP
  * buffers ~20 MB between the two, and a destination writing fresh memory on a host that is itself a
  * VM applied it slower than the source sent: 1 GiB full-RAM migrations on kvm_pvm had the guest stopped
  * 31-32 ms in 2 of 5 rounds (bench/migrate --phases: the destination read the tail 30 ms after the
  * source sent it), against ~1 ms otherwise. Past the limit the source switches over anyway.
  */
 const CATCH_UP_MAX_MS = 2000;
-const MAX_CATCH_UPS = 3;
 
 /** The least a pass must send for its time to measure the link (endPass): one full RAM record. */
 const MIN_MEASURED_PASS_BYTES = BATCH_PAGES * PAGE_BYTES;
@@ -88,8 +69,9 @@ const ANSWER_READ_BYTES = 4096;
 /**
  * Pre-copy migration of a running VM over one connection: pass 1 sends every page, each later pass
  * the pages a dirty-log sync reports; when the remaining dirty bytes fit in the downtime limit at the
- * measured bandwidth and no longer shrink well from pass to pass (settling, above), the vCPUs stop, the last pages and the state go, and the destination's LOADED,
- * answered with COMMIT, completes it. Explicit states: setup -> active -> device -> completed, or failed / cancelled, after
+ * measured bandwidth and no longer shrink well from pass to pass (ConvergencePolicy decides), the
+ * vCPUs stop, the last pages and the state go, and the destination's LOADED, answered with COMMIT,
+ * completes it. Explicit states: setup -> active -> device -> completed, or failed / cancelled, after
  * which the source's guest runs again exactly as before.
  */
 export class PrecopySender {
@@ -236,13 +218,7 @@ export class PrecopySender {
       let pending: readonly RegionDirtyPages[];
       // Logging started before the first pass: what the first sync finds was dirtied since then.
       let lastSync = passStart;
-      /**
-       * What the last live sync found. Unknown at the first (pass 1 sent every page, and how long it
-       * took decides how much the guest dirtied meanwhile): a first fit always settles once.
-       */
-      let previousPages = Infinity;
-      let settlePasses = 0;
-      let catchUps = 0;
+      const policy = new ConvergencePolicy();
       for (;;) {
         const t0 = Date.now();
         // INVARIANT: sync() takes these bits for good; every page it returns must be sent, in this
@@ -253,31 +229,19 @@ export class PrecopySender {
         lastSync = t0;
         this.remainingBytes = pages * PAGE_BYTES;
         if (TRACE_PHASES) tracePhase(`migration: sync ${this.pass}: ${pages} dirty pages, expected downtime ${this.expectedDowntimeMs().toFixed(1)} ms`);
-        const shrinking = pages <= SETTLE_SHRINK * previousPages;
-        previousPages = pages;
-        if (this.expectedDowntimeMs() <= this.params()['downtime-limit']) {
-          // It fits the limit. But while the dirty set still shrinks pass after pass (the guest
-          // dirties slower than the link carries), another live pass shortens the pause for the
-          // price of a pass the guest runs through; stop once it stops shrinking well. A settling
-          // guest needs no more throttle than it has. An empty set has nothing left to shrink.
-          if (pages === 0 || !shrinking || settlePasses >= MAX_SETTLE_PASSES) {
-            // The destination may still be applying earlier passes, which the stopped guest would
-            // wait for too: send these pages live, wait for it to catch up, and sync again. check()
-            // reads the answers that have come (nextFromPeer notes each APPLIED).
-            this.check();
-            if (this.appliedPass >= this.pass || catchUps >= MAX_CATCH_UPS) break;
-            catchUps++;
-            await this.sendDirty(pending);
-            await this.endPass(t0, pages);
-            await this.caughtUp(this.pass, CATCH_UP_MAX_MS);
-            continue;
-          }
-          settlePasses++;
-        } else if (this.pass >= THROTTLE_AFTER_PASSES && this.autoConverge()) {
-          this.throttle(this.nextThrottle(this.remainingBytes / sinceLastSync));
-        }
+        // Reads the answers that have come: nextFromPeer notes each APPLIED, which the policy weighs.
+        this.check();
+        const next = policy.afterSync({
+          pages, expectedDowntimeMs: this.expectedDowntimeMs(), downtimeLimitMs: this.params()['downtime-limit'],
+          passes: this.pass, appliedPass: this.appliedPass, autoConverge: this.autoConverge(),
+          dirtyBytesPerSecond: this.remainingBytes / sinceLastSync, linkBytesPerSecond: this.linkBandwidth(),
+          throttlePercent: this.throttlePercent,
+        });
+        if (next.kind === 'switch-over') break;
+        if (next.kind === 'send' && next.throttlePercent !== undefined) this.throttle(next.throttlePercent);
         await this.sendDirty(pending);
         await this.endPass(t0, pages);
+        if (next.kind === 'catch-up') await this.caughtUp(this.pass, CATCH_UP_MAX_MS);
       }
       await this.switchOver(pending);
     } catch (e) {
@@ -668,21 +632,6 @@ export class PrecopySender {
     const w = this.wake;
     this.wake = undefined;
     w?.();
-  }
-
-  /**
-   * The throttle for the next pass, given the bytes/s the guest dirtied since the last sync: QEMU's
-   * steps (20% first, then 10 points more each pass), or more when the guest dirties so fast that
-   * stepping would take many passes: the share that brings its dirty rate, as it would be unthrottled,
-   * down to half of what the link carried. Half, as QEMU's throttle-trigger-threshold (50%): a pass
-   * then finds at most half as much to send as the one before. Measured dirty rates only understate
-   * (a page dirtied twice counts once), so this never throttles more than the guest's own rate asks.
-   */
-  private nextThrottle(dirtyBytesPerSecond: number): number {
-    const stepped = this.throttlePercent === 0 ? 20 : this.throttlePercent + 10;
-    const unthrottled = dirtyBytesPerSecond / (1 - this.throttlePercent / 100);
-    const runShare = unthrottled > 0 ? Math.min(1, (0.5 * this.linkBandwidth()) / unthrottled) : 1;
-    return Math.min(99, Math.max(stepped, Math.round(100 * (1 - runShare))));
   }
 
   /**
