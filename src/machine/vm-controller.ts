@@ -3,7 +3,8 @@ import {
   VmControlError, type MigrationCapabilityName, type MigrationInfo, type MigrationParameters,
   type RunState, type VmControl, type VmEvent,
 } from '../control/vm-control.js';
-import { RECORD_HEADER_BYTES, parseState, stateRecord } from '../migration/protocol.js';
+import { RECORD_HEADER_BYTES } from '../migration/protocol.js';
+import { parseState, stateRecord } from '../migration/state-record.js';
 import { receiveMigration, rehearseTailDecoding } from '../migration/incoming.js';
 import { MultifdChannels } from '../migration/multifd-channels.js';
 import { PrecopySender } from '../migration/precopy-sender.js';

@@ -6,9 +6,11 @@ import { RAM_RECORD_SPLIT, RamRecordLanding } from './ram-record.js';
 import { COMMIT_SPIN_MS, SWITCHOVER_SPIN_MS, giveWay, readChunks, spinUntilReadable, type ReadPlacement } from './transport.js';
 import { StreamChecksum } from './stream-checksum.js';
 import {
-  RECORD_HEADER_BYTES, TAIL_DECODING_ROUNDS, STREAM_START_BYTES, checkStreamStart, RecordReader, RecordType, endRecord, hashRegions, parseEnd, parseHeader, parseState, parseSwitchover, record, VERIFY_CHUNK_BYTES,
-  recordName, shapeMismatch, u32Record, verifyMismatches, MigrationStreamError, type MachineShape, type ReadRecord,
+  RECORD_HEADER_BYTES, TAIL_DECODING_ROUNDS, STREAM_START_BYTES, checkStreamStart, RecordType, endRecord, parseEnd, parseHeader, parseSwitchover, record, recordName, shapeMismatch, u32Record, MigrationStreamError, type MachineShape,
 } from './protocol.js';
+import { RecordReader, type ReadRecord } from './record-reader.js';
+import { parseState } from './state-record.js';
+import { hashRegions, VERIFY_CHUNK_BYTES, verifyMismatches } from './ram-verify.js';
 
 /** What the receiver needs of the destination VM (created, vCPUs not started). */
 export interface MigrationDestination {

@@ -12,9 +12,11 @@ import type { MultifdChannels } from './multifd-channels.js';
 import type { DirtyTracker, RegionDirtyPages } from '../memory/dirty-tracker.js';
 import type { MigrationInfo, MigrationParameters, MigrationStatusName } from '../control/vm-control.js';
 import {
-  PAGE_BYTES, RecordReader, RecordType, endRecord, hashRegions, headerRecord, record, switchoverRecord, VERIFY_CHUNK_BYTES,
-  SWITCHOVER_ENCODING_ROUNDS, recordName, stateRecord, stateRecordTemplate, u32Record, type MachineShape,
+  PAGE_BYTES, RecordType, endRecord, headerRecord, record, switchoverRecord, SWITCHOVER_ENCODING_ROUNDS, recordName, u32Record, type MachineShape,
 } from './protocol.js';
+import { RecordReader } from './record-reader.js';
+import { stateRecord, stateRecordTemplate } from './state-record.js';
+import { hashRegions, VERIFY_CHUNK_BYTES } from './ram-verify.js';
 import { ConvergencePolicy } from './convergence.js';
 
 /** What the sender needs of a VM. */

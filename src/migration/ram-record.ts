@@ -2,7 +2,8 @@ import { gpa } from '../arch/x86/layout.js';
 import type { GuestMemory, GuestWriteLease } from '../memory/guest-memory.js';
 import type { PageRange } from '../memory/dirty-bitmap.js';
 import { addon } from '../kvm/addon.js';
-import { MigrationStreamError, PAGE_BYTES, PageKind, RECORD_HEADER_BYTES, RecordType, type RecordSplit } from './protocol.js';
+import { MigrationStreamError, PAGE_BYTES, PageKind, RECORD_HEADER_BYTES, RecordType } from './protocol.js';
+import type { RecordSplit } from './record-reader.js';
 
 /**
  * Pages per RAM record: 3 MiB of data, the most under MAX_RECORD_BYTES in whole 256-page steps. The

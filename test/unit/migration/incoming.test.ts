@@ -8,7 +8,12 @@ import { MiB } from '../../../src/arch/x86/layout.js';
 import { GuestMemory } from '../../../src/memory/guest-memory.js';
 import { receiveMigration, type MigrationDestination, type ReceivedMigration, type ReceiveOptions } from '../../../src/migration/incoming.js';
 import { BATCH_PAGES, encodeRamRecord } from '../../../src/migration/ram-record.js';
-import { RecordReader, RecordType, endRecord, hashRegions, headerRecord, record, recordName, stateRecord, switchoverRecord, u32Record, type MachineShape } from '../../../src/migration/protocol.js';
+import {
+  RecordType, endRecord, headerRecord, record, recordName, switchoverRecord, u32Record, type MachineShape,
+} from '../../../src/migration/protocol.js';
+import { RecordReader } from '../../../src/migration/record-reader.js';
+import { stateRecord } from '../../../src/migration/state-record.js';
+import { hashRegions } from '../../../src/migration/ram-verify.js';
 import { StreamChecksum } from '../../../src/migration/stream-checksum.js';
 import { bulkReads, listenForMigration } from '../../../src/migration/transport.js';
 import { freePort } from '../../helpers/free-port.js';

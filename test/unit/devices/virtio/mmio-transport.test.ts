@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { Interrupt, MmioReg as R, Status } from '../../../../src/devices/virtio/constants.js';
-import { RECORD_HEADER_BYTES, parseState, stateRecord } from '../../../../src/migration/protocol.js';
+import { RECORD_HEADER_BYTES } from '../../../../src/migration/protocol.js';
+import { parseState, stateRecord } from '../../../../src/migration/state-record.js';
 import { VirtioMmioTransport, createTransportState } from '../../../../src/devices/virtio/mmio-transport.js';
 
 function transport(features = 1n << 28n) {
