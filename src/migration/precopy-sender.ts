@@ -5,14 +5,14 @@ import type { GuestMemory } from '../memory/guest-memory.js';
 import { addon } from '../kvm/addon.js';
 import { BATCH_PAGES, RecordBufferPool, encodeRamRecord } from './ram-record.js';
 import type { PageRange } from '../memory/dirty-bitmap.js';
-import { StreamChecksum } from './stream-checksum.js';
+import { StreamWriter } from './stream-writer.js';
 import { SESSION_BYTES, multifdRecord } from './multifd.js';
 import { COMMIT_GIVE_WAY_MS, SWITCHOVER_SPIN_MS, giveWay, readAvailable, spinUntilReadable } from './transport.js';
 import type { MultifdChannels } from './multifd-channels.js';
 import type { DirtyTracker, RegionDirtyPages } from '../memory/dirty-tracker.js';
 import type { MigrationInfo, MigrationParameters, MigrationStatusName } from '../control/vm-control.js';
 import {
-  PAGE_BYTES, RecordType, endRecord, headerRecord, record, switchoverRecord, SWITCHOVER_ENCODING_ROUNDS, recordName, u32Record, type MachineShape,
+  PAGE_BYTES, RecordType, headerRecord, record, switchoverRecord, SWITCHOVER_ENCODING_ROUNDS, recordName, u32Record, type MachineShape,
 } from './protocol.js';
 import { RecordReader } from './record-reader.js';
 import { stateRecord, stateRecordTemplate } from './state-record.js';
@@ -53,11 +53,6 @@ const CATCH_UP_MAX_MS = 2000;
 /** The least a pass must send for its time to measure the link (endPass): one full RAM record. */
 const MIN_MEASURED_PASS_BYTES = BATCH_PAGES * PAGE_BYTES;
 
-/** The most bytes of consecutive held records flushHeld joins into one write; a larger record goes alone. */
-const JOIN_MAX_BYTES = 64 * 1024;
-
-/** The switch-over writes what it holds once this much has gathered (and at END). */
-const HELD_MAX_BYTES = 4 * 1024 * 1024;
 
 /**
  * The switch-over's last pages are written before the device state is captured once they are this
@@ -78,8 +73,8 @@ const ANSWER_READ_BYTES = 4096;
  */
 export class PrecopySender {
   private state: MigrationStatusName = 'setup';
-  private readonly checksum = new StreamChecksum();
-  private sentBytes = 0;
+  /** The main connection's writes: every byte into the END checksum, held in the switch-over. */
+  private readonly writer: StreamWriter;
   /** When the migration began (Date.now()): what total-time counts from. */
   private readonly startMs: number;
   private endMs: number | undefined;
@@ -107,14 +102,6 @@ export class PrecopySender {
   private accepted = false;
   /** The last pass the destination has said it applied (APPLIED). */
   private appliedPass = 0;
-  /**
-   * During the switch-over: records accounted but not yet written. They go out once HELD_MAX_BYTES
-   * have gathered or with END (flushHeld: small ones joined into one write, a large one alone), rather
-   * than with a write (a system call, which over loopback also runs the receiver's TCP input on this
-   * thread) and an event-loop turn per record: each cost milliseconds of downtime in nested KVM.
-   */
-  private held: { buf: Buffer; written?: () => void }[] | undefined;
-  private heldBytes = 0;
   private readonly peer = new RecordReader();
   private readonly recordBuffers = new RecordBufferPool();
   /** The page list of the batch being encoded (sendAllPages, sendDirty). */
@@ -144,6 +131,7 @@ export class PrecopySender {
     } = {},
   ) {
     this.startMs = extras.startMs ?? Date.now();
+    this.writer = new StreamWriter(socket, { check: () => this.check(), wait: () => this.nextWake() });
     socket.on('data', (d: Buffer) => { this.peer.push(d); this.poke(); });
     socket.on('error', (e) => { this.socketError = e; this.poke(); });
     socket.on('close', () => { this.socketError ??= new Error('the destination closed the connection'); this.poke(); });
@@ -197,7 +185,7 @@ export class PrecopySender {
   private rehearseSwitchOverEncoding(): void {
     const live = this.vm.rehearsalState?.() ?? [];
     for (let round = 0; round < SWITCHOVER_ENCODING_ROUNDS; round++) {
-      Buffer.concat([...live.map((piece) => stateRecord(piece.name, piece.state)), endRecord(this.sentBytes, this.checksum.value)]);
+      Buffer.concat([...live.map((piece) => stateRecord(piece.name, piece.state)), this.writer.endRecord()]);
     }
   }
 
@@ -264,12 +252,12 @@ export class PrecopySender {
     // 5), and encoding alone ~0.25 ms with that one, ~0.1 ms with this one here.
     // The destination rehearses its restore likewise (Vm.rehearseStateRestore).
     // The tail's assembly likewise: its END (the running checksum's digest) and the one buffer the
-    // held records are copied into (flushHeld), which nothing before the switch-over runs.
+    // held records are copied into (StreamWriter.flushHeld), which nothing before the switch-over runs.
     // The pieces whose state is all byte arrays (the in-kernel and vCPU state) are read in the pause
     // straight into records encoded here (stateRecordTemplate); building the templates runs the
     // encoder for the rest, which rehearseSwitchOverEncoding ran many times at the start.
     const templates = new Map((this.vm.rehearsalState?.() ?? []).map((piece) => [piece.name, stateRecordTemplate(piece.name, piece.state)]));
-    Buffer.concat([...[...templates.values()].map((t) => t.record), endRecord(this.sentBytes, this.checksum.value)]);
+    Buffer.concat([...[...templates.values()].map((t) => t.record), this.writer.endRecord()]);
     // Read once: SWITCHOVER announces VERIFY, and the tail must then carry it.
     const verify = this.params()['x-verify'];
     // Downtime counts from before the pause, as QEMU's downtime_start is taken before vm_stop.
@@ -291,7 +279,7 @@ export class PrecopySender {
     // the pause, a destination already spinning slowed the pause from ~0.2 to 0.5-2.2 ms (the kicked
     // vCPU thread, woken from a halt, waited for a CPU).
     await this.send(switchoverRecord(verify));
-    this.held = [];
+    this.writer.startHolding();
     tracePhase('migration: vCPUs paused');
     await this.sendDirty(pending);
     tracePhase(`migration: ${countDirty(pending)} pages of the last live sync sent`);
@@ -307,7 +295,7 @@ export class PrecopySender {
     // captures and encodes the device state; a few go with the tail, in its one write. With VERIFY, all
     // of them and PASS_END go now: the destination hashes its RAM once it has the last pass, while this
     // side hashes its own (~0.1 s per GiB each, on kvm_pvm).
-    if (verify || this.heldBytes >= EARLY_FLUSH_BYTES) await this.flushHeld();
+    if (verify || this.writer.heldBytes >= EARLY_FLUSH_BYTES) await this.writer.flushHeld();
     const pieces = this.vm.captureState(new Map([...templates].map(([name, t]) => [name, t.state])));
     tracePhase(`migration: device state captured (${pieces.length} pieces)`);
     // The tail (device state, VERIFY, END) goes out as one write.
@@ -324,15 +312,9 @@ export class PrecopySender {
     // in one write. An awaited send() per record took 16-33 µs each here, in the downtime: idle 1 GiB
     // on kvm_pvm, 5-7 records, 0.11-0.23 ms. Device state encoded to END sent, 20 alternated runs a
     // side: the faster half 0.18-0.25 ms against 0.22-0.34.
-    for (const r of tail) {
-      this.account(r);
-      this.hold(r);
-    }
-    const end = endRecord(this.sentBytes, this.checksum.value);
-    this.account(end);
-    this.hold(end);
-    await this.flushHeld();
-    this.held = undefined;
+    this.writer.holdWithEnd(tail);
+    await this.writer.flushHeld();
+    this.writer.stopHolding();
     tracePhase('migration: END sent');
     // LOADED comes as soon as the destination has loaded the state: waited for awake (see
     // spinUntilReadable), and read at once (readAvailable). With VERIFY the destination hashes all of
@@ -375,7 +357,7 @@ export class PrecopySender {
   private async fail(e: unknown): Promise<void> {
     this.error = this.cancelled ? 'cancelled by request' : e instanceof Error ? e.message : String(e);
     this.endMs = Date.now();
-    this.held = undefined;
+    this.writer.stopHolding();
     this.socket.destroy();
     await this.channels?.destroy();
     if (this.vm.dirty.isTracking) await this.vm.dirty.stop().catch(() => {});
@@ -499,83 +481,17 @@ export class PrecopySender {
 
   /** Bytes sent so far over every connection. */
   private transferred(): number {
-    return this.sentBytes + (this.channels?.bytesSent ?? 0);
+    return this.writer.bytesSent + (this.channels?.bytesSent ?? 0);
   }
 
-  /**
-   * Writes to the main connection with backpressure; every byte goes into the END checksum.
-   * `written` runs once the socket no longer needs `buf` (its bytes are in the kernel, or it failed).
-   */
+  /** Writes to the main connection (StreamWriter.send). */
   private async send(buf: Buffer, written?: () => void): Promise<void> {
-    this.account(buf);
-    await this.write(buf, written);
+    await this.writer.send(buf, written);
   }
 
-  /** Counts `buf` as sent: into the END checksum and the byte count. Write it next, in this order. */
-  private account(buf: Buffer): void {
-    this.check();
-    this.checksum.update(buf);
-    this.sentBytes += buf.length;
-  }
-
-  /** Keeps accounted `buf` for the switch-over's next write (flushHeld). Only while `held` is set. */
-  private hold(buf: Buffer, written?: () => void): void {
-    this.held!.push({ buf, written });
-    this.heldBytes += buf.length;
-  }
-
-  /** Writes accounted bytes to the main connection (or holds them, in the switch-over), waiting while the socket pushes back. */
-  private async write(buf: Buffer, written?: () => void): Promise<void> {
-    if (this.held !== undefined) {
-      this.hold(buf, written);
-      if (this.heldBytes >= HELD_MAX_BYTES) await this.flushHeld();
-      return;
-    }
-    if (!this.socket.write(buf, written)) await this.drained();
-  }
-
-  /**
-   * Writes what the switch-over held, in order, through the same write path as every record before
-   * (cork() and a writev would run Node code for the first time, in the downtime): consecutive small
-   * records joined into one write (each write costs the stopped guest ~20-30 µs on kvm_pvm), a large
-   * one as it is, from its record buffer.
-   * Large records used to be joined too, copied into a buffer allocated for it: fresh memory, which
-   * on a host that hands freed memory back to its hypervisor costs a fault per page to write
-   * (0.5-2 s per GiB on kvm_pvm), in the guest's downtime. A dirtying guest's last 2.5-3.5 MiB of
-   * pages took 3.4-5.9 ms from their sync to the device state's capture. With the destination's read
-   * buffer written through beforehand too (transport.ts, bulkReads), alternated dirtying migrations
-   * (64 MiB rewritten, 8 a side): downtime medians 8 against 17 ms at 4 GiB, 7.5 against 14 at 1 GiB.
-   */
-  private async flushHeld(): Promise<void> {
-    const held = this.held!;
-    this.held = [];
-    this.heldBytes = 0;
-    let run: typeof held = [];
-    let runBytes = 0;
-    const writeRun = () => {
-      if (run.length === 1) {
-        this.socket.write(run[0].buf, run[0].written);
-      } else if (run.length > 1) {
-        this.socket.write(Buffer.concat(run.map((h) => h.buf), runBytes));
-        for (const h of run) h.written?.(); // the copy is what goes; the record buffers are free again
-      }
-      run = [];
-      runBytes = 0;
-    };
-    for (const h of held) {
-      if (runBytes + h.buf.length > JOIN_MAX_BYTES) writeRun();
-      run.push(h);
-      runBytes += h.buf.length;
-    }
-    writeRun();
-    await this.drained();
-  }
-
-  private async drained(): Promise<void> {
-    while (this.socket.writableNeedDrain) {
-      await new Promise<void>((resolve) => { this.wake = resolve; });
-      this.check();
-    }
+  /** Resolves at the next poke(): data or an error on the socket, its drain, a cancel. */
+  private nextWake(): Promise<void> {
+    return new Promise<void>((resolve) => { this.wake = resolve; });
   }
 
   private async awaitAnswer(): Promise<{ type: number; payload: Buffer }> {
@@ -583,7 +499,7 @@ export class PrecopySender {
       const r = this.nextFromPeer();
       if (r !== undefined) return r;
       this.check();
-      await new Promise<void>((resolve) => { this.wake = resolve; });
+      await this.nextWake();
     }
   }
 
