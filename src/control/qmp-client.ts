@@ -8,7 +8,7 @@
 import { EventEmitter } from 'node:events';
 import net from 'node:net';
 import { formatSocketAddress, toSocketAddress, type SocketAddress } from './qmp-address.js';
-import { JsonStreamSplitter } from './qmp-server.js';
+import { JsonStreamSplitter } from './qmp-json-stream.js';
 
 /** The server refused a command: `qmpClass` and `desc` are its QMP error, verbatim. */
 export class QmpError extends Error {

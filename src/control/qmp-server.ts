@@ -18,7 +18,9 @@ import net from 'node:net';
 import path from 'node:path';
 import { packageRoot } from '../kvm/addon.js';
 import { formatSocketAddress, toSocketAddress, type SocketAddress } from './qmp-address.js';
-import { VmControlError, type MigrationParameters, type VmControl, type VmEvent } from './vm-control.js';
+import { checkedCommand, errorBody, isPlainObject, type QmpSession } from './qmp-commands.js';
+import { JsonStreamSplitter, type JsonFrame } from './qmp-json-stream.js';
+import type { VmControl, VmEvent } from './vm-control.js';
 
 /**
  * The QEMU release whose QMP dialect tsvmm speaks (7.2: `query-status` still has `singlestep`,
@@ -38,15 +40,6 @@ const FLUSH_LIMIT_MS = 1000;
 /** Commands one client may have waiting before the server stops reading from it. */
 const MAX_QUEUED_COMMANDS = 64;
 
-export type QmpErrorClass = 'GenericError' | 'CommandNotFound' | 'DeviceNotActive';
-
-/** A refused request, answered as `{"error": {"class", "desc"}}`; never leaves this file. */
-class CommandError extends Error {
-  constructor(message: string, readonly qmpClass: QmpErrorClass = 'GenericError') {
-    super(message);
-  }
-}
-
 /** The server could not bind its address; the message names the address and the reason. */
 export class QmpListenError extends Error {
   override name = 'QmpListenError';
@@ -58,127 +51,6 @@ export interface QmpServerOptions {
   /** Where failures that have no client to answer go (a `quit` that failed); default stderr. */
   log?: (message: string) => void;
 }
-
-// ---------------------------------------------------------------------------------------------
-// Argument checking, with QEMU's messages (qapi/qobject-input-visitor.c), so scripts see the same text.
-
-type ParamType = 'str' | 'bool' | 'uint' | 'str-list' | 'caps-list';
-interface ParamSpec { type: ParamType; optional?: boolean }
-type Args = Record<string, unknown>;
-
-const TYPE_LABEL: Record<ParamType, string> = { str: 'string', bool: 'boolean', uint: 'uint64', 'str-list': 'array', 'caps-list': 'array' };
-
-function typeMismatch(name: string, type: ParamType | 'object'): CommandError {
-  return new CommandError(`Invalid parameter type for '${name}', expected: ${type === 'object' ? 'object' : TYPE_LABEL[type]}`);
-}
-
-function isPlainObject(v: unknown): v is Args {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
-
-function checkValue(name: string, type: ParamType, v: unknown): void {
-  switch (type) {
-    case 'str': if (typeof v !== 'string') throw typeMismatch(name, type); return;
-    case 'bool': if (typeof v !== 'boolean') throw typeMismatch(name, type); return;
-    case 'uint': if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) throw typeMismatch(name, type); return;
-    case 'str-list':
-      if (!Array.isArray(v)) throw typeMismatch(name, type);
-      v.forEach((e, i) => checkValue(`${name}[${i}]`, 'str', e));
-      return;
-    case 'caps-list':
-      if (!Array.isArray(v)) throw typeMismatch(name, type);
-      v.forEach((e, i) => checkArgs(e, { capability: { type: 'str' }, state: { type: 'bool' } }, `${name}[${i}].`));
-      return;
-  }
-}
-
-/** Throws the first problem QEMU would report: a missing, mistyped or unexpected parameter. */
-function checkArgs(args: unknown, spec: Record<string, ParamSpec>, prefix = ''): asserts args is Args {
-  if (!isPlainObject(args)) throw typeMismatch(prefix.replace(/\.$/, ''), 'object');
-  for (const [name, p] of Object.entries(spec)) {
-    if (!Object.hasOwn(args, name)) {
-      if (!p.optional) throw new CommandError(`Parameter '${prefix}${name}' is missing`);
-      continue;
-    }
-    checkValue(prefix + name, p.type, args[name]);
-  }
-  for (const name of Object.keys(args)) {
-    if (!Object.hasOwn(spec, name)) throw new CommandError(`Parameter '${prefix}${name}' is unexpected`);
-  }
-}
-
-// ---------------------------------------------------------------------------------------------
-// The command table. Each entry checks nothing itself: `params` is checked before `run` is called.
-
-interface Session { readonly negotiated: boolean; readonly server: QmpServer }
-interface Command {
-  params: Record<string, ParamSpec>;
-  run(args: Args, control: VmControl, session: Session): unknown;
-}
-
-const MIGRATION_PARAMETER_TYPES: Record<keyof MigrationParameters, ParamSpec> = {
-  'downtime-limit': { type: 'uint', optional: true },
-  'max-bandwidth': { type: 'uint', optional: true },
-  'multifd-channels': { type: 'uint', optional: true },
-  'x-verify': { type: 'bool', optional: true },
-  'tls-creds': { type: 'str', optional: true },
-  'tls-hostname': { type: 'str', optional: true },
-};
-
-const COMMANDS: ReadonlyMap<string, Command> = new Map<string, Command>([
-  ['qmp_capabilities', {
-    params: { enable: { type: 'str-list', optional: true } },
-    run: (args, _control, session) => {
-      if (session.negotiated) throw new CommandError('Capabilities negotiation is already complete, command ignored', 'CommandNotFound');
-      // The greeting offers no capability (no OOB), so there is none a client may enable.
-      const wanted = (args.enable as string[] | undefined) ?? [];
-      if (wanted.length > 0) throw new CommandError(`Capability '${wanted[0]}' not available`);
-      return {};
-    },
-  }],
-  ['query-status', {
-    params: {},
-    run: (_a, control) => {
-      const status = control.runState();
-      return { running: status === 'running', singlestep: false, status };
-    },
-  }],
-  ['stop', { params: {}, run: async (_a, control) => { await control.stop(); return {}; } }],
-  ['cont', { params: {}, run: (_a, control) => { control.cont(); return {}; } }],
-  // `quit` is answered before it runs (see Connection.dispatch); this entry only lists and checks it.
-  ['quit', { params: {}, run: () => ({}) }],
-  ['migrate', {
-    // blk/inc (block migration) and detach (always detached in QMP) are QEMU's; accepted for its scripts.
-    params: { uri: { type: 'str' }, blk: { type: 'bool', optional: true }, inc: { type: 'bool', optional: true }, detach: { type: 'bool', optional: true } },
-    run: (args, control) => { control.migrate(args.uri as string); return {}; },
-  }],
-  ['migrate-incoming', {
-    params: { uri: { type: 'str' } },
-    run: async (args, control) => { await control.migrateIncoming(args.uri as string); return {}; },
-  }],
-  ['query-migrate', { params: {}, run: (_a, control) => control.queryMigrate() }],
-  ['migrate-set-capabilities', {
-    params: { capabilities: { type: 'caps-list' } },
-    run: (args, control) => {
-      control.setMigrationCapabilities(args.capabilities as { capability: string; state: boolean }[]);
-      return {};
-    },
-  }],
-  ['query-migrate-capabilities', { params: {}, run: (_a, control) => control.migrationCapabilities() }],
-  ['migrate-set-parameters', {
-    params: MIGRATION_PARAMETER_TYPES,
-    run: (args, control) => { control.setMigrationParameters(args as Partial<MigrationParameters>); return {}; },
-  }],
-  ['query-migrate-parameters', { params: {}, run: (_a, control) => control.migrationParameters() }],
-  ['migrate_cancel', { params: {}, run: (_a, control) => { control.migrateCancel(); return {}; } }],
-  ['query-commands', { params: {}, run: () => [...COMMANDS.keys()].map((name) => ({ name })) }],
-  ['query-version', { params: {}, run: (_a, _c, session) => session.server.version }],
-]);
-
-/** The command names the server answers, for query-commands and for tests. */
-export const QMP_COMMANDS: readonly string[] = [...COMMANDS.keys()];
-
-// ---------------------------------------------------------------------------------------------
 
 /**
  * `message` as one line of JSON. A BigInt in a VmControl answer, or an id nested beyond the stack,
@@ -214,7 +86,7 @@ function readPackageVersion(): string {
 }
 
 /** One client: its framing state, negotiation state and command queue. */
-class Connection implements Session {
+class Connection implements QmpSession {
   negotiated = false;
   private readonly splitter = new JsonStreamSplitter();
   /** INVARIANT: never rejects, so the chain of commands cannot break. */
@@ -326,14 +198,7 @@ class Connection implements Session {
     const id = isPlainObject(request) && Object.hasOwn(request, 'id') ? request.id : undefined;
     const reply = (body: object, flushed?: () => void) => this.send(id === undefined ? body : { ...body, id }, flushed);
     try {
-      const { name, args } = checkRequest(request);
-      // Before negotiation only qmp_capabilities exists, and QEMU says so instead of "not found".
-      if (!this.negotiated && name !== 'qmp_capabilities') {
-        throw new CommandError("Expecting capabilities negotiation with 'qmp_capabilities'", 'CommandNotFound');
-      }
-      const command = COMMANDS.get(name);
-      if (command === undefined) throw new CommandError(`The command ${name} has not been found`, 'CommandNotFound');
-      checkArgs(args, command.params);
+      const { name, command, args } = checkedCommand(request, this.negotiated);
       if (name === 'quit') return this.quit(reply);
       const result = await command.run(args, this.control, this);
       if (name === 'qmp_capabilities') this.negotiated = true;
@@ -351,25 +216,6 @@ class Connection implements Session {
         .catch((e: unknown) => this.server.log(`quit failed: ${e instanceof Error ? e.message : String(e)}`));
     });
   }
-}
-
-/** The request's command and arguments, or the error QEMU gives (qapi/qmp-dispatch.c, qmp_dispatch_check_obj). */
-function checkRequest(request: unknown): { name: string; args: unknown } {
-  if (!isPlainObject(request)) throw new CommandError('QMP input must be a JSON object');
-  for (const key of Object.keys(request)) {
-    if (key !== 'execute' && key !== 'arguments' && key !== 'id') throw new CommandError(`QMP input member '${key}' is unexpected`);
-  }
-  if (!Object.hasOwn(request, 'execute')) throw new CommandError("QMP input lacks member 'execute'");
-  if (typeof request.execute !== 'string') throw new CommandError("QMP input member 'execute' must be a string");
-  if (Object.hasOwn(request, 'arguments') && !isPlainObject(request.arguments)) {
-    throw new CommandError("QMP input member 'arguments' must be an object");
-  }
-  return { name: request.execute, args: request.arguments ?? {} };
-}
-
-function errorBody(e: unknown): { class: QmpErrorClass; desc: string } {
-  if (e instanceof CommandError || e instanceof VmControlError) return { class: e.qmpClass, desc: e.message };
-  return { class: 'GenericError', desc: e instanceof Error ? e.message : String(e) };
 }
 
 export class QmpServer {
@@ -467,87 +313,3 @@ async function isStaleSocket(file: string): Promise<boolean> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Wire framing, shared with QmpClient. QMP is a stream of JSON values; most clients end each with a
-// newline, some do not, so values are cut out by bracket depth (respecting strings and escapes), not
-// by line.
-
-/** The largest value accepted: far above any QMP command, far below what would strain the heap. */
-const MAX_VALUE_CHARS = 1024 * 1024;
-/** QEMU's json-streamer limit (MAX_NESTING); deeper input is hostile, not a command. */
-const MAX_NESTING = 1024;
-
-export type JsonFrame = { ok: true; value: unknown } | { ok: false; error: string };
-
-/** A value over the limits: the stream cannot be resynchronised, so the connection should end. */
-export class JsonFramingError extends Error {
-  override name = 'JsonFramingError';
-}
-
-/** Cuts a character stream into top-level JSON values; a malformed one becomes an error frame. */
-export class JsonStreamSplitter {
-  private pending = ''; // the unfinished value's text from earlier chunks
-  private active = false; // inside a value
-  private depth = 0;
-  private inString = false;
-  private escaped = false;
-  private bare = false; // a top-level scalar or garbage token: ends at whitespace or a bracket
-
-  /** Returns the values completed by `text`, in order; throws JsonFramingError past the limits. */
-  push(text: string): JsonFrame[] {
-    const frames: JsonFrame[] = [];
-    let start = 0;
-    const finish = (end: number) => {
-      frames.push(parse(this.pending + text.slice(start, end)));
-      this.pending = '';
-      this.active = this.bare = this.inString = this.escaped = false;
-      this.depth = 0;
-    };
-    for (let i = 0; i < text.length; i++) {
-      const c = text[i]!;
-      if (this.inString) {
-        if (this.escaped) this.escaped = false;
-        else if (c === '\\') this.escaped = true;
-        else if (c === '"') {
-          this.inString = false;
-          if (this.depth === 0) finish(i + 1);
-        } else if (c === '\n') {
-          // A raw newline is invalid inside a JSON string: the value is broken. Ending it here lets
-          // the next line parse, instead of the rest of the stream being swallowed as string text.
-          finish(i);
-        }
-      } else if (this.bare) {
-        if (/[\s{}[\]"]/.test(c)) {
-          finish(i);
-          i--; // the delimiter may begin the next value
-        }
-      } else if (!this.active) {
-        if (/\s/.test(c)) continue;
-        start = i;
-        this.active = true;
-        if (c === '{' || c === '[') this.depth = 1;
-        else if (c === '"') this.inString = true;
-        else if (c === '}' || c === ']') finish(i + 1); // a stray closer: reported as a parse error
-        else this.bare = true;
-      } else if (c === '"') {
-        this.inString = true;
-      } else if (c === '{' || c === '[') {
-        if (++this.depth > MAX_NESTING) throw new JsonFramingError(`JSON parse error, nesting deeper than ${MAX_NESTING}`);
-      } else if ((c === '}' || c === ']') && --this.depth === 0) {
-        finish(i + 1);
-      }
-    }
-    if (this.active) {
-      this.pending += text.slice(start);
-      if (this.pending.length > MAX_VALUE_CHARS) throw new JsonFramingError(`JSON parse error, value longer than ${MAX_VALUE_CHARS} characters`);
-    }
-    return frames;
-  }
-}
-
-function parse(text: string): JsonFrame {
-  try {
-    return { ok: true, value: JSON.parse(text) as unknown };
-  } catch (e) {
-    return { ok: false, error: `JSON parse error, ${(e as Error).message}` };
-  }
-}

@@ -2,7 +2,8 @@ import { spawn } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { QMP_COMMANDS, QmpListenError, QmpServer } from '../../../src/control/qmp-server.js';
+import { QMP_COMMANDS } from '../../../src/control/qmp-commands.js';
+import { QmpListenError, QmpServer } from '../../../src/control/qmp-server.js';
 import { VmControlError } from '../../../src/control/vm-control.js';
 import { FakeVmControl, RawClient, ram, tempSocketPath } from './fake-vm-control.js';
 
