@@ -10,7 +10,7 @@
 // VM, with that much memory to spare), and each pass takes a long time: on kvm_pvm a write-protect
 // fault per 4 KiB page, ~15 us, about a minute per 16 GiB pass (`--sizes 16 --dirty 100 --repeat 1`
 // takes ~4 minutes per --protect mode). Each sync is timed once per pause, right after the guest ran,
-// as a migration meets it: caches and TLBs cold (see README, Benchmarks).
+// as a migration meets it: caches and TLBs cold (see docs/benchmarks.md, bench/dirty-sync).
 //
 // Reproduce: npm install && node bench/dirty-sync.mjs [--sizes 1,4,16] [--dirty 0,1,100] [--protect manual,get] [--repeat 5]
 import { openSync } from 'node:fs';
