@@ -40,8 +40,8 @@ export function formatProgress(info: MigrationInfo): string {
 }
 
 /**
- * The line printed on success: `migration completed: total 1234 ms, downtime 12 ms, 3 passes, sent
- * 1.02 GiB (260000 pages, 1200 zero pages)`. Fields the VMM did not report are left out, not faked.
+ * The line printed on success: `migration completed: total 1234 ms, downtime 12 ms, 3 dirty syncs, sent
+ * 1.02 GiB (260000 pages, 1200 zero pages)` (the syncs as QEMU counts them, its setup's included). Fields the VMM did not report are left out, not faked.
  */
 export function formatSummary(info: MigrationInfo): string {
   const parts: string[] = [];
@@ -49,7 +49,7 @@ export function formatSummary(info: MigrationInfo): string {
   if (info.downtime !== undefined) parts.push(`downtime ${info.downtime} ms`);
   const ram = info.ram;
   if (ram !== undefined) {
-    parts.push(plural(ram['dirty-sync-count'], 'pass', 'passes'));
+    parts.push(plural(ram['dirty-sync-count'], 'dirty sync'));
     parts.push(`sent ${formatSize(ram.transferred, 2)} (${plural(ram.normal, 'page')}, ${plural(ram.duplicate, 'zero page')})`);
   }
   return `migration ${info.status}${parts.length > 0 ? ': ' : ''}${parts.join(', ')}`;

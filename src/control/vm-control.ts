@@ -22,7 +22,7 @@ export interface MigrationInfo {
     'normal-bytes': number;
     'dirty-pages-rate': number; // pages dirtied per second, last pass
     mbps: number; // measured bandwidth, megabits per second
-    'dirty-sync-count': number; // passes so far
+    'dirty-sync-count': number; // dirty-log syncs so far, the start of logging the first (as QEMU's): n during pass n
     'page-size': number;
   };
   'total-time'?: number; // ms since migration start (or until the end)

@@ -80,8 +80,14 @@ export class PrecopySender {
   private endMs: number | undefined;
   private downtimeMs: number | undefined;
   private pass = 0;
+  /**
+   * Dirty-log syncs so far, the start of logging counted as the first (query-migrate's
+   * dirty-sync-count, as QEMU's counts the bitmap sync of its setup): during pass n it reads n.
+   */
+  private syncs = 0;
   private zeroPages = 0;
   private dataPages = 0;
+  /** Bytes of pages still to send: all of RAM as pass 1 starts, each sync's dirty pages after; less each batch sent (QEMU's ram.remaining). */
   private remainingBytes = 0;
   private bandwidth = 0; // bytes/s so far in the current pass (query-migrate's mbps, max-bandwidth pacing)
   /** Bytes/s the last pass that could measure the link carried, whole (endPass): what the switch-over decision uses. */
@@ -91,7 +97,8 @@ export class PrecopySender {
    * sendDirty): the base of sendBatch's running figure and of endPass's whole-pass one.
    */
   private passSend = { ms: 0, bytes: 0 };
-  private dirtyRate = 0; // pages/s, last pass
+  /** Pages/s the guest dirtied between the last two syncs (query-migrate's dirty-pages-rate, as QEMU's). */
+  private dirtyRate = 0;
   private error: string | undefined;
   private cancelled = false;
   private throttlePercent = 0;
@@ -158,7 +165,7 @@ export class PrecopySender {
         duplicate: this.zeroPages + (this.channels?.zeroPages ?? 0), normal: this.dataPages + (this.channels?.dataPages ?? 0),
         'normal-bytes': (this.dataPages + (this.channels?.dataPages ?? 0)) * PAGE_BYTES,
         'dirty-pages-rate': Math.round(this.dirtyRate), mbps: (this.linkBandwidth() * 8) / 1e6,
-        'dirty-sync-count': this.pass, 'page-size': PAGE_BYTES,
+        'dirty-sync-count': this.syncs, 'page-size': PAGE_BYTES,
       },
     };
     if (this.state === 'active') info['expected-downtime'] = Math.round(this.expectedDowntimeMs());
@@ -201,10 +208,12 @@ export class PrecopySender {
       }
       this.setState('active');
       await this.vm.dirty.start();
+      this.syncs = 1;
+      this.remainingBytes = this.vm.memory.sizeBytes;
       const passStart = Date.now();
       tracePhase('migration: pass 1, every page');
       await this.sendAllPages();
-      await this.endPass(passStart, 0);
+      await this.endPass();
       let pending: readonly RegionDirtyPages[];
       // Logging started before the first pass: what the first sync finds was dirtied since then.
       let lastSync = passStart;
@@ -214,8 +223,10 @@ export class PrecopySender {
         // INVARIANT: sync() takes these bits for good; every page it returns must be sent, in this
         // pass or, if this pass is the last live one, in the switch-over.
         pending = this.vm.dirty.sync();
+        this.syncs++;
         const pages = countDirty(pending);
         const sinceLastSync = Math.max(0.001, (t0 - lastSync) / 1000);
+        this.dirtyRate = pages / sinceLastSync;
         lastSync = t0;
         this.remainingBytes = pages * PAGE_BYTES;
         if (TRACE_PHASES) tracePhase(`migration: sync ${this.pass}: ${pages} dirty pages, expected downtime ${this.expectedDowntimeMs().toFixed(1)} ms`);
@@ -224,13 +235,13 @@ export class PrecopySender {
         const next = policy.afterSync({
           pages, expectedDowntimeMs: this.expectedDowntimeMs(), downtimeLimitMs: this.params()['downtime-limit'],
           passes: this.pass, appliedPass: this.appliedPass, autoConverge: this.autoConverge(),
-          dirtyBytesPerSecond: this.remainingBytes / sinceLastSync, linkBytesPerSecond: this.linkBandwidth(),
+          dirtyBytesPerSecond: this.dirtyRate * PAGE_BYTES, linkBytesPerSecond: this.linkBandwidth(),
           throttlePercent: this.throttlePercent,
         });
         if (next.kind === 'switch-over') break;
         if (next.kind === 'send' && next.throttlePercent !== undefined) this.throttle(next.throttlePercent);
         await this.sendDirty(pending);
-        await this.endPass(t0, pages);
+        await this.endPass();
         if (next.kind === 'catch-up') await this.caughtUp(this.pass, CATCH_UP_MAX_MS);
       }
       await this.switchOver(pending);
@@ -285,6 +296,7 @@ export class PrecopySender {
     tracePhase(`migration: ${countDirty(pending)} pages of the last live sync sent`);
     await this.extras.testOnlyBeforeFinalSync?.();
     const last = this.vm.dirty.sync();
+    this.syncs++;
     tracePhase(`migration: final sync (${countDirty(last)} pages)`);
     await this.sendDirty(last);
     tracePhase('migration: last dirty pages sent');
@@ -386,7 +398,7 @@ export class PrecopySender {
     return this.passBandwidth > 0 ? this.passBandwidth : this.bandwidth;
   }
 
-  private async endPass(startMs: number, pagesAtSync: number): Promise<void> {
+  private async endPass(): Promise<void> {
     this.pass++;
     await this.channels?.sync(this.pass);
     // The pass's throughput, whole, now that every channel has written its bytes. sendBatch's running
@@ -400,8 +412,6 @@ export class PrecopySender {
       this.passBandwidth = sent / (Math.max(0.1, performance.now() - this.passSend.ms) / 1000);
     }
     await this.send(u32Record(RecordType.PASS_END, this.pass));
-    const seconds = Math.max(0.001, (Date.now() - startMs) / 1000);
-    this.dirtyRate = pagesAtSync / seconds;
   }
 
   /**
@@ -453,6 +463,8 @@ export class PrecopySender {
 
   /** One RAM record of `pages` of region `regionIndex`, over a multifd channel or else the main connection. */
   private async sendBatch(regionIndex: number, pages: ArrayLike<number>, zeroRuns?: readonly PageRange[]): Promise<void> {
+    const batchPages = pages.length + (zeroRuns?.reduce((n, run) => n + run.count, 0) ?? 0);
+    this.remainingBytes = Math.max(0, this.remainingBytes - batchPages * PAGE_BYTES);
     if (this.channels !== undefined) {
       this.check();
       await this.channels.send(regionIndex, pages, zeroRuns);

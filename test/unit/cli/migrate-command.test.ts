@@ -78,7 +78,7 @@ describe('tsvmm migrate', () => {
       'pass 2  sent 1000.0 MiB  remaining 1.0 MiB  dirty 20 pages/s  bw 990.0 Mbit/s  expected downtime 12 ms',
       '',
     ].join('\n'));
-    expect(t.stdout()).toBe('migration completed: total 1234 ms, downtime 12 ms, 3 passes, sent 1.02 GiB (260000 pages, 1200 zero pages)\n');
+    expect(t.stdout()).toBe('migration completed: total 1234 ms, downtime 12 ms, 3 dirty syncs, sent 1.02 GiB (260000 pages, 1200 zero pages)\n');
     expect(t.listening()).toBe(false);
   });
 
@@ -162,7 +162,7 @@ describe('tsvmm migrate', () => {
     control.emit({ event: 'MIGRATION', data: { status: 'completed' } });
     await server.close();
     expect(await run).toBe(0);
-    expect(t.stdout()).toBe('migration completed: total 900 ms, 2 passes, sent 1000.00 MiB (0 pages, 0 zero pages)\n');
+    expect(t.stdout()).toBe('migration completed: total 900 ms, 2 dirty syncs, sent 1000.00 MiB (0 pages, 0 zero pages)\n');
     expect(t.stderr()).toMatch(/closed QMP right after completing/);
     server = await QmpServer.listen(qmp, control);
   });
@@ -226,6 +226,6 @@ describe('migrate formatting', () => {
     expect(formatSize(1.5 * GiB, 2)).toBe('1.50 GiB');
     expect(formatProgress({ status: 'device', ram: ram({ 'dirty-sync-count': 4 }) })).toMatch(/^pass 4 .* \(device\)$/);
     expect(formatSummary({ status: 'completed', ram: ram({ 'dirty-sync-count': 1, normal: 1, duplicate: 1 }) }))
-      .toBe('migration completed: 1 pass, sent 0 B (1 page, 1 zero page)');
+      .toBe('migration completed: 1 dirty sync, sent 0 B (1 page, 1 zero page)');
   });
 });

@@ -2,11 +2,11 @@
 // (views of one private mapping), and the receiver's state machine; only the vCPUs are absent.
 import { randomBytes } from 'node:crypto';
 import net from 'node:net';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { gpa, MiB } from '../../../src/arch/x86/layout.js';
 import type { MigrationParameters } from '../../../src/control/vm-control.js';
 import type { DirtyTracker } from '../../../src/memory/dirty-tracker.js';
-import { GuestMemory } from '../../../src/memory/guest-memory.js';
+import type { GuestMemory } from '../../../src/memory/guest-memory.js';
 import { receiveMigration, type MigrationDestination, type ReceivedMigration } from '../../../src/migration/incoming.js';
 import { MultifdChannels } from '../../../src/migration/multifd-channels.js';
 import { PrecopySender, type MigrationSource } from '../../../src/migration/precopy-sender.js';
@@ -18,18 +18,14 @@ import { stateRecord } from '../../../src/migration/state-record.js';
 import { encodeRamRecord } from '../../../src/migration/ram-record.js';
 import { parseTlsCredsObject, secureClient, secureServer } from '../../../src/migration/tls.js';
 import { bulkReads, listenForMigration, type IncomingListener } from '../../../src/migration/transport.js';
+import { fixedDirtySource, senderParams } from '../../helpers/fixed-dirty-source.js';
+import { disposables } from '../../helpers/disposables.js';
 import { freePort } from '../../helpers/free-port.js';
 import { makeCa, makeCreds } from '../../helpers/tls-certs.js';
 
 const MEM = 8 * MiB;
-const disposables: { dispose(): void }[] = [];
-afterEach(() => { disposables.splice(0).forEach((d) => d.dispose()); });
-
-function memory(): GuestMemory {
-  const m = GuestMemory.create(MEM);
-  disposables.push(m);
-  return m;
-}
+const cleanup = disposables();
+const memory = () => cleanup.memory(MEM);
 
 function destination(mem: GuestMemory): MigrationDestination {
   const shape: MachineShape = { memBytes: MEM, cpus: 1, regions: mem.regions.map((r) => ({ start: r.start, sizeBytes: r.sizeBytes })), devices: [] };
@@ -73,7 +69,7 @@ class HandChannel {
 
 async function incoming(dstMem: GuestMemory, secure: (s: net.Socket) => Promise<net.Socket> = async (s) => bulkReads(s)): Promise<{ listener: IncomingListener; uri: string; received: Promise<ReceivedMigration> }> {
   const listener = await listenForMigration(`tcp:127.0.0.1:${await freePort()}`);
-  disposables.push({ dispose: () => listener.close() });
+  cleanup.add({ dispose: () => listener.close() });
   const received = listener.connection.then(async (main) => receiveMigration(destination(dstMem), await secure(main), async (n, t) => Promise.all((await listener.next(n, t)).map(secure))));
   received.catch(() => {});
   return { listener, uri: `tcp:127.0.0.1:${listener.port}`, received };
@@ -170,37 +166,6 @@ describe('multifd', () => {
       mainSocket.destroy();
     }
   });
-  /**
-   * A source over `src` whose every dirty-log sync reports the pages set in `firstWord` (the first
-   * word of region 0's bitmap) dirty; it counts the syncs and records every throttle asked of it.
-   */
-  function fixedDirtySource(src: GuestMemory, firstWord: number): { source: MigrationSource; syncs: () => number; throttles: number[] } {
-    const region = src.regions[0]!;
-    let syncs = 0;
-    let tracking = false;
-    const dirty = {
-      get isTracking() { return tracking; },
-      async start() { tracking = true; },
-      sync() {
-        syncs++;
-        const bitmap = new Uint32Array(region.dirty.words.length);
-        bitmap[0] = firstWord;
-        let pages = 0;
-        for (let w = firstWord; w !== 0; w &= w - 1) pages++;
-        return [{ region, bitmap, pages }];
-      },
-      async stop() { tracking = false; },
-    } as unknown as DirtyTracker;
-    const throttles: number[] = [];
-    const source: MigrationSource = {
-      memory: src, dirty, pause: async () => {}, resume: () => {}, throttle: (p) => { throttles.push(p); },
-      shape: () => destination(src).shape(), captureState: () => [{ name: 'vm', state: {} }],
-    };
-    return { source, syncs: () => syncs, throttles };
-  }
-
-  const senderParams = (channels: number) => ({ 'downtime-limit': 300, 'max-bandwidth': 0, 'multifd-channels': channels, 'x-verify': false, 'tls-creds': '', 'tls-hostname': '' } satisfies MigrationParameters);
-
   it('PrecopySender: a pass\'s bandwidth counts what the channels sent after their batches were queued, so a guest dirtying two pages a pass switches over unthrottled', async () => {
     const src = memory();
     const dst = memory();
@@ -230,60 +195,5 @@ describe('multifd', () => {
     expect(syncs()).toBe(4);
     expect(dst.read(gpa(MiB), 64 * 4096).every((b) => b === 0x5a)).toBe(true);
     expect(dst.read(gpa(0), 2 * 4096).every((b) => b === 0xa5)).toBe(true);
-  });
-
-  it('PrecopySender: pauses the guest only once the destination has applied every live pass (APPLIED): its backlog is no part of the downtime', async () => {
-    const src = memory();
-    src.fill(gpa(MiB), 64 * 4096, 0x5a);
-    // A destination that says it applied each live pass 100 ms after its PASS_END, and notes what came when.
-    const log: string[] = [];
-    const server = net.createServer((s) => {
-      const reader = new RecordReader();
-      s.on('error', () => {});
-      s.on('data', (d: Buffer) => {
-        reader.push(d);
-        for (let r = reader.next(); r !== undefined; r = reader.next()) {
-          if (r.type === RecordType.HEADER) s.write(record(RecordType.ACCEPTED, new Uint8Array(0)));
-          else if (r.type === RecordType.SWITCHOVER) log.push('SWITCHOVER');
-          else if (r.type === RecordType.PASS_END && !log.includes('SWITCHOVER')) {
-            const pass = r.payload.readUInt32LE(0);
-            log.push(`PASS_END ${pass}`);
-            setTimeout(() => {
-              log.push(`APPLIED ${pass}`);
-              if (!s.destroyed) s.write(u32Record(RecordType.APPLIED, pass));
-            }, 100);
-          } else if (r.type === RecordType.END) s.write(record(RecordType.LOADED, new Uint8Array(0)));
-        }
-      });
-    });
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    disposables.push({ dispose: () => server.close() });
-    const socket = await connect((server.address() as net.AddressInfo).port);
-    const { source } = fixedDirtySource(src, 0);
-    const params = senderParams(0);
-    const sender = new PrecopySender(source, socket, () => params, () => true, () => {});
-    await sender.run();
-    expect(sender.info().status).toBe('completed');
-    const lastLivePass = log.filter((e) => e.startsWith('PASS_END')).length;
-    expect(log.indexOf(`APPLIED ${lastLivePass}`), log.join(', ')).toBeGreaterThanOrEqual(0);
-    expect(log.indexOf('SWITCHOVER'), log.join(', ')).toBeGreaterThan(log.indexOf(`APPLIED ${lastLivePass}`));
-  });
-
-  it('PrecopySender: a guest that dirties nothing switches over at the first sync, which finds no page (an empty set has nothing left to settle)', async () => {
-    const src = memory();
-    const dst = memory();
-    src.fill(gpa(MiB), 64 * 4096, 0x5a);
-    const { listener, received } = await incoming(dst);
-    const socket = await connect(listener.port);
-    const { source, syncs } = fixedDirtySource(src, 0);
-    const params = senderParams(0);
-    const sender = new PrecopySender(source, socket, () => params, () => true, () => {});
-    await sender.run();
-    await received;
-    expect(sender.info().status).toBe('completed');
-    // Pass 1's sync finds nothing; an empty pass goes while the destination says it applied pass 1
-    // (APPLIED), and its sync finds nothing; then the switch-over's own. Settling on empty sets took six.
-    expect(syncs()).toBe(3);
-    expect(dst.read(gpa(MiB), 64 * 4096).every((b) => b === 0x5a)).toBe(true);
   });
 });
