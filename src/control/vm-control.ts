@@ -24,11 +24,15 @@ export interface MigrationInfo {
     mbps: number; // measured bandwidth, megabits per second
     'dirty-sync-count': number; // dirty-log syncs so far, the start of logging the first (as QEMU's): n during pass n
     'page-size': number;
+    'pages-per-second': number; // pages the current pass has sent per second, zero pages included
+    'precopy-bytes': number; // bytes sent while the guest ran
+    'downtime-bytes': number; // bytes sent while it was stopped (the switch-over)
+    'multifd-bytes'?: number; // bytes sent over the multifd channels, with multifd
   };
   'total-time'?: number; // ms since migration start (or until the end)
   'expected-downtime'?: number; // ms, while active
   downtime?: number; // ms, once completed
-  'setup-time'?: number;
+  'setup-time'?: number; // ms from the migrate command to RAM moving (connection, TLS, header, channels)
   'multifd-channels'?: number; // tsvmm's: RAM went over this many channel connections
   'cpu-throttle-percentage'?: number; // auto-converge: the share of time the vCPUs are held paused
   'error-desc'?: string; // when failed

@@ -93,10 +93,16 @@ export class PrecopySender {
   /** Bytes/s the last pass that could measure the link carried, whole (endPass): what the switch-over decision uses. */
   private passBandwidth = 0;
   /**
-   * When (performance.now()) and at what transferred() the current pass began sending (sendAllPages,
-   * sendDirty): the base of sendBatch's running figure and of endPass's whole-pass one.
+   * When (performance.now()), at what transferred() and after how many pages the current pass began
+   * sending (sendAllPages, sendDirty): the base of sendBatch's running figures and of endPass's whole-pass one.
    */
-  private passSend = { ms: 0, bytes: 0 };
+  private passSend = { ms: 0, bytes: 0, pages: 0 };
+  /** Pages/s the current pass has sent so far, zero pages included (query-migrate's pages-per-second, as QEMU's). */
+  private pagesPerSecond = 0;
+  /** How long setup took (connection, handshake, header, channels), in ms: query-migrate's setup-time. */
+  private setupMs: number | undefined;
+  /** transferred() when the guest was stopped: what went before is precopy-bytes, what went after downtime-bytes. */
+  private bytesAtPause: number | undefined;
   /** Pages/s the guest dirtied between the last two syncs (query-migrate's dirty-pages-rate, as QEMU's). */
   private dirtyRate = 0;
   private error: string | undefined;
@@ -165,9 +171,12 @@ export class PrecopySender {
         duplicate: this.zeroPages + (this.channels?.zeroPages ?? 0), normal: this.dataPages + (this.channels?.dataPages ?? 0),
         'normal-bytes': (this.dataPages + (this.channels?.dataPages ?? 0)) * PAGE_BYTES,
         'dirty-pages-rate': Math.round(this.dirtyRate), mbps: (this.linkBandwidth() * 8) / 1e6,
-        'dirty-sync-count': this.syncs, 'page-size': PAGE_BYTES,
+        'dirty-sync-count': this.syncs, 'page-size': PAGE_BYTES, 'pages-per-second': Math.round(this.pagesPerSecond),
+        'precopy-bytes': this.bytesAtPause ?? this.transferred(), 'downtime-bytes': this.bytesAtPause === undefined ? 0 : this.transferred() - this.bytesAtPause,
       },
     };
+    if (this.channels !== undefined) info.ram!['multifd-bytes'] = this.channels.bytesSent;
+    if (this.setupMs !== undefined) info['setup-time'] = this.setupMs;
     if (this.state === 'active') info['expected-downtime'] = Math.round(this.expectedDowntimeMs());
     if (this.throttlePercent > 0) info['cpu-throttle-percentage'] = this.throttlePercent;
     if (this.channels !== undefined) info['multifd-channels'] = this.channels.count;
@@ -206,6 +215,7 @@ export class PrecopySender {
         const session = randomBytes(SESSION_BYTES);
         this.channels = await multifd.open(session, () => this.send(multifdRecord(multifd.channels, session)));
       }
+      this.setupMs = Date.now() - this.startMs;
       this.setState('active');
       await this.vm.dirty.start();
       this.syncs = 1;
@@ -273,6 +283,7 @@ export class PrecopySender {
     const verify = this.params()['x-verify'];
     // Downtime counts from before the pause, as QEMU's downtime_start is taken before vm_stop.
     const t0 = performance.now();
+    this.bytesAtPause = this.transferred();
     tracePhase('migration: switch-over, pausing the vCPUs');
     // Each vCPU thread reads its own state as it parks, while this thread sends SWITCHOVER, syncs and
     // sends the last pages: the reads are off the downtime's one thread.
@@ -421,7 +432,7 @@ export class PrecopySender {
    * listed is dirty in the log that started before, and goes again in a later pass.
    */
   private async sendAllPages(): Promise<void> {
-    this.passSend = { ms: performance.now(), bytes: this.transferred() };
+    this.passSend = { ms: performance.now(), bytes: this.transferred(), pages: this.pagesSent() };
     const batch = this.batchPages;
     for (let r = 0; r < this.vm.memory.regions.length; r++) {
       const pages = this.vm.memory.regions[r]!.sizeBytes / PAGE_BYTES;
@@ -446,7 +457,7 @@ export class PrecopySender {
   }
 
   private async sendDirty(dirty: readonly RegionDirtyPages[]): Promise<void> {
-    this.passSend = { ms: performance.now(), bytes: this.transferred() };
+    this.passSend = { ms: performance.now(), bytes: this.transferred(), pages: this.pagesSent() };
     const native = addon();
     for (let r = 0; r < dirty.length; r++) {
       const { bitmap, pages } = dirty[r]!;
@@ -484,11 +495,17 @@ export class PrecopySender {
     const elapsed = Math.max(1, performance.now() - this.passSend.ms) / 1000;
     const sentThisPass = this.transferred() - this.passSend.bytes;
     this.bandwidth = sentThisPass / elapsed;
+    this.pagesPerSecond = (this.pagesSent() - this.passSend.pages) / elapsed;
     const max = this.params()['max-bandwidth'];
     if (max > 0) {
       const ahead = sentThisPass / max - elapsed;
       if (ahead > 0) await sleep(ahead * 1000);
     }
+  }
+
+  /** Pages sent so far, with their data or as zero pages, over every connection. */
+  private pagesSent(): number {
+    return this.zeroPages + this.dataPages + (this.channels?.zeroPages ?? 0) + (this.channels?.dataPages ?? 0);
   }
 
   /** Bytes sent so far over every connection. */

@@ -123,7 +123,8 @@ export class FakeVmControl implements VmControl {
 export function ram(over: Partial<NonNullable<MigrationInfo['ram']>> = {}): NonNullable<MigrationInfo['ram']> {
   return {
     transferred: 0, remaining: 0, total: 256 * 2 ** 20, duplicate: 0, normal: 0, 'normal-bytes': 0,
-    'dirty-pages-rate': 0, mbps: 0, 'dirty-sync-count': 1, 'page-size': 4096, ...over,
+    'dirty-pages-rate': 0, mbps: 0, 'dirty-sync-count': 1, 'page-size': 4096, 'pages-per-second': 0,
+    'precopy-bytes': 0, 'downtime-bytes': 0, ...over,
   };
 }
 

@@ -190,6 +190,7 @@ describe('multifd', () => {
     expect(info.status).toBe('completed');
     expect(throttles.filter((p) => p > 0), `passes: ${info.ram['dirty-sync-count']}`).toEqual([]);
     expect(info.ram.mbps).toBeGreaterThan(0);
+    expect(info.ram['multifd-bytes']).toBeGreaterThan(64 * 4096); // pass 1's data went over the channels
     // Pass 1, the first fit, one settling pass, one more while the destination says it applied the
     // passes before (APPLIED): the switch-over's own sync is the fourth.
     expect(syncs()).toBe(4);

@@ -67,6 +67,13 @@ describe('PrecopySender', () => {
     expect(done.status).toBe('completed');
     // The start of logging, then every sync the source took (the switch-over's included).
     expect(done.ram['dirty-sync-count']).toBe(syncs() + 1);
+    expect(done['setup-time']).toBeGreaterThanOrEqual(0);
+    expect(done['setup-time']).toBeLessThanOrEqual(done['total-time']!);
+    expect(pass1.some((i) => i.ram['pages-per-second'] > 0)).toBe(true);
+    // The pause sent the last pages (the three dirty ones) and the state: downtime-bytes, the rest precopy-bytes.
+    expect(done.ram['downtime-bytes']).toBeGreaterThan(3 * 4096);
+    expect(done.ram['precopy-bytes'] + done.ram['downtime-bytes']).toBe(done.ram.transferred);
+    expect(done.ram['multifd-bytes']).toBeUndefined();
     expect(dst.read(gpa(0), MEM).every((b) => b === 0x5a)).toBe(true);
   });
 
