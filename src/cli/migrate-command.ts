@@ -193,7 +193,7 @@ async function migrate(client: QmpClient, options: MigrateOptions, io: MigrateIo
   // A source that completed may exit at once, closing QMP before our next query-migrate. Its
   // MIGRATION event says `completed` first, so that is remembered, with the last progress seen.
   let completedEvent = false;
-  let last: MigrationInfo = { status: 'none' };
+  let last: MigrationInfo = {};
   client.on('event', (e) => { if (e.event === 'MIGRATION' && e.data?.status === 'completed') completedEvent = true; });
   const progress = new ProgressLine(io.stderr);
   let interrupts = 0;

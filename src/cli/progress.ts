@@ -25,7 +25,7 @@ function plural(n: number, word: string, words = `${word}s`): string {
  */
 export function formatProgress(info: MigrationInfo): string {
   const ram = info.ram;
-  if (ram === undefined) return `migration ${info.status}`;
+  if (ram === undefined) return `migration ${info.status ?? 'not started'}`;
   const parts = [
     `pass ${ram['dirty-sync-count']}`,
     `sent ${formatSize(ram.transferred)}`,

@@ -12,7 +12,8 @@ export type MigrationStatusName = 'none' | 'setup' | 'active' | 'device' | 'comp
 
 /** query-migrate's answer (QMP MigrationInfo; absent fields are absent, as in QEMU). */
 export interface MigrationInfo {
-  status: MigrationStatusName;
+  /** Absent (the answer is `{}`) while no migration has run, as QEMU's. */
+  status?: MigrationStatusName;
   ram?: {
     transferred: number; // bytes sent so far, all passes
     remaining: number; // dirty bytes still to send

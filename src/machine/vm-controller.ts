@@ -37,7 +37,8 @@ export class VmController implements VmControl {
     ['auto-converge', true], ['multifd', false], ['x-verify', false], ['events', true],
   ]);
   private sender: PrecopySender | undefined;
-  private lastInfo: MigrationInfo = { status: 'none' };
+  /** What query-migrate says when no migration is under way: `{}` until one has run, as QEMU. */
+  private lastInfo: MigrationInfo = {};
   private userPaused = false;
   private resolveEnd!: (e: ControllerEnd) => void;
   /** Resolves when the VM should end: quit, or it now runs on a migration destination. */

@@ -20,6 +20,8 @@ async function slowLinkMigration(autoConverge: boolean) {
   const src = start([DIRTIER, '--mem', MEM, '--cmdline', STAMPS], 'src');
   await src.waitForConsole(DIRTYING);
   const client = await qmp(src);
+  // Before any migration, as QEMU's: an empty answer, no status.
+  expect(await client.execute('query-migrate')).toEqual({});
   await client.execute('migrate-set-capabilities', { capabilities: [{ capability: 'auto-converge', state: autoConverge }] });
   await client.execute('migrate-set-parameters', { 'max-bandwidth': LINK_BYTES_PER_S, 'downtime-limit': 300, 'x-verify': true });
   await client.execute('migrate', { uri });

@@ -22,7 +22,7 @@ export class FakeVmControl implements VmControl {
   readonly calls: Call[] = [];
   state: RunState = 'running';
   /** query-migrate answers, one per call; the last one repeats. Set through play(). */
-  private migrationScript: MigrationInfo[] = [{ status: 'none' }];
+  private migrationScript: MigrationInfo[] = [{}];
   /** Makes the named method throw (or reject) this error. */
   readonly failures = new Map<string, Error>();
   /** When set, stop() waits for this promise: a command that takes its time. */
