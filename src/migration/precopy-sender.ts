@@ -42,17 +42,16 @@ export class MigrationFailed extends Error {
 /**
  * Before the pause, how long the source waits (its guest running) for the destination to have applied
  * every pass sent (APPLIED, protocol.ts), each time the policy asks for it (ConvergencePolicy's
- * catch-up, at most MAX_CATCH_UPS times in a migration). Loopback TCP
- * buffers ~20 MB between the two, and a destination writing fresh memory on a host that is itself a
- * VM applied it slower than the source sent: 1 GiB full-RAM migrations on kvm_pvm had the guest stopped
- * 31-32 ms in 2 of 5 rounds (bench/migrate --phases: the destination read the tail 30 ms after the
- * source sent it), against ~1 ms otherwise. Past the limit the source switches over anyway.
+ * catch-up, at most MAX_CATCH_UPS times in a migration). Loopback TCP buffers ~20 MB between the two,
+ * and a destination writing fresh memory on a host that is itself a VM applied it slower than the
+ * source sent: 1 GiB full-RAM migrations on kvm_pvm had the guest stopped 31-32 ms in 2 of 5 rounds
+ * (bench/migrate --phases: the destination read the tail 30 ms after the source sent it), against
+ * ~1 ms otherwise. Past the limit the source switches over anyway.
  */
 const CATCH_UP_MAX_MS = 2000;
 
 /** The least a pass must send for its time to measure the link (endPass): one full RAM record. */
 const MIN_MEASURED_PASS_BYTES = BATCH_PAGES * PAGE_BYTES;
-
 
 /**
  * The switch-over's last pages are written before the device state is captured once they are this
