@@ -207,7 +207,8 @@ export class VmController implements VmControl {
       }).catch((e: unknown) => process.stderr.write(`tsvmm: rehearsing the state restore failed (the migration goes on): ${e instanceof Error ? e.message : String(e)}\n`));
       rehearseTailDecoding(rehearsalRecords);
       const main = await secure(await listener.connection);
-      await receiveMigration(this.vm, main, async (count, timeoutMs) => Promise.all((await listener.next(count, timeoutMs)).map(secure)),
+      const connectedMs = Date.now();
+      const received = await receiveMigration(this.vm, main, async (count, timeoutMs) => Promise.all((await listener.next(count, timeoutMs)).map(secure)),
         { testOnlyResumeOnLoaded: this.testOnly.resumeOnLoaded, rehearsalRecords });
       // The guest first: everything before this is downtime. Then QMP's events in QEMU's order (its
       // process_incoming_migration_bh: vm_start, which sends RESUME, then the MIGRATION status
@@ -226,6 +227,8 @@ export class VmController implements VmControl {
       listener.close();
       this.lastInfo = { status: 'completed' };
       this.emitMigration('completed');
+      process.stderr.write(`tsvmm: incoming migration completed: ${(received.bytes / 2 ** 20).toFixed(1)} MiB in ${received.passes} passes, `
+        + `${Date.now() - connectedMs} ms from the connection; the guest runs here\n`);
     } catch (e) {
       const message = e instanceof Error ? e.message : String(e);
       this.lastInfo = { status: 'failed', 'error-desc': message };
