@@ -31,6 +31,7 @@ describeKvm('live migration between two tsvmm processes', () => {
     expect(info.ram?.transferred ?? 1).toBeGreaterThan(0);
     expect(await src.exited).toBe(0); // the source exits only after completion
     expect(src.stderr).toMatch(/the VM now runs at tcp:127\.0\.0\.1/);
+    await dst.waitFor(() => /incoming migration completed: [\d.]+ MiB in \d+ passes, \d+ ms from the connection; the guest runs here\n/.test(dst.stderr), 'dst to say the guest arrived');
 
     // The guest, now on the destination, checks every stamp it wrote on the source and goes on.
     dst.type('v');
