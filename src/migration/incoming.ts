@@ -1,7 +1,8 @@
 import { tracePhase } from '../machine/phase-trace.js';
 import type { Socket } from 'node:net';
 import type { GuestMemory } from '../memory/guest-memory.js';
-import { CHANNELS_TIMEOUT_MS, parseChannel, parseMultifd, parseSync } from './multifd.js';
+import { CHANNELS_TIMEOUT_MS, parseMultifd } from './multifd.js';
+import { IncomingChannels, takeData, type RamConnection } from './incoming-channels.js';
 import { RAM_RECORD_SPLIT, RamRecordLanding } from './ram-record.js';
 import { COMMIT_SPIN_MS, SWITCHOVER_SPIN_MS, giveWay, readChunks, spinUntilReadable, type ReadPlacement } from './transport.js';
 import { StreamChecksum } from './stream-checksum.js';
@@ -84,40 +85,6 @@ function noCommit(how: string): IncomingMigrationError {
     + 'since a source whose migration fails before it reads LOADED resumes the guest itself; if the source reports the migration completed, the guest runs on neither host');
 }
 
-/** A connection that carries RAM records, as the receiver reads it: the main one, or a multifd channel. */
-interface RamConnection {
-  readonly reader: RecordReader;
-  readonly checksum: StreamChecksum;
-  /** The RAM record whose data is still coming, if any. */
-  landing: RamRecordLanding | undefined;
-}
-
-/** One multifd channel connection as the receiver tracks it. */
-interface ChannelIn extends RamConnection {
-  readonly index: number;
-  readonly socket: Socket;
-  named: boolean;
-  /** The last pass this channel has delivered SYNC for. */
-  synced: number;
-  /** Set after SYNC n: nothing more from this channel is applied until every channel has SYNC n. */
-  heldAt: number | undefined;
-}
-
-/**
- * Takes the data of `conn`'s current RAM record that its reader holds, into guest memory and the
- * checksum; returns whether all of it is in (and then the record is done).
- */
-function takeData(conn: RamConnection): boolean {
-  const landing = conn.landing!;
-  for (let b = conn.reader.takeBody(); b !== undefined; b = conn.reader.takeBody()) {
-    conn.checksum.update(b);
-    landing.write(b);
-  }
-  if (landing.dataLeft > 0) return false;
-  conn.landing = undefined;
-  return true;
-}
-
 /**
  * The tail's decoding in steps, for rehearsals only: each of `records` (STATE records of this VM's own
  * state) decoded, then an END record for what `checksum` has taken, decoded and checked. The results
@@ -176,7 +143,7 @@ export async function receiveMigration(vm: MigrationDestination, socket: Socket,
   /** Read once: nothing runs the guest while the stream comes in. */
   const zeroUnlessMarked = vm.ramZeroUnlessMarked === true;
   /** Multifd: the session and its channels (empty until they have connected). */
-  let multifd: { session: Buffer; count: number; channels: ChannelIn[]; announced: Set<number>; ready: boolean } | undefined;
+  let multifd: IncomingChannels | undefined;
   /** Multifd: the main connection applies nothing after PASS_END n until every channel has SYNC n. */
   let mainHeldAt: number | undefined;
 
@@ -202,7 +169,7 @@ export async function receiveMigration(vm: MigrationDestination, socket: Socket,
   };
   /** This side's hashes for VERIFY, of RAM as the last pass left it; they stop if the migration fails. */
   const hashFinalRam = () => hashRegions(regions, { stop: () => failed, zeroChunks: vm.memory.knownZeroChunks(VERIFY_CHUNK_BYTES) });
-  const allSynced = (pass: number) => multifd !== undefined && multifd.ready && multifd.channels.every((c) => c.synced >= pass);
+  const allSynced = (pass: number) => multifd !== undefined && multifd.allSynced(pass);
   /** LOADED has gone out: nothing but the main connection's COMMIT is read any more. */
   const handedOver = () => state === 'loaded' || state === 'committed';
 
@@ -248,7 +215,12 @@ export async function receiveMigration(vm: MigrationDestination, socket: Socket,
         if (state !== 'ram' || sawRam || multifd !== undefined) unexpected(type);
         if (acceptChannels === undefined) refuse('this destination cannot take multifd channels here');
         const { channels, session } = parseMultifd(payload);
-        multifd = { session: Buffer.from(session), count: channels, channels: [], announced: new Set(), ready: false };
+        multifd = new IncomingChannels(Buffer.from(session), channels, {
+          refuse: (message) => refuse(message),
+          unexpected: (t, where) => unexpected(t, where),
+          takesRam: () => state === 'ram',
+          landing: (fixed, body) => new RamRecordLanding(vm.memory, fixed, body, zeroUnlessMarked),
+        });
         return;
       }
       case RecordType.RAM:
@@ -285,28 +257,6 @@ export async function receiveMigration(vm: MigrationDestination, socket: Socket,
       default:
         unexpected(type);
     }
-  };
-
-  /** Applies one channel record; after a SYNC the channel is held (heldAt) until every channel has it. */
-  const handleChannel = (ch: ChannelIn, r: ReadRecord): void => {
-    if (!ch.named) {
-      if (r.type !== RecordType.CHANNEL) unexpected(r.type, ` first on multifd channel connection ${ch.index}`);
-      const { session, index } = parseChannel(r.payload);
-      if (!session.equals(multifd!.session)) refuse('a multifd channel connection belongs to another migration (session mismatch)');
-      if (multifd!.announced.has(index) || index >= multifd!.channels.length) refuse(`multifd channel index ${index} repeated or out of range`);
-      multifd!.announced.add(index);
-      ch.named = true;
-    } else if (r.type === RecordType.RAM) {
-      if (state !== 'ram') unexpected(r.type, ` on multifd channel ${ch.index}`);
-      ch.landing = new RamRecordLanding(vm.memory, r.payload, r.body, zeroUnlessMarked);
-    } else if (r.type === RecordType.SYNC) {
-      const { pass, bytesBefore, hash } = parseSync(r.payload);
-      if (!ch.checksum.matches(bytesBefore, hash)) refuse(`multifd channel ${ch.index} is corrupt: its SYNC ${pass} checksum does not match what arrived`);
-      if (pass !== ch.synced + 1) refuse(`multifd channel ${ch.index} sent SYNC ${pass} after SYNC ${ch.synced}`);
-      ch.synced = pass;
-      ch.heldAt = pass;
-    } else unexpected(r.type, ` on multifd channel ${ch.index}`);
-    ch.checksum.update(r.raw);
   };
 
   return await new Promise((resolve, reject) => {
@@ -353,29 +303,12 @@ export async function receiveMigration(vm: MigrationDestination, socket: Socket,
         do {
           again = false;
           pumpMain();
-          for (const ch of multifd?.channels ?? []) pumpChannel(ch);
+          for (const ch of multifd?.channels ?? []) {
+            if (multifd!.pump(ch, () => failed || handedOver())) again = true; // the main connection may wait on that barrier too
+          }
         } while (again && !failed && !handedOver());
       } finally {
         pumping = false;
-      }
-    };
-
-    const pumpChannel = (ch: ChannelIn) => {
-      while (!failed && !handedOver()) {
-        if (ch.heldAt !== undefined) {
-          if (!allSynced(ch.heldAt)) return;
-          ch.heldAt = undefined;
-          ch.socket.resume();
-          again = true; // the main connection may be waiting for this barrier too
-        }
-        if (ch.landing !== undefined && !takeData(ch)) return;
-        const r = ch.reader.next();
-        if (r === undefined) return;
-        handleChannel(ch, r);
-        if (ch.heldAt !== undefined) {
-          ch.socket.pause();
-          again = true;
-        }
       }
     };
 
