@@ -1,4 +1,5 @@
-import { closeSync, openSync, readFileSync, readSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
+import { ProcessPagemap } from './process-pagemap.js';
 import { addon } from '../kvm/addon.js';
 import { GiB, HIGH_RAM_START, LOW_RAM_MAX_END, PAGE_SIZE, gpa, type Gpa } from '../arch/x86/layout.js';
 import { MADV_DONTNEED, MADV_HUGEPAGE, MADV_NOHUGEPAGE, MADV_POPULATE_WRITE } from '../kvm/constants.js';
@@ -132,7 +133,7 @@ export class GuestMemory {
    */
   private populateHelps: boolean;
   /** /proc/self/pagemap, opened by the first allocatedPages(). */
-  private pagemapFd: number | undefined;
+  private readonly pagemap = new ProcessPagemap();
 
   private constructor(
     readonly regions: readonly RamRegion[],
@@ -250,7 +251,7 @@ export class GuestMemory {
   /** Ends this thread's use of an attach()ed memory (the mappings stay the owner's). */
   detach(): void {
     if (this.owner) throw new GuestMemoryError('detach: this GuestMemory owns its mappings; dispose() it');
-    this.closePagemap();
+    this.pagemap.close();
   }
 
   /** Starts or stops recording VMM writes in the regions' dirty bitmaps. */
@@ -452,45 +453,11 @@ export class GuestMemory {
     const r = this.regions[index]!;
     const pages = r.sizeBytes / PAGE_SIZE;
     try {
-      this.pagemapFd ??= openSync('/proc/self/pagemap', 'r');
-    } catch {
       // No pagemap here (a /proc without it): every page may hold data, and the caller reads them all.
-      return [{ firstPage: 0, count: pages }];
+      return this.pagemap.mappedRanges(r.hva, pages, `region ${index}`) ?? [{ firstPage: 0, count: pages }];
+    } catch (e) {
+      throw new GuestMemoryError((e as Error).message, { cause: e });
     }
-    const CHUNK_PAGES = 64 * 1024;
-    const bytes = new Uint8Array(CHUNK_PAGES * 8);
-    const toggles = new Uint32Array(CHUNK_PAGES);
-    const native = addon();
-    const ranges: PageRange[] = [];
-    /** The first page of the mapped run under way, or -1 between runs. */
-    let start = -1;
-    const firstEntry = Number(r.hva / BigInt(PAGE_SIZE));
-    for (let at = 0; at < pages; at += CHUNK_PAGES) {
-      const n = Math.min(CHUNK_PAGES, pages - at);
-      const want = n * 8;
-      for (let done = 0; done < want;) {
-        const got = readSync(this.pagemapFd, bytes, done, want - done, (firstEntry + at) * 8 + done);
-        if (got === 0) throw new GuestMemoryError(`/proc/self/pagemap ended at page ${at} of region ${index}`);
-        done += got;
-      }
-      // The scan in the addon: in JS it was 6-7 ms per GiB, run once per migration and cold.
-      const found = native.pagemapToggles(bytes.subarray(0, want), start >= 0 ? 1 : 0, toggles);
-      for (let t = 0; t < found; t++) {
-        const page = at + toggles[t]!;
-        if (start < 0) start = page;
-        else {
-          ranges.push({ firstPage: start, count: page - start });
-          start = -1;
-        }
-      }
-    }
-    if (start >= 0) ranges.push({ firstPage: start, count: pages - start });
-    return ranges;
-  }
-
-  private closePagemap(): void {
-    if (this.pagemapFd !== undefined) closeSync(this.pagemapFd);
-    this.pagemapFd = undefined;
   }
 
   /** Little-endian scalar reads and writes (virtqueue rings, request headers); writes are marked. */
@@ -532,7 +499,7 @@ export class GuestMemory {
    */
   dispose(): void {
     if (!this.owner) throw new GuestMemoryError('dispose: this GuestMemory views another thread\'s mappings; detach() it');
-    this.closePagemap();
+    this.pagemap.close();
     const native = addon();
     for (const r of this.regions) if (r.bytes.buffer.byteLength > 0) native.munmap(r.bytes.buffer as ArrayBuffer);
   }
