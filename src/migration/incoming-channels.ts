@@ -45,16 +45,16 @@ export function takeData(conn: RamConnection): boolean {
   return true;
 }
 
-/** What the channels need of the receiver that owns them. */
+/** What the channels need of the receiver that owns them: plain functions, called unbound. */
 export interface ChannelsReceiver {
   /** Tells the source why and abandons the stream (throws). */
-  refuse(message: string): never;
+  readonly refuse: (message: string) => never;
   /** refuse() for a record that does not belong where it came (throws). */
-  unexpected(type: number, where?: string): never;
+  readonly unexpected: (type: number, where?: string) => never;
   /** Whether RAM records are taken now (the receiver's state is 'ram'). */
-  takesRam(): boolean;
+  readonly takesRam: () => boolean;
   /** The landing of a RAM record whose fixed part is `payload` and whose data (`body` bytes) follows. */
-  landing(payload: Buffer, body: number): RamRecordLanding;
+  readonly landing: (payload: Buffer, body: number) => RamRecordLanding;
 }
 
 /** The multifd channels of one incoming migration, announced by its MULTIFD record. */

@@ -11,7 +11,7 @@ import {
 } from './protocol.js';
 import { RecordReader, type ReadRecord } from './record-reader.js';
 import { parseState } from './state-record.js';
-import { hashRegions, VERIFY_CHUNK_BYTES, verifyMismatches } from './ram-verify.js';
+import { hashGuestMemory, verifyMismatches } from './ram-verify.js';
 
 /** What the receiver needs of the destination VM (created, vCPUs not started). */
 export interface MigrationDestination {
@@ -168,7 +168,7 @@ export async function receiveMigration(vm: MigrationDestination, socket: Socket,
     }
   };
   /** This side's hashes for VERIFY, of RAM as the last pass left it; they stop if the migration fails. */
-  const hashFinalRam = () => hashRegions(regions, { stop: () => failed, zeroChunks: vm.memory.knownZeroChunks(VERIFY_CHUNK_BYTES) });
+  const hashFinalRam = () => hashGuestMemory(vm.memory, () => failed);
   const allSynced = (pass: number) => multifd !== undefined && multifd.allSynced(pass);
   /** LOADED has gone out: nothing but the main connection's COMMIT is read any more. */
   const handedOver = () => state === 'loaded' || state === 'committed';
@@ -216,8 +216,8 @@ export async function receiveMigration(vm: MigrationDestination, socket: Socket,
         if (acceptChannels === undefined) refuse('this destination cannot take multifd channels here');
         const { channels, session } = parseMultifd(payload);
         multifd = new IncomingChannels(Buffer.from(session), channels, {
-          refuse: (message) => refuse(message),
-          unexpected: (t, where) => unexpected(t, where),
+          refuse,
+          unexpected,
           takesRam: () => state === 'ram',
           landing: (fixed, body) => new RamRecordLanding(vm.memory, fixed, body, zeroUnlessMarked),
         });

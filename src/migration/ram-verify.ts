@@ -3,6 +3,7 @@
  * refuses to resume on a mismatch, naming the ranges that differ (protocol.ts has the record's place
  * in the stream).
  */
+import type { GuestMemory } from '../memory/guest-memory.js';
 import { xxh3Of } from './stream-checksum.js';
 
 /** Bytes of RAM per verify hash: a mismatch is reported to this granularity. */
@@ -56,6 +57,14 @@ export async function hashRegions(
     all.push(hashes);
   }
   return all;
+}
+
+/**
+ * hashRegions of a VM's RAM as verify takes it, the same on both sides: chunks the kernel says were
+ * never mapped (GuestMemory.knownZeroChunks) are not read.
+ */
+export function hashGuestMemory(memory: Pick<GuestMemory, 'regions' | 'knownZeroChunks'>, stop?: () => boolean): Promise<string[][]> {
+  return hashRegions(memory.regions, { stop, zeroChunks: memory.knownZeroChunks(VERIFY_CHUNK_BYTES) });
 }
 
 /** The guest ranges whose hashes differ ('0x200000-0x3fffff'), or [] when all match. */
