@@ -4,33 +4,26 @@ import { randomBytes } from 'node:crypto';
 import net from 'node:net';
 import { describe, expect, it } from 'vitest';
 import { gpa, MiB } from '../../../src/arch/x86/layout.js';
-import type { MigrationParameters } from '../../../src/control/vm-control.js';
-import type { DirtyTracker } from '../../../src/memory/dirty-tracker.js';
 import type { GuestMemory } from '../../../src/memory/guest-memory.js';
-import { receiveMigration, type MigrationDestination, type ReceivedMigration } from '../../../src/migration/incoming.js';
 import { MultifdChannels } from '../../../src/migration/multifd-channels.js';
-import { PrecopySender, type MigrationSource } from '../../../src/migration/precopy-sender.js';
+import { PrecopySender } from '../../../src/migration/precopy-sender.js';
 import { channelRecord, multifdRecord, syncRecord } from '../../../src/migration/multifd.js';
 import { StreamChecksum } from '../../../src/migration/stream-checksum.js';
-import { endRecord, headerRecord, record, u32Record, RecordType, type MachineShape } from '../../../src/migration/protocol.js';
+import { endRecord, headerRecord, record, u32Record, RecordType } from '../../../src/migration/protocol.js';
 import { RecordReader } from '../../../src/migration/record-reader.js';
 import { stateRecord } from '../../../src/migration/state-record.js';
 import { encodeRamRecord } from '../../../src/migration/ram-record.js';
 import { parseTlsCredsObject, secureClient, secureServer } from '../../../src/migration/tls.js';
-import { bulkReads, listenForMigration, type IncomingListener } from '../../../src/migration/transport.js';
 import { fixedDirtySource, senderParams } from '../../helpers/fixed-dirty-source.js';
 import { disposables } from '../../helpers/disposables.js';
-import { freePort } from '../../helpers/free-port.js';
+import { destinationOf, loopbackDestination } from '../../helpers/loopback-destination.js';
 import { makeCa, makeCreds } from '../../helpers/tls-certs.js';
 
 const MEM = 8 * MiB;
 const cleanup = disposables();
 const memory = () => cleanup.memory(MEM);
 
-function destination(mem: GuestMemory): MigrationDestination {
-  const shape: MachineShape = { memBytes: MEM, cpus: 1, regions: mem.regions.map((r) => ({ start: r.start, sizeBytes: r.sizeBytes })), devices: [] };
-  return { memory: mem, shape: () => shape, restoreState: () => {} };
-}
+const destination = destinationOf;
 
 /** The main connection's records, with END's count and XXH3 over everything before it; answers LOADED with COMMIT, as a source does. */
 class MainStream {
@@ -67,13 +60,7 @@ class HandChannel {
   }
 }
 
-async function incoming(dstMem: GuestMemory, secure: (s: net.Socket) => Promise<net.Socket> = async (s) => bulkReads(s)): Promise<{ listener: IncomingListener; uri: string; received: Promise<ReceivedMigration> }> {
-  const listener = await listenForMigration(`tcp:127.0.0.1:${await freePort()}`);
-  cleanup.add({ dispose: () => listener.close() });
-  const received = listener.connection.then(async (main) => receiveMigration(destination(dstMem), await secure(main), async (n, t) => Promise.all((await listener.next(n, t)).map(secure))));
-  received.catch(() => {});
-  return { listener, uri: `tcp:127.0.0.1:${listener.port}`, received };
-}
+const incoming = (dst: GuestMemory, secure?: (s: net.Socket) => Promise<net.Socket>) => loopbackDestination(dst, cleanup, secure);
 
 
 const connect = (port: number) => new Promise<net.Socket>((resolve) => { const s = net.connect(port, '127.0.0.1', () => resolve(s)); });

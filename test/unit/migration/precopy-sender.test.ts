@@ -5,15 +5,13 @@ import { describe, expect, it } from 'vitest';
 import { gpa, MiB } from '../../../src/arch/x86/layout.js';
 import type { MigrationInfo } from '../../../src/control/vm-control.js';
 import type { GuestMemory } from '../../../src/memory/guest-memory.js';
-import { receiveMigration, type ReceivedMigration } from '../../../src/migration/incoming.js';
 import { PrecopySender } from '../../../src/migration/precopy-sender.js';
 import { BATCH_PAGES } from '../../../src/migration/ram-record.js';
 import { RecordType, record, u32Record } from '../../../src/migration/protocol.js';
 import { RecordReader } from '../../../src/migration/record-reader.js';
-import { bulkReads, listenForMigration } from '../../../src/migration/transport.js';
-import { fixedDirtySource, senderParams, shapeOf } from '../../helpers/fixed-dirty-source.js';
+import { fixedDirtySource, senderParams } from '../../helpers/fixed-dirty-source.js';
 import { disposables } from '../../helpers/disposables.js';
-import { freePort } from '../../helpers/free-port.js';
+import { loopbackDestination } from '../../helpers/loopback-destination.js';
 
 const MEM = 8 * MiB;
 const cleanup = disposables();
@@ -22,13 +20,10 @@ const memory = () => cleanup.memory(MEM);
 const connect = (port: number) => new Promise<net.Socket>((resolve) => { const s = net.connect(port, '127.0.0.1', () => resolve(s)); });
 
 /** A real destination over `dst`, listening on loopback. */
-async function incoming(dst: GuestMemory): Promise<{ port: number; received: Promise<ReceivedMigration> }> {
-  const listener = await listenForMigration(`tcp:127.0.0.1:${await freePort()}`);
-  cleanup.add({ dispose: () => listener.close() });
-  const received = listener.connection.then((main) => receiveMigration({ memory: dst, shape: () => shapeOf(dst), restoreState: () => {} }, bulkReads(main)));
-  received.catch(() => {});
+const incoming = async (dst: GuestMemory) => {
+  const { listener, received } = await loopbackDestination(dst, cleanup);
   return { port: listener.port, received };
-}
+};
 
 describe('PrecopySender', () => {
   it("reports query-migrate's counters as QEMU does: dirty-sync-count 1 through pass 1, remaining what is left to send of the pass, the dirty rate from each sync on", async () => {
