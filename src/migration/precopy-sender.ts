@@ -12,15 +12,16 @@ import type { MultifdChannels } from './multifd-channels.js';
 import type { DirtyTracker, RegionDirtyPages } from '../memory/dirty-tracker.js';
 import type { MigrationInfo, MigrationParameters, MigrationStatusName } from '../control/vm-control.js';
 import {
-  PAGE_BYTES, RecordType, headerRecord, record, switchoverRecord, SWITCHOVER_ENCODING_ROUNDS, recordName, u32Record, type MachineShape,
+  PAGE_BYTES, RecordType, headerRecord, record, switchoverRecord, recordName, u32Record, type MachineShape,
 } from './protocol.js';
-import { RecordReader } from './record-reader.js';
-import { stateRecord, stateRecordTemplate } from './state-record.js';
+import { DestinationAnswers } from './destination-answers.js';
+import { PassMeter } from './pass-meter.js';
+import { SwitchoverState, type StateSource } from './switchover-state.js';
 import { hashGuestMemory } from './ram-verify.js';
 import { ConvergencePolicy } from './convergence.js';
 
-/** What the sender needs of a VM. */
-export interface MigrationSource {
+/** What the sender needs of a VM: with StateSource's, the state outside RAM. */
+export interface MigrationSource extends StateSource {
   readonly memory: GuestMemory;
   readonly dirty: DirtyTracker;
   /** With captureState, the vCPU threads read their state at the pause, for captureState() (Vm.pause). */
@@ -29,10 +30,6 @@ export interface MigrationSource {
   /** Auto-converge: the vCPUs sleep `percent` (0 to 99) of their time, 0 ending it. */
   throttle(percent: number): void;
   shape(): MachineShape;
-  /** Every piece of state outside RAM; pieces it can read in place into a state `into` holds are that state (Vm.captureState). */
-  captureState(into?: ReadonlyMap<string, unknown>): { name: string; state: unknown }[];
-  /** State readable while the guest runs, of the shape captureState gives: rehearsals and templates (Vm.rehearsalState). */
-  rehearsalState?(): { name: string; state: unknown }[];
 }
 
 export class MigrationFailed extends Error {
@@ -49,9 +46,6 @@ export class MigrationFailed extends Error {
  * ~1 ms otherwise. Past the limit the source switches over anyway.
  */
 const CATCH_UP_MAX_MS = 2000;
-
-/** The least a pass must send for its time to measure the link (endPass): one full RAM record. */
-const MIN_MEASURED_PASS_BYTES = BATCH_PAGES * PAGE_BYTES;
 
 /**
  * The switch-over's last pages are written before the device state is captured once they are this
@@ -88,16 +82,8 @@ export class PrecopySender {
   private dataPages = 0;
   /** Bytes of pages still to send: all of RAM as pass 1 starts, each sync's dirty pages after; less each batch sent (QEMU's ram.remaining). */
   private remainingBytes = 0;
-  private bandwidth = 0; // bytes/s so far in the current pass (query-migrate's mbps, max-bandwidth pacing)
-  /** Bytes/s the last pass that could measure the link carried, whole (endPass): what the switch-over decision uses. */
-  private passBandwidth = 0;
-  /**
-   * When (performance.now()), at what transferred() and after how many pages the current pass began
-   * sending (sendAllPages, sendDirty): the base of sendBatch's running figures and of endPass's whole-pass one.
-   */
-  private passSend = { ms: 0, bytes: 0, pages: 0 };
-  /** Pages/s the current pass has sent so far, zero pages included (query-migrate's pages-per-second, as QEMU's). */
-  private pagesPerSecond = 0;
+  /** The passes' rates: query-migrate's mbps and pages-per-second, max-bandwidth's pacing, the expected downtime's bandwidth. */
+  private readonly meter = new PassMeter();
   /** How long setup took (connection, handshake, header, channels), in ms: query-migrate's setup-time. */
   private setupMs: number | undefined;
   /** transferred() when the guest was stopped: what went before is precopy-bytes, what went after downtime-bytes. */
@@ -110,11 +96,9 @@ export class PrecopySender {
   private paused = false;
   /** The source has answered LOADED with COMMIT: the guest belongs to the destination now. */
   private committed = false;
-  /** Whether the destination has answered HEADER with ACCEPTED (it must, before LOADED). */
-  private accepted = false;
-  /** The last pass the destination has said it applied (APPLIED). */
-  private appliedPass = 0;
-  private readonly peer = new RecordReader();
+  private readonly answers = new DestinationAnswers();
+  /** The device state's records, encoded warm and from templates in the pause. */
+  private readonly deviceState: SwitchoverState;
   private readonly recordBuffers = new RecordBufferPool();
   /** The page list of the batch being encoded (sendAllPages, sendDirty). */
   private readonly batchPages = new Uint32Array(BATCH_PAGES);
@@ -144,7 +128,8 @@ export class PrecopySender {
   ) {
     this.startMs = extras.startMs ?? Date.now();
     this.writer = new StreamWriter(socket, { check: () => this.check(), wait: () => this.nextWake() });
-    socket.on('data', (d: Buffer) => { this.peer.push(d); this.poke(); });
+    this.deviceState = new SwitchoverState(vm, () => this.writer.endRecord());
+    socket.on('data', (d: Buffer) => { this.answers.push(d); this.poke(); });
     socket.on('error', (e) => { this.socketError = e; this.poke(); });
     socket.on('close', () => { this.socketError ??= new Error('the destination closed the connection'); this.poke(); });
     socket.on('drain', () => this.poke());
@@ -170,7 +155,7 @@ export class PrecopySender {
         duplicate: this.zeroPages + (this.channels?.zeroPages ?? 0), normal: this.dataPages + (this.channels?.dataPages ?? 0),
         'normal-bytes': (this.dataPages + (this.channels?.dataPages ?? 0)) * PAGE_BYTES,
         'dirty-pages-rate': Math.round(this.dirtyRate), mbps: (this.linkBandwidth() * 8) / 1e6,
-        'dirty-sync-count': this.syncs, 'page-size': PAGE_BYTES, 'pages-per-second': Math.round(this.pagesPerSecond),
+        'dirty-sync-count': this.syncs, 'page-size': PAGE_BYTES, 'pages-per-second': Math.round(this.meter.pagesPerSecond),
         'precopy-bytes': this.bytesAtPause ?? this.transferred(), 'downtime-bytes': this.bytesAtPause === undefined ? 0 : this.transferred() - this.bytesAtPause,
       },
     };
@@ -190,24 +175,10 @@ export class PrecopySender {
     this.poke();
   }
 
-  /**
-   * Encodes the VM's state (read live, not a consistent snapshot) and an END record
-   * SWITCHOVER_ENCODING_ROUNDS times over, and drops them: the switch-over's encoding, run warm in the
-   * pause. At the start of the migration, not right before the pause: the compiles and the garbage
-   * they leave behind, done then, took the CPUs from the pause itself (30 rounds there, idle 1 GiB
-   * switch-overs: pause medians 1.8 ms against 0.7, 12 alternated runs).
-   */
-  private rehearseSwitchOverEncoding(): void {
-    const live = this.vm.rehearsalState?.() ?? [];
-    for (let round = 0; round < SWITCHOVER_ENCODING_ROUNDS; round++) {
-      Buffer.concat([...live.map((piece) => stateRecord(piece.name, piece.state)), this.writer.endRecord()]);
-    }
-  }
-
   /** Runs the migration to its end. Resolves on completion; rejects (guest running again) otherwise. */
   async run(): Promise<void> {
     try {
-      this.rehearseSwitchOverEncoding();
+      this.deviceState.rehearse();
       await this.send(headerRecord(this.vm.shape()));
       const multifd = this.extras.multifd;
       if (multifd !== undefined) {
@@ -239,11 +210,11 @@ export class PrecopySender {
         lastSync = t0;
         this.remainingBytes = pages * PAGE_BYTES;
         if (TRACE_PHASES) tracePhase(`migration: sync ${this.pass}: ${pages} dirty pages, expected downtime ${this.expectedDowntimeMs().toFixed(1)} ms`);
-        // Reads the answers that have come: nextFromPeer notes each APPLIED, which the policy weighs.
+        // Reads the answers that have come: each APPLIED is noted (DestinationAnswers), which the policy weighs.
         this.check();
         const next = policy.afterSync({
           pages, expectedDowntimeMs: this.expectedDowntimeMs(), downtimeLimitMs: this.params()['downtime-limit'],
-          passes: this.pass, appliedPass: this.appliedPass, autoConverge: this.autoConverge(),
+          passes: this.pass, appliedPass: this.answers.appliedPass, autoConverge: this.autoConverge(),
           dirtyBytesPerSecond: this.dirtyRate * PAGE_BYTES, linkBytesPerSecond: this.linkBandwidth(),
           throttlePercent: this.throttlePercent,
         });
@@ -264,20 +235,7 @@ export class PrecopySender {
 
   /** Stops the guest and sends what is left: `pending` (taken by the last live sync) and the final sync. */
   private async switchOver(pending: readonly RegionDirtyPages[]): Promise<void> {
-    // The switch-over's encoder, run once more now on state read live and dropped, while the guest
-    // still runs (and many times at the start: rehearseSwitchOverEncoding): its first runs (V8
-    // compiling it, when the code cache does not hold it) are then not in the downtime, and its code
-    // and data are in the caches when the pause needs them. On kvm_pvm an idle guest's capture and
-    // encode took 1.9 ms without any rehearsal, 1.2 ms with one at the migration's start (medians of
-    // 5), and encoding alone ~0.25 ms with that one, ~0.1 ms with this one here.
-    // The destination rehearses its restore likewise (Vm.rehearseStateRestore).
-    // The tail's assembly likewise: its END (the running checksum's digest) and the one buffer the
-    // held records are copied into (StreamWriter.flushHeld), which nothing before the switch-over runs.
-    // The pieces whose state is all byte arrays (the in-kernel and vCPU state) are read in the pause
-    // straight into records encoded here (stateRecordTemplate); building the templates runs the
-    // encoder for the rest, which rehearseSwitchOverEncoding ran many times at the start.
-    const templates = new Map((this.vm.rehearsalState?.() ?? []).map((piece) => [piece.name, stateRecordTemplate(piece.name, piece.state)]));
-    Buffer.concat([...[...templates.values()].map((t) => t.record), this.writer.endRecord()]);
+    this.deviceState.prepare();
     // Read once: SWITCHOVER announces VERIFY, and the tail must then carry it.
     const verify = this.params()['x-verify'];
     // Downtime counts from before the pause, as QEMU's downtime_start is taken before vm_stop.
@@ -318,14 +276,9 @@ export class PrecopySender {
     // of them and PASS_END go now: the destination hashes its RAM once it has the last pass, while this
     // side hashes its own (~0.1 s per GiB each, on kvm_pvm).
     if (verify || this.writer.heldBytes >= EARLY_FLUSH_BYTES) await this.writer.flushHeld();
-    const pieces = this.vm.captureState(new Map([...templates].map(([name, t]) => [name, t.state])));
-    tracePhase(`migration: device state captured (${pieces.length} pieces)`);
     // The tail (device state, VERIFY, END) goes out as one write.
-    const tail = pieces.map((piece) => {
-      const template = templates.get(piece.name);
-      return template !== undefined && piece.state === template.state ? template.record : stateRecord(piece.name, piece.state);
-    });
-    tracePhase('migration: device state encoded');
+    const { pieces, records: tail } = this.deviceState.capture();
+    tracePhase(`migration: device state captured and encoded (${pieces} pieces)`);
     if (verify) tail.push(record(RecordType.VERIFY, Buffer.from(JSON.stringify(await hashGuestMemory(this.vm.memory)))));
     // Accounted and held in order with nothing awaited between them, then written with what is held
     // in one write. An awaited send() per record took 16-33 µs each here, in the downtime: idle 1 GiB
@@ -341,13 +294,13 @@ export class PrecopySender {
     if (!verify && spinUntilReadable([this.socket], SWITCHOVER_SPIN_MS)) {
       const answer = Buffer.allocUnsafe(ANSWER_READ_BYTES);
       const n = readAvailable(this.socket, answer) ?? 0;
-      if (n > 0) this.peer.push(answer.subarray(0, n));
+      if (n > 0) this.answers.push(answer.subarray(0, n));
     }
     const answer = await this.awaitAnswer();
     tracePhase(`migration: ${recordName(answer.type)} received`);
     if (answer.type === RecordType.REFUSED) throw new MigrationFailed(`the destination refused the VM: ${answer.payload.toString()}`);
     if (answer.type !== RecordType.LOADED) throw new MigrationFailed(`unexpected ${recordName(answer.type)} from the destination in state device`);
-    if (!this.accepted) throw new MigrationFailed('the destination answered LOADED without having ACCEPTED the header; not a tsvmm destination of this stream version');
+    if (!this.answers.accepted) throw new MigrationFailed('the destination answered LOADED without having ACCEPTED the header; not a tsvmm destination of this stream version');
     this.downtimeMs = performance.now() - t0;
     // The commit point. INVARIANT: from here on the guest never runs here again, whatever fails: the
     // destination runs it once COMMIT arrives (protocol.ts).
@@ -400,24 +353,16 @@ export class PrecopySender {
     return (this.remainingBytes / bandwidth) * 1000;
   }
 
-  /** Bytes/s the link carries, as the last measured pass found, or the current pass so far before any. */
+  /** Bytes/s the link carries (PassMeter.bytesPerSecond). */
   private linkBandwidth(): number {
-    return this.passBandwidth > 0 ? this.passBandwidth : this.bandwidth;
+    return this.meter.bytesPerSecond;
   }
 
   private async endPass(): Promise<void> {
     this.pass++;
+    // Measured once every channel has written its bytes (PassMeter.endPass says why).
     await this.channels?.sync(this.pass);
-    // The pass's throughput, whole, now that every channel has written its bytes. sendBatch's running
-    // figure falls short with multifd, where a batch is only queued when it returns: after a pass of a
-    // batch or two it read ~0 B/s, so no later pass fitted the downtime limit and auto-converge
-    // throttled the guest pass after pass (35 syncs where one channel needs 6, on kvm_pvm). A pass
-    // under MIN_MEASURED_PASS_BYTES times fixed costs (a sync round trip per channel, record headers,
-    // zero pages sent as flags), not the link: it keeps the last estimate, unless there is none yet.
-    const sent = this.transferred() - this.passSend.bytes;
-    if (sent >= MIN_MEASURED_PASS_BYTES || (this.passBandwidth === 0 && sent > 0)) {
-      this.passBandwidth = sent / (Math.max(0.1, performance.now() - this.passSend.ms) / 1000);
-    }
+    this.meter.endPass(performance.now(), this.transferred());
     await this.send(u32Record(RecordType.PASS_END, this.pass));
   }
 
@@ -428,7 +373,7 @@ export class PrecopySender {
    * listed is dirty in the log that started before, and goes again in a later pass.
    */
   private async sendAllPages(): Promise<void> {
-    this.passSend = { ms: performance.now(), bytes: this.transferred(), pages: this.pagesSent() };
+    this.meter.startPass(performance.now(), this.transferred(), this.pagesSent());
     const batch = this.batchPages;
     for (let r = 0; r < this.vm.memory.regions.length; r++) {
       const pages = this.vm.memory.regions[r]!.sizeBytes / PAGE_BYTES;
@@ -453,7 +398,7 @@ export class PrecopySender {
   }
 
   private async sendDirty(dirty: readonly RegionDirtyPages[]): Promise<void> {
-    this.passSend = { ms: performance.now(), bytes: this.transferred(), pages: this.pagesSent() };
+    this.meter.startPass(performance.now(), this.transferred(), this.pagesSent());
     const native = addon();
     for (let r = 0; r < dirty.length; r++) {
       const { bitmap, pages } = dirty[r]!;
@@ -488,13 +433,10 @@ export class PrecopySender {
     // Yield once per batch even when the socket never pushes back: the destination's REFUSED, QMP
     // (query-migrate, migrate_cancel) and the throttle timer all need the event loop.
     await new Promise<void>((resolve) => setImmediate(resolve));
-    const elapsed = Math.max(1, performance.now() - this.passSend.ms) / 1000;
-    const sentThisPass = this.transferred() - this.passSend.bytes;
-    this.bandwidth = sentThisPass / elapsed;
-    this.pagesPerSecond = (this.pagesSent() - this.passSend.pages) / elapsed;
+    const pass = this.meter.afterBatch(performance.now(), this.transferred(), this.pagesSent());
     const max = this.params()['max-bandwidth'];
     if (max > 0) {
-      const ahead = sentThisPass / max - elapsed;
+      const ahead = pass.bytes / max - pass.seconds;
       if (ahead > 0) await sleep(ahead * 1000);
     }
   }
@@ -521,7 +463,7 @@ export class PrecopySender {
 
   private async awaitAnswer(): Promise<{ type: number; payload: Buffer }> {
     for (;;) {
-      const r = this.nextFromPeer();
+      const r = this.answers.next();
       if (r !== undefined) return r;
       this.check();
       await this.nextWake();
@@ -531,27 +473,10 @@ export class PrecopySender {
   private check(): void {
     if (this.cancelled) throw new MigrationFailed('cancelled by request');
     // The destination's word first: a REFUSED explains the connection closing right after it.
-    const early = this.nextFromPeer();
+    const early = this.answers.next();
     if (early?.type === RecordType.REFUSED) throw new MigrationFailed(`the destination refused the VM: ${early.payload.toString()}`);
     if (early !== undefined) throw new MigrationFailed(`unexpected ${recordName(early.type)} from the destination in state ${this.state}`);
     if (this.socketError) throw new MigrationFailed(`connection to the destination failed: ${this.socketError.message}`);
-  }
-
-  /**
-   * The destination's next record, past its ACCEPTED (noted: LOADED is valid only after it) and its
-   * APPLIED answers (noted in appliedPass).
-   */
-  private nextFromPeer(): { type: number; payload: Buffer } | undefined {
-    for (;;) {
-      const r = this.peer.next();
-      if (r?.type === RecordType.APPLIED) {
-        if (r.payload.length !== 4) throw new MigrationFailed(`the destination sent an APPLIED of ${r.payload.length} bytes, not 4`);
-        this.appliedPass = Math.max(this.appliedPass, r.payload.readUInt32LE(0));
-        continue;
-      }
-      if (r?.type !== RecordType.ACCEPTED || this.accepted) return r;
-      this.accepted = true;
-    }
   }
 
   /** Waits, the guest running, until the destination has applied `pass` (APPLIED), for at most `ms`. */
@@ -560,7 +485,7 @@ export class PrecopySender {
     tracePhase(`migration: waiting for the destination to apply pass ${pass}`);
     for (;;) {
       this.check();
-      if (this.appliedPass >= pass) break;
+      if (this.answers.appliedPass >= pass) break;
       const left = until - performance.now();
       if (left <= 0) break;
       await new Promise<void>((resolve) => {
@@ -568,7 +493,7 @@ export class PrecopySender {
         this.wake = () => { clearTimeout(timer); resolve(); };
       });
     }
-    tracePhase(`migration: the destination has applied pass ${this.appliedPass}`);
+    tracePhase(`migration: the destination has applied pass ${this.answers.appliedPass}`);
   }
 
   private poke(): void {
