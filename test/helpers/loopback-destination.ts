@@ -1,6 +1,6 @@
 // A real incoming migration (receiveMigration) into guest memory, listening on loopback: the far end
 // for unit tests of the sender and the stream, without KVM.
-import type net from 'node:net';
+import net from 'node:net';
 import type { GuestMemory } from '../../src/memory/guest-memory.js';
 import { receiveMigration, type MigrationDestination, type ReceivedMigration } from '../../src/migration/incoming.js';
 import { bulkReads, listenForMigration, type IncomingListener } from '../../src/migration/transport.js';
@@ -26,4 +26,12 @@ export async function loopbackDestination(
   const received = listener.connection.then(async (main) => receiveMigration(destinationOf(dst), await secure(main), async (n, t) => Promise.all((await listener.next(n, t)).map(secure))));
   received.catch(() => {});
   return { listener, uri: `tcp:127.0.0.1:${listener.port}`, received };
+}
+
+/** A plain TCP connection to a loopback port, once connected: the source's end of a test migration. */
+export function connectTo(port: number): Promise<net.Socket> {
+  return new Promise<net.Socket>((resolve, reject) => {
+    const s = net.connect(port, '127.0.0.1', () => resolve(s));
+    s.once('error', reject);
+  });
 }

@@ -16,7 +16,7 @@ import { encodeRamRecord } from '../../../src/migration/ram-record.js';
 import { parseTlsCredsObject, secureClient, secureServer } from '../../../src/migration/tls.js';
 import { fixedDirtySource, senderParams } from '../../helpers/fixed-dirty-source.js';
 import { disposables } from '../../helpers/disposables.js';
-import { destinationOf, loopbackDestination } from '../../helpers/loopback-destination.js';
+import { connectTo, destinationOf, loopbackDestination } from '../../helpers/loopback-destination.js';
 import { makeCa, makeCreds } from '../../helpers/tls-certs.js';
 
 const MEM = 8 * MiB;
@@ -63,7 +63,6 @@ class HandChannel {
 const incoming = (dst: GuestMemory, secure?: (s: net.Socket) => Promise<net.Socket>) => loopbackDestination(dst, cleanup, secure);
 
 
-const connect = (port: number) => new Promise<net.Socket>((resolve) => { const s = net.connect(port, '127.0.0.1', () => resolve(s)); });
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const PAGE = 5;
 
@@ -81,11 +80,11 @@ describe('multifd', () => {
     const ch0 = new HandChannel().add(channelRecord(session, 0)).add(pageRecord(scratch, 0xaa)).sync(1).sync(2);
     const ch1 = new HandChannel().add(channelRecord(session, 1)).sync(1).add(pageRecord(scratch, 0xbb)).sync(2);
 
-    const mainSocket = await connect(listener.port);
+    const mainSocket = await connectTo(listener.port);
     const main = new MainStream(mainSocket);
     main.send(headerRecord(destination(dst).shape()));
     main.send(multifdRecord(2, session));
-    const [s0, s1] = [await connect(listener.port), await connect(listener.port)];
+    const [s0, s1] = [await connectTo(listener.port), await connectTo(listener.port)];
     // Channel 1's pass 2 arrives well before channel 0's pass 1: only the barrier keeps the order.
     s1.write(Buffer.concat(ch1.chunks));
     await sleep(200);
@@ -106,11 +105,11 @@ describe('multifd', () => {
     const ch0 = new HandChannel().add(channelRecord(session, 0)).add(pageRecord(memory(), 0xaa)).sync(1);
     const wire = Buffer.concat(ch0.chunks);
     wire[wire.length - 100] ^= 1; // a flipped bit inside the page data
-    const mainSocket = await connect(listener.port);
+    const mainSocket = await connectTo(listener.port);
     const main = new MainStream(mainSocket);
     main.send(headerRecord(destination(dst).shape()));
     main.send(multifdRecord(1, session));
-    (await connect(listener.port)).write(wire);
+    (await connectTo(listener.port)).write(wire);
     await expect(received).rejects.toThrow(/multifd channel 0 is corrupt: its SYNC 1 checksum does not match/);
     mainSocket.destroy();
   });
@@ -125,7 +124,7 @@ describe('multifd', () => {
     const serverCreds = parseTlsCredsObject(`tls-creds-x509,id=t,dir=${makeCreds(ca, 'server', ['127.0.0.1'])},endpoint=server`);
     const clientCreds = parseTlsCredsObject(`tls-creds-x509,id=t,dir=${makeCreds(ca, 'client', ['src'])},endpoint=client`);
     const { uri, listener, received } = await incoming(dst, withTls ? (s) => secureServer(s, serverCreds) : undefined);
-    const tcp = await connect(listener.port);
+    const tcp = await connectTo(listener.port);
     const mainSocket = withTls ? await secureClient(tcp, clientCreds, '127.0.0.1') : tcp;
     const main = new MainStream(mainSocket);
     main.send(headerRecord(destination(dst).shape()));
@@ -159,7 +158,7 @@ describe('multifd', () => {
     src.fill(gpa(MiB), 64 * 4096, 0x5a); // pass 1 has data to send
     src.fill(gpa(0), 2 * 4096, 0xa5); // and so do the pages every sync finds dirty
     const { uri, listener, received } = await incoming(dst);
-    const socket = await connect(listener.port);
+    const socket = await connectTo(listener.port);
     // Every sync finds pages 0 and 1 dirty: passes of one small batch, which a channel thread is
     // still sending when sendBatch returns. Measured there alone, such a pass carried ~0 B/s, so no
     // pass ever fitted the downtime limit and auto-converge throttled the guest pass after pass.

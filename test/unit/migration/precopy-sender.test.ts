@@ -11,13 +11,12 @@ import { RecordType, record, u32Record } from '../../../src/migration/protocol.j
 import { RecordReader } from '../../../src/migration/record-reader.js';
 import { fixedDirtySource, senderParams } from '../../helpers/fixed-dirty-source.js';
 import { disposables } from '../../helpers/disposables.js';
-import { loopbackDestination } from '../../helpers/loopback-destination.js';
+import { connectTo, loopbackDestination } from '../../helpers/loopback-destination.js';
 
 const MEM = 8 * MiB;
 const cleanup = disposables();
 const memory = () => cleanup.memory(MEM);
 
-const connect = (port: number) => new Promise<net.Socket>((resolve) => { const s = net.connect(port, '127.0.0.1', () => resolve(s)); });
 
 /** A real destination over `dst`, listening on loopback. */
 const incoming = async (dst: GuestMemory) => {
@@ -31,7 +30,7 @@ describe('PrecopySender', () => {
     const dst = memory();
     src.fill(gpa(0), MEM, 0x5a); // every page data: pass 1 is several batches
     const { port, received } = await incoming(dst);
-    const socket = await connect(port);
+    const socket = await connectTo(port);
     let sender: PrecopySender | undefined;
     const atSync: MigrationInfo[] = [];
     const { source, syncs } = fixedDirtySource(src, 0b111, () => atSync.push(sender!.info()));
@@ -98,7 +97,7 @@ describe('PrecopySender', () => {
     });
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
     cleanup.add({ dispose: () => server.close() });
-    const socket = await connect((server.address() as net.AddressInfo).port);
+    const socket = await connectTo((server.address() as net.AddressInfo).port);
     const { source } = fixedDirtySource(src, 0);
     const params = senderParams(0);
     const sender = new PrecopySender(source, socket, () => params, () => true, () => {});
@@ -114,7 +113,7 @@ describe('PrecopySender', () => {
     const dst = memory();
     src.fill(gpa(MiB), 64 * 4096, 0x5a);
     const { port, received } = await incoming(dst);
-    const socket = await connect(port);
+    const socket = await connectTo(port);
     const { source, syncs } = fixedDirtySource(src, 0);
     const params = senderParams(0);
     const sender = new PrecopySender(source, socket, () => params, () => true, () => {});
