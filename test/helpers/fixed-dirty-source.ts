@@ -13,10 +13,11 @@ export function shapeOf(mem: GuestMemory): MachineShape {
 
 /**
  * A source over `src` whose every dirty-log sync reports the pages set in `firstWord` (the first
- * word of region 0's bitmap) dirty; it counts the syncs, records every throttle asked of it, and runs
- * `onSync` (if given) at each sync, before it answers.
+ * word of region 0's bitmap) dirty; it counts the syncs, records every throttle asked of it, says
+ * whether its guest is paused (pause and resume), and runs `onSync` (if given) at each sync, before
+ * it answers.
  */
-export function fixedDirtySource(src: GuestMemory, firstWord: number, onSync?: () => void): { source: MigrationSource; syncs: () => number; throttles: number[] } {
+export function fixedDirtySource(src: GuestMemory, firstWord: number, onSync?: () => void): { source: MigrationSource; syncs: () => number; throttles: number[]; paused: () => boolean } {
   const region = src.regions[0]!;
   let syncs = 0;
   let tracking = false;
@@ -35,11 +36,12 @@ export function fixedDirtySource(src: GuestMemory, firstWord: number, onSync?: (
     async stop() { tracking = false; },
   } as unknown as DirtyTracker;
   const throttles: number[] = [];
+  let pauses = 0;
   const source: MigrationSource = {
-    memory: src, dirty, pause: async () => {}, resume: () => {}, throttle: (p) => { throttles.push(p); },
+    memory: src, dirty, pause: async () => { pauses++; }, resume: () => { pauses--; }, throttle: (p) => { throttles.push(p); },
     shape: () => shapeOf(src), captureState: () => [{ name: 'vm', state: {} }],
   };
-  return { source, syncs: () => syncs, throttles };
+  return { source, syncs: () => syncs, throttles, paused: () => pauses > 0 };
 }
 
 /** PrecopySender's parameters: QEMU's defaults, unlimited bandwidth, `channels` multifd channels (0: none). */
