@@ -29,6 +29,9 @@ Options:
                           (its --object); the destination needs its own, endpoint=server
   --multifd-channels N    send RAM over N more connections from N worker threads (capability multifd)
   --tls-hostname NAME     the name the destination's certificate must carry     [default: HOST]
+  --peer-timeout MS       a destination that acknowledges nothing for this long  [VM default: 30000]
+                          (its host died, or dropped off the network) fails the
+                          migration, and the guest runs on here; 0: TCP's own
   --interval MS           how often to poll query-migrate                        [default: ${DEFAULT_INTERVAL_MS}]
   --json                  no progress; print the final query-migrate answer as JSON
   -h, --help              show this help
@@ -104,6 +107,7 @@ export function parseMigrateArgs(argv: string[]): MigrateOptions | 'help' {
         'tls-creds': { type: 'string' },
         'multifd-channels': { type: 'string' },
         'tls-hostname': { type: 'string' },
+        'peer-timeout': { type: 'string' },
         json: { type: 'boolean' },
         interval: { type: 'string' },
         help: { type: 'boolean', short: 'h' },
@@ -132,6 +136,7 @@ export function parseMigrateArgs(argv: string[]): MigrateOptions | 'help' {
   if (values.verify === true) parameters['x-verify'] = true;
   if (values['tls-creds'] !== undefined) parameters['tls-creds'] = values['tls-creds'];
   if (values['tls-hostname'] !== undefined) parameters['tls-hostname'] = values['tls-hostname'];
+  if (values['peer-timeout'] !== undefined) parameters['x-peer-timeout'] = wholeNumber('--peer-timeout', values['peer-timeout'], 0);
   const capabilities: MigrateOptions['capabilities'] = [];
   if (values['multifd-channels'] !== undefined) {
     parameters['multifd-channels'] = wholeNumber('--multifd-channels', values['multifd-channels'], 1);

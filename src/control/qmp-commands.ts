@@ -78,6 +78,7 @@ const MIGRATION_PARAMETER_TYPES: Record<keyof MigrationParameters, ParamSpec> = 
   'x-verify': { type: 'bool', optional: true },
   'tls-creds': { type: 'str', optional: true },
   'tls-hostname': { type: 'str', optional: true },
+  'x-peer-timeout': { type: 'uint', optional: true },
 };
 
 const COMMANDS: ReadonlyMap<string, QmpCommand> = new Map<string, QmpCommand>([

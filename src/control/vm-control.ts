@@ -50,6 +50,12 @@ export interface MigrationParameters {
   'tls-creds': string;
   /** The name the destination's certificate must carry (default: the host of the migration URI). */
   'tls-hostname': string;
+  /**
+   * tsvmm's own, in ms: a peer that acknowledges nothing for this long (its host died or dropped off
+   * the network) is taken for dead, and the migration fails; 0 = the kernel's TCP defaults
+   * (transport.ts, watchForDeadPeer). Default 30000.
+   */
+  'x-peer-timeout': number;
 }
 
 /** migrate-set-capabilities names tsvmm knows; others are refused with a GenericError. */

@@ -9,14 +9,16 @@ import { receiveMigration, rehearseTailDecoding } from '../migration/incoming.js
 import { MultifdChannels } from '../migration/multifd-channels.js';
 import { PrecopySender } from '../migration/precopy-sender.js';
 import { secureClient, secureServer, type TlsCredsX509 } from '../migration/tls.js';
-import { bulkReads, connectForMigration, listenForMigration, parseTcpUri, type IncomingListener } from '../migration/transport.js';
+import {
+  DEFAULT_PEER_TIMEOUT_MS, bulkReads, connectForMigration, listenForMigration, parseTcpUri, watchForDeadPeer, type IncomingListener,
+} from '../migration/transport.js';
 import type { Socket } from 'node:net';
 import type { Vm } from './vm.js';
 
 /** QEMU's default downtime limit (ms) and multifd channel count. */
 const DEFAULT_PARAMETERS: MigrationParameters = {
   'downtime-limit': 300, 'max-bandwidth': 0, 'multifd-channels': 2, 'x-verify': false,
-  'tls-creds': '', 'tls-hostname': '',
+  'tls-creds': '', 'tls-hostname': '', 'x-peer-timeout': DEFAULT_PEER_TIMEOUT_MS,
 };
 
 /** How the controller's VM ended, for the process's exit status. */
@@ -114,6 +116,8 @@ export class VmController implements VmControl {
     let sender: PrecopySender | undefined;
     try {
       const tcp = await connectForMigration(uri);
+      const peerTimeoutMs = this.params['x-peer-timeout'];
+      watchForDeadPeer(tcp, peerTimeoutMs);
       const creds = this.tlsCredsInUse();
       // The name the destination's certificate must carry: tls-hostname, else the URI's host.
       const hostname = this.params['tls-hostname'] || parseTcpUri(uri).host;
@@ -138,7 +142,7 @@ export class VmController implements VmControl {
           open: (session, announce) => MultifdChannels.open({
             uri, session, count: this.params['multifd-channels'],
             regions: this.vm.memory.regions.map((r) => ({ hva: r.hva, sizeBytes: r.sizeBytes })),
-            tls: creds === undefined ? undefined : { creds, hostname },
+            tls: creds === undefined ? undefined : { creds, hostname }, peerTimeoutMs,
           }, announce),
         } : undefined,
       });
@@ -196,7 +200,11 @@ export class VmController implements VmControl {
     try {
       const creds = this.tlsCredsInUse();
       // Plain TCP is read in bulk (transport.ts, bulkReads); TLS decrypts in Node's own stream.
-      const secure = (s: Socket) => (creds === undefined ? Promise.resolve(bulkReads(s)) : secureServer(s, creds));
+      // Read as each connection comes: set before the source connects, it applies.
+      const secure = (s: Socket) => {
+        watchForDeadPeer(s, this.params['x-peer-timeout']);
+        return creds === undefined ? Promise.resolve(bulkReads(s)) : secureServer(s, creds);
+      };
       // Before reading the stream (its bytes wait in the kernel meanwhile): never during it.
       // Its records are decoded once more at SWITCHOVER (receiveMigration, rehearsalRecords).
       const rehearsalRecords: Buffer[] = [];
@@ -209,7 +217,7 @@ export class VmController implements VmControl {
       const main = await secure(await listener.connection);
       const connectedMs = Date.now();
       const received = await receiveMigration(this.vm, main, async (count, timeoutMs) => Promise.all((await listener.next(count, timeoutMs)).map(secure)),
-        { testOnlyResumeOnLoaded: this.testOnly.resumeOnLoaded, rehearsalRecords });
+        { testOnlyResumeOnLoaded: this.testOnly.resumeOnLoaded, rehearsalRecords, peerTimeoutMs: this.params['x-peer-timeout'] });
       // The guest first: everything before this is downtime. Then QMP's events in QEMU's order (its
       // process_incoming_migration_bh: vm_start, which sends RESUME, then the MIGRATION status
       // completed, "as soon as an external observer sees this event they might start to prod at the
@@ -271,6 +279,10 @@ export class VmController implements VmControl {
     if (p['max-bandwidth'] !== undefined && !(p['max-bandwidth'] >= 0)) throw new VmControlError("Parameter 'max-bandwidth' expects a non-negative number");
     if (p['multifd-channels'] !== undefined && !(p['multifd-channels'] >= 1 && p['multifd-channels'] <= 255)) {
       throw new VmControlError("Parameter 'multifd-channels' expects a value between 1 and 255");
+    }
+    // TCP_USER_TIMEOUT is an int of ms; past an hour a dead peer is found by TCP's own retries sooner.
+    if (p['x-peer-timeout'] !== undefined && !(p['x-peer-timeout'] >= 0 && p['x-peer-timeout'] <= 3_600_000)) {
+      throw new VmControlError("Parameter 'x-peer-timeout' expects a value between 0 (off) and 3600000 ms");
     }
     if (p['tls-creds'] !== undefined && p['tls-creds'] !== '') this.tlsCredsNamed(p['tls-creds']);
     this.params = { ...this.params, ...p };

@@ -4,7 +4,7 @@ import type { GuestMemory } from '../memory/guest-memory.js';
 import { CHANNELS_TIMEOUT_MS, parseMultifd } from './multifd.js';
 import { IncomingChannels, takeData, type RamConnection } from './incoming-channels.js';
 import { RAM_RECORD_SPLIT, RamRecordLanding } from './ram-record.js';
-import { COMMIT_SPIN_MS, SWITCHOVER_SPIN_MS, giveWay, readChunks, spinUntilReadable, type ReadPlacement } from './transport.js';
+import { COMMIT_SPIN_MS, SWITCHOVER_SPIN_MS, connectionErrorText, giveWay, readChunks, spinUntilReadable, type ReadPlacement } from './transport.js';
 import { StreamChecksum } from './stream-checksum.js';
 import {
   RECORD_HEADER_BYTES, TAIL_DECODING_ROUNDS, STREAM_START_BYTES, checkStreamStart, RecordType, endRecord, parseEnd, parseHeader, parseSwitchover, record, recordName, shapeMismatch, u32Record, MigrationStreamError, type MachineShape,
@@ -36,6 +36,8 @@ export interface ReceiveOptions {
   readonly testOnlyResumeOnLoaded?: boolean;
   /** Take an END whose checksum does not match what arrived (the stream's integrity check off). */
   readonly testOnlySkipEndCheck?: boolean;
+  /** The connections' x-peer-timeout (transport.ts, watchForDeadPeer), for the error that names it. */
+  readonly peerTimeoutMs?: number;
   /**
    * STATE records of this VM's own state (encoded before the stream, by its restore rehearsal),
    * decoded once more and dropped when SWITCHOVER comes: see rehearseTail.
@@ -433,7 +435,7 @@ export async function receiveMigration(vm: MigrationDestination, socket: Socket,
               ch.reader.retain();
             }
           }), placementFor(ch, () => state === 'ram'));
-          ch.socket.on('error', (e) => failWith(new IncomingMigrationError(`multifd channel connection failed: ${e.message}`)));
+          ch.socket.on('error', (e) => failWith(new IncomingMigrationError(`multifd channel connection failed: ${connectionErrorText(e, 'source', options.peerTimeoutMs ?? 0)}`)));
           ch.socket.on('close', () => {
             // The source closes its channels once it has committed, maybe before COMMIT arrives here.
             if (!handedOver() && !failed) failWith(new IncomingMigrationError(`a multifd channel connection ended early, in state ${state}: the guest was not resumed`));
@@ -447,7 +449,8 @@ export async function receiveMigration(vm: MigrationDestination, socket: Socket,
 
     socket.on('error', (e) => {
       if (state === 'committed') return;
-      failWith(state === 'loaded' ? noCommit(e.message) : new IncomingMigrationError(`migration connection failed: ${e.message}`));
+      const text = connectionErrorText(e, 'source', options.peerTimeoutMs ?? 0);
+      failWith(state === 'loaded' ? noCommit(text) : new IncomingMigrationError(`migration connection failed: ${text}`));
     });
     socket.on('close', () => {
       if (state === 'committed' || failed) return;

@@ -11,7 +11,7 @@ import { RecordBufferPool, encodeRamRecord } from './ram-record.js';
 import type { PageRange } from '../memory/dirty-bitmap.js';
 import { StreamChecksum } from './stream-checksum.js';
 import { secureClient, type TlsCredsX509 } from './tls.js';
-import { connectForMigration } from './transport.js';
+import { connectForMigration, connectionErrorText, watchForDeadPeer } from './transport.js';
 
 export interface ChannelThreadData {
   readonly uri: string;
@@ -21,6 +21,8 @@ export interface ChannelThreadData {
    *  encoding a batch, and the main thread keeps it mapped until every channel has ended. */
   readonly regions: readonly { readonly hva: bigint; readonly sizeBytes: number }[];
   readonly tls?: { readonly creds: TlsCredsX509; readonly hostname: string };
+  /** x-peer-timeout (transport.ts, watchForDeadPeer); 0: none. */
+  readonly peerTimeoutMs: number;
 }
 
 /** Main thread -> channel. Messages are handled in order, so a sync follows every batch before it. */
@@ -48,8 +50,9 @@ async function main(data: ChannelThreadData): Promise<void> {
   post({ type: 'ready' });
   await new Promise<void>((resolve) => port.once('message', (m: ToChannel) => { if (m.type === 'connect') resolve(); }));
   const tcp = await connectForMigration(data.uri);
+  watchForDeadPeer(tcp, data.peerTimeoutMs);
   const socket = data.tls === undefined ? tcp : await secureClient(tcp, reviveCreds(data.tls.creds), data.tls.hostname);
-  socket.on('error', (e) => post({ type: 'error', message: `multifd channel ${data.index}: ${e.message}` }));
+  socket.on('error', (e) => post({ type: 'error', message: `multifd channel ${data.index}: ${connectionErrorText(e, 'destination', data.peerTimeoutMs)}` }));
   socket.on('close', () => post({ type: 'error', message: `multifd channel ${data.index}: the destination closed the connection` }));
   const checksum = new StreamChecksum();
   const write = (buf: Buffer, written?: () => void): Promise<void> => {

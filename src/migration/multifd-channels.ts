@@ -48,6 +48,8 @@ export class MultifdChannels {
     uri: string; count: number; session: Uint8Array;
     regions: readonly { hva: bigint; sizeBytes: number }[];
     tls?: { creds: TlsCredsX509; hostname: string };
+    /** x-peer-timeout for each channel's connection (transport.ts, watchForDeadPeer); 0 or absent: none. */
+    peerTimeoutMs?: number;
   }, announce: () => Promise<void> = async () => {}): Promise<MultifdChannels> {
     const channels: Channel[] = [];
     const awaitMessage = (worker: Worker, type: 'ready' | 'connected') => new Promise<void>((resolve, reject) => {
@@ -62,7 +64,7 @@ export class MultifdChannels {
     });
     const ready: Promise<void>[] = [];
     for (let index = 0; index < opts.count; index++) {
-      const data: ChannelThreadData = { uri: opts.uri, index, session: opts.session, regions: opts.regions, tls: opts.tls };
+      const data: ChannelThreadData = { uri: opts.uri, index, session: opts.session, regions: opts.regions, tls: opts.tls, peerTimeoutMs: opts.peerTimeoutMs ?? 0 };
       const worker = new Worker(CHANNEL_THREAD_SCRIPT, { workerData: data });
       channels.push({ worker, credits: CREDITS_PER_CHANNEL });
       ready.push(awaitMessage(worker, 'ready'));

@@ -7,7 +7,7 @@ import { BATCH_PAGES, RecordBufferPool, encodeRamRecord } from './ram-record.js'
 import type { PageRange } from '../memory/dirty-bitmap.js';
 import { StreamWriter } from './stream-writer.js';
 import { SESSION_BYTES, multifdRecord } from './multifd.js';
-import { COMMIT_GIVE_WAY_MS, SWITCHOVER_SPIN_MS, giveWay, readAvailable, spinUntilReadable } from './transport.js';
+import { COMMIT_GIVE_WAY_MS, SWITCHOVER_SPIN_MS, connectionErrorText, giveWay, readAvailable, spinUntilReadable } from './transport.js';
 import type { MultifdChannels } from './multifd-channels.js';
 import type { DirtyTracker, RegionDirtyPages } from '../memory/dirty-tracker.js';
 import type { MigrationInfo, MigrationParameters, MigrationStatusName } from '../control/vm-control.js';
@@ -476,7 +476,7 @@ export class PrecopySender {
     const early = this.answers.next();
     if (early?.type === RecordType.REFUSED) throw new MigrationFailed(`the destination refused the VM: ${early.payload.toString()}`);
     if (early !== undefined) throw new MigrationFailed(`unexpected ${recordName(early.type)} from the destination in state ${this.state}`);
-    if (this.socketError) throw new MigrationFailed(`connection to the destination failed: ${this.socketError.message}`);
+    if (this.socketError) throw new MigrationFailed(`connection to the destination failed: ${connectionErrorText(this.socketError, 'destination', this.params()['x-peer-timeout'])}`);
   }
 
   /** Waits, the guest running, until the destination has applied `pass` (APPLIED), for at most `ms`. */

@@ -254,6 +254,53 @@ export function bulkReads(socket: net.Socket): net.Socket {
   return bulk;
 }
 
+/** SOL_SOCKET's SO_KEEPALIVE; IPPROTO_TCP and its keepalive and user-timeout options (asm-generic/socket.h, linux/tcp.h). */
+const SO_KEEPALIVE = 9;
+const IPPROTO_TCP = 6;
+const TCP_KEEPIDLE = 4;
+const TCP_KEEPINTVL = 5;
+const TCP_KEEPCNT = 6;
+const TCP_USER_TIMEOUT = 18;
+
+/** x-peer-timeout's default, in ms: as long as libvirt's keepalive takes to give up on a peer (5 probes 5 s apart, after 5 s). */
+export const DEFAULT_PEER_TIMEOUT_MS = 30_000;
+
+/**
+ * Has the kernel fail `socket` (ETIMEDOUT) once its peer has acknowledged nothing for `timeoutMs`:
+ * data written and not acknowledged (TCP_USER_TIMEOUT), and, while nothing is written (a source
+ * waiting for LOADED, a destination for the next record), keepalive probes every timeoutMs / 5
+ * (TCP_USER_TIMEOUT then decides when to give up on them, tcp(7)). Without it a peer whose host dies
+ * or drops off the network, so that no reset ever comes, keeps the other side waiting until TCP gives
+ * up on its retransmissions (~15 min) or, with nothing in flight, for ever: a source whose
+ * switch-over had begun, with its guest stopped. A peer process that is alive but stuck is not dead
+ * to TCP (its kernel answers): that is migrate_cancel's. 0: the kernel's defaults. Set on the plain
+ * TCP socket, before any TLS or bulkReads() wrapping (the options belong to the socket, which a dup
+ * shares).
+ */
+export function watchForDeadPeer(socket: net.Socket, timeoutMs: number): void {
+  if (timeoutMs <= 0) return;
+  const fd = socketFd(socket);
+  if (fd === undefined) throw new MigrationTransportError('cannot set a peer timeout on this connection: it has no socket descriptor of its own');
+  const native = addon();
+  const probeSeconds = Math.max(1, Math.round(timeoutMs / 5000));
+  native.setsockoptInt(fd, SOL_SOCKET, SO_KEEPALIVE, 1);
+  native.setsockoptInt(fd, IPPROTO_TCP, TCP_KEEPIDLE, probeSeconds);
+  native.setsockoptInt(fd, IPPROTO_TCP, TCP_KEEPINTVL, probeSeconds);
+  native.setsockoptInt(fd, IPPROTO_TCP, TCP_KEEPCNT, 5);
+  native.setsockoptInt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, timeoutMs);
+}
+
+/**
+ * A migration connection's error as a migration reports it: one the peer timeout raised
+ * (watchForDeadPeer) says so, naming the `peer` and the parameter; others as they are.
+ */
+export function connectionErrorText(e: Error, peer: 'source' | 'destination', peerTimeoutMs: number): string {
+  if ((e as NodeJS.ErrnoException).code === 'ETIMEDOUT' && peerTimeoutMs > 0) {
+    return `the ${peer} acknowledged nothing for ${peerTimeoutMs} ms (x-peer-timeout), so it is taken for dead (${e.message})`;
+  }
+  return e.message;
+}
+
 /**
  * The file descriptor behind a plain TCP socket, read from Node's internal handle; undefined for one
  * without a descriptor of its own (TLS, or a handle Node does not expose).

@@ -1,8 +1,9 @@
 // Across hosts: the source and the destination in two network namespaces joined by a veth pair, so the
-// stream crosses a real (virtual) link between two network stacks rather than loopback.
+// stream crosses a real (virtual) link between two network stacks rather than loopback; and host B
+// dropping off that link mid-migration, which no reset announces.
 import { afterAll, expect, it } from 'vitest';
 import { describeKvm } from '../helpers/kvm.js';
-import { DIRTIER, DIRTYING, destination, guestVerifies, migrateVerified, migrationEnd, processPool, qmp } from '../helpers/migration.js';
+import { DIRTIER, DIRTYING, destination, guestVerifies, migrateVerified, migrationEnd, migrationWhere, processPool, qmp, sleep } from '../helpers/migration.js';
 import { makeHostPair } from '../helpers/netns.js';
 
 const MEM = '256M';
@@ -26,6 +27,59 @@ describeKvm('live migration between two network namespaces', () => {
     await migrateVerified(src, uri);
     expect(src.stderr).toMatch(/the VM now runs at tcp:10\.211\.0\.2:/);
     expect(await guestVerifies(dst)).toMatch(/verify ok/);
+  }, 300_000);
+
+  /**
+   * Starts a migration from A to B, slowed (max-bandwidth) so that it is still under way, with A's
+   * x-peer-timeout set to `peerTimeoutMs`; once it has sent a few MiB, sets B's end of the link down.
+   */
+  async function migrateThenLoseB(peerTimeoutMs: number) {
+    const { dst, uri } = await destination(start, [DIRTIER, '--mem', MEM], 'dst-b', hosts.b.ip, hosts.b.prefix);
+    const src = start([DIRTIER, '--mem', MEM, '--cmdline', STAMPS], 'src-a', {}, hosts.a.prefix);
+    await src.waitForConsole(DIRTYING);
+    const client = await qmp(src);
+    await client.execute('migrate-set-parameters', { 'max-bandwidth': 8 * 2 ** 20, 'x-peer-timeout': peerTimeoutMs });
+    expect(await client.execute('query-migrate-parameters')).toMatchObject({ 'x-peer-timeout': peerTimeoutMs });
+    await client.execute('migrate', { uri });
+    await migrationWhere(client, (i) => i.status === 'active' && i.ram?.transferred > 4 * 2 ** 20, 'a few MiB sent');
+    hosts.setLink('b', false);
+    return { src, dst, client };
+  }
+
+  it('host B drops off the network mid-migration: A (x-peer-timeout 2000) fails, naming the timeout, and keeps its guest', async () => {
+    const { src, client } = await migrateThenLoseB(2000);
+    try {
+      const info = await migrationEnd(client);
+      expect(info.status).toBe('failed');
+      expect(info['error-desc']).toMatch(/the destination acknowledged nothing for 2000 ms \(x-peer-timeout\), so it is taken for dead/);
+      expect(await client.execute('query-status')).toMatchObject({ status: 'running' });
+    } finally {
+      hosts.setLink('b', true);
+    }
+    expect(await guestVerifies(src)).toMatch(/verify ok/);
+  }, 300_000);
+
+  it('with x-peer-timeout 0 (the kernel\'s TCP defaults), the same loss leaves A\'s migration waiting, which migrate_cancel ends: the case above is caught by the timeout', async () => {
+    const { src, client } = await migrateThenLoseB(0);
+    try {
+      // Three times the 2000 ms above: still under way (TCP retransmits for ~15 min before it gives up).
+      await sleep(6000);
+      expect(await client.execute('query-migrate')).toMatchObject({ status: 'active' });
+      await client.execute('migrate_cancel');
+      expect((await migrationEnd(client)).status).toBe('cancelled');
+    } finally {
+      hosts.setLink('b', true);
+    }
+    expect(await guestVerifies(src)).toMatch(/verify ok/);
+  }, 300_000);
+
+  it('x-peer-timeout takes 0 to 3600000 ms; other values are refused with the range', async () => {
+    const src = start([DIRTIER, '--mem', MEM, '--cmdline', STAMPS], 'src-a', {}, hosts.a.prefix);
+    await src.waitForConsole(DIRTYING);
+    const client = await qmp(src);
+    expect(await client.execute('query-migrate-parameters')).toMatchObject({ 'x-peer-timeout': 30000 });
+    await expect(client.execute('migrate-set-parameters', { 'x-peer-timeout': 3_600_001 })).rejects.toThrow(/'x-peer-timeout' expects a value between 0 \(off\) and 3600000 ms/);
+    await expect(client.execute('migrate-set-parameters', { 'x-peer-timeout': -1 })).rejects.toThrow(/x-peer-timeout/);
   }, 300_000);
 
   it('host B is unreachable from A on a port nobody listens on: failed, and A keeps its guest', async () => {

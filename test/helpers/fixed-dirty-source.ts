@@ -45,4 +45,4 @@ export function fixedDirtySource(src: GuestMemory, firstWord: number, onSync?: (
 }
 
 /** PrecopySender's parameters: QEMU's defaults, unlimited bandwidth, `channels` multifd channels (0: none). */
-export const senderParams = (channels: number) => ({ 'downtime-limit': 300, 'max-bandwidth': 0, 'multifd-channels': channels, 'x-verify': false, 'tls-creds': '', 'tls-hostname': '' } satisfies MigrationParameters);
+export const senderParams = (channels: number) => ({ 'downtime-limit': 300, 'max-bandwidth': 0, 'multifd-channels': channels, 'x-verify': false, 'tls-creds': '', 'tls-hostname': '', 'x-peer-timeout': 0 } satisfies MigrationParameters);

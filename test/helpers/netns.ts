@@ -6,6 +6,11 @@ export interface HostPair {
   /** Command prefixes that run a program inside each host. */
   readonly a: { prefix: string[]; ip: string };
   readonly b: { prefix: string[]; ip: string };
+  /**
+   * Sets host `which`'s end of the link down (the other end then has no carrier, and every packet
+   * between them is dropped, as when a host dies or drops off the network) or up again.
+   */
+  setLink(which: 'a' | 'b', up: boolean): void;
   remove(): void;
 }
 
@@ -40,6 +45,11 @@ export function makeHostPair(tag: string): HostPair | { unavailable: string } {
   return {
     a: { prefix: ['ip', 'netns', 'exec', nsA], ip: '10.211.0.1' },
     b: { prefix: ['ip', 'netns', 'exec', nsB], ip: '10.211.0.2' },
+    setLink(which, up) {
+      const step = ['-n', which === 'a' ? nsA : nsB, 'link', 'set', `veth-${which}`, up ? 'up' : 'down'];
+      const r = ip(step);
+      if (!r.ok) throw new Error(`ip ${step.join(' ')} failed: ${r.err || 'no output'}`);
+    },
     remove,
   };
 }

@@ -82,12 +82,12 @@ describe('tsvmm migrate', () => {
     expect(t.listening()).toBe(false);
   });
 
-  it('--multifd-channels and --tls-creds set the capability and parameters before migrate', async () => {
+  it('--multifd-channels, --tls-creds and --peer-timeout set the capability and parameters before migrate', async () => {
     control.play(completed);
     const t = fakeIo();
-    expect(await migrateCommand(['--qmp', qmp, '--multifd-channels', '4', '--tls-creds', 'tls0', '--tls-hostname', 'dst.example', '--interval', '5', 'tcp:10.0.0.2:4444'], t.io)).toBe(0);
+    expect(await migrateCommand(['--qmp', qmp, '--multifd-channels', '4', '--tls-creds', 'tls0', '--tls-hostname', 'dst.example', '--peer-timeout', '0', '--interval', '5', 'tcp:10.0.0.2:4444'], t.io)).toBe(0);
     expect(control.calls.filter((c) => c[0] !== 'queryMigrate')).toEqual([
-      ['setMigrationParameters', { 'tls-creds': 'tls0', 'tls-hostname': 'dst.example', 'multifd-channels': 4 }],
+      ['setMigrationParameters', { 'tls-creds': 'tls0', 'tls-hostname': 'dst.example', 'x-peer-timeout': 0, 'multifd-channels': 4 }],
       ['setMigrationCapabilities', [{ capability: 'multifd', state: true }]],
       ['migrate', 'tcp:10.0.0.2:4444'],
     ]);
@@ -200,6 +200,7 @@ describe('tsvmm migrate', () => {
     [['--qmp', 'unix:/x', 'tcp:host'], /not tcp:HOST:PORT/],
     [['--qmp', 'unix:/x', '--max-bandwidth', 'fast', 'tcp:a:1'], /--max-bandwidth: cannot parse rate 'fast'/],
     [['--qmp', 'unix:/x', '--downtime-limit', '-5', 'tcp:a:1'], /--downtime-limit/],
+    [['--qmp', 'unix:/x', '--peer-timeout', '2s', 'tcp:a:1'], /--peer-timeout: '2s' is not a whole number/],
     [['--qmp', 'unix:/x', '--interval', '0', 'tcp:a:1'], /--interval: '0' is not a whole number of at least 1/],
     [['--qmp', 'unix:/x', '--bogus', 'tcp:a:1'], /Unknown option '--bogus'/],
   ])('refuses bad arguments %j with one line and exit 2', async (argv, message) => {

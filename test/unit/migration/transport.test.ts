@@ -3,7 +3,9 @@ import { randomBytes } from 'node:crypto';
 import net from 'node:net';
 import { describe, expect, it, vi } from 'vitest';
 import { addon } from '../../../src/kvm/addon.js';
-import { bulkReads, connectForMigration, giveWay, listenForMigration, readAvailable, readChunks, spinUntilReadable } from '../../../src/migration/transport.js';
+import {
+  bulkReads, connectForMigration, connectionErrorText, giveWay, listenForMigration, readAvailable, readChunks, spinUntilReadable, watchForDeadPeer,
+} from '../../../src/migration/transport.js';
 import { freePort } from '../../helpers/free-port.js';
 
 /** Sends `data` over a real loopback connection in `piece`-byte writes; resolves with what the destination's reader saw. */
@@ -337,6 +339,30 @@ describe('migration transport', () => {
 
     it('reads nothing from a socket without a file descriptor of its own (TLS)', () => {
       expect(readAvailable(new net.Socket(), Buffer.alloc(8))).toBeUndefined();
+    });
+  });
+
+  describe('a peer taken for dead (x-peer-timeout)', () => {
+    it('a timed-out connection\'s error names the peer and the parameter; others stay as they are, and so does one with the timeout off', () => {
+      const timedOut = Object.assign(new Error('read ETIMEDOUT'), { code: 'ETIMEDOUT' });
+      expect(connectionErrorText(timedOut, 'destination', 2000)).toBe('the destination acknowledged nothing for 2000 ms (x-peer-timeout), so it is taken for dead (read ETIMEDOUT)');
+      expect(connectionErrorText(timedOut, 'source', 0)).toBe('read ETIMEDOUT');
+      expect(connectionErrorText(Object.assign(new Error('read ECONNRESET'), { code: 'ECONNRESET' }), 'source', 2000)).toBe('read ECONNRESET');
+    });
+
+    it('sets its options on a connected socket, with 0 touching nothing, and refuses one without a descriptor (it would watch nothing)', async () => {
+      const server = net.createServer((s) => s.on('error', () => {}));
+      await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+      try {
+        const socket = await connectForMigration(`tcp:127.0.0.1:${(server.address() as net.AddressInfo).port}`);
+        expect(() => watchForDeadPeer(socket, 2000)).not.toThrow();
+        expect(() => watchForDeadPeer(socket, 0)).not.toThrow();
+        socket.destroy();
+      } finally {
+        server.close();
+      }
+      expect(() => watchForDeadPeer(new net.Socket(), 2000)).toThrow(/no socket descriptor of its own/);
+      expect(() => watchForDeadPeer(new net.Socket(), 0)).not.toThrow();
     });
   });
 });
