@@ -291,11 +291,20 @@ export function watchForDeadPeer(socket: net.Socket, timeoutMs: number): void {
 }
 
 /**
+ * The errors an established connection gets when its peer stops acknowledging and the timeout gives
+ * up on it: ETIMEDOUT, or the last ICMP error the retransmissions met (tcp_write_err reports the soft
+ * error), such as EHOSTUNREACH once the neighbour entry of a host gone from the link has failed. An
+ * established TCP connection takes ICMP unreachables as soft errors only (RFC 1122), so none of these
+ * ends one before the timeout.
+ */
+const PEER_TIMEOUT_CODES = new Set(['ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'EHOSTDOWN']);
+
+/**
  * A migration connection's error as a migration reports it: one the peer timeout raised
  * (watchForDeadPeer) says so, naming the `peer` and the parameter; others as they are.
  */
 export function connectionErrorText(e: Error, peer: 'source' | 'destination', peerTimeoutMs: number): string {
-  if ((e as NodeJS.ErrnoException).code === 'ETIMEDOUT' && peerTimeoutMs > 0) {
+  if (PEER_TIMEOUT_CODES.has((e as NodeJS.ErrnoException).code ?? '') && peerTimeoutMs > 0) {
     return `the ${peer} acknowledged nothing for ${peerTimeoutMs} ms (x-peer-timeout), so it is taken for dead (${e.message})`;
   }
   return e.message;

@@ -347,6 +347,9 @@ describe('migration transport', () => {
       const timedOut = Object.assign(new Error('read ETIMEDOUT'), { code: 'ETIMEDOUT' });
       expect(connectionErrorText(timedOut, 'destination', 2000)).toBe('the destination acknowledged nothing for 2000 ms (x-peer-timeout), so it is taken for dead (read ETIMEDOUT)');
       expect(connectionErrorText(timedOut, 'source', 0)).toBe('read ETIMEDOUT');
+      // A host gone from the link: its neighbour entry fails, and the timeout reports the ICMP error it met.
+      const unreachable = Object.assign(new Error('read EHOSTUNREACH'), { code: 'EHOSTUNREACH' });
+      expect(connectionErrorText(unreachable, 'source', 30000)).toBe('the source acknowledged nothing for 30000 ms (x-peer-timeout), so it is taken for dead (read EHOSTUNREACH)');
       expect(connectionErrorText(Object.assign(new Error('read ECONNRESET'), { code: 'ECONNRESET' }), 'source', 2000)).toBe('read ECONNRESET');
     });
 
