@@ -104,9 +104,21 @@ const COMMANDS: ReadonlyMap<string, QmpCommand> = new Map<string, QmpCommand>([
   // `quit` is answered before it runs (see Connection.dispatch); this entry only lists and checks it.
   ['quit', { params: {}, run: () => ({}) }],
   ['migrate', {
-    // blk/inc (block migration) and detach (always detached in QMP) are QEMU's; accepted for its scripts.
-    params: { uri: { type: 'str' }, blk: { type: 'bool', optional: true }, inc: { type: 'bool', optional: true }, detach: { type: 'bool', optional: true } },
-    run: (args, control) => { control.migrate(args.uri as string); return {}; },
+    // QEMU 7.2's arguments, for its scripts: detach is ignored (QMP's migrate is always detached, as in
+    // QEMU); blk/inc (block migration: copy the disks too) and resume (postcopy recovery) are taken
+    // when false and refused when true, which ignored would leave the destination on another disk.
+    params: {
+      uri: { type: 'str' }, blk: { type: 'bool', optional: true }, inc: { type: 'bool', optional: true },
+      detach: { type: 'bool', optional: true }, resume: { type: 'bool', optional: true },
+    },
+    run: (args, control) => {
+      if (args.blk === true || args.inc === true) {
+        throw new CommandError("tsvmm has no block migration ('blk', 'inc'): it moves RAM and device state only; give the destination the same disk images (shared storage), as QEMU's -incoming with shared disks");
+      }
+      if (args.resume === true) throw new CommandError("tsvmm has no postcopy, so no postcopy recovery ('resume')");
+      control.migrate(args.uri as string);
+      return {};
+    },
   }],
   ['migrate-incoming', {
     params: { uri: { type: 'str' } },

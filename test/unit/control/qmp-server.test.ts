@@ -77,9 +77,17 @@ describe('QmpServer: commands map to VmControl', () => {
     expect(control.callNames()).toEqual(['stop', 'cont', 'migrateCancel']);
   });
 
-  it('migrate passes the uri and ignores QEMU\'s blk/inc/detach', async () => {
+  it('migrate passes the uri, takes QEMU\'s detach, and blk/inc/resume only when false', async () => {
     const c = await client();
-    expect(await c.command('migrate', { uri: 'tcp:10.0.0.2:4444', blk: false, inc: false, detach: true })).toEqual({ return: {} });
+    expect(await c.command('migrate', { uri: 'tcp:10.0.0.2:4444', blk: false, inc: false, detach: true, resume: false })).toEqual({ return: {} });
+    for (const asked of [{ blk: true }, { inc: true }]) {
+      expect(await c.command('migrate', { uri: 'tcp:10.0.0.2:4444', ...asked })).toEqual({
+        error: { class: 'GenericError', desc: expect.stringMatching(/no block migration \('blk', 'inc'\).*same disk images/) },
+      });
+    }
+    expect(await c.command('migrate', { uri: 'tcp:10.0.0.2:4444', resume: true })).toEqual({
+      error: { class: 'GenericError', desc: expect.stringMatching(/no postcopy recovery \('resume'\)/) },
+    });
     expect(await c.command('migrate-incoming', { uri: 'tcp:0.0.0.0:4444' })).toEqual({ return: {} });
     expect(control.calls).toEqual([['migrate', 'tcp:10.0.0.2:4444'], ['migrateIncoming', 'tcp:0.0.0.0:4444']]);
   });
