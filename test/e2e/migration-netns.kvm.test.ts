@@ -2,6 +2,7 @@
 // stream crosses a real (virtual) link between two network stacks rather than loopback; and host B
 // dropping off that link mid-migration, which no reset announces.
 import { afterAll, expect, it } from 'vitest';
+import { ExitStatus } from '../../src/cli/exit-status.js';
 import { describeKvm } from '../helpers/kvm.js';
 import { DIRTIER, DIRTYING, destination, guestVerifies, migrateVerified, migrationEnd, migrationWhere, processPool, qmp, sleep } from '../helpers/migration.js';
 import { makeHostPair } from '../helpers/netns.js';
@@ -101,6 +102,28 @@ describeKvm('live migration between two network namespaces', () => {
       process.kill(dst.pid, 'SIGCONT');
     }
     expect(await guestVerifies(src)).toMatch(/verify ok/);
+  }, 300_000);
+
+  it('host A dies mid-migration: B (x-peer-timeout 2000, set before A connects) fails naming it, and exits without running the guest', async () => {
+    const { dst, uri } = await destination(start, [DIRTIER, '--mem', MEM], 'dst-b', hosts.b.ip, hosts.b.prefix);
+    await (await qmp(dst)).execute('migrate-set-parameters', { 'x-peer-timeout': 2000 });
+    const src = start([DIRTIER, '--mem', MEM, '--cmdline', STAMPS], 'src-a', {}, hosts.a.prefix);
+    await src.waitForConsole(DIRTYING);
+    const client = await qmp(src);
+    await client.execute('migrate-set-parameters', { 'max-bandwidth': 8 * 2 ** 20 });
+    await client.execute('migrate', { uri });
+    await migrationWhere(client, (i) => i.status === 'active' && i.ram?.transferred > 4 * 2 ** 20, 'a few MiB sent');
+    // A freezes and its host leaves the link: B hears nothing more, not even a reset.
+    process.kill(src.pid, 'SIGSTOP');
+    hosts.setLink('a', false);
+    try {
+      expect(await dst.exited).toBe(ExitStatus.MIGRATION_FAILED);
+      expect(dst.stderr).toMatch(/incoming migration failed: migration connection failed: the source acknowledged nothing for 2000 ms \(x-peer-timeout\)/);
+      expect(dst.stderr).not.toMatch(/incoming migration completed/);
+    } finally {
+      hosts.setLink('a', true);
+      process.kill(src.pid, 'SIGCONT');
+    }
   }, 300_000);
 
   it('x-peer-timeout takes 0 to 3600000 ms; other values are refused with the range', async () => {
