@@ -301,12 +301,15 @@ const PEER_TIMEOUT_CODES = new Set(['ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 
 
 /**
  * A migration connection's error as a migration reports it: one the peer timeout raised
- * (watchForDeadPeer) says so, naming the `peer` and the parameter; others as they are.
+ * (watchForDeadPeer) says so, naming the `peer` and the parameter; a reset or a write to a connection
+ * the peer has closed (its process ended, or gave up on the migration) says that; others as they are.
  */
 export function connectionErrorText(e: Error, peer: 'source' | 'destination', peerTimeoutMs: number): string {
-  if (PEER_TIMEOUT_CODES.has((e as NodeJS.ErrnoException).code ?? '') && peerTimeoutMs > 0) {
+  const code = (e as NodeJS.ErrnoException).code ?? '';
+  if (PEER_TIMEOUT_CODES.has(code) && peerTimeoutMs > 0) {
     return `the ${peer} acknowledged nothing for ${peerTimeoutMs} ms (x-peer-timeout), so it is taken for dead (${e.message})`;
   }
+  if (code === 'ECONNRESET' || code === 'EPIPE') return `the ${peer} closed the connection (${e.message})`;
   return e.message;
 }
 

@@ -343,14 +343,16 @@ describe('migration transport', () => {
   });
 
   describe('a peer taken for dead (x-peer-timeout)', () => {
-    it('a timed-out connection\'s error names the peer and the parameter; others stay as they are, and so does one with the timeout off', () => {
+    it('a timed-out connection\'s error names the peer and the parameter (not with the timeout off); a reset says the peer closed it; others stay as they are', () => {
       const timedOut = Object.assign(new Error('read ETIMEDOUT'), { code: 'ETIMEDOUT' });
       expect(connectionErrorText(timedOut, 'destination', 2000)).toBe('the destination acknowledged nothing for 2000 ms (x-peer-timeout), so it is taken for dead (read ETIMEDOUT)');
       expect(connectionErrorText(timedOut, 'source', 0)).toBe('read ETIMEDOUT');
       // A host gone from the link: its neighbour entry fails, and the timeout reports the ICMP error it met.
       const unreachable = Object.assign(new Error('read EHOSTUNREACH'), { code: 'EHOSTUNREACH' });
       expect(connectionErrorText(unreachable, 'source', 30000)).toBe('the source acknowledged nothing for 30000 ms (x-peer-timeout), so it is taken for dead (read EHOSTUNREACH)');
-      expect(connectionErrorText(Object.assign(new Error('read ECONNRESET'), { code: 'ECONNRESET' }), 'source', 2000)).toBe('read ECONNRESET');
+      expect(connectionErrorText(Object.assign(new Error('read ECONNRESET'), { code: 'ECONNRESET' }), 'source', 2000)).toBe('the source closed the connection (read ECONNRESET)');
+      expect(connectionErrorText(Object.assign(new Error('write EPIPE'), { code: 'EPIPE' }), 'destination', 0)).toBe('the destination closed the connection (write EPIPE)');
+      expect(connectionErrorText(Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' }), 'destination', 2000)).toBe('connect ECONNREFUSED');
     });
 
     it('sets its options on a connected socket, with 0 touching nothing, and refuses one without a descriptor (it would watch nothing)', async () => {
