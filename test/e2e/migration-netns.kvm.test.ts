@@ -31,14 +31,19 @@ describeKvm('live migration between two network namespaces', () => {
   }, 300_000);
 
   /**
-   * Starts a migration from A to B, slowed (max-bandwidth) so that it is still under way, with A's
-   * x-peer-timeout set to `peerTimeoutMs`; once it has sent a few MiB, sets B's end of the link down.
+   * Starts a migration from A to B (over `multifdChannels` channels too, if any), slowed
+   * (max-bandwidth) so that it is still under way, with A's x-peer-timeout set to `peerTimeoutMs`;
+   * once it has sent a few MiB, sets B's end of the link down.
    */
-  async function migrateThenLoseB(peerTimeoutMs: number) {
+  async function migrateThenLoseB(peerTimeoutMs: number, multifdChannels = 0) {
     const { dst, uri } = await destination(start, [DIRTIER, '--mem', MEM], 'dst-b', hosts.b.ip, hosts.b.prefix);
     const src = start([DIRTIER, '--mem', MEM, '--cmdline', STAMPS], 'src-a', {}, hosts.a.prefix);
     await src.waitForConsole(DIRTYING);
     const client = await qmp(src);
+    if (multifdChannels > 0) {
+      await client.execute('migrate-set-capabilities', { capabilities: [{ capability: 'multifd', state: true }] });
+      await client.execute('migrate-set-parameters', { 'multifd-channels': multifdChannels });
+    }
     await client.execute('migrate-set-parameters', { 'max-bandwidth': 8 * 2 ** 20, 'x-peer-timeout': peerTimeoutMs });
     expect(await client.execute('query-migrate-parameters')).toMatchObject({ 'x-peer-timeout': peerTimeoutMs });
     await client.execute('migrate', { uri });
@@ -49,6 +54,19 @@ describeKvm('live migration between two network namespaces', () => {
 
   it('host B drops off the network mid-migration: A (x-peer-timeout 2000) fails, naming the timeout, and keeps its guest', async () => {
     const { src, client } = await migrateThenLoseB(2000);
+    try {
+      const info = await migrationEnd(client);
+      expect(info.status).toBe('failed');
+      expect(info['error-desc']).toMatch(/the destination acknowledged nothing for 2000 ms \(x-peer-timeout\), so it is taken for dead/);
+      expect(await client.execute('query-status')).toMatchObject({ status: 'running' });
+    } finally {
+      hosts.setLink('b', true);
+    }
+    expect(await guestVerifies(src)).toMatch(/verify ok/);
+  }, 300_000);
+
+  it('the same over multifd (2 channels, each sending from its own thread): A fails naming the timeout, and keeps its guest', async () => {
+    const { src, client } = await migrateThenLoseB(2000, 2);
     try {
       const info = await migrationEnd(client);
       expect(info.status).toBe('failed');
