@@ -28,11 +28,18 @@ export class DestinationAnswers {
   /**
    * The next answer past ACCEPTED (once) and APPLIED, which are noted, or undefined until more bytes
    * come. A second ACCEPTED is returned, as anything unexpected is. Throws MigrationStreamError on an
-   * APPLIED that is not a pass number.
+   * APPLIED that is not a pass number, or bytes that are no records (saying they are the destination's:
+   * the reader's own message speaks of a stream).
    */
   next(): { type: number; payload: Buffer } | undefined {
     for (;;) {
-      const r = this.reader.next();
+      let r;
+      try {
+        r = this.reader.next();
+      } catch (e) {
+        if (!(e instanceof MigrationStreamError)) throw e;
+        throw new MigrationStreamError(`the destination's answers are not records of this stream version (${e.message})`, { cause: e });
+      }
       if (r?.type === RecordType.APPLIED) {
         if (r.payload.length !== 4) throw new MigrationStreamError(`the destination sent an APPLIED of ${r.payload.length} bytes, not 4`);
         this.applied = Math.max(this.applied, r.payload.readUInt32LE(0));

@@ -19,12 +19,15 @@ describe('DestinationAnswers', () => {
     expect(answers.next()).toBeUndefined();
   });
 
-  it('returns a second ACCEPTED as unexpected, and refuses an APPLIED that is not a pass number', () => {
+  it('returns a second ACCEPTED as unexpected, and refuses an APPLIED that is not a pass number, and bytes that are no records', () => {
     const answers = new DestinationAnswers();
     answers.push(Buffer.concat([record(RecordType.ACCEPTED, empty), record(RecordType.ACCEPTED, empty)]));
     expect(answers.next()?.type).toBe(RecordType.ACCEPTED);
     answers.push(record(RecordType.APPLIED, new Uint8Array(3)));
     expect(() => answers.next()).toThrow(MigrationStreamError);
+    const garbled = new DestinationAnswers();
+    garbled.push(Buffer.from([RecordType.LOADED, 0xff, 0xff, 0xff, 0x7f]));
+    expect(() => garbled.next()).toThrow(/the destination's answers are not records of this stream version \(record of 2147483647 bytes/);
     expect(() => new DestinationAnswers().next()).not.toThrow();
   });
 
