@@ -218,7 +218,16 @@ export class PrecopySender {
           dirtyBytesPerSecond: this.dirtyRate * PAGE_BYTES, linkBytesPerSecond: this.linkBandwidth(),
           throttlePercent: this.throttlePercent,
         });
-        if (next.kind === 'switch-over') break;
+        if (next.kind === 'switch-over') {
+          // INVARIANT: the guest is stopped only for a destination that has taken the header
+          // (ACCEPTED, which a tsvmm destination sends before any RAM). One that has not, after a
+          // whole pass, is no tsvmm destination of this stream version (a service that reads and
+          // never answers) or is stuck, and would hold the guest stopped until a cancel.
+          if (!this.answers.accepted && !(await this.whileRunningUntil(() => this.answers.accepted, CATCH_UP_MAX_MS))) {
+            throw new MigrationFailed(`the destination has not answered the stream's header (no ACCEPTED) after ${this.pass} passes: it is not a tsvmm destination of this stream version, or it is stuck; the guest was not stopped`);
+          }
+          break;
+        }
         if (next.kind === 'send' && next.throttlePercent !== undefined) this.throttle(next.throttlePercent);
         await this.sendDirty(pending);
         await this.endPass();
@@ -481,19 +490,24 @@ export class PrecopySender {
 
   /** Waits, the guest running, until the destination has applied `pass` (APPLIED), for at most `ms`. */
   private async caughtUp(pass: number, ms: number): Promise<void> {
-    const until = performance.now() + ms;
     tracePhase(`migration: waiting for the destination to apply pass ${pass}`);
+    await this.whileRunningUntil(() => this.answers.appliedPass >= pass, ms);
+    tracePhase(`migration: the destination has applied pass ${this.answers.appliedPass}`);
+  }
+
+  /** Waits, the guest running, until `done()` holds (checked at each answer) or `ms` have passed; says whether it holds. */
+  private async whileRunningUntil(done: () => boolean, ms: number): Promise<boolean> {
+    const until = performance.now() + ms;
     for (;;) {
       this.check();
-      if (this.answers.appliedPass >= pass) break;
+      if (done()) return true;
       const left = until - performance.now();
-      if (left <= 0) break;
+      if (left <= 0) return false;
       await new Promise<void>((resolve) => {
         const timer = setTimeout(resolve, left);
         this.wake = () => { clearTimeout(timer); resolve(); };
       });
     }
-    tracePhase(`migration: the destination has applied pass ${this.answers.appliedPass}`);
   }
 
   private poke(): void {

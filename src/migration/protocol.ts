@@ -16,7 +16,7 @@
  *     |                                         APPLIED n  |
  *     |<---------------------------------------------------|
  *     |   [source waits for APPLIED of its last pass]      |
- *     |   [source pauses vCPUs]                            |
+ *     |   [source pauses vCPUs, only once it has ACCEPTED] |
  *     | SWITCHOVER  the guest has stopped; the rest follows|  waits for it awake (spinUntilReadable)
  *     |   [final sync]                                     |
  *     | RAM ... PASS_END last                              |  with VERIFY announced: hashes its RAM

@@ -14,10 +14,10 @@ export function shapeOf(mem: GuestMemory): MachineShape {
 /**
  * A source over `src` whose every dirty-log sync reports the pages set in `firstWord` (the first
  * word of region 0's bitmap) dirty; it counts the syncs, records every throttle asked of it, says
- * whether its guest is paused (pause and resume), and runs `onSync` (if given) at each sync, before
+ * whether its guest is paused (pause and resume) and whether it ever was, and runs `onSync` (if given) at each sync, before
  * it answers.
  */
-export function fixedDirtySource(src: GuestMemory, firstWord: number, onSync?: () => void): { source: MigrationSource; syncs: () => number; throttles: number[]; paused: () => boolean } {
+export function fixedDirtySource(src: GuestMemory, firstWord: number, onSync?: () => void): { source: MigrationSource; syncs: () => number; throttles: number[]; paused: () => boolean; everPaused: () => boolean } {
   const region = src.regions[0]!;
   let syncs = 0;
   let tracking = false;
@@ -37,11 +37,12 @@ export function fixedDirtySource(src: GuestMemory, firstWord: number, onSync?: (
   } as unknown as DirtyTracker;
   const throttles: number[] = [];
   let pauses = 0;
+  let everPaused = false;
   const source: MigrationSource = {
-    memory: src, dirty, pause: async () => { pauses++; }, resume: () => { pauses--; }, throttle: (p) => { throttles.push(p); },
+    memory: src, dirty, pause: async () => { pauses++; everPaused = true; }, resume: () => { pauses--; }, throttle: (p) => { throttles.push(p); },
     shape: () => shapeOf(src), captureState: () => [{ name: 'vm', state: {} }],
   };
-  return { source, syncs: () => syncs, throttles, paused: () => pauses > 0 };
+  return { source, syncs: () => syncs, throttles, paused: () => pauses > 0, everPaused: () => everPaused };
 }
 
 /** PrecopySender's parameters: QEMU's defaults, unlimited bandwidth, `channels` multifd channels (0: none). */
