@@ -67,6 +67,8 @@ export interface TextOutput {
  */
 export class ProgressLine {
   private drawn = false;
+  /** The last line written to an output that is not a terminal: the same again is not repeated. */
+  private lastLine: string | undefined;
 
   constructor(private readonly out: TextOutput) {}
 
@@ -74,8 +76,11 @@ export class ProgressLine {
     if (this.out.isTTY === true) {
       this.out.write(`\r${text}\x1b[K`);
       this.drawn = true;
-    } else {
+    } else if (text !== this.lastLine) {
+      // A log gets a line per change, not one per poll: a migration waiting on its destination
+      // polled the same line 40 times in 8 s (200 ms interval).
       this.out.write(`${text}\n`);
+      this.lastLine = text;
     }
   }
 

@@ -93,6 +93,13 @@ describe('tsvmm migrate', () => {
     ]);
   });
 
+  it('writes a progress line to a log only when it changes', async () => {
+    control.play(setup, active1, active1, active1, active2, active2, completed);
+    const t = fakeIo();
+    expect(await migrateCommand(['--qmp', qmp, '--interval', '5', 'tcp:10.0.0.2:4444'], t.io)).toBe(0);
+    expect(t.stderr().split('\n').map((l) => l.slice(0, 6))).toEqual(['migrat', 'pass 1', 'pass 2', '']);
+  });
+
   it('redraws one progress line on a terminal', async () => {
     control.play(active1, active2, completed);
     const t = fakeIo(true);
