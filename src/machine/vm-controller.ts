@@ -115,9 +115,8 @@ export class VmController implements VmControl {
   private async runMigration(uri: string, startMs: number): Promise<void> {
     let sender: PrecopySender | undefined;
     try {
-      const tcp = await connectForMigration(uri);
       const peerTimeoutMs = this.params['x-peer-timeout'];
-      watchForDeadPeer(tcp, peerTimeoutMs);
+      const tcp = await connectForMigration(uri, peerTimeoutMs);
       const creds = this.tlsCredsInUse();
       // The name the destination's certificate must carry: tls-hostname, else the URI's host.
       const hostname = this.params['tls-hostname'] || parseTcpUri(uri).host;

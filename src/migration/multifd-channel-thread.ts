@@ -11,7 +11,7 @@ import { RecordBufferPool, encodeRamRecord } from './ram-record.js';
 import type { PageRange } from '../memory/dirty-bitmap.js';
 import { StreamChecksum } from './stream-checksum.js';
 import { secureClient, type TlsCredsX509 } from './tls.js';
-import { connectForMigration, connectionErrorText, watchForDeadPeer } from './transport.js';
+import { connectForMigration, connectionErrorText } from './transport.js';
 
 export interface ChannelThreadData {
   readonly uri: string;
@@ -49,8 +49,7 @@ async function main(data: ChannelThreadData): Promise<void> {
   // host, and the destination gives the channels a limited time once it has seen MULTIFD.
   post({ type: 'ready' });
   await new Promise<void>((resolve) => port.once('message', (m: ToChannel) => { if (m.type === 'connect') resolve(); }));
-  const tcp = await connectForMigration(data.uri);
-  watchForDeadPeer(tcp, data.peerTimeoutMs);
+  const tcp = await connectForMigration(data.uri, data.peerTimeoutMs);
   const socket = data.tls === undefined ? tcp : await secureClient(tcp, reviveCreds(data.tls.creds), data.tls.hostname);
   socket.on('error', (e) => post({ type: 'error', message: `multifd channel ${data.index}: ${connectionErrorText(e, 'destination', data.peerTimeoutMs)}` }));
   socket.on('close', () => post({ type: 'error', message: `multifd channel ${data.index}: the destination closed the connection` }));

@@ -89,8 +89,11 @@ export async function listenForMigration(uri: string): Promise<IncomingListener>
   };
 }
 
-/** Connects to a destination's incoming port. */
-export async function connectForMigration(uri: string, timeoutMs = 10_000): Promise<net.Socket> {
+/**
+ * Connects to a destination's incoming port, with its peer taken for dead after `peerTimeoutMs`
+ * (watchForDeadPeer; 0: the kernel's defaults).
+ */
+export async function connectForMigration(uri: string, peerTimeoutMs = 0, timeoutMs = 10_000): Promise<net.Socket> {
   const { host, port } = parseTcpUri(uri);
   return await new Promise((resolve, reject) => {
     const socket = net.connect({ host, port });
@@ -98,6 +101,13 @@ export async function connectForMigration(uri: string, timeoutMs = 10_000): Prom
     socket.once('connect', () => {
       clearTimeout(timer);
       socket.setNoDelay(true);
+      try {
+        watchForDeadPeer(socket, peerTimeoutMs);
+      } catch (e) {
+        socket.destroy();
+        reject(e);
+        return;
+      }
       resolve(socket);
     });
     socket.once('error', (e: NodeJS.ErrnoException) => {
