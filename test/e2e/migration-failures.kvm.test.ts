@@ -6,7 +6,8 @@ import net from 'node:net';
 import { expect, it } from 'vitest';
 import { describeKvm } from '../helpers/kvm.js';
 import {
-  DIRTIER, DIRTYING, destination, guestVerifies, loadedCuttingRelay, migrationEnd, migrationWhere, processPool, qmp, truncatingRelay,
+  DIRTIER, DIRTYING, destination, guestVerifies, loadedCuttingRelay, migrationEnd, migrationWhere, processPool, qmp, switchOverToFrozenDestination,
+  truncatingRelay,
 } from '../helpers/migration.js';
 import { migrationPort } from '../helpers/tsvmm-process.js';
 
@@ -66,36 +67,23 @@ describeKvm('failed and cancelled migrations', () => {
   }, 300_000);
 
   it('a destination alive but stuck while the source\'s guest is stopped for the switch-over: migrate_cancel resumes it, and the destination never runs the guest', async () => {
-    const MiB = 2 ** 20;
     const { dst, uri } = await destination(start, [DIRTIER, '--mem', '32M']);
-    const src = start([DIRTIER, '--mem', '32M', '--cmdline', 'start=0x1000000 span=1 hold=1'], 'src');
-    await src.waitForConsole(/dirtier: holding\n/);
-    const client = await qmp(src);
-    const events: string[] = [];
-    client.on('event', (e) => events.push(e.event === 'MIGRATION' ? `MIGRATION ${(e.data as { status: string }).status}` : e.event));
-    await client.execute('migrate-set-parameters', { 'max-bandwidth': 4 * MiB });
-    await client.execute('migrate', { uri });
-    // With pass 1's last record still to go, the destination stops (SIGSTOP): its kernel still takes
-    // the last pages and answers for it, so no timeout ends the connection, and the source, having
-    // waited in vain for it to say it applied them, stops its guest and waits for LOADED.
-    await migrationWhere(client, (i) => i.ram?.['dirty-sync-count'] === 1 && i.ram.remaining > 0 && i.ram.remaining <= 3.5 * MiB, "pass 1's last record");
-    dst.kill('SIGSTOP');
     try {
-      await migrationWhere(client, (i) => i.status === 'device', 'the switch-over');
+      const { src, client, events } = await switchOverToFrozenDestination(start, dst, uri);
       await client.execute('migrate_cancel');
       const info = await migrationEnd(client);
       expect(info.status).toBe('cancelled');
       expect(events.slice(events.indexOf('MIGRATION device'))).toEqual(['MIGRATION device', 'STOP', 'MIGRATION cancelled', 'RESUME']);
       expect(await client.execute('query-status')).toMatchObject({ status: 'running' });
+      expect(await guestVerifies(src)).toMatch(/verify ok/);
     } finally {
       dst.kill('SIGCONT');
     }
-    // Woken, the destination has the whole stream, answers LOADED, and finds the connection gone
-    // instead of COMMIT: it does not run the guest.
+    // Woken, the destination writes its next answer to a connection the source has closed: it fails,
+    // and does not run the guest.
     expect(await dst.exited).toBe(8);
     expect(dst.stderr).toMatch(/incoming migration failed: migration connection failed: the source closed the connection/);
     expect(dst.stderr).not.toMatch(/incoming migration completed/);
-    expect(await guestVerifies(src)).toMatch(/verify ok/);
   }, 300_000);
 
   it('a stream cut short: the destination refuses to resume, the source resumes', async () => {

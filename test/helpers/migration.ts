@@ -87,6 +87,33 @@ export async function migrationWhere(client: QmpClient, until: (info: Record<str
   }
 }
 
+/**
+ * Brings a migration from a fresh 32 MiB source (the dirtier, stamped once, then holding) to `dst` at
+ * `uri` into its switch-over with `dst` frozen (SIGSTOP; SIGCONT it when done). With pass 1's last
+ * record still to go (max-bandwidth 4 MiB/s makes that last a while), the destination stops: its
+ * kernel still takes and acknowledges the last pages, so no timeout ends the connection, and the
+ * source, having waited in vain for it to say it applied them (catch-up), stops its guest and waits
+ * for LOADED. Returns the source, its QMP client, and its events so far (`MIGRATION <status>` or the
+ * event's name), which go on being collected.
+ */
+export async function switchOverToFrozenDestination(
+  start: ReturnType<typeof processPool>, dst: TsvmmProcess, uri: string,
+  { parameters = {}, name = 'src', prefix = [] }: { parameters?: Record<string, unknown>; name?: string; prefix?: readonly string[] } = {},
+): Promise<{ src: TsvmmProcess; client: QmpClient; events: string[] }> {
+  const MiB = 2 ** 20;
+  const src = start([DIRTIER, '--mem', '32M', '--cmdline', 'start=0x1000000 span=1 hold=1'], name, {}, prefix);
+  await src.waitForConsole(/dirtier: holding\n/);
+  const client = await qmp(src);
+  const events: string[] = [];
+  client.on('event', (e) => events.push(e.event === 'MIGRATION' ? `MIGRATION ${(e.data as { status: string }).status}` : e.event));
+  await client.execute('migrate-set-parameters', { 'max-bandwidth': 4 * MiB, ...parameters });
+  await client.execute('migrate', { uri });
+  await migrationWhere(client, (i) => i.ram?.['dirty-sync-count'] === 1 && i.ram.remaining > 0 && i.ram.remaining <= 3.5 * MiB, "pass 1's last record");
+  dst.kill('SIGSTOP');
+  await migrationWhere(client, (i) => i.status === 'device', 'the switch-over');
+  return { src, client, events };
+}
+
 /** The guest checks every stamp it has written; resolves with the verify line it printed. */
 export async function guestVerifies(p: TsvmmProcess): Promise<string> {
   const before = p.console().length;
